@@ -1,0 +1,29 @@
+"""Triton Python model ``electra``: windows -> start/end logits with ONNX Runtime (see config.pbtxt)."""
+
+import triton_python_backend_utils as pb_utils
+
+from serving.backend import config_parameters, error_response, version_dir
+from serving.onnx_runner import INPUT_NAMES, OnnxQARunner
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        parameters = config_parameters(args)
+        self.runner = OnnxQARunner(
+            version_dir(args) / parameters["onnx_file"],
+            device=parameters["device"],
+            intra_op_threads=int(parameters["intra_op_threads"]),
+            max_windows_per_run=int(parameters["max_windows_per_run"]),
+        )
+        pb_utils.Logger.log_info(f"electra: ONNX Runtime on {self.runner.device}")
+
+    def execute(self, requests):
+        batch = [[pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in INPUT_NAMES] for r in requests]
+        try:
+            logits = self.runner.run(batch)
+        except Exception as error:
+            return [error_response(pb_utils, error) for _ in requests]
+        return [
+            pb_utils.InferenceResponse([pb_utils.Tensor("start_logits", start), pb_utils.Tensor("end_logits", end)])
+            for start, end in logits
+        ]

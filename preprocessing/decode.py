@@ -1,0 +1,154 @@
+"""Start/end logits of doc-stride windows -> answer spans, as ``pipeline('question-answering')`` picks them.
+
+Per window: tokens outside the context (but the [CLS] at position 0) are masked to -10000 before a softmax
+of the start and of the end logits; the null score is p_start[CLS] * p_end[CLS]; [CLS] is then zeroed; a
+span (s, e) scores p_start[s] * p_end[e] for s <= e < s + max_answer_len; the best ``top_k * 2 + 10``
+spans of the window (``top_k`` without word alignment) become candidates. Candidates of all windows of a
+question, in window order, are merged by answer text (case-insensitive, scores added), the null answer is
+added when ``handle_impossible_answer``, and the ``top_k`` best are kept.
+
+Everything up to the candidates is vectorised over all windows of all questions; only the merge (a few
+candidates per window) is a Python loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from preprocessing.requests import AnswerOptions
+from preprocessing.tokenize import NO_OFFSET
+
+MASKED_LOGIT = np.float32(-10000.0)
+PAD_START = -1  # start/end of the filler entries when a question has fewer than top_k answers
+
+
+@dataclass
+class DecodedAnswers:
+    """Answers of N questions, best first: ``[N, top_k]`` arrays, filler entries have start == end == -1."""
+
+    text: np.ndarray  # object (str)
+    score: np.ndarray  # float32
+    start: np.ndarray  # int64, character offset into the question's context
+    end: np.ndarray  # int64
+
+
+def decode(
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    token_offsets: np.ndarray,
+    word_offsets: np.ndarray,
+    window_question: np.ndarray,
+    contexts: Sequence[str],
+    options: AnswerOptions = AnswerOptions(),
+) -> DecodedAnswers:
+    """Decode ``[W, L]`` logits of the windows of ``len(contexts)`` questions."""
+    n_windows, width = start_logits.shape
+    in_context = token_offsets[..., 0] != NO_OFFSET
+    keep = in_context.copy()
+    keep[:, 0] = True  # the reference keeps [CLS] in the softmax
+    p_start = _softmax(np.where(keep, start_logits.astype(np.float32), MASKED_LOGIT))
+    p_end = _softmax(np.where(keep, end_logits.astype(np.float32), MASKED_LOGIT))
+    null_scores = p_start[:, 0] * p_end[:, 0]
+    p_start[:, 0] = p_end[:, 0] = 0.0
+
+    # Span (s, s + d) for d < max_answer_len: a [W, L, D] band instead of the full [W, L, L] outer product.
+    lengths = np.arange(min(options.max_answer_len, width))
+    ends = np.arange(width)[:, None] + lengths[None, :]  # [L, D]
+    safe_ends = np.minimum(ends, width - 1)
+    allowed = (ends < width)[None] & in_context[:, :, None] & in_context[:, safe_ends]
+    band = np.where(allowed, p_start[:, :, None] * p_end[:, safe_ends], np.float32(0.0))  # [W, L, D]
+
+    per_window = options.top_k * 2 + 10 if options.align_to_words else options.top_k
+    flat = band.reshape(n_windows, -1)
+    k = min(per_window, flat.shape[1])
+    top = np.argpartition(-flat, k - 1, axis=1)[:, :k]
+    top = np.take_along_axis(top, np.argsort(-np.take_along_axis(flat, top, axis=1), axis=1), axis=1)
+    starts, span_lengths = np.divmod(top, lengths.size)
+    candidates = [
+        (window, flat[window, top[window]], starts[window], starts[window] + span_lengths[window])
+        for window in range(n_windows)
+    ]
+    # A window with fewer real spans than it asks for: the reference fills up with zero-score spans taken
+    # from its full outer product; replay its exact selection there (short contexts only).
+    for window in np.flatnonzero((flat > 0).sum(axis=1) < per_window):
+        candidates[window] = (window, *_reference_spans(p_start[window], p_end[window], keep[window], per_window,
+                                                       options.max_answer_len))
+
+    token_spans = token_offsets.copy()
+    token_spans[:, 0] = 0  # [CLS] spans 0..0 in the reference's offsets
+    spans = _CharSpans(token_spans, word_offsets if options.align_to_words else None)
+
+    min_null = np.full(len(contexts), 1_000_000.0)
+    np.minimum.at(min_null, window_question, null_scores)
+    return _merge(contexts, window_question, candidates, spans, min_null, options)
+
+
+def _reference_spans(p_start, p_end, keep, k, max_answer_len):
+    """The reference's ``decode_spans`` on one window, unpadded: [CLS] question [SEP] context [SEP]."""
+    n = int(np.flatnonzero(keep)[-1]) + 2
+    scores = np.tril(np.triu(np.outer(p_start[:n], p_end[:n])), max_answer_len - 1)
+    flat = scores.ravel()
+    if k == 1:
+        top = np.array([np.argmax(flat)])
+    elif flat.size < k:
+        top = np.argsort(-flat)
+    else:
+        top = np.argpartition(-flat, k)[:k]
+        top = top[np.argsort(-flat[top])]
+    starts, ends = np.unravel_index(top, scores.shape)
+    wanted = keep[starts] & keep[ends]
+    return flat[top][wanted], starts[wanted], ends[wanted]
+
+
+class _CharSpans:
+    """Token spans -> character spans in the context, aligned to words as the reference does."""
+
+    def __init__(self, token_spans: np.ndarray, word_spans: np.ndarray | None):
+        self.token_spans, self.word_spans = token_spans, word_spans
+
+    def __call__(self, window: int, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        char_start = self.token_spans[window, starts, 0]
+        char_end = self.token_spans[window, ends, 1]
+        if self.word_spans is None:
+            return char_start, char_end
+        word_start = self.word_spans[window, starts, 0]
+        word_end = self.word_spans[window, ends, 1]
+        # The reference falls back to token offsets for both ends when either token has no word.
+        has_words = (word_start != NO_OFFSET) & (word_end != NO_OFFSET)
+        return np.where(has_words, word_start, char_start), np.where(has_words, word_end, char_end)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def _merge(contexts, window_question, candidates, spans, min_null, options) -> DecodedAnswers:
+    n_questions, top_k = len(contexts), options.top_k
+    text = np.full((n_questions, top_k), "", dtype=object)
+    score = np.zeros((n_questions, top_k), dtype=np.float32)
+    start = np.full((n_questions, top_k), PAD_START, dtype=np.int64)
+    end = np.full((n_questions, top_k), PAD_START, dtype=np.int64)
+    answers: list[dict[str, list]] = [{} for _ in range(n_questions)]  # lower-cased text -> [score, start, end, text]
+    for window, span_scores, starts, ends in candidates:
+        q = window_question[window]
+        context, merged = contexts[q], answers[q]
+        char_starts, char_ends = spans(window, starts, ends)
+        for span_score, s, e in zip(span_scores.tolist(), char_starts.tolist(), char_ends.tolist()):
+            found = context[s:e]
+            entry = merged.get(found.lower())
+            if entry is None:
+                merged[found.lower()] = [span_score, s, e, found]
+            else:
+                entry[0] += span_score
+    for q, merged in enumerate(answers):
+        ranked = list(merged.values())
+        if options.handle_impossible_answer:
+            ranked.append([float(min_null[q]), 0, 0, ""])
+        ranked.sort(key=lambda entry: entry[0], reverse=True)
+        for rank, (entry_score, s, e, found) in enumerate(ranked[:top_k]):
+            text[q, rank], score[q, rank], start[q, rank], end[q, rank] = found, entry_score, s, e
+    return DecodedAnswers(text=text, score=score, start=start, end=end)

@@ -1,0 +1,76 @@
+"""The ELECTRA step: runs the exported ONNX model over windows of many requests, length-aware.
+
+Windows of all requests in a dynamic batch are sorted by length and run in chunks of at most
+``max_windows_per_run``, each padded only to its own longest window; the logits go back to each request
+in its own window order and width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+OUTPUT_NAMES = ("start_logits", "end_logits")
+
+
+@dataclass
+class PaddingStats:
+    """Tokens the model ran vs. real tokens, over the runner's lifetime."""
+
+    real_tokens: int = 0
+    executed_tokens: int = 0
+
+    @property
+    def padding_fraction(self) -> float:
+        return 1.0 - self.real_tokens / self.executed_tokens if self.executed_tokens else 0.0
+
+
+class OnnxQARunner:
+    def __init__(self, onnx_file: str | Path, device: str = "auto", intra_op_threads: int = 0,
+                 max_windows_per_run: int = 32):
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        if device == "cuda" and "CUDAExecutionProvider" not in available:
+            raise RuntimeError(f"device=cuda but onnxruntime offers only {available} (install onnxruntime-gpu)")
+        use_cuda = device in ("auto", "cuda") and "CUDAExecutionProvider" in available
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = intra_op_threads
+        self.session = ort.InferenceSession(str(onnx_file), options, providers=providers)
+        self.max_windows_per_run = max_windows_per_run
+        self.stats = PaddingStats()
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+
+    def run(self, requests: Sequence[Sequence[np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``requests``: per request (input_ids, attention_mask, token_type_ids), each ``[W_i, L_i]``.
+        Returns per request (start_logits, end_logits), each ``[W_i, L_i]`` float32."""
+        counts = [len(r[0]) for r in requests]
+        full_width = max(r[0].shape[1] for r in requests)
+        stacked = [np.concatenate([_pad_to(r[k], full_width) for r in requests]) for k in range(len(INPUT_NAMES))]
+        lengths = stacked[1].sum(axis=1)
+        start = np.zeros(stacked[0].shape, np.float32)
+        end = np.zeros(stacked[0].shape, np.float32)
+        order = np.argsort(-lengths, kind="stable")
+        for begin in range(0, len(order), self.max_windows_per_run):
+            chunk = order[begin:begin + self.max_windows_per_run]
+            width = int(lengths[chunk].max())
+            feeds = {name: tensor[chunk, :width] for name, tensor in zip(INPUT_NAMES, stacked)}
+            start[chunk, :width], end[chunk, :width] = self.session.run(list(OUTPUT_NAMES), feeds)
+            self.stats.real_tokens += int(lengths[chunk].sum())
+            self.stats.executed_tokens += len(chunk) * width
+        bounds = np.cumsum(counts)[:-1]
+        return [(s[:, :r[0].shape[1]], e[:, :r[0].shape[1]])
+                for s, e, r in zip(np.split(start, bounds), np.split(end, bounds), requests)]
+
+
+def _pad_to(tensor: np.ndarray, width: int) -> np.ndarray:
+    return np.pad(tensor.astype(np.int64, copy=False), ((0, 0), (0, width - tensor.shape[1])))
