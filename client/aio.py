@@ -1,0 +1,59 @@
+"""``AsyncTritonQA``: the asyncio twin of ``TritonQA`` (same methods, awaited), on ``tritonclient.grpc.aio``."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import tritonclient.grpc.aio as grpcclient
+
+from client import _protocol as protocol
+from client.answer import Answer
+from client.errors import translate
+
+
+class AsyncTritonQA:
+    """``async with AsyncTritonQA(url) as qa: answer = await qa.ask(question, context)``"""
+
+    def __init__(self, url: str = protocol.DEFAULT_URL, *, model: str = protocol.DEFAULT_MODEL,
+                 timeout_s: float | None = 30.0, verbose: bool = False):
+        self.url, self.model, self.timeout_s = url, model, timeout_s
+        self._client = grpcclient.InferenceServerClient(url, verbose=verbose)
+
+    async def ask(self, question: str, context: str, *, top_k: int = 1, max_answer_len: int = 15,
+                  handle_impossible_answer: bool = False, align_to_words: bool = True) -> Answer | list[Answer]:
+        options = protocol.Options(top_k, max_answer_len, handle_impossible_answer, align_to_words)
+        answers = (await self._infer([(question, context)], options))[0]
+        return answers[0] if top_k == 1 else answers
+
+    async def ask_many(self, pairs: Sequence[tuple[str, str]], *, top_k: int = 1, max_answer_len: int = 15,
+                       handle_impossible_answer: bool = False, align_to_words: bool = True) -> list:
+        options = protocol.Options(top_k, max_answer_len, handle_impossible_answer, align_to_words)
+        return protocol.flatten(await self._infer(list(pairs), options), top_k)
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        pairs, single, options = protocol.pipeline_examples(args, kwargs)
+        return protocol.pipeline_result(await self._infer(pairs, options), single)
+
+    async def is_ready(self) -> bool:
+        try:
+            return await self._client.is_server_ready() and await self._client.is_model_ready(self.model)
+        except Exception:
+            return False
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self) -> "AsyncTritonQA":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _infer(self, pairs: list[tuple[str, str]], options: protocol.Options) -> list[list[Answer]]:
+        inputs = protocol.build_inputs(grpcclient, pairs)
+        try:
+            result = await self._client.infer(self.model, inputs, outputs=protocol.requested_outputs(grpcclient),
+                                              parameters=options.parameters(), client_timeout=self.timeout_s)
+        except Exception as error:
+            raise translate(error) from error
+        return protocol.parse_answers(result, len(pairs))

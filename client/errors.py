@@ -1,0 +1,49 @@
+"""The client's exceptions. gRPC errors become these in one place: ``translate``."""
+
+from __future__ import annotations
+
+
+class QAError(Exception):
+    """Any failure of a question-answering call."""
+
+
+class InvalidInputError(QAError, ValueError):
+    """The server refused the request (gRPC INVALID_ARGUMENT): fix the input; retrying will not help."""
+
+
+class ServerUnavailableError(QAError, ConnectionError):
+    """The server cannot be reached or is not serving (gRPC UNAVAILABLE)."""
+
+
+class DeadlineExceededError(QAError, TimeoutError):
+    """No answer within ``timeout_s`` (gRPC DEADLINE_EXCEEDED)."""
+
+
+class ServerError(QAError):
+    """The server failed in some other way (for instance INTERNAL, NOT_FOUND for a model it does not serve)."""
+
+    def __init__(self, message: str, status: str | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+_BY_STATUS = {
+    "INVALID_ARGUMENT": InvalidInputError,
+    "UNAVAILABLE": ServerUnavailableError,
+    "DEADLINE_EXCEEDED": DeadlineExceededError,
+}
+
+
+def translate(error: Exception) -> QAError:
+    """A tritonclient ``InferenceServerException`` (or any error of a call) as a ``QAError``."""
+    status_of = getattr(error, "status", None)
+    status = (status_of() if callable(status_of) else None) or ""
+    status = status.rsplit(".", 1)[-1]  # "StatusCode.INVALID_ARGUMENT" -> "INVALID_ARGUMENT"
+    message_of = getattr(error, "message", None)
+    message = (message_of() if callable(message_of) else None) or str(error)
+    if message.startswith("in ensemble '"):  # "in ensemble 'electra_qa', question 0 is empty ..."
+        message = message.split("', ", 1)[-1]
+    kind = _BY_STATUS.get(status)
+    if kind is not None:
+        return kind(message)
+    return ServerError(f"{status or 'error'}: {message}", status or None)

@@ -1,0 +1,69 @@
+"""``TritonQA``: question answering against the ``electra_qa`` ensemble over gRPC."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import tritonclient.grpc as grpcclient
+
+from client import _protocol as protocol
+from client.answer import Answer
+from client.errors import translate
+
+
+class TritonQA:
+    """A client for the served ELECTRA QA model; a drop-in for ``pipeline('question-answering')``.
+
+    >>> with TritonQA("localhost:8001") as qa:
+    ...     qa.ask("Who wrote it?", "It was written by Ada Lovelace.").text
+    """
+
+    def __init__(self, url: str = protocol.DEFAULT_URL, *, model: str = protocol.DEFAULT_MODEL,
+                 timeout_s: float | None = 30.0, verbose: bool = False):
+        self.url, self.model, self.timeout_s = url, model, timeout_s
+        self._client = grpcclient.InferenceServerClient(url, verbose=verbose)
+
+    def ask(self, question: str, context: str, *, top_k: int = 1, max_answer_len: int = 15,
+            handle_impossible_answer: bool = False, align_to_words: bool = True) -> Answer | list[Answer]:
+        """The best answer (``top_k=1``) or the ``top_k`` best answers, best first."""
+        options = protocol.Options(top_k, max_answer_len, handle_impossible_answer, align_to_words)
+        answers = self._infer([(question, context)], options)[0]
+        return answers[0] if top_k == 1 else answers
+
+    def ask_many(self, pairs: Sequence[tuple[str, str]], *, top_k: int = 1, max_answer_len: int = 15,
+                 handle_impossible_answer: bool = False, align_to_words: bool = True) -> list:
+        """Answers to several (question, context) pairs, sent in one request: one ``Answer`` per pair for
+        ``top_k=1``, else a list of answers per pair."""
+        options = protocol.Options(top_k, max_answer_len, handle_impossible_answer, align_to_words)
+        return protocol.flatten(self._infer(list(pairs), options), top_k)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """The pipeline's call form and result: ``qa({'question': q, 'context': c})`` ->
+        ``{'score', 'start', 'end', 'answer'}``."""
+        pairs, single, options = protocol.pipeline_examples(args, kwargs)
+        return protocol.pipeline_result(self._infer(pairs, options), single)
+
+    def is_ready(self) -> bool:
+        """Whether the server is up and ``electra_qa`` is ready to answer."""
+        try:
+            return self._client.is_server_ready() and self._client.is_model_ready(self.model)
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> "TritonQA":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _infer(self, pairs: list[tuple[str, str]], options: protocol.Options) -> list[list[Answer]]:
+        inputs = protocol.build_inputs(grpcclient, pairs)
+        try:
+            result = self._client.infer(self.model, inputs, outputs=protocol.requested_outputs(grpcclient),
+                                        parameters=options.parameters(), client_timeout=self.timeout_s)
+        except Exception as error:
+            raise translate(error) from error
+        return protocol.parse_answers(result, len(pairs))

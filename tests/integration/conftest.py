@@ -1,0 +1,88 @@
+"""One real Triton server per test session, started the way a user starts it: ``make serve MODEL=<dir>``
+(export of the tiny checkpoint into a copy of the model repository, then the embedded tritonserver)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from client import TritonQA
+from tests.conftest import ROOT
+
+STARTUP_TIMEOUT_S = 300
+
+
+@dataclass
+class Server:
+    grpc_url: str
+    http_url: str
+    metrics_url: str
+    process: subprocess.Popen
+    log: Path
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def triton_server(tmp_path_factory, tiny_checkpoint):
+    workdir = tmp_path_factory.mktemp("triton")
+    repository = workdir / "model_repository"
+    shutil.copytree(ROOT / "model_repository", repository,
+                    ignore=shutil.ignore_patterns("model.onnx", "export.json", "tokenizer.json", "__pycache__"))
+    grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
+    log = workdir / "server.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            ["make", "--no-print-directory", "serve", f"MODEL={tiny_checkpoint}", f"REPOSITORY={repository}",
+             f"GRPC_PORT={grpc_port}", f"HTTP_PORT={http_port}", f"METRICS_PORT={metrics_port}"],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    server = Server(f"localhost:{grpc_port}", f"http://localhost:{http_port}", f"http://localhost:{metrics_port}",
+                    process, log)
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while not server.ready():
+        if not server.alive() or time.monotonic() > deadline:
+            _stop(process)
+            pytest.fail(f"tritonserver did not become ready; its log:\n{log.read_text()[-5000:]}")
+        time.sleep(0.5)
+    yield server
+    _stop(process)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def qa(triton_server):
+    with TritonQA(triton_server.grpc_url, timeout_s=60) as client:
+        yield client

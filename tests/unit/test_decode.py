@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForQuestionAnswering
+
+from preprocessing import AnswerOptions, QATokenizer, decode
+from tests.cases import CASES
+from tests.conftest import as_list, assert_same_answers
+
+OPTIONS = [
+    {},
+    {"top_k": 3},
+    {"top_k": 5, "handle_impossible_answer": True},
+    {"top_k": 2, "align_to_words": False},
+    {"top_k": 4, "max_answer_len": 3},
+]
+SHORT_CONTEXTS = ["x", "alpha beta", "alpha beta gamma delta", "alpha beta gamma delta epsilon zeta"]
+
+
+@pytest.fixture(scope="module")
+def answer(tiny_checkpoint):
+    """Our tokenizer + the PyTorch model + our decoder: the served pipeline minus Triton and ONNX."""
+    tokenizer = QATokenizer(tiny_checkpoint / "tokenizer.json")
+    model = AutoModelForQuestionAnswering.from_pretrained(str(tiny_checkpoint)).eval()
+
+    def run(questions, contexts, **options):
+        w = tokenizer.encode(questions, contexts)
+        with torch.no_grad():
+            out = model(input_ids=torch.tensor(w.input_ids), attention_mask=torch.tensor(w.attention_mask),
+                        token_type_ids=torch.tensor(w.token_type_ids))
+        return decode(out.start_logits.numpy(), out.end_logits.numpy(), w.token_offsets, w.word_offsets,
+                      w.window_question, contexts, AnswerOptions(**options))
+
+    return run
+
+
+def rows(decoded, q):
+    return [(decoded.text[q, j], float(decoded.score[q, j]), int(decoded.start[q, j]), int(decoded.end[q, j]))
+            for j in range(decoded.text.shape[1]) if decoded.start[q, j] >= 0]
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "defaults")
+def test_decode_matches_the_reference_pipeline_on_every_case(answer, reference, options):
+    questions, contexts = zip(*CASES.values())
+    decoded = answer(list(questions), list(contexts), **options)
+    for q, (question, context) in enumerate(CASES.values()):
+        assert_same_answers(rows(decoded, q), as_list(reference(question=question, context=context, **options)))
+
+
+@pytest.mark.parametrize("context", SHORT_CONTEXTS)
+@pytest.mark.parametrize("top_k", [2, 5, 20])
+def test_decode_matches_the_reference_when_a_short_context_has_fewer_spans_than_top_k(answer, reference, context, top_k):
+    decoded = answer(["which one?"], [context], top_k=top_k)
+    assert_same_answers(rows(decoded, 0), as_list(reference(question="which one?", context=context, top_k=top_k)))
+
+
+def test_decode_answer_text_is_the_context_slice(answer):
+    questions, contexts = zip(*CASES.values())
+    decoded = answer(list(questions), list(contexts), top_k=3)
+    for q, context in enumerate(contexts):
+        for text, _, start, end in rows(decoded, q):
+            assert text == context[start:end]
+
+
+def test_decode_pads_with_filler_entries_when_fewer_answers_than_top_k(answer):
+    decoded = answer(["which?"], ["x"], top_k=20, align_to_words=False)
+    assert decoded.text.shape == (1, 20)
+    assert (decoded.start[0, 2:] == -1).all() and (decoded.end[0, 2:] == -1).all()
+
+
+def test_decode_scores_are_probabilities_sorted_best_first(answer):
+    decoded = answer([CASES["squad"][0]], [CASES["squad"][1]], top_k=5)
+    scores = decoded.score[0]
+    assert (np.diff(scores) <= 0).all() and 0 < scores[0] <= 1
+
+
+def test_decode_offers_a_scored_empty_answer_only_when_impossible_answers_are_allowed(answer):
+    without = answer(["which?"], ["alpha beta"], top_k=8)
+    with_null = answer(["which?"], ["alpha beta"], top_k=8, handle_impossible_answer=True)
+    assert not [score for text, score, _, _ in rows(without, 0) if text == "" and score > 0]
+    assert [(s, e) for text, score, s, e in rows(with_null, 0) if text == "" and score > 0] == [(0, 0)]

@@ -1,0 +1,62 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from serving.checkpoints import build_random_checkpoint
+from serving.export import DEFAULT_MODEL, export, is_current, read_record
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory):
+    target = tmp_path_factory.mktemp("export") / "model_repository"
+    shutil.copytree(ROOT / "model_repository", target,
+                    ignore=shutil.ignore_patterns("model.onnx", "export.json", "tokenizer.json"))
+    return target
+
+
+def test_export_writes_the_onnx_model_and_tokenizer_checked_against_pytorch(repository, tiny_checkpoint):
+    record = export(str(tiny_checkpoint), repository)
+    assert (repository / "electra" / "1" / "model.onnx").stat().st_size > 1_000_000
+    tokenizer = json.loads((repository / "tokenizer" / "1" / "tokenizer.json").read_text())
+    assert tokenizer["normalizer"]["lowercase"] is True
+    assert 0 <= record.max_abs_diff <= record.tolerance
+    assert read_record(repository) == record
+    assert is_current(repository, str(tiny_checkpoint))
+
+
+def test_exported_onnx_has_dynamic_batch_and_sequence_axes(repository, tiny_checkpoint):
+    import onnx
+
+    if not is_current(repository, str(tiny_checkpoint)):
+        export(str(tiny_checkpoint), repository)
+    graph = onnx.load(str(repository / "electra" / "1" / "model.onnx")).graph
+    names = {i.name: [d.dim_param for d in i.type.tensor_type.shape.dim] for i in [*graph.input, *graph.output]}
+    assert names == {name: ["batch", "sequence"] for name in
+                     ("input_ids", "attention_mask", "token_type_ids", "start_logits", "end_logits")}
+
+
+def test_a_different_checkpoint_is_not_current(repository, tiny_checkpoint, tmp_path):
+    other = build_random_checkpoint(tmp_path / "other", "tiny", seed=1)
+    assert not is_current(repository, str(other))
+
+
+def test_export_of_a_hub_id_offline_says_how_to_pass_a_local_directory(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    result = subprocess.run([sys.executable, "-m", "serving.export", "--model", DEFAULT_MODEL,
+                             "--repository", str(tmp_path / "repo")], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert f"could not load '{DEFAULT_MODEL}' from the Hugging Face hub" in result.stderr
+    assert "pass a local checkpoint directory" in result.stderr and "MODEL=/path/to/checkpoint" in result.stderr
+
+
+def test_export_refuses_a_path_that_is_not_a_checkpoint(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "serving.export", "--model", str(tmp_path / "missing"),
+                             "--repository", str(tmp_path / "repo")], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2 and "neither an existing directory nor a Hugging Face hub id" in result.stderr
