@@ -1,0 +1,73 @@
+"""The client's request shaping and error translation (no server needed)."""
+
+import pytest
+from tritonclient.utils import InferenceServerException
+
+from client import Answer, DeadlineExceededError, InvalidInputError, QAError, ServerError, ServerUnavailableError
+from client._protocol import Options, pipeline_examples, pipeline_result
+from client.errors import translate
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        ("StatusCode.INVALID_ARGUMENT", InvalidInputError),
+        ("StatusCode.UNAVAILABLE", ServerUnavailableError),
+        ("StatusCode.DEADLINE_EXCEEDED", DeadlineExceededError),
+        ("StatusCode.INTERNAL", ServerError),
+        (None, ServerError),
+    ],
+)
+def test_translate_maps_grpc_status_to_the_exception_hierarchy(status, kind):
+    error = translate(InferenceServerException("boom", status=status))
+    assert type(error) is kind and isinstance(error, QAError)
+
+
+def test_translate_drops_the_ensemble_prefix_from_messages():
+    error = translate(InferenceServerException("in ensemble 'electra_qa', question 0 is empty or only whitespace",
+                                               status="StatusCode.INVALID_ARGUMENT"))
+    assert str(error) == "question 0 is empty or only whitespace"
+
+
+def test_timeouts_are_also_builtin_timeout_errors():
+    assert issubclass(DeadlineExceededError, TimeoutError) and issubclass(InvalidInputError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "pairs", "single"),
+    [
+        (({"question": "q", "context": "c"},), {}, [("q", "c")], True),
+        ((), {"question": "q", "context": "c"}, [("q", "c")], True),
+        ((), {"question": ["q1", "q2"], "context": "c"}, [("q1", "c"), ("q2", "c")], False),
+        ((), {"question": ["q1", "q2"], "context": ["c1", "c2"]}, [("q1", "c1"), ("q2", "c2")], False),
+        (([{"question": "q1", "context": "c1"}, {"question": "q2", "context": "c2"}],), {},
+         [("q1", "c1"), ("q2", "c2")], False),
+    ],
+)
+def test_pipeline_call_forms_are_understood(args, kwargs, pairs, single):
+    assert pipeline_examples(args, kwargs)[:2] == (pairs, single)
+
+
+def test_pipeline_options_become_request_parameters():
+    _, _, options = pipeline_examples(({"question": "q", "context": "c"},),
+                                      {"topk": 3, "handle_impossible_answer": True, "doc_stride": 128})
+    assert options == Options(top_k=3, handle_impossible_answer=True)
+
+
+def test_server_side_pipeline_settings_cannot_change_per_call():
+    with pytest.raises(InvalidInputError, match="max_seq_len is set in the server's model configuration"):
+        pipeline_examples(({"question": "q", "context": "c"},), {"max_seq_len": 256})
+
+
+def test_pipeline_call_refuses_malformed_examples():
+    with pytest.raises(InvalidInputError, match="must be a dict with 'question' and 'context'"):
+        pipeline_examples(({"question": "q"},), {})
+    with pytest.raises(InvalidInputError, match="unexpected arguments: foo"):
+        pipeline_examples(({"question": "q", "context": "c"},), {"foo": 1})
+
+
+def test_pipeline_result_is_a_dict_for_one_answer_and_a_list_for_several():
+    one, two = Answer("a", 0.5, 0, 1), Answer("b", 0.25, 2, 3)
+    assert pipeline_result([[one]], single=True) == {"score": 0.5, "start": 0, "end": 1, "answer": "a"}
+    assert pipeline_result([[one, two]], single=True)[1]["answer"] == "b"
+    assert pipeline_result([[one], [one, two]], single=False)[0]["answer"] == "a"
