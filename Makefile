@@ -6,13 +6,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 MODEL ?= valhalla/electra-base-discriminator-finetuned_squadv1
 REPOSITORY ?= model_repository
+PRECISION ?= fp32
 GRPC_PORT ?= 8001
 HTTP_PORT ?= 8000
 METRICS_PORT ?= 8002
 SIZE ?= tiny
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test export checkpoint clean
+.PHONY: setup serve test export checkpoint bench clean
 
 setup: $(VENV)/.installed
 
@@ -28,15 +29,20 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	touch $@
 
 serve: setup
-	$(BIN)/python -m serving.serve --model "$(MODEL)" --repository "$(REPOSITORY)" \
+	$(BIN)/python -m serving.serve --model "$(MODEL)" --repository "$(REPOSITORY)" --precision $(PRECISION) \
 	  --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT)
 
 export: setup
-	$(BIN)/python -m serving.export --model "$(MODEL)" --repository "$(REPOSITORY)"
+	$(BIN)/python -m serving.export --model "$(MODEL)" --repository "$(REPOSITORY)" --precision $(PRECISION)
 
 # A random-weight ELECTRA QA checkpoint (SIZE=tiny for tests, SIZE=base for the real model's compute).
 checkpoint: setup
 	$(BIN)/python -m serving.checkpoints --size $(SIZE) --out checkpoints/electra-qa-$(SIZE)
+
+# The served ensemble vs pipeline('question-answering') on the full-size random checkpoint (minutes).
+BENCH_ARGS ?=
+bench: setup
+	$(BIN)/python -m perf.bench $(BENCH_ARGS)
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -26,6 +26,7 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAMES = ("start_logits", "end_logits")
 OPSET = 17
 DEFAULT_TOLERANCE = 1e-3  # max |ONNX - PyTorch| over the check inputs' logits
+PRECISIONS = ("fp32", "int8")
 
 
 class ExportError(RuntimeError):
@@ -42,6 +43,9 @@ class ExportRecord:
     tolerance: float
     opset: int
     exported_at: str
+    fused_operators: dict
+    precision: str = "fp32"
+    served_max_abs_diff: float | None = None  # of the int8 graph, when precision is int8
 
 
 def source_fingerprint(model: str) -> tuple[str, str]:
@@ -65,15 +69,15 @@ def read_record(repository: Path) -> ExportRecord | None:
         return None
 
 
-def is_current(repository: Path, model: str) -> bool:
-    """Whether the repository already holds an export of ``model`` (unchanged since)."""
+def is_current(repository: Path, model: str, precision: str = "fp32") -> bool:
+    """Whether the repository already holds an export of ``model`` (unchanged since) at ``precision``."""
     record = read_record(repository)
     onnx_file = repository / "electra" / "1" / "model.onnx"
     tokenizer_file = repository / "tokenizer" / "1" / "tokenizer.json"
     if record is None or not onnx_file.is_file() or not tokenizer_file.is_file():
         return False
     name, fingerprint = source_fingerprint(model)
-    return (record.model, record.fingerprint) == (name, fingerprint)
+    return (record.model, record.fingerprint, record.precision) == (name, fingerprint, precision)
 
 
 def load_checkpoint(model: str):
@@ -104,8 +108,16 @@ def load_checkpoint(model: str):
 
 
 def export(model: str = DEFAULT_MODEL, repository: Path = DEFAULT_REPOSITORY,
-           tolerance: float = DEFAULT_TOLERANCE) -> ExportRecord:
-    """Export ``model`` into ``repository``; raises ExportError when ONNX and PyTorch disagree."""
+           tolerance: float = DEFAULT_TOLERANCE, optimize: bool = True, precision: str = "fp32") -> ExportRecord:
+    """Export ``model`` into ``repository``; raises ExportError when ONNX and PyTorch disagree.
+
+    ``optimize`` applies ONNX Runtime's transformer fusions (attention, skip-LayerNorm, embedding-LayerNorm,
+    bias-GELU) offline, so that the served graph is the fused one that was checked against PyTorch.
+    ``precision="int8"`` (opt-in) then quantizes the MatMul weights to int8 (dynamic quantization, VNNI
+    kernels): much faster on CPU, but answers may differ from the reference; the tolerance check applies to
+    the fp32 graph and the int8 graph's difference is only recorded."""
+    if precision not in PRECISIONS:
+        raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision}")
     import torch
 
     tokenizer, network = load_checkpoint(model)
@@ -128,17 +140,23 @@ def export(model: str = DEFAULT_MODEL, repository: Path = DEFAULT_REPOSITORY,
                 _LogitsOnly(network), inputs, str(onnx_path), input_names=list(INPUT_NAMES),
                 output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic_axes, opset_version=OPSET, dynamo=False,
             )
+            fused = _fuse_transformer_ops(onnx_path, network.config) if optimize else {}
             expected = [t.numpy() for t in network(**dict(zip(INPUT_NAMES, inputs)), return_dict=False)[:2]]
         max_abs_diff = _max_abs_diff(onnx_path, {n: t.numpy() for n, t in zip(INPUT_NAMES, inputs)}, expected)
         print(f"ONNX vs PyTorch logits: max abs difference {max_abs_diff:.3g} (tolerance {tolerance:g})")
         if not max_abs_diff <= tolerance:
             raise ExportError(f"ONNX logits differ from PyTorch by {max_abs_diff:.3g} > tolerance {tolerance:g}")
+        served_diff = None
+        if precision == "int8":
+            served_diff = _quantize_int8(onnx_path, {n: t.numpy() for n, t in zip(INPUT_NAMES, inputs)}, expected)
+            print(f"int8 vs PyTorch logits: max abs difference {served_diff:.3g} (recorded, not checked)")
         os.replace(onnx_path, model_dir / "model.onnx")
     tokenizer.backend_tokenizer.save(str(tokenizer_dir / "tokenizer.json"))
 
     name, fingerprint = source_fingerprint(model)
     record = ExportRecord(model=name, fingerprint=fingerprint, max_abs_diff=max_abs_diff, tolerance=tolerance,
-                          opset=OPSET, exported_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+                          opset=OPSET, exported_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), fused_operators=fused,
+                          precision=precision, served_max_abs_diff=served_diff)
     (model_dir / "export.json").write_text(json.dumps(asdict(record), indent=2) + "\n")
     return record
 
@@ -162,6 +180,27 @@ class _LogitsOnly:
         return Wrapper().eval()
 
 
+def _fuse_transformer_ops(onnx_path: Path, config) -> dict:
+    """Rewrite ``onnx_path`` with ONNX Runtime's BERT fusions; returns the fused operator counts."""
+    from onnxruntime.transformers import optimizer
+
+    optimized = optimizer.optimize_model(str(onnx_path), model_type="bert", num_heads=config.num_attention_heads,
+                                         hidden_size=config.hidden_size, opt_level=0)
+    optimized.save_model_to_file(str(onnx_path))
+    return {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
+
+
+def _quantize_int8(onnx_path: Path, feeds: dict, expected: list) -> float:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantized = onnx_path.with_name("model.int8.onnx")
+    quantize_dynamic(str(onnx_path), str(quantized), weight_type=QuantType.QInt8,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    os.replace(quantized, onnx_path)
+    return _max_abs_diff(onnx_path, feeds, expected)
+
+
 def _max_abs_diff(onnx_path: Path, feeds: dict, expected: list) -> float:
     import numpy as np
     import onnxruntime as ort
@@ -176,18 +215,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local checkpoint directory")
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE)
+    parser.add_argument("--no-optimize", action="store_true", help="skip ONNX Runtime's transformer fusions")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="int8: opt-in dynamic quantization (faster on CPU; answers may differ)")
     parser.add_argument("--if-needed", action="store_true", help="do nothing when the repository already holds "
                         "an export of this model")
     args = parser.parse_args(argv)
-    if args.if_needed and is_current(args.repository, args.model):
+    if args.if_needed and is_current(args.repository, args.model, args.precision):
         print(f"{args.repository} already serves {args.model}")
         return 0
     try:
-        record = export(args.model, args.repository, args.tolerance)
+        record = export(args.model, args.repository, args.tolerance, optimize=not args.no_optimize,
+                        precision=args.precision)
     except ExportError as error:
         print(f"export failed: {error}", file=sys.stderr)
         return 2
-    print(f"exported {record.model} into {args.repository}")
+    print(f"exported {record.model} into {args.repository} (fused: {record.fused_operators or 'none'})")
     return 0
 
 

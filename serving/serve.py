@@ -19,7 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from serving.export import DEFAULT_MODEL, DEFAULT_REPOSITORY, is_current
+from serving.export import DEFAULT_MODEL, DEFAULT_REPOSITORY, PRECISIONS, is_current
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local checkpoint directory to serve")
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="of the export (int8: opt-in)")
     parser.add_argument("--no-export", action="store_true", help="serve the repository as it is")
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--http-port", type=int, default=8000)
@@ -89,10 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("tritonserver_args", nargs="*", help="passed on to tritonserver (after --)")
     args = parser.parse_args(argv)
 
-    if not args.no_export and not is_current(args.repository, args.model):
+    if not args.no_export and not is_current(args.repository, args.model, args.precision):
         from serving.export import main as export_main
 
-        status = export_main(["--model", args.model, "--repository", str(args.repository)])
+        status = export_main(["--model", args.model, "--repository", str(args.repository),
+                              "--precision", args.precision])
         if status:
             return status
     try:

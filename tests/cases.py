@@ -25,3 +25,4 @@ CASES = {
     "whitespace": ("What year?", "It  happened\tin\n1999 — really!!   Nobody\u00a0expected it."),
     "long": ("Who founded the launch pad?", LONG_CONTEXT),
 }
+

@@ -54,3 +54,32 @@ def test_long_document_is_answered_in_one_request(qa, reference):
     got = qa.ask("Who founded the launch pad?", context)
     expected = reference(question="Who founded the launch pad?", context=context)
     assert (got.text, got.start, got.end) == (expected["answer"], expected["start"], expected["end"])
+
+
+def test_140k_character_document_is_answered_like_the_reference(qa, reference, triton_server):
+    from perf.inputs import long_document
+
+    context = long_document(140_000)
+    got = qa.ask("Who received the grain?", context, top_k=3)
+    expected = reference(question="Who received the grain?", context=context, top_k=3)
+    assert [(a.text, a.start, a.end) for a in got] == [(e["answer"], e["start"], e["end"]) for e in expected]
+
+
+def test_64_questions_in_one_request_are_answered_like_the_reference(qa, reference):
+    pairs = [(f"Question number {i}: who wrote it?", f"Text {i} was written by author {i} in {1900 + i}.")
+             for i in range(64)]
+    got = qa.ask_many(pairs)
+    for answer, (question, context) in zip(got, pairs):
+        expected = reference(question=question, context=context)
+        assert (answer.text, answer.start, answer.end) == (expected["answer"], expected["start"], expected["end"])
+
+
+def test_padding_executed_by_the_model_step_is_reported_as_a_metric(triton_server, qa):
+    import re
+
+    qa.ask_many([("Who?", "Ada."), ("Who founded the launch pad?", LONG_CONTEXT)])
+    with urllib.request.urlopen(f"{triton_server.metrics_url}/metrics") as response:
+        text = response.read().decode()
+    values = {kind: float(v) for kind, v in
+              re.findall(r'electra_qa_model_tokens_total\{kind="(\w+)"\} (\S+)', text)}
+    assert values["executed"] >= values["real"] > 0

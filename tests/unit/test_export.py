@@ -25,6 +25,7 @@ def test_export_writes_the_onnx_model_and_tokenizer_checked_against_pytorch(repo
     tokenizer = json.loads((repository / "tokenizer" / "1" / "tokenizer.json").read_text())
     assert tokenizer["normalizer"]["lowercase"] is True
     assert 0 <= record.max_abs_diff <= record.tolerance
+    assert record.fused_operators["Attention"] == 2  # one fused attention per layer of the tiny model
     assert read_record(repository) == record
     assert is_current(repository, str(tiny_checkpoint))
 

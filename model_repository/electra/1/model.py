@@ -16,13 +16,23 @@ class TritonPythonModel:
             max_windows_per_run=int(parameters["max_windows_per_run"]),
         )
         pb_utils.Logger.log_info(f"electra: ONNX Runtime on {self.runner.device}")
+        self.token_metrics = pb_utils.MetricFamily(  # must outlive its Metric objects
+            name="electra_qa_model_tokens_total",
+            description="Tokens through the ELECTRA step: real (window tokens) and executed (with padding)",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.real_tokens = self.token_metrics.Metric(labels={"kind": "real"})
+        self.executed_tokens = self.token_metrics.Metric(labels={"kind": "executed"})
 
     def execute(self, requests):
         batch = [[pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in INPUT_NAMES] for r in requests]
+        real, executed = self.runner.stats.real_tokens, self.runner.stats.executed_tokens
         try:
             logits = self.runner.run(batch)
         except Exception as error:
             return [error_response(pb_utils, error) for _ in requests]
+        self.real_tokens.increment(self.runner.stats.real_tokens - real)
+        self.executed_tokens.increment(self.runner.stats.executed_tokens - executed)
         return [
             pb_utils.InferenceResponse([pb_utils.Tensor("start_logits", start), pb_utils.Tensor("end_logits", end)])
             for start, end in logits

@@ -1,0 +1,278 @@
+"""``make bench``: the served ensemble against ``pipeline('question-answering')``, same machine, same run.
+
+Same weights (the full-size random checkpoint: the real model's compute), same inputs (SQuAD-sized pairs,
+plus one 140,000-character document). The pipeline is called as the model card calls it, one question at a
+time; the server is called through ``TritonQA`` over gRPC at several concurrencies. Prints a table
+(throughput, p50/p99 latency, ratio to the pipeline, per-step share of server time, padding executed) and
+writes ``perf/results/bench-<label>.{json,md,png}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from client import TritonQA
+from perf.inputs import long_document, squad_sized_pairs
+from serving.checkpoints import build_random_checkpoint
+from serving.export import PRECISIONS, export, is_current
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPS = ("tokenizer", "electra", "decoder")
+LONG_QUESTION = "Who received the grain shipped in 1057?"
+
+
+def machine_label() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    gpu = ""
+    if shutil.which("nvidia-smi"):
+        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True).stdout.strip().splitlines()[0:1]
+        gpu = f", GPU {gpu[0]}" if gpu else ""
+    return f"{os.cpu_count()} cores of {cpu}{gpu}"
+
+
+def percentiles(latencies_s: list[float]) -> tuple[float, float]:
+    ms = np.array(latencies_s) * 1000
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+
+
+def bench_pipeline(checkpoint: Path, pairs, duration_s: float, with_long: bool) -> dict:
+    from transformers import pipeline
+
+    nlp = pipeline("question-answering", model=str(checkpoint), tokenizer=str(checkpoint), device=-1)
+    for question, context in pairs[:3]:
+        nlp({"question": question, "context": context})
+    latencies, answers, start = [], [], time.perf_counter()
+    while time.perf_counter() - start < duration_s:
+        question, context = pairs[len(latencies) % len(pairs)]
+        t = time.perf_counter()
+        answers.append(nlp({"question": question, "context": context}))
+        latencies.append(time.perf_counter() - t)
+    elapsed = time.perf_counter() - start
+    result = {"questions": len(latencies), "throughput_qps": len(latencies) / elapsed,
+              "p50_ms": percentiles(latencies)[0], "p99_ms": percentiles(latencies)[1],
+              "answers": [(a["answer"], a["start"], a["end"]) for a in answers]}
+    if with_long:
+        context = long_document()
+        t = time.perf_counter()
+        answer = nlp({"question": LONG_QUESTION, "context": context})
+        result["long_s"] = time.perf_counter() - t
+        result["long_answer"] = (answer["answer"], answer["start"], answer["end"])
+    return result
+
+
+class Server:
+    def __init__(self, repository: Path, grpc_port: int, http_port: int, metrics_port: int, log: Path):
+        self.http, self.metrics = f"http://localhost:{http_port}", f"http://localhost:{metrics_port}"
+        self.grpc = f"localhost:{grpc_port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "serving.serve", "--no-export", "--repository", str(repository),
+             "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--metrics-port", str(metrics_port)],
+            cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while not self._ready():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"tritonserver did not start; see {log}")
+            time.sleep(0.5)
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.http}/v2/health/ready", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def step_times_ns(self) -> dict:
+        """Cumulative queue and compute time per composing model (Triton's statistics API)."""
+        times = {}
+        for step in STEPS:
+            with urllib.request.urlopen(f"{self.http}/v2/models/{step}/stats") as r:
+                stats = json.load(r)["model_stats"][0]["inference_stats"]
+            times[step] = {"queue": int(stats["queue"]["ns"]),
+                           "compute": sum(int(stats[k]["ns"]) for k in ("compute_input", "compute_infer",
+                                                                        "compute_output"))}
+        return times
+
+    def tokens(self) -> dict:
+        with urllib.request.urlopen(f"{self.metrics}/metrics") as r:
+            text = r.read().decode()
+        return {k: float(v) for k, v in re.findall(r'electra_qa_model_tokens_total\{kind="(\w+)"\} (\S+)', text)}
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)
+
+
+def bench_served(server: Server, pairs, concurrency: int, duration_s: float) -> dict:
+    before_steps, before_tokens = server.step_times_ns(), server.tokens()
+    latencies: list[float] = []
+    answers: dict[int, tuple] = {}
+    lock, stop_at = threading.Lock(), time.perf_counter() + duration_s
+    counter = iter(range(10**9))
+
+    def worker():
+        with TritonQA(server.grpc, timeout_s=120) as qa:
+            while time.perf_counter() < stop_at:
+                i = next(counter)
+                t = time.perf_counter()
+                answer = qa.ask(*pairs[i % len(pairs)])
+                with lock:
+                    latencies.append(time.perf_counter() - t)
+                    answers[i % len(pairs)] = (answer.text, answer.start, answer.end)
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    after_steps, after_tokens = server.step_times_ns(), server.tokens()
+    step_ns = {s: {k: after_steps[s][k] - before_steps[s][k] for k in ("queue", "compute")} for s in STEPS}
+    total = sum(v["queue"] + v["compute"] for v in step_ns.values()) or 1
+    real = after_tokens["real"] - before_tokens["real"]
+    executed = after_tokens["executed"] - before_tokens["executed"]
+    p50, p99 = percentiles(latencies)
+    return {"concurrency": concurrency, "questions": len(latencies), "throughput_qps": len(latencies) / elapsed,
+            "p50_ms": p50, "p99_ms": p99,
+            "share": {s: (v["queue"] + v["compute"]) / total for s, v in step_ns.items()},
+            "queue_share": sum(v["queue"] for v in step_ns.values()) / total,
+            "padding_fraction": 1 - real / executed if executed else 0.0, "answers": answers}
+
+
+def prepare(checkpoint: Path, repository: Path, precision: str) -> None:
+    if not is_current(repository, str(checkpoint), precision):
+        shutil.rmtree(repository, ignore_errors=True)
+        shutil.copytree(ROOT / "model_repository", repository,
+                        ignore=shutil.ignore_patterns("model.onnx", "export.json", "tokenizer.json", "__pycache__"))
+        export(str(checkpoint), repository, precision=precision)
+
+
+def bench_precision(args, precision: str, pairs) -> tuple[list[dict], dict | None]:
+    repository = args.work / precision / "model_repository"
+    prepare(args.checkpoint, repository, precision)
+    server = Server(repository, args.grpc_port, args.grpc_port + 1, args.grpc_port + 2,
+                    repository.parent / "server.log")
+    try:
+        with TritonQA(server.grpc, timeout_s=600) as qa:
+            for question, context in pairs[:8]:
+                qa.ask(question, context)
+            runs = []
+            for concurrency in args.concurrency:
+                print(f"served {precision}, concurrency {concurrency}...", flush=True)
+                runs.append({"precision": precision, **bench_served(server, pairs, concurrency, args.duration_s)})
+            long_run = None
+            if not args.no_long:
+                t = time.perf_counter()
+                answer = qa.ask(LONG_QUESTION, long_document())
+                long_run = {"precision": precision, "seconds": time.perf_counter() - t,
+                            "answer": (answer.text, answer.start, answer.end)}
+    finally:
+        server.stop()
+    return runs, long_run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "electra-qa-base",
+                        help="built (random, full size) when missing")
+    parser.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench")
+    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--duration-s", type=float, default=30.0)
+    parser.add_argument("--no-long", action="store_true", help="skip the 140,000-character document")
+    parser.add_argument("--label", default="cpu")
+    parser.add_argument("--grpc-port", type=int, default=18001)
+    args = parser.parse_args(argv)
+
+    if not (args.checkpoint / "config.json").exists():
+        print(f"building the full-size random checkpoint in {args.checkpoint}", flush=True)
+        build_random_checkpoint(args.checkpoint, "base")
+    pairs = squad_sized_pairs(200)
+    machine = machine_label()
+    print(f"machine: {machine}\npipeline (transformers 4.57.6, in-process, one question per call)...", flush=True)
+    reference = bench_pipeline(args.checkpoint, pairs, args.duration_s, not args.no_long)
+    runs, long_runs = [], []
+    for precision in args.precisions:
+        precision_runs, long_run = bench_precision(args, precision, pairs)
+        runs += precision_runs
+        long_runs += [long_run] if long_run else []
+
+    expected = dict(enumerate(reference.pop("answers")))
+    for run in runs:
+        got = run.pop("answers")
+        common = [i for i in got if i in expected]  # inputs both answered
+        run["agreement"] = sum(got[i] == tuple(expected[i]) for i in common) / max(1, len(common))
+    report = {"machine": machine, "label": args.label, "inputs": "SQuAD-sized (~149 tokens)",
+              "pipeline": reference, "served": runs, "long": long_runs, "date": time.strftime("%Y-%m-%d")}
+    out = ROOT / "perf" / "results" / f"bench-{args.label}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    markdown = render(report)
+    out.with_suffix(".md").write_text(markdown)
+    plot(report, out.with_suffix(".png"))
+    print(markdown)
+    return 0
+
+
+def render(report: dict) -> str:
+    ref = report["pipeline"]
+    lines = [f"Machine: {report['machine']} ({report['date']}); inputs: {report['inputs']}.", "",
+             "| setup | throughput (q/s) | p50 (ms) | p99 (ms) | × pipeline | tokenizer / electra / decoder share "
+             "| queue share | padding | same answer |",
+             "|---|---|---|---|---|---|---|---|---|",
+             f"| pipeline, in-process | {ref['throughput_qps']:.2f} | {ref['p50_ms']:.0f} | {ref['p99_ms']:.0f} | 1.00 "
+             "| | | | |"]
+    for run in report["served"]:
+        share = " / ".join(f"{run['share'][s]:.0%}" for s in STEPS)
+        lines.append(f"| served {run['precision']}, concurrency {run['concurrency']} | {run['throughput_qps']:.2f} | {run['p50_ms']:.0f} "
+                     f"| {run['p99_ms']:.0f} | {run['throughput_qps'] / ref['throughput_qps']:.2f} | {share} "
+                     f"| {run['queue_share']:.0%} | {run['padding_fraction']:.1%} | {run['agreement']:.0%} |")
+    for run in report["long"]:
+        same = tuple(run["answer"]) == tuple(ref["long_answer"])
+        lines += ["", f"140,000-character document ({run['precision']}): pipeline {ref['long_s']:.1f} s, served "
+                      f"{run['seconds']:.1f} s ({run['seconds'] / ref['long_s']:.2f} of the pipeline's time), "
+                      f"same answer: {same}."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for precision in dict.fromkeys(r["precision"] for r in report["served"]):
+        runs = [r for r in report["served"] if r["precision"] == precision]
+        left.plot([r["concurrency"] for r in runs], [r["throughput_qps"] for r in runs], "o-",
+                  label=f"served {precision} (gRPC)")
+        right.plot([r["p99_ms"] for r in runs], [r["throughput_qps"] for r in runs], "o-", label=precision)
+        for r in runs:
+            right.annotate(f"c={r['concurrency']}", (r["p99_ms"], r["throughput_qps"]), fontsize=7)
+    left.axhline(report["pipeline"]["throughput_qps"], color="grey", linestyle="--", label="pipeline")
+    left.set(xlabel="concurrent requests", ylabel="questions / s", title="Throughput")
+    left.legend()
+    right.legend()
+    right.set(xlabel="p99 latency (ms)", ylabel="questions / s", title="Throughput vs p99 latency")
+    fig.suptitle(f"electra_qa vs pipeline — {report['machine']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
