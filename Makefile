@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 MODEL ?= valhalla/electra-base-discriminator-finetuned_squadv1
 REPOSITORY ?= model_repository
 PRECISION ?= fp32
+VARIANT ?= python
 GRPC_PORT ?= 8001
 HTTP_PORT ?= 8000
 METRICS_PORT ?= 8002
@@ -33,7 +34,8 @@ serve: setup
 	  --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT)
 
 export: setup
-	$(BIN)/python -m serving.export --model "$(MODEL)" --repository "$(REPOSITORY)" --precision $(PRECISION)
+	$(BIN)/python -m serving.export --model "$(MODEL)" --repository "$(REPOSITORY)" --precision $(PRECISION) \
+	  --variant $(VARIANT)
 
 # A random-weight ELECTRA QA checkpoint (SIZE=tiny for tests, SIZE=base for the real model's compute).
 checkpoint: setup

@@ -27,6 +27,7 @@ OUTPUT_NAMES = ("start_logits", "end_logits")
 OPSET = 17
 DEFAULT_TOLERANCE = 1e-3  # max |ONNX - PyTorch| over the check inputs' logits
 PRECISIONS = ("fp32", "int8")
+VARIANTS = ("python", "tensorrt")  # the model step's variants, see serving/variants.py
 
 
 class ExportError(RuntimeError):
@@ -45,6 +46,7 @@ class ExportRecord:
     exported_at: str
     fused_operators: dict
     precision: str = "fp32"
+    variant: str = "python"
     served_max_abs_diff: float | None = None  # of the int8 graph, when precision is int8
 
 
@@ -69,15 +71,17 @@ def read_record(repository: Path) -> ExportRecord | None:
         return None
 
 
-def is_current(repository: Path, model: str, precision: str = "fp32") -> bool:
-    """Whether the repository already holds an export of ``model`` (unchanged since) at ``precision``."""
+def is_current(repository: Path, model: str, precision: str = "fp32", variant: str = "python") -> bool:
+    """Whether the repository already holds an export of ``model`` (unchanged since) at ``precision``, for
+    ``variant``."""
     record = read_record(repository)
     onnx_file = repository / "electra" / "1" / "model.onnx"
     tokenizer_file = repository / "tokenizer" / "1" / "tokenizer.json"
     if record is None or not onnx_file.is_file() or not tokenizer_file.is_file():
         return False
     name, fingerprint = source_fingerprint(model)
-    return (record.model, record.fingerprint, record.precision) == (name, fingerprint, precision)
+    return (record.model, record.fingerprint, record.precision, record.variant) == (
+        name, fingerprint, precision, variant)
 
 
 def load_checkpoint(model: str):
@@ -108,16 +112,24 @@ def load_checkpoint(model: str):
 
 
 def export(model: str = DEFAULT_MODEL, repository: Path = DEFAULT_REPOSITORY,
-           tolerance: float = DEFAULT_TOLERANCE, optimize: bool = True, precision: str = "fp32") -> ExportRecord:
+           tolerance: float = DEFAULT_TOLERANCE, optimize: bool = True, precision: str = "fp32",
+           variant: str = "python") -> ExportRecord:
     """Export ``model`` into ``repository``; raises ExportError when ONNX and PyTorch disagree.
 
-    ``optimize`` applies ONNX Runtime's transformer fusions (attention, skip-LayerNorm, embedding-LayerNorm,
+    ``variant`` is the model step that will run it (serving/variants.py): ``python`` (ONNX Runtime in the
+    Python backend) or ``tensorrt`` (Triton's onnxruntime backend with TensorRT FP16, in the container), which
+    gets the plain standard-ONNX graph: TensorRT builds its own fused kernels and cannot take ONNX Runtime's.
+    For ``python``, ``optimize`` applies ONNX Runtime's transformer fusions (attention, skip-LayerNorm, embedding-LayerNorm,
     bias-GELU) offline, so that the served graph is the fused one that was checked against PyTorch.
     ``precision="int8"`` (opt-in) then quantizes the MatMul weights to int8 (dynamic quantization, VNNI
     kernels): much faster on CPU, but answers may differ from the reference; the tolerance check applies to
     the fp32 graph and the int8 graph's difference is only recorded."""
     if precision not in PRECISIONS:
         raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision}")
+    if variant not in VARIANTS:
+        raise ExportError(f"variant must be one of {', '.join(VARIANTS)}, got {variant}")
+    if variant == "tensorrt" and precision != "fp32":
+        raise ExportError("the tensorrt variant takes the fp32 graph; TensorRT runs it in FP16 itself")
     import torch
 
     tokenizer, network = load_checkpoint(model)
@@ -140,7 +152,7 @@ def export(model: str = DEFAULT_MODEL, repository: Path = DEFAULT_REPOSITORY,
                 _LogitsOnly(network), inputs, str(onnx_path), input_names=list(INPUT_NAMES),
                 output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic_axes, opset_version=OPSET, dynamo=False,
             )
-            fused = _fuse_transformer_ops(onnx_path, network.config) if optimize else {}
+            fused = _fuse_transformer_ops(onnx_path, network.config) if optimize and variant == "python" else {}
             expected = [t.numpy() for t in network(**dict(zip(INPUT_NAMES, inputs)), return_dict=False)[:2]]
         max_abs_diff = _max_abs_diff(onnx_path, {n: t.numpy() for n, t in zip(INPUT_NAMES, inputs)}, expected)
         print(f"ONNX vs PyTorch logits: max abs difference {max_abs_diff:.3g} (tolerance {tolerance:g})")
@@ -156,7 +168,7 @@ def export(model: str = DEFAULT_MODEL, repository: Path = DEFAULT_REPOSITORY,
     name, fingerprint = source_fingerprint(model)
     record = ExportRecord(model=name, fingerprint=fingerprint, max_abs_diff=max_abs_diff, tolerance=tolerance,
                           opset=OPSET, exported_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), fused_operators=fused,
-                          precision=precision, served_max_abs_diff=served_diff)
+                          precision=precision, served_max_abs_diff=served_diff, variant=variant)
     (model_dir / "export.json").write_text(json.dumps(asdict(record), indent=2) + "\n")
     return record
 
@@ -218,15 +230,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-optimize", action="store_true", help="skip ONNX Runtime's transformer fusions")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="int8: opt-in dynamic quantization (faster on CPU; answers may differ)")
+    parser.add_argument("--variant", choices=VARIANTS, default="python",
+                        help="tensorrt: the plain graph for the container's TensorRT model step")
     parser.add_argument("--if-needed", action="store_true", help="do nothing when the repository already holds "
                         "an export of this model")
     args = parser.parse_args(argv)
-    if args.if_needed and is_current(args.repository, args.model, args.precision):
+    if args.if_needed and is_current(args.repository, args.model, args.precision, args.variant):
         print(f"{args.repository} already serves {args.model}")
         return 0
     try:
         record = export(args.model, args.repository, args.tolerance, optimize=not args.no_optimize,
-                        precision=args.precision)
+                        precision=args.precision, variant=args.variant)
     except ExportError as error:
         print(f"export failed: {error}", file=sys.stderr)
         return 2

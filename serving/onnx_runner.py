@@ -31,7 +31,7 @@ class PaddingStats:
 
 class OnnxQARunner:
     def __init__(self, onnx_file: str | Path, device: str = "auto", intra_op_threads: int = 0,
-                 max_windows_per_run: int = 32):
+                 max_windows_per_run: int = 8):
         import onnxruntime as ort
 
         available = ort.get_available_providers()

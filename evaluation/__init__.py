@@ -1,0 +1,1 @@
+"""SQuAD evaluation of the served model: ``python -m evaluation.squad`` (``make eval``)."""

@@ -1,0 +1,104 @@
+"""The container path, checked without a Docker engine: the compose file against the Compose
+specification (compose-spec, a real validator), and both model-step variants with Triton's protobufs."""
+
+import re
+
+import pytest
+from compose_spec import PyCompose
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from serving import variants
+from tests.conftest import ROOT
+
+COMPOSE = (ROOT / "docker-compose.yml").read_text()
+REPOSITORY = ROOT / "model_repository"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return PyCompose.from_yaml(COMPOSE).to_dict()
+
+
+def parse(text: str) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+def test_compose_file_is_valid_compose_specification(compose):
+    assert set(compose["services"]) == {"triton", "triton-cpu", "sdk"}
+
+
+@pytest.mark.parametrize("broken", [("shm_size:", "shm_sizee:"), ("capabilities: [gpu]", "capabilities: gpu"),
+                                    ("start_period: 15m", "start_period: soon")])
+def test_compose_validator_rejects_a_broken_file(broken):
+    with pytest.raises(ValueError):
+        PyCompose.from_yaml(COMPOSE.replace(*broken))
+
+
+def test_triton_service_runs_the_pinned_ngc_image_on_a_gpu_with_secure_flags(compose):
+    triton = compose["services"]["triton"]
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    assert re.search(r"FROM nvcr\.io/nvidia/tritonserver:\$\{TRITON_TAG\}-py3", dockerfile)
+    assert re.search(r"ARG TRITON_TAG=\d\d\.\d\d", dockerfile)
+    devices = triton["deploy"]["resources"]["reservations"]["devices"]
+    assert "gpu" in devices[0]["capabilities"]
+    command = triton["command"]
+    assert {"--model-control-mode=none", "--strict-readiness=true", "--model-config-name=tensorrt"} <= set(command)
+    assert any(v.endswith(":/models") for v in map(str, triton["volumes"])) or triton["volumes"]
+
+
+def test_triton_service_has_shm_ports_healthcheck_and_a_long_enough_grace_period(compose):
+    for name in ("triton", "triton-cpu"):
+        service = compose["services"][name]
+        assert {str(p) for p in service["ports"]} >= {"8000:8000", "8001:8001", "8002:8002"}
+        assert "/v2/health/ready" in " ".join(service["healthcheck"]["test"])
+        assert "1gb" in str(service["shm_size"]).lower() or int(service["shm_size"]) >= 2**28
+        exit_timeout = int(next(a for a in service["command"] if a.startswith("--exit-timeout-secs=")).split("=")[1])
+        assert _seconds(service["stop_grace_period"]) > exit_timeout
+
+
+def test_cpu_service_is_behind_a_profile_and_reserves_no_gpu(compose):
+    cpu = compose["services"]["triton-cpu"]
+    assert cpu["profiles"] == ["cpu"] and "deploy" not in cpu
+    assert not any(a.startswith("--model-config-name") for a in cpu["command"])
+
+
+def test_sdk_service_load_tests_the_triton_service(compose):
+    sdk = compose["services"]["sdk"]
+    assert sdk["image"].startswith("nvcr.io/nvidia/tritonserver:") and sdk["image"].endswith("-py3-sdk")
+    assert (ROOT / "perf" / "perf_analyzer.sh").is_file()
+
+
+@pytest.mark.parametrize("variant", variants.VARIANTS)
+def test_checked_in_variant_configs_are_the_generated_ones(variant):
+    path = REPOSITORY / "electra" / variants.CONFIG_NAME[variant]
+    assert path.read_text() == variants.render(variant), "run: python -m serving.variants"
+
+
+@pytest.mark.parametrize("variant", variants.VARIANTS)
+def test_variant_configs_parse_and_keep_the_model_steps_io(variant):
+    config = parse(variants.render(variant))
+    assert [i.name for i in config.input] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert [o.name for o in config.output] == ["start_logits", "end_logits"]
+    assert config.max_batch_size > 0 and config.HasField("dynamic_batching")
+    tokenizer_path = REPOSITORY / "tokenizer" / variants.CONFIG_NAME[variant]
+    tokenizer = parse(tokenizer_path.read_text())
+    assert int(tokenizer.parameters["max_windows"].string_value) <= config.max_batch_size
+
+
+def test_tensorrt_variant_runs_onnxruntime_with_tensorrt_fp16_and_a_profile_for_its_batches():
+    config = parse(variants.render("tensorrt"))
+    assert config.backend == "onnxruntime"
+    assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.Kind.Value("KIND_GPU")
+    accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator[0]
+    assert accelerator.name == "tensorrt" and accelerator.parameters["precision_mode"] == "FP16"
+    assert accelerator.parameters["trt_engine_cache_enable"] == "1"
+    assert f"input_ids:{config.max_batch_size}x384" in accelerator.parameters["trt_profile_max_shapes"]
+
+
+def _seconds(duration) -> float:
+    if isinstance(duration, (int, float)):
+        return duration / 1e6  # compose-spec's integer form is microseconds
+    value = str(duration)
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3}
+    return sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", value))
