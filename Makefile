@@ -14,7 +14,7 @@ METRICS_PORT ?= 8002
 SIZE ?= tiny
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test export checkpoint bench clean
+.PHONY: setup serve test export checkpoint bench eval clean
 
 setup: $(VENV)/.installed
 
@@ -45,6 +45,13 @@ checkpoint: setup
 BENCH_ARGS ?=
 bench: setup
 	$(BIN)/python -m perf.bench $(BENCH_ARGS)
+
+# SQuAD EM/F1 through the running server: make eval DATA=dev-v1.1.json OUT=predictions.json [URL=host:port]
+URL ?= localhost:8001
+OUT ?= predictions.json
+eval: setup
+	@test -n "$(DATA)" || { echo "usage: make eval DATA=<SQuAD json> OUT=<predictions json> [URL=$(URL)]" >&2; exit 2; }
+	$(BIN)/python -m evaluation.squad --data "$(DATA)" --out "$(OUT)" --url "$(URL)" --repository "$(REPOSITORY)"
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -28,6 +28,7 @@ class Server:
     metrics_url: str
     process: subprocess.Popen
     log: Path
+    repository: Path
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -61,7 +62,7 @@ def triton_server(tmp_path_factory, tiny_checkpoint):
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     server = Server(f"localhost:{grpc_port}", f"http://localhost:{http_port}", f"http://localhost:{metrics_port}",
-                    process, log)
+                    process, log, repository)
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while not server.ready():
         if not server.alive() or time.monotonic() > deadline:

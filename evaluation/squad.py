@@ -1,0 +1,90 @@
+"""Evaluate the served model on a SQuAD-format file (v1.1 or v2.0) with the official metric.
+
+    python -m evaluation.squad --data dev-v1.1.json --out predictions.json [--url localhost:8001]
+
+Every question goes through the running server via ``TritonQA``, several requests in flight at once (each
+carrying ``--batch`` questions), with a progress bar. The predictions file is the official format
+(``{id: answer text}``; for v2.0 the empty string means "no answer", and the server is asked with
+``handle_impossible_answer``). The last line printed is ``EM <x> F1 <y>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from client import QAError, TritonQA
+from evaluation.metric import evaluate, is_v2, questions
+from serving.export import DEFAULT_MODEL, read_record
+
+CARD = {"model": DEFAULT_MODEL, "exact_match": 85.05, "f1": 91.61}  # the model card's SQuAD v1.1 dev scores
+
+
+def predict(items: list[dict], url: str, concurrency: int, batch: int, impossible: bool, timeout_s: float,
+            progress: bool = True) -> dict[str, str]:
+    from tqdm import tqdm
+
+    chunks = [items[i:i + batch] for i in range(0, len(items), batch)]
+    predictions: dict[str, str] = {}
+    with TritonQA(url, timeout_s=timeout_s) as qa, tqdm(total=len(items), unit="q", disable=not progress,
+                                                          file=sys.stderr) as bar:
+        def ask(chunk):
+            answers = qa.ask_many([(q["question"], q["context"]) for q in chunk],
+                                  handle_impossible_answer=impossible)
+            return chunk, answers
+
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            for chunk, answers in pool.map(ask, chunks):
+                for q, answer in zip(chunk, answers):
+                    predictions[q["id"]] = answer.text
+                bar.update(len(chunk))
+    return predictions
+
+
+def card_note(repository: Path) -> str:
+    record = read_record(repository)
+    served = record.model if record else "unknown (no export record in the repository)"
+    if record and record.model == CARD["model"] and record.precision == "fp32":
+        return f"served: {served}; the model card reports EM {CARD['exact_match']} F1 {CARD['f1']}"
+    return (f"note: the served weights are not the model card's ({served}"
+            f"{', ' + record.precision if record else ''}); the card's EM {CARD['exact_match']} / "
+            f"F1 {CARD['f1']} do not apply")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="SQuAD v1.1 or v2.0 JSON")
+    parser.add_argument("--out", type=Path, required=True, help="predictions JSON to write")
+    parser.add_argument("--url", default="localhost:8001")
+    parser.add_argument("--concurrency", type=int, default=4, help="requests in flight")
+    parser.add_argument("--batch", type=int, default=8, help="questions per request")
+    parser.add_argument("--timeout-s", type=float, default=300.0)
+    parser.add_argument("--repository", type=Path, default=Path(__file__).resolve().parent.parent / "model_repository",
+                        help="where to read which weights are served (export.json)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    dataset = json.loads(args.data.read_text(encoding="utf-8"))
+    items, v2 = questions(dataset), is_v2(dataset)
+    print(f"{len(items)} questions from {args.data} (SQuAD {'v2.0' if v2 else 'v1.1'}), server {args.url}",
+          file=sys.stderr)
+    try:
+        predictions = predict(items, args.url, args.concurrency, args.batch, v2, args.timeout_s,
+                              progress=not args.no_progress)
+    except QAError as error:
+        print(f"evaluation failed: {error.__class__.__name__}: {error}", file=sys.stderr)
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(predictions, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    scores = evaluate(dataset, predictions)
+    print(json.dumps(scores, indent=2))
+    print(card_note(args.repository))
+    print(f"EM {scores['exact_match']:.2f} F1 {scores['f1']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
