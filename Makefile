@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 MODEL ?= valhalla/electra-base-discriminator-finetuned_squadv1
 REPOSITORY ?= model_repository
 PRECISION ?= fp32
+SERVE_ARGS ?=
 VARIANT ?= python
 GRPC_PORT ?= 8001
 HTTP_PORT ?= 8000
@@ -14,7 +15,7 @@ METRICS_PORT ?= 8002
 SIZE ?= tiny
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test export checkpoint bench eval clean
+.PHONY: setup serve test export checkpoint bench eval perf perf-analyzer clean
 
 setup: $(VENV)/.installed
 
@@ -31,7 +32,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 serve: setup
 	$(BIN)/python -m serving.serve --model "$(MODEL)" --repository "$(REPOSITORY)" --precision $(PRECISION) \
-	  --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT)
+	  --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT) $(SERVE_ARGS)
 
 export: setup
 	$(BIN)/python -m serving.export --model "$(MODEL)" --repository "$(REPOSITORY)" --precision $(PRECISION) \
@@ -53,7 +54,29 @@ eval: setup
 	@test -n "$(DATA)" || { echo "usage: make eval DATA=<SQuAD json> OUT=<predictions json> [URL=$(URL)]" >&2; exit 2; }
 	$(BIN)/python -m evaluation.squad --data "$(DATA)" --out "$(OUT)" --url "$(URL)" --repository "$(REPOSITORY)"
 
-test: setup
+# Triton's load generator. PyPI's perf-analyzer needs glibc >= 2.38: on older systems the project's shared
+# installer runs it through a newer loader; elsewhere plain pip works.
+PERF_ANALYZER_INSTALLER ?= ../shared/tools/install-perf-analyzer
+perf-analyzer: .perf-analyzer/bin/perf_analyzer
+.perf-analyzer/bin/perf_analyzer:
+	@if [ -x "$(PERF_ANALYZER_INSTALLER)" ] || [ -f "$(PERF_ANALYZER_INSTALLER)" ]; then \
+	  bash "$(PERF_ANALYZER_INSTALLER)" .perf-analyzer; \
+	else \
+	  $(PYTHON) -m venv .perf-analyzer && .perf-analyzer/bin/pip install --quiet perf-analyzer; \
+	fi
+
+# make perf [URL=localhost:8001] [PERF_MODEL=electra_qa] [CONCURRENCY=1:4:1] [INTERVAL_MS=10000] [PERF_DATA=perf/data/squad.json]
+PERF_MODEL ?= electra_qa
+CONCURRENCY ?= 1:4:1
+INTERVAL_MS ?= 10000
+PERF_DATA ?= perf/data/squad.json
+PERF_OUT ?= perf/results/perf
+PERF_ARGS ?=
+perf: setup perf-analyzer
+	$(BIN)/python -m perf.load_test --url "$(URL)" --model "$(PERF_MODEL)" --concurrency "$(CONCURRENCY)" \
+	  --interval-ms $(INTERVAL_MS) --data "$(PERF_DATA)" --out "$(PERF_OUT)" $(PERF_ARGS)
+
+test: setup perf-analyzer
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

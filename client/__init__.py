@@ -7,12 +7,25 @@
 
 from client.aio import AsyncTritonQA
 from client.answer import Answer
-from client.errors import DeadlineExceededError, InvalidInputError, QAError, ServerError, ServerUnavailableError
+from client.connection import NO_RETRIES, TLS, ChannelSettings, RetryPolicy
+from client.errors import (
+    AuthenticationError,
+    DeadlineExceededError,
+    InvalidInputError,
+    QAError,
+    ServerError,
+    ServerUnavailableError,
+)
 from client.sync import TritonQA
 
 __all__ = [
     "Answer",
     "AsyncTritonQA",
+    "AuthenticationError",
+    "ChannelSettings",
+    "NO_RETRIES",
+    "RetryPolicy",
+    "TLS",
     "DeadlineExceededError",
     "InvalidInputError",
     "QAError",

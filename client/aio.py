@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import asyncio
+from typing import Any, Mapping, Sequence
 
 import tritonclient.grpc.aio as grpcclient
 
 from client import _protocol as protocol
 from client.answer import Answer
-from client.errors import translate
+from client.connection import TLS, ChannelSettings, RetryPlan, RetryPolicy
+from client.errors import QAError, translate
 
 
 class AsyncTritonQA:
     """``async with AsyncTritonQA(url) as qa: answer = await qa.ask(question, context)``"""
 
     def __init__(self, url: str = protocol.DEFAULT_URL, *, model: str = protocol.DEFAULT_MODEL,
-                 timeout_s: float | None = 30.0, verbose: bool = False):
-        self.url, self.model, self.timeout_s = url, model, timeout_s
-        self._client = grpcclient.InferenceServerClient(url, verbose=verbose)
+                 timeout_s: float | None = 30.0, retry: RetryPolicy = RetryPolicy(), tls: TLS | None = None,
+                 headers: Mapping[str, str] | None = None, channel: ChannelSettings = ChannelSettings(),
+                 verbose: bool = False):
+        """``timeout_s`` bounds each call, retries included; ``retry`` retries UNAVAILABLE only; ``tls``
+        turns on gRPC over TLS; ``headers`` go with every request (e.g. the key of Triton's restricted
+        inference protocol)."""
+        self.url, self.model, self.timeout_s, self.retry = url, model, timeout_s, retry
+        self.headers = dict(headers or {})
+        self._client = grpcclient.InferenceServerClient(url, verbose=verbose, channel_args=channel.channel_args(),
+                                                        **(tls.client_kwargs() if tls else {}))
 
     async def ask(self, question: str, context: str, *, top_k: int = 1, max_answer_len: int = 15,
                   handle_impossible_answer: bool = False, align_to_words: bool = True) -> Answer | list[Answer]:
@@ -36,7 +45,7 @@ class AsyncTritonQA:
 
     async def is_ready(self) -> bool:
         try:
-            return await self._client.is_server_ready() and await self._client.is_model_ready(self.model)
+            return await self._client.is_server_ready(headers=self.headers) and await self._client.is_model_ready(self.model, headers=self.headers)
         except Exception:
             return False
 
@@ -51,9 +60,17 @@ class AsyncTritonQA:
 
     async def _infer(self, pairs: list[tuple[str, str]], options: protocol.Options) -> list[list[Answer]]:
         inputs = protocol.build_inputs(grpcclient, pairs)
-        try:
-            result = await self._client.infer(self.model, inputs, outputs=protocol.requested_outputs(grpcclient),
-                                              parameters=options.parameters(), client_timeout=self.timeout_s)
-        except Exception as error:
-            raise translate(error) from error
+        plan = RetryPlan(self.retry, self.timeout_s)
+        while True:
+            try:
+                result = await self._client.infer(self.model, inputs, outputs=protocol.requested_outputs(grpcclient),
+                                          parameters=options.parameters(), headers=self.headers,
+                                          client_timeout=plan.remaining_s())
+                break
+            except QAError:
+                raise
+            except Exception as raw:
+                error = translate(raw)
+                error.__cause__ = raw
+                await asyncio.sleep(plan.delay_s(error))
         return protocol.parse_answers(result, len(pairs))

@@ -15,6 +15,11 @@ class ServerUnavailableError(QAError, ConnectionError):
     """The server cannot be reached or is not serving (gRPC UNAVAILABLE)."""
 
 
+class AuthenticationError(QAError, PermissionError):
+    """The server refused the credentials (gRPC UNAUTHENTICATED / PERMISSION_DENIED, or Triton's restricted
+    protocol without the right header); never retried."""
+
+
 class DeadlineExceededError(QAError, TimeoutError):
     """No answer within ``timeout_s`` (gRPC DEADLINE_EXCEEDED)."""
 
@@ -29,6 +34,8 @@ class ServerError(QAError):
 
 _BY_STATUS = {
     "INVALID_ARGUMENT": InvalidInputError,
+    "UNAUTHENTICATED": AuthenticationError,
+    "PERMISSION_DENIED": AuthenticationError,
     "UNAVAILABLE": ServerUnavailableError,
     "DEADLINE_EXCEEDED": DeadlineExceededError,
 }
@@ -43,6 +50,8 @@ def translate(error: Exception) -> QAError:
     message = (message_of() if callable(message_of) else None) or str(error)
     if message.startswith("in ensemble '"):  # "in ensemble 'electra_qa', question 0 is empty ..."
         message = message.split("', ", 1)[-1]
+    if "restricted" in message and "header" in message:  # Triton's --grpc-restricted-protocol refusal
+        return AuthenticationError(message)
     kind = _BY_STATUS.get(status)
     if kind is not None:
         return kind(message)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import time
+from typing import Any, Mapping, Sequence
 
 import tritonclient.grpc as grpcclient
 
 from client import _protocol as protocol
 from client.answer import Answer
-from client.errors import translate
+from client.connection import TLS, ChannelSettings, RetryPlan, RetryPolicy
+from client.errors import QAError, translate
 
 
 class TritonQA:
@@ -19,9 +21,16 @@ class TritonQA:
     """
 
     def __init__(self, url: str = protocol.DEFAULT_URL, *, model: str = protocol.DEFAULT_MODEL,
-                 timeout_s: float | None = 30.0, verbose: bool = False):
-        self.url, self.model, self.timeout_s = url, model, timeout_s
-        self._client = grpcclient.InferenceServerClient(url, verbose=verbose)
+                 timeout_s: float | None = 30.0, retry: RetryPolicy = RetryPolicy(), tls: TLS | None = None,
+                 headers: Mapping[str, str] | None = None, channel: ChannelSettings = ChannelSettings(),
+                 verbose: bool = False):
+        """``timeout_s`` bounds each call, retries included; ``retry`` retries UNAVAILABLE only; ``tls``
+        turns on gRPC over TLS; ``headers`` go with every request (e.g. the key of Triton's restricted
+        inference protocol)."""
+        self.url, self.model, self.timeout_s, self.retry = url, model, timeout_s, retry
+        self.headers = dict(headers or {})
+        self._client = grpcclient.InferenceServerClient(url, verbose=verbose, channel_args=channel.channel_args(),
+                                                        **(tls.client_kwargs() if tls else {}))
 
     def ask(self, question: str, context: str, *, top_k: int = 1, max_answer_len: int = 15,
             handle_impossible_answer: bool = False, align_to_words: bool = True) -> Answer | list[Answer]:
@@ -46,7 +55,7 @@ class TritonQA:
     def is_ready(self) -> bool:
         """Whether the server is up and ``electra_qa`` is ready to answer."""
         try:
-            return self._client.is_server_ready() and self._client.is_model_ready(self.model)
+            return self._client.is_server_ready(headers=self.headers) and self._client.is_model_ready(self.model, headers=self.headers)
         except Exception:
             return False
 
@@ -61,9 +70,17 @@ class TritonQA:
 
     def _infer(self, pairs: list[tuple[str, str]], options: protocol.Options) -> list[list[Answer]]:
         inputs = protocol.build_inputs(grpcclient, pairs)
-        try:
-            result = self._client.infer(self.model, inputs, outputs=protocol.requested_outputs(grpcclient),
-                                        parameters=options.parameters(), client_timeout=self.timeout_s)
-        except Exception as error:
-            raise translate(error) from error
+        plan = RetryPlan(self.retry, self.timeout_s)
+        while True:
+            try:
+                result = self._client.infer(self.model, inputs, outputs=protocol.requested_outputs(grpcclient),
+                                          parameters=options.parameters(), headers=self.headers,
+                                          client_timeout=plan.remaining_s())
+                break
+            except QAError:
+                raise
+            except Exception as raw:
+                error = translate(raw)
+                error.__cause__ = raw
+                time.sleep(plan.delay_s(error))
         return protocol.parse_answers(result, len(pairs))

@@ -77,6 +77,25 @@ def server_command(repository: Path, grpc_port: int, http_port: int, metrics_por
     return command, env
 
 
+def security_args(args: argparse.Namespace) -> list[str]:
+    """tritonserver flags for the address, gRPC TLS and the inference key."""
+    extra = [f"--grpc-address={args.address}", f"--http-address={args.address}"]
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise SystemExit("--tls-cert and --tls-key go together")
+    if args.tls_cert:
+        extra += ["--grpc-use-ssl=true", f"--grpc-server-cert={args.tls_cert.resolve()}",
+                  f"--grpc-server-key={args.tls_key.resolve()}"]
+        if args.tls_client_ca:
+            extra += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={args.tls_client_ca.resolve()}"]
+    if args.api_key:
+        header, _, value = args.api_key.partition("=")
+        if not header or not value:
+            raise SystemExit("--api-key takes HEADER=VALUE")
+        # the inference protocol needs the key; HTTP (health, metrics scrapes) stays as configured
+        extra.append(f"--grpc-restricted-protocol=inference:{header}={value}")
+    return extra
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local checkpoint directory to serve")
@@ -87,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--cache", type=Path, default=PROJECT / ".triton")
+    parser.add_argument("--address", default="0.0.0.0", help="interface for gRPC and HTTP (127.0.0.1: local only)")
+    parser.add_argument("--tls-cert", type=Path, help="serve gRPC over TLS with this PEM certificate ...")
+    parser.add_argument("--tls-key", type=Path, help="... and this PEM private key")
+    parser.add_argument("--tls-client-ca", type=Path, help="mutual TLS: accept clients signed by this CA")
+    parser.add_argument("--api-key", metavar="HEADER=VALUE",
+                        help="require this header on the gRPC inference protocol (Triton's restricted protocol)")
     parser.add_argument("tritonserver_args", nargs="*", help="passed on to tritonserver (after --)")
     args = parser.parse_args(argv)
 
@@ -99,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             return status
     try:
         command, env = server_command(args.repository, args.grpc_port, args.http_port, args.metrics_port,
-                                      args.tritonserver_args, args.cache)
+                                      security_args(args) + args.tritonserver_args, args.cache)
     except ServerSetupError as error:
         print(f"cannot start tritonserver: {error}", file=sys.stderr)
         return 2

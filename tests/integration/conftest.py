@@ -47,35 +47,49 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def launch(workdir: Path, checkpoint: Path, repository: Path, serve_args: str = "",
+           ports: tuple[int, int, int] | None = None, wait: bool = True) -> Server:
+    """``make serve MODEL=<checkpoint> REPOSITORY=<repository>`` on free (or given) ports, in its own
+    process group; waits until the server is ready."""
+    grpc_port, http_port, metrics_port = ports or (free_port(), free_port(), free_port())
+    log = workdir / f"server-{grpc_port}.log"
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            ["make", "--no-print-directory", "serve", f"MODEL={checkpoint}", f"REPOSITORY={repository}",
+             f"GRPC_PORT={grpc_port}", f"HTTP_PORT={http_port}", f"METRICS_PORT={metrics_port}",
+             f"SERVE_ARGS={serve_args}"],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    server = Server(f"localhost:{grpc_port}", f"http://localhost:{http_port}", f"http://localhost:{metrics_port}",
+                    process, log, repository)
+    if wait:
+        wait_ready(server)
+    return server
+
+
+def wait_ready(server: Server) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while not server.ready():
+        if not server.alive() or time.monotonic() > deadline:
+            stop(server.process)
+            pytest.fail(f"tritonserver did not become ready; its log:\n{server.log.read_text()[-5000:]}")
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="session")
 def triton_server(tmp_path_factory, tiny_checkpoint):
     workdir = tmp_path_factory.mktemp("triton")
     repository = workdir / "model_repository"
     shutil.copytree(ROOT / "model_repository", repository,
                     ignore=shutil.ignore_patterns("model.onnx", "export.json", "tokenizer.json", "__pycache__"))
-    grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
-    log = workdir / "server.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            ["make", "--no-print-directory", "serve", f"MODEL={tiny_checkpoint}", f"REPOSITORY={repository}",
-             f"GRPC_PORT={grpc_port}", f"HTTP_PORT={http_port}", f"METRICS_PORT={metrics_port}"],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    server = Server(f"localhost:{grpc_port}", f"http://localhost:{http_port}", f"http://localhost:{metrics_port}",
-                    process, log, repository)
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while not server.ready():
-        if not server.alive() or time.monotonic() > deadline:
-            _stop(process)
-            pytest.fail(f"tritonserver did not become ready; its log:\n{log.read_text()[-5000:]}")
-        time.sleep(0.5)
+    server = launch(workdir, tiny_checkpoint, repository)
     yield server
-    _stop(process)
+    stop(server.process)
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
     if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
+        os.killpg(process.pid, sig)
         try:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:

@@ -1,0 +1,153 @@
+"""``make perf``: a perf_analyzer concurrency sweep against ``electra_qa`` over gRPC.
+
+For each concurrency it runs Triton's perf_analyzer with the checked-in inputs (``perf/data``), reads
+Triton's statistics before and after to break server time down per composing model, and finally writes
+
+    <out>.csv             perf_analyzer's verbose CSV, one row per concurrency
+    <out>-breakdown.csv   per composing model and concurrency: queue / compute input / infer / output (us)
+    <out>.png             throughput vs p99 latency
+
+and prints a short table last. The run fails when any request failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import tritonclient.grpc as grpcclient
+
+ROOT = Path(__file__).resolve().parent.parent
+PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
+
+
+def find_perf_analyzer() -> str:
+    for candidate in (os.environ.get("PERF_ANALYZER"), str(ROOT / ".perf-analyzer" / "bin" / "perf_analyzer"),
+                      shutil.which("perf_analyzer")):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    raise SystemExit("perf_analyzer not found: run `make perf-analyzer`, set PERF_ANALYZER, or use the compose "
+                     "`sdk` service (see README)")
+
+
+def statistics(client, model: str) -> dict[str, dict]:
+    """Cumulative counts and times of the ensemble and each composing model."""
+    stats = client.get_inference_statistics(as_json=True)["model_stats"]
+    return {s["name"]: s for s in stats}
+
+
+def delta(after: dict, before: dict, name: str) -> dict:
+    a, b = after[name]["inference_stats"], before.get(name, {}).get("inference_stats", {})
+    row = {}
+    for key in ("success", "fail") + PHASES:
+        row[f"{key}_count"] = int(a.get(key, {}).get("count", 0)) - int(b.get(key, {}).get("count", 0))
+        row[f"{key}_ns"] = int(a.get(key, {}).get("ns", 0)) - int(b.get(key, {}).get("ns", 0))
+    return row
+
+
+def composing_models(client, model: str) -> list[str]:
+    config = client.get_model_config(model, as_json=True)["config"]
+    return [step["model_name"] for step in config.get("ensemble_scheduling", {}).get("step", [])]
+
+
+def run(args) -> int:
+    perf_analyzer = find_perf_analyzer()
+    client = grpcclient.InferenceServerClient(args.url)
+    steps = composing_models(client, args.model)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    start, end, step = (int(x) for x in args.concurrency.split(":"))
+    rows, breakdown, failed = [], [], 0
+    for concurrency in range(start, end + 1, step):
+        before = statistics(client, args.model)
+        csv_path = out.with_name(f"{out.stem}-c{concurrency}.csv")
+        command = [perf_analyzer, "-m", args.model, "-u", args.url, "-i", "grpc", "--input-data", str(args.data),
+                   "--concurrency-range", str(concurrency), "--measurement-interval", str(args.interval_ms),
+                   "--max-trials", str(args.max_trials), "--stability-percentage", str(args.stability_percentage), "-f", str(csv_path), "--verbose-csv"]
+        print(" ".join(command), flush=True)
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            print(result.stdout[-3000:], result.stderr[-3000:], sep="\n", file=sys.stderr)
+            return result.returncode
+        after = statistics(client, args.model)
+        with open(csv_path) as f:
+            rows.extend(csv.DictReader(f))
+        csv_path.unlink()
+        ensemble = delta(after, before, args.model)
+        failed += ensemble["fail_count"]
+        for name in steps:
+            d = delta(after, before, name)
+            n = max(1, d["success_count"])
+            breakdown.append({"concurrency": concurrency, "model": name, "requests": d["success_count"],
+                              **{f"{p}_us": round(d[f"{p}_ns"] / n / 1000, 1) for p in PHASES}})
+        rows[-1]["Server Failures"] = ensemble["fail_count"]
+        rows[-1]["Server Successes"] = ensemble["success_count"]
+
+    with open(out.with_suffix(".csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(out.with_name(f"{out.stem}-breakdown.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(breakdown[0]))
+        writer.writeheader()
+        writer.writerows(breakdown)
+    plot(rows, out.with_suffix(".png"), args)
+    print(table(rows, breakdown, steps))
+    if failed:
+        print(f"{failed} requests failed on the server", file=sys.stderr)
+        return 1
+    return 0
+
+
+def table(rows: list[dict], breakdown: list[dict], steps: list[str]) -> str:
+    lines = ["concurrency  infer/s   p50 ms   p99 ms   " + "  ".join(f"{s} us (q+c)" for s in steps)]
+    for row in rows:
+        c = int(row["Concurrency"])
+        parts = []
+        for s in steps:
+            b = next(x for x in breakdown if x["concurrency"] == c and x["model"] == s)
+            compute = b["compute_input_us"] + b["compute_infer_us"] + b["compute_output_us"]
+            parts.append(f"{b['queue_us']:>7.0f}+{compute:<7.0f}".ljust(len(f"{s} us (q+c)")))
+        lines.append(f"{c:>11}  {float(row['Inferences/Second']):>7.2f}  {int(row['p50 latency']) / 1000:>7.1f}  "
+                     f"{int(row['p99 latency']) / 1000:>7.1f}   " + "  ".join(parts))
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path, args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p99 = [int(r["p99 latency"]) / 1000 for r in rows]
+    throughput = [float(r["Inferences/Second"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(p99, throughput, "o-")
+    for r, x, y in zip(rows, p99, throughput):
+        ax.annotate(f"c={r['Concurrency']}", (x, y), fontsize=8)
+    ax.set(xlabel="p99 latency (ms)", ylabel="requests / s", title=f"{args.model} — perf_analyzer, {Path(args.data).name}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default="localhost:8001")
+    parser.add_argument("--model", default="electra_qa")
+    parser.add_argument("--concurrency", default="1:4:1", help="start:end:step")
+    parser.add_argument("--interval-ms", type=int, default=10000, help="perf_analyzer measurement window")
+    parser.add_argument("--max-trials", type=int, default=10)
+    parser.add_argument("--stability-percentage", type=float, default=10,
+                        help="perf_analyzer's bound on variation between windows (raise it for short smoke runs)")
+    parser.add_argument("--data", type=Path, default=ROOT / "perf" / "data" / "squad.json")
+    parser.add_argument("--out", default=str(ROOT / "perf" / "results" / "perf"))
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

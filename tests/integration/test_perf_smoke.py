@@ -1,0 +1,32 @@
+"""A few seconds of perf_analyzer against the embedded server: `make perf` completes, no request fails,
+every request is answered, and the CSV, per-step breakdown and plot are written."""
+
+import csv
+import subprocess
+
+from tests.conftest import ROOT
+
+
+def test_make_perf_smoke_run_completes_without_errors(triton_server, tmp_path):
+    out = tmp_path / "perf"
+    result = subprocess.run(
+        ["make", "--no-print-directory", "perf", f"URL={triton_server.grpc_url}", "CONCURRENCY=1:2:1",
+         "INTERVAL_MS=1500", f"PERF_OUT={out}", "PERF_ARGS=--max-trials 3 --stability-percentage 100"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    with open(out.with_suffix(".csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["Concurrency"]) for r in rows] == [1, 2]
+    for row in rows:
+        assert int(row["Server Failures"]) == 0
+        assert int(row["Server Successes"]) > 0 and float(row["Inferences/Second"]) > 0
+    with open(out.with_name("perf-breakdown.csv")) as f:
+        breakdown = list(csv.DictReader(f))
+    assert {(int(b["concurrency"]), b["model"]) for b in breakdown} == {
+        (c, m) for c in (1, 2) for m in ("tokenizer", "electra", "decoder")}
+    # every request the ensemble answered went through each step exactly once
+    for row in rows:
+        c = int(row["Concurrency"])
+        assert {int(b["requests"]) for b in breakdown if int(b["concurrency"]) == c} == {int(row["Server Successes"])}
+    assert out.with_suffix(".png").stat().st_size > 0
+    assert result.stdout.strip().splitlines()[-1].split()[0] == "2"  # the table comes last
