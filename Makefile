@@ -15,7 +15,7 @@ METRICS_PORT ?= 8002
 SIZE ?= tiny
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test export checkpoint bench eval perf perf-analyzer clean
+.PHONY: setup serve test export checkpoint bench eval perf perf-analyzer soak clean
 
 setup: $(VENV)/.installed
 
@@ -75,6 +75,11 @@ PERF_ARGS ?=
 perf: setup perf-analyzer
 	$(BIN)/python -m perf.load_test --url "$(URL)" --model "$(PERF_MODEL)" --concurrency "$(CONCURRENCY)" \
 	  --interval-ms $(INTERVAL_MS) --data "$(PERF_DATA)" --out "$(PERF_OUT)" $(PERF_ARGS)
+
+# A bounded soak at twice the measured capacity against a running server (minutes; not in make test).
+SOAK_ARGS ?=
+soak: setup
+	$(BIN)/python -m perf.soak --url "$(URL)" $(SOAK_ARGS)
 
 test: setup perf-analyzer
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -4,11 +4,12 @@ No I/O here; ``TritonQA`` and ``AsyncTritonQA`` only add the transport."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from client.answer import Answer
+from client.connection import TLS, ChannelSettings, RetryPolicy
 from client.errors import InvalidInputError
 
 DEFAULT_URL = "localhost:8001"
@@ -29,6 +30,32 @@ class Options:
 
     def parameters(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class ClientBase:
+    """The constructor both clients share; subclasses name their tritonclient module in ``_grpc``."""
+
+    _grpc: Any
+
+    def __init__(self, url: str = DEFAULT_URL, *, model: str = DEFAULT_MODEL, timeout_s: float | None = 30.0,
+                 retry: RetryPolicy = RetryPolicy(), tls: TLS | None = None, api_key: str | None = None,
+                 api_key_header: str = "x-api-key", headers: Mapping[str, str] | None = None,
+                 channel: ChannelSettings = ChannelSettings(), verbose: bool = False):
+        """``timeout_s`` bounds each call, retries included; ``retry`` retries UNAVAILABLE only; ``tls``
+        turns on gRPC over TLS; ``api_key`` answers a server started with ``--api-key HEADER=VALUE``
+        (Triton's restricted inference protocol); ``headers`` go with every request."""
+        self.url, self.model, self.timeout_s, self.retry = url, model, timeout_s, retry
+        self.headers = request_headers(headers, api_key, api_key_header)
+        self._client = self._grpc.InferenceServerClient(url, verbose=verbose, channel_args=channel.channel_args(),
+                                                        **(tls.client_kwargs() if tls else {}))
+
+
+def request_headers(headers: Mapping[str, str] | None, api_key: str | None, api_key_header: str) -> dict[str, str]:
+    """Headers for every request; Triton's restricted protocol reads the key from ``triton-grpc-protocol-<header>``."""
+    result = dict(headers or {})
+    if api_key is not None:
+        result[f"triton-grpc-protocol-{api_key_header}"] = api_key
+    return result
 
 
 def build_inputs(grpc_module: Any, pairs: Sequence[tuple[str, str]]) -> list:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class QAError(Exception):
     """Any failure of a question-answering call."""
@@ -52,6 +54,10 @@ def translate(error: Exception) -> QAError:
         message = message.split("', ", 1)[-1]
     if "restricted" in message and "header" in message:  # Triton's --grpc-restricted-protocol refusal
         return AuthenticationError(message)
+    if status == "NOT_FOUND" and "has no available versions" in message:  # a model (re)loading or unloading
+        return ServerUnavailableError(message)
+    if status == "INTERNAL" and re.search(r"Stub process '.*' is not healthy", message):
+        return ServerUnavailableError(message)  # a Python-backend process died; `make serve` restarts the server
     kind = _BY_STATUS.get(status)
     if kind is not None:
         return kind(message)

@@ -3,34 +3,24 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import tritonclient.grpc as grpcclient
 
 from client import _protocol as protocol
 from client.answer import Answer
-from client.connection import TLS, ChannelSettings, RetryPlan, RetryPolicy
+from client.connection import RetryPlan
 from client.errors import QAError, translate
 
 
-class TritonQA:
+class TritonQA(protocol.ClientBase):
     """A client for the served ELECTRA QA model; a drop-in for ``pipeline('question-answering')``.
 
     >>> with TritonQA("localhost:8001") as qa:
     ...     qa.ask("Who wrote it?", "It was written by Ada Lovelace.").text
     """
 
-    def __init__(self, url: str = protocol.DEFAULT_URL, *, model: str = protocol.DEFAULT_MODEL,
-                 timeout_s: float | None = 30.0, retry: RetryPolicy = RetryPolicy(), tls: TLS | None = None,
-                 headers: Mapping[str, str] | None = None, channel: ChannelSettings = ChannelSettings(),
-                 verbose: bool = False):
-        """``timeout_s`` bounds each call, retries included; ``retry`` retries UNAVAILABLE only; ``tls``
-        turns on gRPC over TLS; ``headers`` go with every request (e.g. the key of Triton's restricted
-        inference protocol)."""
-        self.url, self.model, self.timeout_s, self.retry = url, model, timeout_s, retry
-        self.headers = dict(headers or {})
-        self._client = grpcclient.InferenceServerClient(url, verbose=verbose, channel_args=channel.channel_args(),
-                                                        **(tls.client_kwargs() if tls else {}))
+    _grpc = grpcclient
 
     def ask(self, question: str, context: str, *, top_k: int = 1, max_answer_len: int = 15,
             handle_impossible_answer: bool = False, align_to_words: bool = True) -> Answer | list[Answer]:

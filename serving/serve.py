@@ -5,8 +5,12 @@
 Uses the ``tritonserver`` binary that PyPI ``nvidia-pytriton`` ships. Its Python backend starts one stub
 process per model instance, running the interpreter found first on PATH: this virtual environment's. The
 stub for this Python version is copied into a private copy of the backend directory (``.triton/``).
-The model is exported first when the repository holds no export of it. The process then *becomes*
-tritonserver (exec), so Ctrl-C / SIGTERM reach Triton directly and it shuts down cleanly.
+The model is exported first when the repository holds no export of it.
+
+This process then supervises tritonserver: Ctrl-C / SIGTERM are passed on (Triton finishes in-flight requests,
+up to its exit timeout, and exits); and when a Python-backend stub process dies (killed, out of memory),
+which this Triton build neither reports nor repairs (its health endpoints stay green while every request to
+that model fails), the server is restarted gracefully. ``--no-supervise`` execs tritonserver instead.
 """
 
 from __future__ import annotations
@@ -16,7 +20,11 @@ import ctypes.util
 import importlib.util
 import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 from serving.export import DEFAULT_MODEL, DEFAULT_REPOSITORY, PRECISIONS, is_current
@@ -112,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tls-client-ca", type=Path, help="mutual TLS: accept clients signed by this CA")
     parser.add_argument("--api-key", metavar="HEADER=VALUE",
                         help="require this header on the gRPC inference protocol (Triton's restricted protocol)")
+    parser.add_argument("--no-supervise", action="store_true", help="exec tritonserver, no stub watchdog")
     parser.add_argument("tritonserver_args", nargs="*", help="passed on to tritonserver (after --)")
     args = parser.parse_args(argv)
 
@@ -129,8 +138,89 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot start tritonserver: {error}", file=sys.stderr)
         return 2
     print(" ".join(command), flush=True)
-    os.execve(command[0], command, env)
-    return 0  # not reached
+    if args.no_supervise:
+        os.execve(command[0], command, env)
+    host = "127.0.0.1" if args.address in ("0.0.0.0", "::") else args.address
+    return Supervisor(command, env, f"http://{host}:{args.http_port}/v2/health/ready").run()
+
+
+def stub_pids(parent: int) -> set[int]:
+    """The Python-backend stub processes tritonserver ``parent`` started."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == parent and b"triton_python_backend_stub" in (entry / "cmdline").read_bytes():
+                pids.add(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
+
+
+class Supervisor:
+    """Runs tritonserver; forwards SIGINT/SIGTERM; restarts it when one of its stub processes dies."""
+
+    POLL_S = 1.0
+    RESTART_GRACE_S = 5.0
+
+    def __init__(self, command: list[str], env: dict[str, str], ready_url: str):
+        self.command, self.env, self.ready_url = command, env, ready_url
+        self.stopping = False
+        self.process: subprocess.Popen | None = None
+
+    def _forward(self, signum, _frame) -> None:
+        self.stopping = True
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signum)
+
+    def _restart_stop(self) -> None:
+        """Stop tritonserver for a restart: gracefully, but a model whose stub is dead never finishes
+        unloading, so after RESTART_GRACE_S it is killed with the stubs it leaves."""
+        assert self.process is not None
+        stubs = stub_pids(self.process.pid)
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=self.RESTART_GRACE_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            for pid in stubs:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.ready_url, timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._forward)
+        signal.signal(signal.SIGINT, self._forward)
+        while True:
+            self.process = subprocess.Popen(self.command, env=self.env)
+            stubs: set[int] | None = None  # armed once the server is ready (loading starts short-lived stubs)
+            restart = False
+            while self.process.poll() is None:
+                time.sleep(self.POLL_S)
+                if stubs is None:
+                    stubs = stub_pids(self.process.pid) if self._ready() else None
+                    continue
+                dead = stubs - stub_pids(self.process.pid)
+                if dead and not self.stopping:
+                    print(f"serve: Python-backend stub process(es) {sorted(dead)} died; restarting tritonserver",
+                          file=sys.stderr, flush=True)
+                    self._restart_stop()
+                    restart = True
+                    break
+            if self.stopping or not restart:  # asked to stop, or tritonserver ended by itself
+                return self.process.wait()
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ OUTPUTS = ("start_logits", "end_logits")
 MAX_SEQ_LEN = 384
 PYTHON_MAX_WINDOWS = 1024
 TENSORRT_MAX_WINDOWS = 256  # the TensorRT profile's largest batch: ~115 windows of a 140,000-character text fit
-TENSORRT_OPT_SHAPE = (16, 160)  # SQuAD-sized windows, a typical dynamic batch
+TENSORRT_OPT_SHAPE = (16, 160)
+PYTHON_MAX_QUEUE = 16  # ~2.5 s of SQuAD-sized work on two CPU cores
+TENSORRT_MAX_QUEUE = 4096  # SQuAD-sized windows, a typical dynamic batch
 CONFIG_NAME = {"python": "config.pbtxt", "tensorrt": "configs/tensorrt.pbtxt"}
 
 HEADER = {
@@ -61,6 +63,9 @@ def render(variant: str) -> str:
         f"max_batch_size: {PYTHON_MAX_WINDOWS if python else TENSORRT_MAX_WINDOWS}",
         "dynamic_batching {",
         f"  max_queue_delay_microseconds: {2000 if python else 1000}",
+        "  # shed load instead of queueing work whose callers gave up: past this many waiting requests, new ones",
+        "  # get UNAVAILABLE at once (TritonQA retries those with backoff)",
+        f"  default_queue_policy {{ max_queue_size: {PYTHON_MAX_QUEUE if python else TENSORRT_MAX_QUEUE} }}",
         "}",
         "input [",
         ",\n".join(f'  {{ name: "{name}" data_type: TYPE_INT64 dims: [ -1 ]{ragged} }}' for name in INPUTS),

@@ -3,7 +3,18 @@
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from client import Answer, DeadlineExceededError, InvalidInputError, QAError, ServerError, ServerUnavailableError
+from client import (
+    Answer,
+    AuthenticationError,
+    ChannelSettings,
+    DeadlineExceededError,
+    InvalidInputError,
+    QAError,
+    RetryPolicy,
+    ServerError,
+    ServerUnavailableError,
+)
+from client.connection import RetryPlan
 from client._protocol import Options, pipeline_examples, pipeline_result
 from client.errors import translate
 
@@ -71,3 +82,56 @@ def test_pipeline_result_is_a_dict_for_one_answer_and_a_list_for_several():
     assert pipeline_result([[one]], single=True) == {"score": 0.5, "start": 0, "end": 1, "answer": "a"}
     assert pipeline_result([[one, two]], single=True)[1]["answer"] == "b"
     assert pipeline_result([[one], [one, two]], single=False)[0]["answer"] == "a"
+
+
+def test_restricted_protocol_refusal_is_an_authentication_error():
+    error = translate(InferenceServerException(
+        "This protocol is restricted, expecting header 'triton-grpc-protocol-x-api-key'", status="StatusCode.UNAVAILABLE"))
+    assert isinstance(error, AuthenticationError) and isinstance(error, QAError)
+
+
+def test_a_model_without_available_versions_is_unavailable_not_missing():
+    error = translate(InferenceServerException("Request for unknown model: 'electra_qa' has no available versions",
+                                               status="StatusCode.NOT_FOUND"))
+    assert type(error) is ServerUnavailableError
+
+
+def test_retry_plan_retries_unavailable_with_bounded_jittered_backoff():
+    plan = RetryPlan(RetryPolicy(attempts=3, backoff_s=0.1, max_backoff_s=0.15), timeout_s=None)
+    delays = [plan.delay_s(ServerUnavailableError("down")) for _ in range(2)]
+    assert 0 <= delays[0] <= 0.1 and 0 <= delays[1] <= 0.15
+    with pytest.raises(ServerUnavailableError):
+        plan.delay_s(ServerUnavailableError("still down"))  # the third attempt was the last
+
+
+@pytest.mark.parametrize("error", [InvalidInputError("bad"), AuthenticationError("no key"),
+                                   DeadlineExceededError("late"), ServerError("boom")])
+def test_retry_plan_never_retries_other_errors(error):
+    with pytest.raises(type(error)):
+        RetryPlan(RetryPolicy(attempts=5), timeout_s=None).delay_s(error)
+
+
+def test_retry_plan_stays_within_the_deadline():
+    plan = RetryPlan(RetryPolicy(attempts=10, backoff_s=10, max_backoff_s=10), timeout_s=0.05)
+    assert 0 < plan.remaining_s() <= 0.05
+    with pytest.raises(ServerUnavailableError):
+        for _ in range(10):  # any delay that would end past the deadline gives up instead
+            plan.delay_s(ServerUnavailableError("down"))
+
+
+def test_channel_settings_set_message_sizes_and_keepalive_explicitly():
+    args = dict(ChannelSettings().channel_args())
+    assert args["grpc.max_send_message_length"] == args["grpc.max_receive_message_length"] == 2**31 - 1
+    assert args["grpc.keepalive_time_ms"] == 30_000 and args["grpc.keepalive_permit_without_calls"] == 1
+
+
+def test_api_key_is_sent_in_the_header_tritons_restricted_protocol_reads():
+    from client._protocol import request_headers
+
+    assert request_headers({"a": "b"}, "s3cret", "x-api-key") == {"a": "b", "triton-grpc-protocol-x-api-key": "s3cret"}
+
+
+def test_a_dead_python_backend_stub_is_transient():
+    error = translate(InferenceServerException("Stub process 'tokenizer_0_1' is not healthy.",
+                                               status="StatusCode.INTERNAL"))
+    assert type(error) is ServerUnavailableError
