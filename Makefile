@@ -64,6 +64,7 @@ perf-analyzer: .perf-analyzer/bin/perf_analyzer
 	else \
 	  $(PYTHON) -m venv .perf-analyzer && .perf-analyzer/bin/pip install --quiet perf-analyzer; \
 	fi
+	@test -x $@ || { echo "perf_analyzer did not install (PyPI's needs glibc >= 2.38; see README)" >&2; exit 1; }
 
 # make perf [URL=localhost:8001] [PERF_MODEL=electra_qa] [CONCURRENCY=1:4:1] [INTERVAL_MS=10000] [PERF_DATA=perf/data/squad.json]
 PERF_MODEL ?= electra_qa

@@ -93,7 +93,7 @@ def _reference_spans(p_start, p_end, keep, k, max_answer_len):
     flat = scores.ravel()
     if k == 1:
         top = np.array([np.argmax(flat)])
-    elif flat.size < k:
+    elif flat.size <= k:  # the reference raises for flat.size == k (argpartition's kth out of bounds)
         top = np.argsort(-flat)
     else:
         top = np.argpartition(-flat, k)[:k]
