@@ -4,7 +4,7 @@
 
 Uses the ``tritonserver`` binary that PyPI ``nvidia-pytriton`` ships. Its Python backend starts one stub
 process per model instance, running the interpreter found first on PATH: this virtual environment's. The
-stub for this Python version is copied into a private copy of the backend directory (``.triton/``).
+stub for this Python version is copied into a private copy of the backend directory (``.triton/``, once).
 The model is exported first when the repository holds no export of it.
 
 This process then supervises tritonserver: Ctrl-C / SIGTERM are passed on (Triton finishes in-flight requests,
@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -53,12 +54,21 @@ def backend_directory(cache: Path) -> Path:
     if not (ctypes.util.find_library(f"python{version}") or Path(f"/usr/lib/x86_64-linux-gnu/libpython{version}.so.1.0").exists()):
         raise ServerSetupError(f"the Python backend stub needs libpython{version}.so.1.0: "
                                f"apt-get install libpython{version}")
-    target = cache / "backends" / "python"
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(home / "backends" / "python", target)
-    shutil.copy2(stub, target / "triton_python_backend_stub")
-    return target.parent
+    # one directory per Python version, written once and renamed into place: servers running side by side
+    # (tests, a restart) never see it half-copied
+    backends = cache / f"backends-py{version}"
+    target = backends / "python"
+    if not (target / "triton_python_backend_stub").is_file():
+        backends.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(dir=backends))
+        shutil.copytree(home / "backends" / "python", scratch / "python")
+        shutil.copy2(stub, scratch / "python" / "triton_python_backend_stub")
+        try:
+            os.rename(scratch / "python", target)
+        except OSError:  # another server put it in place first
+            pass
+        shutil.rmtree(scratch, ignore_errors=True)
+    return backends
 
 
 def server_command(repository: Path, grpc_port: int, http_port: int, metrics_port: int,
