@@ -54,17 +54,12 @@ eval: setup
 	@test -n "$(DATA)" || { echo "usage: make eval DATA=<SQuAD json> OUT=<predictions json> [URL=$(URL)]" >&2; exit 2; }
 	$(BIN)/python -m evaluation.squad --data "$(DATA)" --out "$(OUT)" --url "$(URL)" --repository "$(REPOSITORY)"
 
-# Triton's load generator. PyPI's perf-analyzer needs glibc >= 2.38: on older systems the project's shared
-# installer runs it through a newer loader; elsewhere plain pip works.
-PERF_ANALYZER_INSTALLER ?= ../shared/tools/install-perf-analyzer
+# Triton's load generator, into .perf-analyzer/. PyPI's perf-analyzer needs glibc >= 2.38; on older Debian
+# systems perf/install-perf-analyzer runs the same binary through Debian 13's loader (nothing system-wide changes).
 perf-analyzer: .perf-analyzer/bin/perf_analyzer
 .perf-analyzer/bin/perf_analyzer:
-	@if [ -x "$(PERF_ANALYZER_INSTALLER)" ] || [ -f "$(PERF_ANALYZER_INSTALLER)" ]; then \
-	  bash "$(PERF_ANALYZER_INSTALLER)" .perf-analyzer; \
-	else \
-	  $(PYTHON) -m venv .perf-analyzer && .perf-analyzer/bin/pip install --quiet perf-analyzer; \
-	fi
-	@test -x $@ || { echo "perf_analyzer did not install (PyPI's needs glibc >= 2.38; see README)" >&2; exit 1; }
+	bash perf/install-perf-analyzer .perf-analyzer
+	@test -x $@ || { echo "perf_analyzer did not install (see README)" >&2; exit 1; }
 
 # make perf [URL=localhost:8001] [PERF_MODEL=electra_qa] [CONCURRENCY=1:4:1] [INTERVAL_MS=10000] [PERF_DATA=perf/data/squad.json]
 PERF_MODEL ?= electra_qa
