@@ -72,7 +72,7 @@ def test_killed_python_stub_is_replaced_and_the_next_requests_succeed(own_server
                         and _is_tritonserver_of(int(p.name), server.process.pid))
     time.sleep(2 * Supervisor.POLL_S)  # the watchdog arms on its first poll after the server is ready
     stubs = stub_pids(tritonserver)
-    assert len(stubs) >= 5  # tokenizer x2, electra, decoder x2
+    assert len(stubs) >= 3  # tokenizer, electra, decoder
     os.kill(sorted(stubs)[0], signal.SIGKILL)
     # the supervisor in `make serve` restarts the server; a retrying client rides through it
     with TritonQA(server.grpc_url, timeout_s=60, retry=RetryPolicy(attempts=100, backoff_s=0.2, max_backoff_s=1.0)) as qa:
