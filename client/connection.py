@@ -9,7 +9,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from client.errors import AuthenticationError, DeadlineExceededError, QAError, ServerUnavailableError
+from client.errors import DeadlineExceededError, QAError, ServerUnavailableError
 
 
 @dataclass(frozen=True)
@@ -86,8 +86,7 @@ class RetryPlan:
     def delay_s(self, error: QAError) -> float:
         """Seconds to wait before retrying after ``error``; re-raises it when it must not be retried."""
         self.attempt += 1
-        retryable = isinstance(error, ServerUnavailableError) and not isinstance(error, AuthenticationError)
-        if not retryable or self.attempt >= self.policy.attempts:
+        if not isinstance(error, ServerUnavailableError) or self.attempt >= self.policy.attempts:
             raise error
         delay = self.policy.delay_s(self.attempt - 1)
         if self.deadline is not None and time.monotonic() + delay >= self.deadline:

@@ -10,7 +10,7 @@ import tritonclient.grpc as grpcclient
 from client import _protocol as protocol
 from client.answer import Answer
 from client.connection import RetryPlan
-from client.errors import QAError, translate
+from client.errors import translate
 
 
 class TritonQA(protocol.ClientBase):
@@ -62,13 +62,12 @@ class TritonQA(protocol.ClientBase):
         inputs = protocol.build_inputs(grpcclient, pairs)
         plan = RetryPlan(self.retry, self.timeout_s)
         while True:
+            timeout_s = plan.remaining_s()  # raises DeadlineExceededError once the call's time is spent
             try:
                 result = self._client.infer(self.model, inputs, outputs=protocol.requested_outputs(grpcclient),
                                           parameters=options.parameters(), headers=self.headers,
-                                          client_timeout=plan.remaining_s())
+                                          client_timeout=timeout_s)
                 break
-            except QAError:
-                raise
             except Exception as raw:
                 error = translate(raw)
                 error.__cause__ = raw

@@ -9,6 +9,7 @@ request are then padded only to that request's longest window (not to ``max_seq_
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
@@ -76,13 +77,19 @@ class QATokenizer:
         self.settings = settings
         self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self._tokenizer.no_padding()
-        self._untruncated = Tokenizer.from_file(str(tokenizer_file))  # for measuring questions alone
-        self._untruncated.no_padding()
-        self._untruncated.no_truncation()
+        self._tokenizer_file = str(tokenizer_file)
         self._tokenizer.enable_truncation(
             max_length=settings.max_seq_len, stride=settings.doc_stride, strategy="only_second"
         )
         self.pad_id = self._tokenizer.padding["pad_id"] if self._tokenizer.padding else 0
+
+    @cached_property
+    def _untruncated(self) -> Tokenizer:
+        """A second tokenizer without truncation, for measuring questions alone (only on the error path)."""
+        tokenizer = Tokenizer.from_file(self._tokenizer_file)
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        return tokenizer
 
     def question_lengths(self, questions: Sequence[str]) -> list[int]:
         """Token counts of questions on their own (no special tokens)."""

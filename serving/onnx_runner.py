@@ -17,16 +17,12 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAMES = ("start_logits", "end_logits")
 
 
-@dataclass
+@dataclass(frozen=True)
 class PaddingStats:
-    """Tokens the model ran vs. real tokens, over the runner's lifetime."""
+    """Tokens of one ``run``: real window tokens, and those the model executed (padding included)."""
 
-    real_tokens: int = 0
-    executed_tokens: int = 0
-
-    @property
-    def padding_fraction(self) -> float:
-        return 1.0 - self.real_tokens / self.executed_tokens if self.executed_tokens else 0.0
+    real_tokens: int
+    executed_tokens: int
 
 
 class OnnxQARunner:
@@ -44,15 +40,14 @@ class OnnxQARunner:
         options.intra_op_num_threads = intra_op_threads
         self.session = ort.InferenceSession(str(onnx_file), options, providers=providers)
         self.max_windows_per_run = max_windows_per_run
-        self.stats = PaddingStats()
 
     @property
     def device(self) -> str:
         return "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
 
-    def run(self, requests: Sequence[Sequence[np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def run(self, requests: Sequence[Sequence[np.ndarray]]) -> tuple[list[tuple[np.ndarray, np.ndarray]], PaddingStats]:
         """``requests``: per request (input_ids, attention_mask, token_type_ids), each ``[W_i, L_i]``.
-        Returns per request (start_logits, end_logits), each ``[W_i, L_i]`` float32."""
+        Returns per request (start_logits, end_logits), each ``[W_i, L_i]`` float32, and the tokens run."""
         counts = [len(r[0]) for r in requests]
         full_width = max(r[0].shape[1] for r in requests)
         stacked = [np.concatenate([_pad_to(r[k], full_width) for r in requests]) for k in range(len(INPUT_NAMES))]
@@ -60,16 +55,17 @@ class OnnxQARunner:
         start = np.zeros(stacked[0].shape, np.float32)
         end = np.zeros(stacked[0].shape, np.float32)
         order = np.argsort(-lengths, kind="stable")
+        executed = 0
         for begin in range(0, len(order), self.max_windows_per_run):
             chunk = order[begin:begin + self.max_windows_per_run]
             width = int(lengths[chunk].max())
             feeds = {name: tensor[chunk, :width] for name, tensor in zip(INPUT_NAMES, stacked)}
             start[chunk, :width], end[chunk, :width] = self.session.run(list(OUTPUT_NAMES), feeds)
-            self.stats.real_tokens += int(lengths[chunk].sum())
-            self.stats.executed_tokens += len(chunk) * width
+            executed += len(chunk) * width
         bounds = np.cumsum(counts)[:-1]
-        return [(s[:, :r[0].shape[1]], e[:, :r[0].shape[1]])
-                for s, e, r in zip(np.split(start, bounds), np.split(end, bounds), requests)]
+        logits = [(s[:, :r[0].shape[1]], e[:, :r[0].shape[1]])
+                  for s, e, r in zip(np.split(start, bounds), np.split(end, bounds), requests)]
+        return logits, PaddingStats(real_tokens=int(lengths.sum()), executed_tokens=executed)
 
 
 def _pad_to(tensor: np.ndarray, width: int) -> np.ndarray:

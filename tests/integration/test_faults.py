@@ -5,6 +5,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -68,7 +69,7 @@ def test_server_killed_under_load_then_restarted_loses_nothing_silently(own_serv
 def test_killed_python_stub_is_replaced_and_the_next_requests_succeed(own_server):
     servers, _ = own_server
     server = servers[0]
-    tritonserver = next(int(p.name) for p in __import__("pathlib").Path("/proc").iterdir() if p.name.isdigit()
+    tritonserver = next(int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
                         and _is_tritonserver_of(int(p.name), server.process.pid))
     time.sleep(2 * Supervisor.POLL_S)  # the watchdog arms on its first poll after the server is ready
     stubs = stub_pids(tritonserver)

@@ -26,13 +26,12 @@ class TritonPythonModel:
 
     def execute(self, requests):
         batch = [[pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in INPUT_NAMES] for r in requests]
-        real, executed = self.runner.stats.real_tokens, self.runner.stats.executed_tokens
         try:
-            logits = self.runner.run(batch)
+            logits, tokens = self.runner.run(batch)
         except Exception as error:
             return [error_response(pb_utils, error) for _ in requests]
-        self.real_tokens.increment(self.runner.stats.real_tokens - real)
-        self.executed_tokens.increment(self.runner.stats.executed_tokens - executed)
+        self.real_tokens.increment(tokens.real_tokens)
+        self.executed_tokens.increment(tokens.executed_tokens)
         return [
             pb_utils.InferenceResponse([pb_utils.Tensor("start_logits", start), pb_utils.Tensor("end_logits", end)])
             for start, end in logits
