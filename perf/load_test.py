@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import tritonclient.grpc as grpcclient
@@ -39,6 +40,20 @@ def statistics(client, model: str) -> dict[str, dict]:
     """Cumulative counts and times of the ensemble and each composing model."""
     stats = client.get_inference_statistics(as_json=True)["model_stats"]
     return {s["name"]: s for s in stats}
+
+
+def settled_statistics(client, model: str, timeout_s: float = 5.0) -> dict[str, dict]:
+    """Statistics once they stop changing: Triton counts a request after sending its response, so right after
+    perf_analyzer returns, the last requests may not be counted in every model yet."""
+    current = statistics(client, model)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        latest = statistics(client, model)
+        if latest == current:
+            break
+        current = latest
+    return current
 
 
 def delta(after: dict, before: dict, name: str) -> dict:
@@ -64,7 +79,7 @@ def run(args) -> int:
     start, end, step = (int(x) for x in args.concurrency.split(":"))
     rows, breakdown, failed = [], [], 0
     for concurrency in range(start, end + 1, step):
-        before = statistics(client, args.model)
+        before = settled_statistics(client, args.model)
         csv_path = out.with_name(f"{out.stem}-c{concurrency}.csv")
         command = [perf_analyzer, "-m", args.model, "-u", args.url, "-i", "grpc", "--input-data", str(args.data),
                    "--concurrency-range", str(concurrency), "--measurement-interval", str(args.interval_ms),
@@ -74,7 +89,7 @@ def run(args) -> int:
         if result.returncode != 0:
             print(result.stdout[-3000:], result.stderr[-3000:], sep="\n", file=sys.stderr)
             return result.returncode
-        after = statistics(client, args.model)
+        after = settled_statistics(client, args.model)
         with open(csv_path) as f:
             rows.extend(csv.DictReader(f))
         csv_path.unlink()
