@@ -25,7 +25,7 @@ def parse(text: str) -> model_config_pb2.ModelConfig:
 
 
 def test_compose_file_is_valid_compose_specification(compose):
-    assert set(compose["services"]) == {"triton", "triton-cpu", "sdk"}
+    assert set(compose["services"]) == {"triton", "triton-cpu", "sdk", "prometheus", "grafana"}
 
 
 @pytest.mark.parametrize("broken", [("shm_size:", "shm_sizee:"), ("capabilities: [gpu]", "capabilities: gpu"),
