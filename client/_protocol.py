@@ -1,27 +1,32 @@
-"""What the sync and async clients share: request building, response parsing and the pipeline call form.
-No I/O here; ``TritonQA`` and ``AsyncTritonQA`` only add the transport."""
+"""What the sync and async clients share: the public methods, request building, response parsing and the
+pipeline call form. No I/O here: ``TritonQA`` and ``AsyncTritonQA`` add only ``_run`` (one call with its
+retries), the one place where one waits and the other awaits."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from client.answer import Answer
 from client.connection import TLS, ChannelSettings, RetryPolicy
-from client.errors import InvalidInputError
+from client.errors import InvalidInputError, ServerError
 
 DEFAULT_URL = "localhost:8001"
-DEFAULT_MODEL = "electra_qa"
-OUTPUTS = ("answer", "score", "start", "end")
-# pipeline('question-answering') arguments that are server configuration here (config.pbtxt).
-SERVER_SIDE = {"doc_stride": 128, "max_seq_len": 384, "max_question_len": 64, "padding": "do_not_pad"}
+ENSEMBLE = "electra_qa"
+INPUT_NAMES = ("question", "context")
+OUTPUT_NAMES = ("answer", "score", "start", "end")
+# pipeline('question-answering') arguments that are server configuration here (config.pbtxt); the pipeline's
+# fast-tokenizer path ignores max_question_len, and so does the server: any value is accepted.
+SERVER_SIDE = {"doc_stride": 128, "max_seq_len": 384, "padding": "do_not_pad"}
+IGNORED = ("max_question_len",)
 
 
 @dataclass(frozen=True)
 class Options:
-    """The answer options, sent as request parameters (same names as the pipeline's arguments)."""
+    """The answer options, sent as request parameters (same names and defaults as the pipeline's arguments;
+    the server's twin is ``preprocessing.AnswerOptions``)."""
 
     top_k: int = 1
     max_answer_len: int = 15
@@ -32,12 +37,38 @@ class Options:
         return asdict(self)
 
 
+@dataclass
+class Call:
+    """One request: its tensors, its options, and how to turn the answers into the method's result."""
+
+    pairs: list[tuple[str, str]]
+    options: Options
+    result: Callable[[list[list[Answer]]], Any] = field(default=lambda answers: answers)
+
+    def infer_kwargs(self, grpc_module: Any, model: str, headers: Mapping[str, str], timeout_s: float | None) -> dict:
+        """Arguments of tritonclient's ``infer``: the call's deadline bounds the wait on the client and, as the
+        request's timeout, its time in the server's queues (the server refuses it once that has passed)."""
+        return {
+            "model_name": model,
+            "inputs": build_inputs(grpc_module, self.pairs),
+            "outputs": [grpc_module.InferRequestedOutput(name) for name in OUTPUT_NAMES],
+            "parameters": self.options.parameters(),
+            "headers": dict(headers),
+            "client_timeout": timeout_s,
+            "timeout": None if timeout_s is None else max(1, int(timeout_s * 1_000_000)),
+        }
+
+    def finish(self, response: Any) -> Any:
+        return self.result(parse_answers(response, len(self.pairs)))
+
+
 class ClientBase:
-    """The constructor both clients share; subclasses name their tritonclient module in ``_grpc``."""
+    """Everything but the transport. Subclasses name their tritonclient module in ``_grpc`` and define
+    ``_run(call)``: send it (with retries) and return ``call.finish(response)`` — directly, or awaitable."""
 
     _grpc: Any
 
-    def __init__(self, url: str = DEFAULT_URL, *, model: str = DEFAULT_MODEL, timeout_s: float | None = 30.0,
+    def __init__(self, url: str = DEFAULT_URL, *, model: str = ENSEMBLE, timeout_s: float | None = 30.0,
                  retry: RetryPolicy = RetryPolicy(), tls: TLS | None = None, api_key: str | None = None,
                  api_key_header: str = "x-api-key", headers: Mapping[str, str] | None = None,
                  channel: ChannelSettings = ChannelSettings(), verbose: bool = False):
@@ -48,6 +79,40 @@ class ClientBase:
         self.headers = request_headers(headers, api_key, api_key_header)
         self._client = self._grpc.InferenceServerClient(url, verbose=verbose, channel_args=channel.channel_args(),
                                                         **(tls.client_kwargs() if tls else {}))
+
+    def ask(self, question: str, context: str, *, max_answer_len: int = 15, handle_impossible_answer: bool = False,
+            align_to_words: bool = True) -> Answer:
+        """The best answer to ``question`` from ``context``."""
+        options = Options(1, max_answer_len, handle_impossible_answer, align_to_words)
+        return self._run(Call([(question, context)], options, lambda answers: best(answers[0])))
+
+    def top_answers(self, question: str, context: str, top_k: int, *, max_answer_len: int = 15,
+                    handle_impossible_answer: bool = False, align_to_words: bool = True) -> list[Answer]:
+        """The ``top_k`` best answers, best first (fewer when the context holds fewer)."""
+        options = Options(top_k, max_answer_len, handle_impossible_answer, align_to_words)
+        return self._run(Call([(question, context)], options, lambda answers: answers[0]))
+
+    def ask_many(self, pairs: Iterable[tuple[str, str]], *, max_answer_len: int = 15,
+                 handle_impossible_answer: bool = False, align_to_words: bool = True) -> list[Answer]:
+        """The best answer to each (question, context) pair, all sent in one request."""
+        options = Options(1, max_answer_len, handle_impossible_answer, align_to_words)
+        return self._run(Call(list(pairs), options, lambda answers: [best(a) for a in answers]))
+
+    def top_answers_many(self, pairs: Iterable[tuple[str, str]], top_k: int, *, max_answer_len: int = 15,
+                         handle_impossible_answer: bool = False, align_to_words: bool = True) -> list[list[Answer]]:
+        """The ``top_k`` best answers of each pair, all sent in one request."""
+        options = Options(top_k, max_answer_len, handle_impossible_answer, align_to_words)
+        return self._run(Call(list(pairs), options))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """The pipeline's call forms and results: ``qa({'question': q, 'context': c})`` ->
+        ``{'score', 'start', 'end', 'answer'}``, a list of those for several examples, a list per example when
+        ``top_k`` > 1."""
+        pairs, single, options = pipeline_examples(args, kwargs)
+        return self._run(Call(pairs, options, lambda answers: pipeline_result(answers, single)))
+
+    def _run(self, call: Call) -> Any:
+        raise NotImplementedError
 
 
 def request_headers(headers: Mapping[str, str] | None, api_key: str | None, api_key_header: str) -> dict[str, str]:
@@ -64,7 +129,7 @@ def build_inputs(grpc_module: Any, pairs: Sequence[tuple[str, str]]) -> list:
     if not pairs:
         raise InvalidInputError("no question to ask: pass at least one (question, context) pair")
     tensors = []
-    for index, name in enumerate(("question", "context")):
+    for index, name in enumerate(INPUT_NAMES):
         values = np.array([_utf8(pair[index], name, i) for i, pair in enumerate(pairs)], dtype=object)
         tensor = grpc_module.InferInput(name, [len(pairs)], "BYTES")
         tensor.set_data_from_numpy(values)
@@ -72,19 +137,22 @@ def build_inputs(grpc_module: Any, pairs: Sequence[tuple[str, str]]) -> list:
     return tensors
 
 
-def requested_outputs(grpc_module: Any) -> list:
-    return [grpc_module.InferRequestedOutput(name) for name in OUTPUTS]
-
-
 def parse_answers(result: Any, n_questions: int) -> list[list[Answer]]:
-    """Per question, its answers best first (filler entries for missing answers dropped)."""
-    text, score, start, end = (result.as_numpy(name) for name in OUTPUTS)
-    text, score, start, end = (np.asarray(a).reshape(n_questions, -1) for a in (text, score, start, end))
+    """Per question, its answers best first (filler entries for missing answers dropped). The server answers
+    ``[N, top_k]`` for every output."""
+    text, score, start, end = (result.as_numpy(name) for name in OUTPUT_NAMES)
+    if text.shape[0] != n_questions or not text.shape == score.shape == start.shape == end.shape:
+        raise ServerError(f"the server answered shape {list(text.shape)} for {n_questions} questions")
     return [
         [Answer(t.decode("utf-8") if isinstance(t, bytes) else str(t), float(s), int(b), int(e))
          for t, s, b, e in zip(text[q], score[q], start[q], end[q]) if b >= 0]
         for q in range(n_questions)
     ]
+
+
+def best(answers: list[Answer]) -> Answer:
+    """The first answer; a question whose context yields none gets an empty one, as the pipeline gives."""
+    return answers[0] if answers else Answer("", 0.0, 0, 0)
 
 
 def pipeline_examples(args: tuple, kwargs: dict) -> tuple[list[tuple[str, str]], bool, Options]:
@@ -100,6 +168,8 @@ def pipeline_examples(args: tuple, kwargs: dict) -> tuple[list[tuple[str, str]],
     for name, value in SERVER_SIDE.items():
         if name in kwargs and kwargs.pop(name) != value:
             raise InvalidInputError(f"{name} is set in the server's model configuration, not per call")
+    for name in IGNORED:
+        kwargs.pop(name, None)
     options = Options(**{k: kwargs.pop(k) for k in list(kwargs) if k in Options.__dataclass_fields__})
     question, context = kwargs.pop("question", None), kwargs.pop("context", None)
     if kwargs:
@@ -145,8 +215,3 @@ def _utf8(value: Any, name: str, index: int) -> bytes:
         return _text(value, name).encode("utf-8")
     except UnicodeEncodeError as error:
         raise InvalidInputError(f"{name} {index} cannot be encoded as UTF-8: {error.reason}") from None
-
-
-def flatten(answers: Iterable[list[Answer]], top_k: int) -> list:
-    """``ask_many``'s result: one Answer per question for top_k 1, else a list per question."""
-    return [a[0] for a in answers] if top_k == 1 else list(answers)

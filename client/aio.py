@@ -3,39 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Sequence
+from typing import Any
 
 import tritonclient.grpc.aio as grpcclient
 
-from client import _protocol as protocol
-from client.answer import Answer
+from client._protocol import Call, ClientBase
 from client.connection import RetryPlan
 from client.errors import translate
 
 
-class AsyncTritonQA(protocol.ClientBase):
+class AsyncTritonQA(ClientBase):
     """``async with AsyncTritonQA(url) as qa: answer = await qa.ask(question, context)``"""
 
     _grpc = grpcclient
 
-    async def ask(self, question: str, context: str, *, top_k: int = 1, max_answer_len: int = 15,
-                  handle_impossible_answer: bool = False, align_to_words: bool = True) -> Answer | list[Answer]:
-        options = protocol.Options(top_k, max_answer_len, handle_impossible_answer, align_to_words)
-        answers = (await self._infer([(question, context)], options))[0]
-        return answers[0] if top_k == 1 else answers
-
-    async def ask_many(self, pairs: Sequence[tuple[str, str]], *, top_k: int = 1, max_answer_len: int = 15,
-                       handle_impossible_answer: bool = False, align_to_words: bool = True) -> list:
-        options = protocol.Options(top_k, max_answer_len, handle_impossible_answer, align_to_words)
-        return protocol.flatten(await self._infer(list(pairs), options), top_k)
-
-    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        pairs, single, options = protocol.pipeline_examples(args, kwargs)
-        return protocol.pipeline_result(await self._infer(pairs, options), single)
-
     async def is_ready(self) -> bool:
         try:
-            return await self._client.is_server_ready(headers=self.headers) and await self._client.is_model_ready(self.model, headers=self.headers)
+            return await self._client.is_server_ready(headers=self.headers) and await self._client.is_model_ready(
+                self.model, headers=self.headers)
         except Exception:
             return False
 
@@ -48,18 +33,15 @@ class AsyncTritonQA(protocol.ClientBase):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _infer(self, pairs: list[tuple[str, str]], options: protocol.Options) -> list[list[Answer]]:
-        inputs = protocol.build_inputs(grpcclient, pairs)
+    async def _run(self, call: Call) -> Any:
         plan = RetryPlan(self.retry, self.timeout_s)
         while True:
-            timeout_s = plan.remaining_s()  # raises DeadlineExceededError once the call's time is spent
+            kwargs = call.infer_kwargs(grpcclient, self.model, self.headers, plan.remaining_s())
             try:
-                result = await self._client.infer(self.model, inputs, outputs=protocol.requested_outputs(grpcclient),
-                                          parameters=options.parameters(), headers=self.headers,
-                                          client_timeout=timeout_s)
-                break
+                return call.finish(await self._client.infer(**kwargs))
             except Exception as raw:
                 error = translate(raw)
-                error.__cause__ = raw
-                await asyncio.sleep(plan.delay_s(error))
-        return protocol.parse_answers(result, len(pairs))
+                delay_s = plan.next_delay_s(error)
+                if delay_s is None:
+                    raise error from raw
+            await asyncio.sleep(delay_s)

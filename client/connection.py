@@ -83,12 +83,13 @@ class RetryPlan:
             raise DeadlineExceededError("deadline exceeded before the server answered")
         return left
 
-    def delay_s(self, error: QAError) -> float:
-        """Seconds to wait before retrying after ``error``; re-raises it when it must not be retried."""
+    def next_delay_s(self, error: QAError) -> float | None:
+        """Seconds to wait before retrying after ``error``, or None when it must not be retried: it is not
+        UNAVAILABLE, the attempts are spent, or the wait would end past the deadline."""
         self.attempt += 1
         if not isinstance(error, ServerUnavailableError) or self.attempt >= self.policy.attempts:
-            raise error
+            return None
         delay = self.policy.delay_s(self.attempt - 1)
         if self.deadline is not None and time.monotonic() + delay >= self.deadline:
-            raise error
+            return None
         return delay

@@ -26,6 +26,7 @@ import numpy as np
 
 from client import TritonQA
 from perf.inputs import long_document, squad_sized_pairs
+from serving.admin import AdminClient, local_admin_key
 from serving.checkpoints import build_random_checkpoint
 from serving.export import PRECISIONS, export, is_current
 
@@ -84,24 +85,17 @@ class Server:
              "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--metrics-port", str(metrics_port)],
             cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 300
-        while not self._ready():
+        while not AdminClient(self.http).ready():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"tritonserver did not start; see {log}")
             time.sleep(0.5)
-
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.http}/v2/health/ready", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
+        self.admin = AdminClient(self.http, local_admin_key(self.grpc))
 
     def step_times_ns(self) -> dict:
         """Cumulative queue and compute time per composing model (Triton's statistics API)."""
         times = {}
         for step in STEPS:
-            with urllib.request.urlopen(f"{self.http}/v2/models/{step}/stats") as r:
-                stats = json.load(r)["model_stats"][0]["inference_stats"]
+            stats = self.admin.statistics(step)["inference_stats"]
             times[step] = {"queue": int(stats["queue"]["ns"]),
                            "compute": sum(int(stats[k]["ns"]) for k in ("compute_input", "compute_infer",
                                                                         "compute_output"))}

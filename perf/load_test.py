@@ -23,6 +23,8 @@ from pathlib import Path
 
 import tritonclient.grpc as grpcclient
 
+from serving.admin import grpc_headers, local_admin_key, parse_header
+
 ROOT = Path(__file__).resolve().parent.parent
 PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
 
@@ -36,20 +38,20 @@ def find_perf_analyzer() -> str:
                      "`sdk` service (see README)")
 
 
-def statistics(client, model: str) -> dict[str, dict]:
+def statistics(client, headers: dict[str, str]) -> dict[str, dict]:
     """Cumulative counts and times of the ensemble and each composing model."""
-    stats = client.get_inference_statistics(as_json=True)["model_stats"]
+    stats = client.get_inference_statistics(headers=headers, as_json=True)["model_stats"]
     return {s["name"]: s for s in stats}
 
 
-def settled_statistics(client, model: str, timeout_s: float = 5.0) -> dict[str, dict]:
+def settled_statistics(client, headers: dict[str, str], timeout_s: float = 5.0) -> dict[str, dict]:
     """Statistics once they stop changing: Triton counts a request after sending its response, so right after
     perf_analyzer returns, the last requests may not be counted in every model yet."""
-    current = statistics(client, model)
+    current = statistics(client, headers)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         time.sleep(0.2)
-        latest = statistics(client, model)
+        latest = statistics(client, headers)
         if latest == current:
             break
         current = latest
@@ -62,34 +64,47 @@ def delta(after: dict, before: dict, name: str) -> dict:
     for key in ("success", "fail") + PHASES:
         row[f"{key}_count"] = int(a.get(key, {}).get("count", 0)) - int(b.get(key, {}).get("count", 0))
         row[f"{key}_ns"] = int(a.get(key, {}).get("ns", 0)) - int(b.get(key, {}).get("ns", 0))
+    for key in ("execution_count", "inference_count"):  # executes, and batch elements (windows for most steps)
+        row[key] = int(after[name].get(key, 0)) - int(before.get(name, {}).get(key, 0))
+    # the per-request phases above charge a batched execution to each of its requests; batch_stats count each
+    # execution once: the step's real compute time
+    row["execution_ns"] = _batch_compute_ns(after[name]) - _batch_compute_ns(before.get(name, {}))
     return row
 
 
-def composing_models(client, model: str) -> list[str]:
-    config = client.get_model_config(model, as_json=True)["config"]
+def _batch_compute_ns(model_stats: dict) -> int:
+    return sum(int(batch.get(phase, {}).get("ns", 0)) for batch in model_stats.get("batch_stats", [])
+               for phase in PHASES[1:])
+
+
+def composing_models(client, model: str, headers: dict[str, str]) -> list[str]:
+    config = client.get_model_config(model, headers=headers, as_json=True)["config"]
     return [step["model_name"] for step in config.get("ensemble_scheduling", {}).get("step", [])]
 
 
 def run(args) -> int:
     perf_analyzer = find_perf_analyzer()
     client = grpcclient.InferenceServerClient(args.url)
-    steps = composing_models(client, args.model)
+    key = parse_header(args.admin_key) if args.admin_key else local_admin_key(args.url)
+    headers = grpc_headers(key)  # statistics and configs are admin protocols
+    steps = composing_models(client, args.model, headers)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     start, end, step = (int(x) for x in args.concurrency.split(":"))
     rows, breakdown, failed = [], [], 0
     for concurrency in range(start, end + 1, step):
-        before = settled_statistics(client, args.model)
+        before = settled_statistics(client, headers)
         csv_path = out.with_name(f"{out.stem}-c{concurrency}.csv")
         command = [perf_analyzer, "-m", args.model, "-u", args.url, "-i", "grpc", "--input-data", str(args.data),
                    "--concurrency-range", str(concurrency), "--measurement-interval", str(args.interval_ms),
-                   "--max-trials", str(args.max_trials), "--stability-percentage", str(args.stability_percentage), "-f", str(csv_path), "--verbose-csv"]
-        print(" ".join(command), flush=True)
+                   "--max-trials", str(args.max_trials), "--stability-percentage", str(args.stability_percentage),
+                   "-f", str(csv_path), "--verbose-csv", *(arg for h in headers.items() for arg in ("-H", ":".join(h)))]
+        print(" ".join(command[:-2 * len(headers)] if headers else command), flush=True)  # not the admin key
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             print(result.stdout[-3000:], result.stderr[-3000:], sep="\n", file=sys.stderr)
             return result.returncode
-        after = settled_statistics(client, args.model)
+        after = settled_statistics(client, headers)
         with open(csv_path) as f:
             rows.extend(csv.DictReader(f))
         csv_path.unlink()
@@ -99,6 +114,9 @@ def run(args) -> int:
             d = delta(after, before, name)
             n = max(1, d["success_count"])
             breakdown.append({"concurrency": concurrency, "model": name, "requests": d["success_count"],
+                              "executions": d["execution_count"],
+                              "requests_per_execution": round(d["success_count"] / max(1, d["execution_count"]), 2),
+                              "compute_per_request_us": round(d["execution_ns"] / n / 1000, 1),
                               **{f"{p}_us": round(d[f"{p}_ns"] / n / 1000, 1) for p in PHASES}})
         rows[-1]["Server Failures"] = ensemble["fail_count"]
         rows[-1]["Server Successes"] = ensemble["success_count"]
@@ -120,14 +138,17 @@ def run(args) -> int:
 
 
 def table(rows: list[dict], breakdown: list[dict], steps: list[str]) -> str:
-    lines = ["concurrency  infer/s   p50 ms   p99 ms   " + "  ".join(f"{s} us (q+c)" for s in steps)]
+    """Per concurrency: throughput, latency, and per step queue + compute per request (us) and requests per
+    execute (the batching of that step)."""
+    headers = [f"{s} us q+c, req/exec" for s in steps]
+    lines = ["concurrency  infer/s   p50 ms   p99 ms   " + "  ".join(headers)]
     for row in rows:
         c = int(row["Concurrency"])
         parts = []
-        for s in steps:
+        for s, header in zip(steps, headers):
             b = next(x for x in breakdown if x["concurrency"] == c and x["model"] == s)
-            compute = b["compute_input_us"] + b["compute_infer_us"] + b["compute_output_us"]
-            parts.append(f"{b['queue_us']:>7.0f}+{compute:<7.0f}".ljust(len(f"{s} us (q+c)")))
+            parts.append(f"{b['queue_us']:>6.0f}+{b['compute_per_request_us']:<6.0f} "
+                         f"{b['requests_per_execution']:>5.1f}".ljust(len(header)))
         lines.append(f"{c:>11}  {float(row['Inferences/Second']):>7.2f}  {int(row['p50 latency']) / 1000:>7.1f}  "
                      f"{int(row['p99 latency']) / 1000:>7.1f}   " + "  ".join(parts))
     return "\n".join(lines)
@@ -153,6 +174,8 @@ def plot(rows: list[dict], path: Path, args) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="localhost:8001")
+    parser.add_argument("--admin-key", metavar="HEADER=VALUE",
+                        help="the server's admin key (default: the one a local make serve wrote for this port)")
     parser.add_argument("--model", default="electra_qa")
     parser.add_argument("--concurrency", default="1:4:1", help="start:end:step")
     parser.add_argument("--interval-ms", type=int, default=10000, help="perf_analyzer measurement window")

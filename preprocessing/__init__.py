@@ -3,14 +3,16 @@
 Pure Python (numpy + HF ``tokenizers``); nothing here imports Triton.
 """
 
+from preprocessing.batch import DecoderInput, decode_requests, tokenize_requests
 from preprocessing.decode import DecodedAnswers, decode
 from preprocessing.errors import InputError
-from preprocessing.requests import AnswerOptions, RequestLimits, decode_texts
+from preprocessing.requests import AnswerOptions, RequestLimits, decode_texts, read_pairs
 from preprocessing.tokenize import NO_OFFSET, QATokenizer, Windows, WindowSettings
 
 __all__ = [
     "AnswerOptions",
     "DecodedAnswers",
+    "DecoderInput",
     "InputError",
     "NO_OFFSET",
     "QATokenizer",
@@ -18,5 +20,8 @@ __all__ = [
     "Windows",
     "WindowSettings",
     "decode",
+    "decode_requests",
     "decode_texts",
+    "read_pairs",
+    "tokenize_requests",
 ]

@@ -7,8 +7,8 @@ spans of the window (``top_k`` without word alignment) become candidates. Candid
 question, in window order, are merged by answer text (case-insensitive, scores added), the null answer is
 added when ``handle_impossible_answer``, and the ``top_k`` best are kept.
 
-Everything up to the candidates is vectorised over all windows of all questions; only the merge (a few
-candidates per window) is a Python loop.
+Everything up to the candidates' character spans is vectorised over all windows of all questions; only the
+merge by text (a few candidates per window) is a Python loop.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from preprocessing.tokenize import NO_OFFSET
 
 MASKED_LOGIT = np.float32(-10000.0)
 PAD_START = -1  # start/end of the filler entries when a question has fewer than top_k answers
+BAND_ELEMENTS = 1 << 22  # span scores computed at once: windows are decoded in slices of this many
 
 
 @dataclass
@@ -34,6 +35,10 @@ class DecodedAnswers:
     start: np.ndarray  # int64, character offset into the question's context
     end: np.ndarray  # int64
 
+    def rows(self, begin: int, end: int) -> "DecodedAnswers":
+        """The answers of questions ``begin .. end - 1``."""
+        return DecodedAnswers(self.text[begin:end], self.score[begin:end], self.start[begin:end], self.end[begin:end])
+
 
 def decode(
     start_logits: np.ndarray,
@@ -44,7 +49,8 @@ def decode(
     contexts: Sequence[str],
     options: AnswerOptions = AnswerOptions(),
 ) -> DecodedAnswers:
-    """Decode ``[W, L]`` logits of the windows of ``len(contexts)`` questions."""
+    """Decode ``[W, L]`` logits of the windows of ``len(contexts)`` questions (windows of a question contiguous
+    and in order)."""
     n_windows, width = start_logits.shape
     in_context = token_offsets[..., 0] != NO_OFFSET
     keep = in_context.copy()
@@ -54,36 +60,55 @@ def decode(
     null_scores = p_start[:, 0] * p_end[:, 0]
     p_start[:, 0] = p_end[:, 0] = 0.0
 
-    # Span (s, s + d) for d < max_answer_len: a [W, L, D] band instead of the full [W, L, L] outer product.
+    # Span (s, s + d) for d < max_answer_len: a [W, L, D] band instead of the full [W, L, L] outer product,
+    # computed a slice of windows at a time so that memory stays bounded whatever max_answer_len is.
     lengths = np.arange(min(options.max_answer_len, width))
     ends = np.arange(width)[:, None] + lengths[None, :]  # [L, D]
     safe_ends = np.minimum(ends, width - 1)
-    allowed = (ends < width)[None] & in_context[:, :, None] & in_context[:, safe_ends]
-    band = np.where(allowed, p_start[:, :, None] * p_end[:, safe_ends], np.float32(0.0))  # [W, L, D]
-
     per_window = options.top_k * 2 + 10 if options.align_to_words else options.top_k
-    flat = band.reshape(n_windows, -1)
-    k = min(per_window, flat.shape[1])
-    top = np.argpartition(-flat, k - 1, axis=1)[:, :k]
-    top = np.take_along_axis(top, np.argsort(-np.take_along_axis(flat, top, axis=1), axis=1), axis=1)
-    starts, span_lengths = np.divmod(top, lengths.size)
-    candidates = [
-        (window, flat[window, top[window]], starts[window], starts[window] + span_lengths[window])
-        for window in range(n_windows)
-    ]
+    k = min(per_window, width * lengths.size)
+    scores = np.zeros((n_windows, k), np.float32)
+    starts = np.zeros((n_windows, k), np.int64)
+    span_ends = np.zeros((n_windows, k), np.int64)
+    valid = np.ones((n_windows, k), bool)
+    positive = np.zeros(n_windows, np.int64)
+    step = max(1, BAND_ELEMENTS // (width * lengths.size))
+    for begin in range(0, n_windows, step):
+        rows = slice(begin, begin + step)
+        allowed = (ends < width)[None] & in_context[rows, :, None] & in_context[rows][:, safe_ends]
+        band = np.where(allowed, p_start[rows, :, None] * p_end[rows][:, safe_ends], np.float32(0.0))
+        flat = band.reshape(band.shape[0], -1)
+        top = np.argpartition(-flat, k - 1, axis=1)[:, :k]
+        top_scores = np.take_along_axis(flat, top, axis=1)
+        order = np.argsort(-top_scores, axis=1)
+        top, scores[rows] = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+        starts[rows], span_lengths = np.divmod(top, lengths.size)
+        span_ends[rows] = starts[rows] + span_lengths
+        positive[rows] = (flat > 0).sum(axis=1)
     # A window with fewer real spans than it asks for: the reference fills up with zero-score spans taken
     # from its full outer product; replay its exact selection there (short contexts only).
-    for window in np.flatnonzero((flat > 0).sum(axis=1) < per_window):
-        candidates[window] = (window, *_reference_spans(p_start[window], p_end[window], keep[window], per_window,
-                                                       options.max_answer_len))
+    for window in np.flatnonzero(positive < per_window):
+        found = _reference_spans(p_start[window], p_end[window], keep[window], per_window, options.max_answer_len)
+        n = len(found[0])
+        scores[window, :n], starts[window, :n], span_ends[window, :n] = found
+        valid[window, n:] = False
+        starts[window, n:] = span_ends[window, n:] = 0  # unused; any in-bounds token
 
     token_spans = token_offsets.copy()
     token_spans[:, 0] = 0  # [CLS] spans 0..0 in the reference's offsets
-    spans = _CharSpans(token_spans, word_offsets if options.align_to_words else None)
+    window_index = np.arange(n_windows)[:, None]
+    char_start = token_spans[window_index, starts, 0]
+    char_end = token_spans[window_index, span_ends, 1]
+    if options.align_to_words:
+        word_start = word_offsets[window_index, starts, 0]
+        word_end = word_offsets[window_index, span_ends, 1]
+        # The reference falls back to token offsets for both ends when either token has no word.
+        has_words = (word_start != NO_OFFSET) & (word_end != NO_OFFSET)
+        char_start, char_end = np.where(has_words, word_start, char_start), np.where(has_words, word_end, char_end)
 
     min_null = np.full(len(contexts), 1_000_000.0)
     np.minimum.at(min_null, window_question, null_scores)
-    return _merge(contexts, window_question, candidates, spans, min_null, options)
+    return _merge(contexts, window_question, scores, char_start, char_end, valid, min_null, options)
 
 
 def _reference_spans(p_start, p_end, keep, k, max_answer_len):
@@ -103,45 +128,31 @@ def _reference_spans(p_start, p_end, keep, k, max_answer_len):
     return flat[top][wanted], starts[wanted], ends[wanted]
 
 
-class _CharSpans:
-    """Token spans -> character spans in the context, aligned to words as the reference does."""
-
-    def __init__(self, token_spans: np.ndarray, word_spans: np.ndarray | None):
-        self.token_spans, self.word_spans = token_spans, word_spans
-
-    def __call__(self, window: int, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        char_start = self.token_spans[window, starts, 0]
-        char_end = self.token_spans[window, ends, 1]
-        if self.word_spans is None:
-            return char_start, char_end
-        word_start = self.word_spans[window, starts, 0]
-        word_end = self.word_spans[window, ends, 1]
-        # The reference falls back to token offsets for both ends when either token has no word.
-        has_words = (word_start != NO_OFFSET) & (word_end != NO_OFFSET)
-        return np.where(has_words, word_start, char_start), np.where(has_words, word_end, char_end)
-
-
 def _softmax(logits: np.ndarray) -> np.ndarray:
     exp = np.exp(logits - logits.max(axis=1, keepdims=True))
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def _merge(contexts, window_question, candidates, spans, min_null, options) -> DecodedAnswers:
+def _merge(contexts, window_question, scores, char_start, char_end, valid, min_null, options) -> DecodedAnswers:
+    """Candidates of all windows of a question, in window order then score order, merged by answer text
+    (case-insensitive, scores added) as the reference does; the ``top_k`` best per question."""
     n_questions, top_k = len(contexts), options.top_k
     text = np.full((n_questions, top_k), "", dtype=object)
     score = np.zeros((n_questions, top_k), dtype=np.float32)
     start = np.full((n_questions, top_k), PAD_START, dtype=np.int64)
     end = np.full((n_questions, top_k), PAD_START, dtype=np.int64)
     answers: list[dict[str, list]] = [{} for _ in range(n_questions)]  # lower-cased text -> [score, start, end, text]
-    for window, span_scores, starts, ends in candidates:
-        q = window_question[window]
+    for q, row_scores, row_starts, row_ends, row_valid in zip(
+            window_question.tolist(), scores.tolist(), char_start.tolist(), char_end.tolist(), valid.tolist()):
         context, merged = contexts[q], answers[q]
-        char_starts, char_ends = spans(window, starts, ends)
-        for span_score, s, e in zip(span_scores.tolist(), char_starts.tolist(), char_ends.tolist()):
+        for span_score, s, e, ok in zip(row_scores, row_starts, row_ends, row_valid):
+            if not ok:
+                break
             found = context[s:e]
-            entry = merged.get(found.lower())
+            key = found.lower()
+            entry = merged.get(key)
             if entry is None:
-                merged[found.lower()] = [span_score, s, e, found]
+                merged[key] = [span_score, s, e, found]
             else:
                 entry[0] += span_score
     for q, merged in enumerate(answers):

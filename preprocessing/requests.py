@@ -11,12 +11,14 @@ from preprocessing.errors import InputError
 
 @dataclass(frozen=True)
 class RequestLimits:
-    """Server-side limits, set in the tokenizer model's config.pbtxt parameters."""
+    """Server-side limits on one request, set in the tokenizer model's config.pbtxt parameters. Everything here
+    is checked from the request's counts and characters before any tokenization."""
 
     max_questions: int = 256
+    max_question_chars: int = 10_000
     max_context_chars: int = 1_000_000
+    max_request_chars: int = 2_000_000
     max_windows: int = 1024
-    max_top_k: int = 20
 
     @classmethod
     def from_config(cls, parameters: Mapping[str, str]) -> "RequestLimits":
@@ -33,8 +35,9 @@ class AnswerOptions:
     align_to_words: bool = True
 
     @classmethod
-    def from_parameters(cls, parameters: Mapping[str, object] | str, max_top_k: int | None = None) -> "AnswerOptions":
-        """Options from a request's parameters (a mapping, or the JSON text the Python backend gives)."""
+    def from_parameters(cls, parameters: Mapping[str, object] | str, max_top_k: int) -> "AnswerOptions":
+        """Options from a request's parameters (a mapping, or the JSON text the Python backend gives);
+        ``max_top_k`` is the server's limit (the decoder's config)."""
         if isinstance(parameters, str):
             parameters = json.loads(parameters or "{}")
         known = {f.name: f.type for f in fields(cls)}
@@ -52,7 +55,7 @@ class AnswerOptions:
         options = cls(**values)
         if options.top_k < 1:
             raise InputError(f"top_k must be at least 1, got {options.top_k}")
-        if max_top_k is not None and options.top_k > max_top_k:
+        if options.top_k > max_top_k:
             raise InputError(f"top_k must be at most {max_top_k} (the server's limit), got {options.top_k}")
         if options.max_answer_len < 1:
             raise InputError(f"max_answer_len must be at least 1, got {options.max_answer_len}")
@@ -63,17 +66,37 @@ def decode_texts(raw: Iterable[object], name: str, max_chars: int | None = None)
     """UTF-8 strings from a TYPE_STRING tensor; each must hold some non-whitespace text."""
     texts = []
     for i, item in enumerate(raw):
+        if max_chars is not None and isinstance(item, bytes) and len(item) > 4 * max_chars:
+            # UTF-8 takes at most 4 bytes a character: refused before decoding
+            raise InputError(f"{name} {i} is {len(item)} bytes long; the limit is {max_chars} characters")
         try:
             text = item.decode("utf-8") if isinstance(item, bytes) else str(item)
         except UnicodeDecodeError as error:
             raise InputError(f"{name} {i} is not valid UTF-8 ({error.reason} at byte {error.start})") from None
+        if max_chars is not None and len(text) > max_chars:
+            raise InputError(f"{name} {i} is {len(text)} characters long; the limit is {max_chars}")
         if not text.strip():
             raise InputError(f"{name} {i} is empty or only whitespace")
         if "\x00" in text:
             raise InputError(f"{name} {i} contains a NUL character")
-        if max_chars is not None and len(text) > max_chars:
-            raise InputError(f"{name} {i} is {len(text)} characters long; the limit is {max_chars}")
         texts.append(text)
     if not texts:
         raise InputError(f"the request holds no {name}; send at least one")
     return texts
+
+
+def read_pairs(questions: Iterable[object], contexts: Iterable[object],
+               limits: RequestLimits) -> tuple[list[str], list[str]]:
+    """A request's (question, context) texts, checked against ``limits`` from their counts and characters only."""
+    questions, contexts = list(questions), list(contexts)
+    if len(questions) != len(contexts):
+        raise InputError(f"{len(questions)} questions but {len(contexts)} contexts; send one context per question")
+    if len(questions) > limits.max_questions:
+        raise InputError(f"{len(questions)} questions in one request; the limit is {limits.max_questions}")
+    question_texts = decode_texts(questions, "question", limits.max_question_chars)
+    context_texts = decode_texts(contexts, "context", limits.max_context_chars)
+    total = sum(map(len, question_texts)) + sum(map(len, context_texts))
+    if total > limits.max_request_chars:
+        raise InputError(f"the request holds {total} characters of questions and contexts; the limit is "
+                         f"{limits.max_request_chars} per request")
+    return question_texts, context_texts

@@ -1,4 +1,5 @@
-"""Glue shared by the Python-backend models in ``model_repository/``: config parameters and error replies.
+"""Glue shared by the Python-backend models in ``model_repository/``: config parameters, tensors in and out,
+error replies.
 
 Kept free of ``triton_python_backend_utils`` imports (that module exists only inside the backend's stub
 process): callers pass it in.
@@ -7,10 +8,16 @@ process): callers pass it in.
 from __future__ import annotations
 
 import json
+import re
+import traceback
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from preprocessing.errors import InputError
+
+_PARAMETER = re.compile(r'key:\s*"([^"]+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"\s*\}')
 
 
 def config_parameters(args: Mapping[str, str]) -> dict[str, str]:
@@ -19,14 +26,68 @@ def config_parameters(args: Mapping[str, str]) -> dict[str, str]:
     return {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
 
 
+def sibling_parameters(args: Mapping[str, str], model: str) -> dict[str, str]:
+    """The parameters of another model of the same repository, read from its ``config.pbtxt`` (a model's
+    limits that an earlier step checks too, so that they are written once)."""
+    text = (Path(args["model_repository"]).parent / model / "config.pbtxt").read_text()
+    return dict(_PARAMETER.findall(text))
+
+
 def version_dir(args: Mapping[str, str]) -> Path:
     """The model version's directory, where the export command puts model files."""
     return Path(args["model_repository"]) / args["model_version"]
 
 
-def error_response(pb_utils: Any, error: Exception):
-    """An error reply for one request: INVALID_ARGUMENT for the caller's mistakes, INTERNAL otherwise."""
+def input_array(pb_utils: Any, request: Any, name: str, dtype: Any | None = None, ndim: int | None = None) -> np.ndarray:
+    """A request's input as numpy, refused with ``InputError`` unless it has ``dtype`` and ``ndim``."""
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        raise InputError(f"the request has no input '{name}'")
+    array = tensor.as_numpy()
+    if dtype is not None and array.dtype != dtype:
+        raise InputError(f"input '{name}' must be {np.dtype(dtype).name}, got {array.dtype.name}")
+    if ndim is not None and array.ndim != ndim:
+        raise InputError(f"input '{name}' must have {ndim} dimensions, got shape {list(array.shape)}")
+    return array
+
+
+def response(pb_utils: Any, outputs: Mapping[str, np.ndarray]):
+    return pb_utils.InferenceResponse([pb_utils.Tensor(name, value) for name, value in outputs.items()])
+
+
+class Cancelled(Exception):
+    """The caller cancelled the request before its work began."""
+
+
+def check_cancelled(request: Any) -> None:
+    """Raises ``Cancelled`` for a request its caller has given up on, so that no work is done for it."""
+    if request.is_cancelled():
+        raise Cancelled("the request was cancelled")
+
+
+def error_response(pb_utils: Any, error: Exception, model: str):
+    """An error reply for one request: INVALID_ARGUMENT naming the caller's mistake, CANCELLED for a cancelled
+    request; for anything else INTERNAL with no detail (no paths, no stack), the details going to the server
+    log."""
     if isinstance(error, InputError):
         return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG))
-    message = f"{error.__class__.__name__}: {error}"
+    if isinstance(error, Cancelled):
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), pb_utils.TritonError.CANCELLED))
+    pb_utils.Logger.log_error(f"{model}: {''.join(traceback.format_exception(error)).rstrip()}")
+    message = f"internal error in the {model} step ({error.__class__.__name__}); the server log has the details"
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL))
+
+
+def attempt(function, *args):
+    """``function(*args)``, or the exception it raised (a request's own failure, kept for its reply)."""
+    try:
+        return function(*args)
+    except Exception as error:  # noqa: BLE001 -- becomes that request's error reply
+        return error
+
+
+def reply(pb_utils: Any, model: str, result: Any, pack):
+    """The reply for one request: ``pack(result)``, or the error reply when ``result`` (or packing it) failed."""
+    if not isinstance(result, Exception):
+        result = attempt(pack, result)
+    return error_response(pb_utils, result, model) if isinstance(result, Exception) else result

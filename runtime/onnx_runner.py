@@ -13,8 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-OUTPUT_NAMES = ("start_logits", "end_logits")
+from runtime.model_inputs import INPUT_NAMES, OUTPUT_NAMES
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,10 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -48,6 +51,8 @@ class ExportRecord:
     precision: str = "fp32"
     variant: str = "python"
     served_max_abs_diff: float | None = None  # of the int8 graph, when precision is int8
+    # what the model step checks requests against: vocab_size, type_vocab_size, max_position_embeddings
+    model_limits: dict | None = None
 
 
 def source_fingerprint(model: str) -> tuple[str, str]:
@@ -80,35 +85,80 @@ def is_current(repository: Path, model: str, precision: str = "fp32", variant: s
     if record is None or not onnx_file.is_file() or not tokenizer_file.is_file():
         return False
     name, fingerprint = source_fingerprint(model)
-    return (record.model, record.fingerprint, record.precision, record.variant) == (
+    return record.model_limits is not None and (record.model, record.fingerprint, record.precision, record.variant) == (
         name, fingerprint, precision, variant)
+
+
+HUB_CHECK_TIMEOUT_S = 3.0
+
+
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def hub_offline() -> str | None:
+    """Why the Hugging Face hub is out of reach (None when it is not): HF_HUB_OFFLINE is set, or one request to
+    it (through the environment's proxies) gets no HTTP answer within HUB_CHECK_TIMEOUT_S, name lookup included."""
+    if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        return "HF_HUB_OFFLINE is set"
+    answered = []
+
+    def probe() -> None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(hub_endpoint(), method="HEAD"),
+                                   timeout=HUB_CHECK_TIMEOUT_S).close()
+            answered.append(True)
+        except urllib.error.HTTPError:  # an HTTP status is an answer
+            answered.append(True)
+        except (OSError, ValueError):
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)  # a stuck name lookup is left behind, not waited for
+    thread.start()
+    thread.join(HUB_CHECK_TIMEOUT_S)
+    return None if answered else f"{hub_endpoint()} is not reachable"
 
 
 def load_checkpoint(model: str):
     """(tokenizer, model) from a local directory or a hub id, with an error that says what to do offline."""
-    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
-
     path = Path(model).expanduser()
     local = path.is_dir()
     if not local and (path.is_absolute() or model.startswith(".") or model.count("/") > 1):
         raise ExportError(f"MODEL={model} is neither an existing directory nor a Hugging Face hub id")
+    # an unreachable hub is found out once, here, rather than by each download retrying for half a minute;
+    # a checkpoint already in the local Hugging Face cache still loads
+    offline = None if local else hub_offline()
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(model, "config.json"), str):  # fails fast, without torch
+            raise _hub_error(model, f"{offline} and the model is not in the local cache")
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path) if local else model, use_fast=True)
-        network = AutoModelForQuestionAnswering.from_pretrained(str(path) if local else model).eval()
+        tokenizer = AutoTokenizer.from_pretrained(str(path) if local else model, use_fast=True,
+                                                  local_files_only=bool(offline))
+        network = AutoModelForQuestionAnswering.from_pretrained(str(path) if local else model,
+                                                                local_files_only=bool(offline)).eval()
     except OSError as error:
         if local:
             raise ExportError(f"{path} is not a question-answering checkpoint: {error}") from error
-        raise ExportError(
-            f"could not load '{model}' from the Hugging Face hub ({error.__class__.__name__}). Without network "
-            "access, pass a local checkpoint directory instead (one holding config.json, the weights and the "
-            "tokenizer files, e.g. saved with save_pretrained): make serve MODEL=/path/to/checkpoint, or "
-            "python -m serving.export --model /path/to/checkpoint"
-        ) from error
+        raise _hub_error(model, error.__class__.__name__) from error
     if not tokenizer.is_fast:
         raise ExportError(f"{model} has no fast tokenizer; the tokenizer step needs tokenizer.json offsets")
     if tokenizer.padding_side != "right":
         raise ExportError(f"{model}'s tokenizer pads on the {tokenizer.padding_side}; question-first needs right")
     return tokenizer, network
+
+
+def _hub_error(model: str, reason: str) -> ExportError:
+    return ExportError(
+        f"could not load '{model}' from the Hugging Face hub ({reason}). Without network "
+        "access, pass a local checkpoint directory instead (one holding config.json, the weights and the "
+        "tokenizer files, e.g. saved with save_pretrained): make serve MODEL=/path/to/checkpoint, or "
+        "python -m serving.export --model /path/to/checkpoint"
+    )
 
 
 def export(model: str = DEFAULT_MODEL, repository: Path = DEFAULT_REPOSITORY,
@@ -130,9 +180,9 @@ def export(model: str = DEFAULT_MODEL, repository: Path = DEFAULT_REPOSITORY,
         raise ExportError(f"variant must be one of {', '.join(VARIANTS)}, got {variant}")
     if variant == "tensorrt" and precision != "fp32":
         raise ExportError("the tensorrt variant takes the fp32 graph; TensorRT runs it in FP16 itself")
+    tokenizer, network = load_checkpoint(model)
     import torch
 
-    tokenizer, network = load_checkpoint(model)
     repository = Path(repository)
     model_dir, tokenizer_dir = repository / "electra" / "1", repository / "tokenizer" / "1"
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -168,7 +218,9 @@ def export(model: str = DEFAULT_MODEL, repository: Path = DEFAULT_REPOSITORY,
     name, fingerprint = source_fingerprint(model)
     record = ExportRecord(model=name, fingerprint=fingerprint, max_abs_diff=max_abs_diff, tolerance=tolerance,
                           opset=OPSET, exported_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), fused_operators=fused,
-                          precision=precision, served_max_abs_diff=served_diff, variant=variant)
+                          precision=precision, served_max_abs_diff=served_diff, variant=variant,
+                          model_limits={key: getattr(network.config, key) for key in
+                                        ("vocab_size", "type_vocab_size", "max_position_embeddings")})
     (model_dir / "export.json").write_text(json.dumps(asdict(record), indent=2) + "\n")
     return record
 

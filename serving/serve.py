@@ -7,8 +7,14 @@ process per model instance, running the interpreter found first on PATH: this vi
 stub for this Python version is copied into a private copy of the backend directory (``.triton/``, once).
 The model is exported first when the repository holds no export of it.
 
-This process then supervises tritonserver: Ctrl-C / SIGTERM are passed on (Triton finishes in-flight requests,
-up to its exit timeout, and exits); and when a Python-backend stub process dies (killed, out of memory),
+Triton's administrative protocols (shared memory, model repository and configuration, statistics, trace,
+logging) need a key on both gRPC and HTTP: ``--admin-key HEADER=VALUE``, or a random one written to
+``<cache>/admin-key-<grpc port>`` (readable by this user only) for local tools such as ``make perf``.
+
+This process then supervises tritonserver. Ctrl-C / SIGTERM drain it: the ensemble is unloaded first, so new
+requests are refused (UNAVAILABLE, which clients retry elsewhere) while every request in flight finishes
+through the composing models, then tritonserver stops (its own shutdown stops every model at once and would
+fail ensemble requests between two steps). When a Python-backend stub process dies (killed, out of memory),
 which this Triton build neither reports nor repairs (its health endpoints stay green while every request to
 that model fails), the server is restarted gracefully. ``--no-supervise`` execs tritonserver instead.
 """
@@ -16,21 +22,28 @@ that model fails), the server is restarted gracefully. ``--no-supervise`` execs 
 from __future__ import annotations
 
 import argparse
-import ctypes.util
+import ctypes
 import importlib.util
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
+from serving import stub_compat
+from serving.admin import ADMIN_HEADER, AdminClient, admin_key_file, parse_header
 from serving.export import DEFAULT_MODEL, DEFAULT_REPOSITORY, PRECISIONS, is_current
 
 PROJECT = Path(__file__).resolve().parent.parent
+ENSEMBLE = "electra_qa"
+EXIT_TIMEOUT_S = 30
+# Triton's protocols (gRPC) / APIs (HTTP) that only operators use: closed to clients without the admin key
+ADMIN_PROTOCOLS = ("shared-memory", "model-repository", "model-config", "statistics", "trace", "logging")
 
 
 class ServerSetupError(RuntimeError):
@@ -51,18 +64,18 @@ def backend_directory(cache: Path) -> Path:
     stub = home / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.is_file():
         raise ServerSetupError(f"nvidia-pytriton ships no Python backend stub for Python {version}")
-    if not (ctypes.util.find_library(f"python{version}") or Path(f"/usr/lib/x86_64-linux-gnu/libpython{version}.so.1.0").exists()):
-        raise ServerSetupError(f"the Python backend stub needs libpython{version}.so.1.0: "
-                               f"apt-get install libpython{version}")
+    if problem := stub_compat.numpy_problem(sys.executable):  # this stub cannot work with numpy 2
+        raise ServerSetupError(problem)
     # one directory per Python version, written once and renamed into place: servers running side by side
     # (tests, a restart) never see it half-copied
-    backends = cache / f"backends-py{version}"
+    backends = cache / f"backends-py{version}{stub_compat.DIRECTORY_SUFFIX}"
     target = backends / "python"
     if not (target / "triton_python_backend_stub").is_file():
         backends.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(dir=backends))
         shutil.copytree(home / "backends" / "python", scratch / "python")
         shutil.copy2(stub, scratch / "python" / "triton_python_backend_stub")
+        stub_compat.patch_backend(scratch / "python")
         try:
             os.rename(scratch / "python", target)
         except OSError:  # another server put it in place first
@@ -71,13 +84,63 @@ def backend_directory(cache: Path) -> Path:
     return backends
 
 
+def libpython_hint(version: str, os_release: Path = Path("/etc/os-release"),
+                   system_python: Path = Path("/usr/bin/python3")) -> str:
+    """How to install the shared libpython``version`` on this distribution (/etc/os-release)."""
+    fields = {}
+    try:
+        for line in os_release.read_text().splitlines():
+            key, _, value = line.partition("=")
+            fields[key.strip()] = value.strip().strip("\"'")
+    except OSError:
+        pass
+    ids = {fields.get("ID", ""), *fields.get("ID_LIKE", "").split()}
+    if ids & {"debian", "ubuntu"}:
+        return f"apt-get install libpython{version}"
+    if ids & {"fedora", "rhel", "centos"}:
+        # the distribution's own python3 keeps its library in python3-libs, other versions in python3.X-libs
+        default = Path(os.path.realpath(system_python)).name == f"python{version}"
+        return f"dnf install {'python3-libs' if default else f'python{version}-libs'}"
+    return (f"install your distribution's shared Python {version} library (libpython{version}.so.1.0), "
+            f"or use a Python {version} built with --enable-shared")
+
+
+def missing_libraries(binary: Path, library_path: list[str]) -> list[str]:
+    """The shared libraries ``binary`` needs that the loader cannot find with ``library_path`` in front."""
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (*library_path, env.get("LD_LIBRARY_PATH", "")) if p)
+    try:
+        out = subprocess.run(["ldd", str(binary)], env=env, capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):  # no ldd: let the stub report it
+        return []
+    return [line.split("=>")[0].strip() for line in out.splitlines() if "=> not found" in line]
+
+
+def python_library_path() -> list[str]:
+    """What the Python-backend stub of this Python version needs on LD_LIBRARY_PATH to find libpython: nothing
+    when the system's loader finds it (or the stub bundles it), else this interpreter's own library directory
+    (sysconfig LIBDIR, e.g. a pyenv build) when the shared library (INSTSONAME) is there."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = triton_home() / "tritonserver" / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServerSetupError(f"nvidia-pytriton ships no Python backend stub for Python {version}")
+    missing = missing_libraries(stub, [])
+    if not missing:
+        return []
+    libdir, soname = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("INSTSONAME")
+    if libdir and soname and (Path(libdir) / soname).is_file() and not missing_libraries(stub, [libdir]):
+        return [libdir]
+    raise ServerSetupError(f"the Python backend stub needs {', '.join(missing)} (not found by the system's "
+                           f"loader, nor in {libdir or 'this Python'}): {libpython_hint(version)}")
+
+
 def server_command(repository: Path, grpc_port: int, http_port: int, metrics_port: int,
                    extra: list[str], cache: Path) -> tuple[list[str], dict[str, str]]:
     home = triton_home()
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    libs = home.parent / "nvidia_pytriton.libs"
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
+    libs = [str(home.parent / "nvidia_pytriton.libs"), *python_library_path()]
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (*libs, env.get("LD_LIBRARY_PATH", "")) if p)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT), env.get("PYTHONPATH", "")) if p)
     command = [
         str(home / "tritonserver" / "bin" / "tritonserver"),
@@ -86,17 +149,42 @@ def server_command(repository: Path, grpc_port: int, http_port: int, metrics_por
         f"--grpc-port={grpc_port}",
         f"--http-port={http_port}",
         f"--metrics-port={metrics_port}",
-        "--model-control-mode=none",
+        # explicit: models load at start-up and only the supervisor (with the admin key) unloads the ensemble to
+        # drain; the repository API is closed to clients like every admin protocol
+        "--model-control-mode=explicit",
+        "--load-model=*",
         "--strict-readiness=true",
-        "--exit-timeout-secs=30",
+        f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
+        "--metrics-config=summary_latencies=true",  # p50/p99 per model on /metrics, as compose and deploy/k8s
         "--log-verbose=0",
         *extra,
     ]
     return command, env
 
 
-def security_args(args: argparse.Namespace) -> list[str]:
-    """tritonserver flags for the address, gRPC TLS and the inference key."""
+def header_pair(value: str, option: str) -> tuple[str, str]:
+    pair = parse_header(value)
+    if pair is None:
+        raise SystemExit(f"{option} takes HEADER=VALUE")
+    return pair
+
+
+def admin_key(args: argparse.Namespace) -> tuple[str, str]:
+    """The admin key (header, value): the one given, or a new random one written where local tools find it."""
+    if args.admin_key:
+        return header_pair(args.admin_key, "--admin-key")
+    path = admin_key_file(args.cache, args.grpc_port)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{ADMIN_HEADER}={value}\n")
+    return ADMIN_HEADER, value
+
+
+def security_args(args: argparse.Namespace, admin: tuple[str, str]) -> list[str]:
+    """tritonserver flags for the address, gRPC TLS, the admin key (both protocols) and the inference key
+    (both protocols)."""
     extra = [f"--grpc-address={args.address}", f"--http-address={args.address}"]
     if bool(args.tls_cert) != bool(args.tls_key):
         raise SystemExit("--tls-cert and --tls-key go together")
@@ -105,12 +193,12 @@ def security_args(args: argparse.Namespace) -> list[str]:
                   f"--grpc-server-key={args.tls_key.resolve()}"]
         if args.tls_client_ca:
             extra += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={args.tls_client_ca.resolve()}"]
+    restricted = [(",".join(ADMIN_PROTOCOLS), admin)]
     if args.api_key:
-        header, _, value = args.api_key.partition("=")
-        if not header or not value:
-            raise SystemExit("--api-key takes HEADER=VALUE")
-        # the inference protocol needs the key; HTTP (health, metrics scrapes) stays as configured
-        extra.append(f"--grpc-restricted-protocol=inference:{header}={value}")
+        restricted.append(("inference", header_pair(args.api_key, "--api-key")))
+    for protocols, (header, value) in restricted:
+        extra += [f"--grpc-restricted-protocol={protocols}:{header}={value}",
+                  f"--http-restricted-api={protocols}:{header}={value}"]
     return extra
 
 
@@ -129,10 +217,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tls-key", type=Path, help="... and this PEM private key")
     parser.add_argument("--tls-client-ca", type=Path, help="mutual TLS: accept clients signed by this CA")
     parser.add_argument("--api-key", metavar="HEADER=VALUE",
-                        help="require this header on the gRPC inference protocol (Triton's restricted protocol)")
+                        help="require this header for inference, gRPC and HTTP (Triton's restricted protocols)")
+    parser.add_argument("--admin-key", metavar="HEADER=VALUE",
+                        help="the key of the admin protocols (default: a random one in <cache>/admin-key-<grpc port>)")
     parser.add_argument("--no-supervise", action="store_true", help="exec tritonserver, no stub watchdog")
+    parser.add_argument("--check", action="store_true", help="only check that this Python's backend stub can run "
+                        "here (make setup), and say what to install when it cannot")
     parser.add_argument("tritonserver_args", nargs="*", help="passed on to tritonserver (after --)")
     args = parser.parse_args(argv)
+
+    if args.check:
+        try:
+            library_path = python_library_path()
+        except ServerSetupError as error:
+            print(f"cannot start tritonserver: {error}", file=sys.stderr)
+            return 2
+        print(f"tritonserver can run Python {sys.version_info.major}.{sys.version_info.minor} models here"
+              + (f" (libpython from {library_path[0]})" if library_path else ""))
+        return 0
 
     if not args.no_export and not is_current(args.repository, args.model, args.precision):
         from serving.export import main as export_main
@@ -142,8 +244,9 @@ def main(argv: list[str] | None = None) -> int:
         if status:
             return status
     try:
+        admin = admin_key(args)
         command, env = server_command(args.repository, args.grpc_port, args.http_port, args.metrics_port,
-                                      security_args(args) + args.tritonserver_args, args.cache)
+                                      security_args(args, admin) + args.tritonserver_args, args.cache)
     except ServerSetupError as error:
         print(f"cannot start tritonserver: {error}", file=sys.stderr)
         return 2
@@ -151,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_supervise:
         os.execve(command[0], command, env)
     host = "127.0.0.1" if args.address in ("0.0.0.0", "::") else args.address
-    return Supervisor(command, env, f"http://{host}:{args.http_port}/v2/health/ready").run()
+    return Supervisor(command, env, f"http://{host}:{args.http_port}", admin).run()
 
 
 def stub_pids(parent: int) -> set[int]:
@@ -170,67 +273,102 @@ def stub_pids(parent: int) -> set[int]:
     return pids
 
 
+PR_SET_PDEATHSIG = 1
+# Kills the process group given as $1 (tritonserver and its stubs) when it receives SIGTERM (POSIX sh: dash's
+# kill takes no "--").
+GUARD_SCRIPT = 'trap "kill -KILL -$1" TERM; while :; do sleep 3600 & wait $!; done'
+
+
+def _in_group(group: int, death_signal: int):
+    """What a child runs before its program: join process ``group`` (0: a new one of its own) and receive
+    ``death_signal`` when the supervisor dies (Linux's parent-death signal)."""
+    def prepare() -> None:
+        os.setpgid(0, group)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, death_signal)
+    return prepare
+
+
 class Supervisor:
-    """Runs tritonserver; forwards SIGINT/SIGTERM; restarts it when one of its stub processes dies."""
+    """Runs tritonserver; drains and stops it on SIGINT/SIGTERM; restarts it when one of its stub processes
+    dies."""
 
     POLL_S = 1.0
     RESTART_GRACE_S = 5.0
 
-    def __init__(self, command: list[str], env: dict[str, str], ready_url: str):
-        self.command, self.env, self.ready_url = command, env, ready_url
-        self.stopping = False
+    def __init__(self, command: list[str], env: dict[str, str], http_url: str, admin: tuple[str, str]):
+        self.command, self.env = command, env
+        self.server = AdminClient(http_url, admin, timeout_s=2.0)
+        self.stopping: int | None = None  # the signal asked to stop with
         self.process: subprocess.Popen | None = None
 
-    def _forward(self, signum, _frame) -> None:
-        self.stopping = True
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signum)
+    def _on_signal(self, signum, _frame) -> None:
+        # make passes a terminal's Ctrl-C or a SIGTERM on to this process as well: one drain serves them all
+        self.stopping = self.stopping or signum
+
+    def _drain_and_stop(self) -> None:
+        """Unload the ensemble (new requests are refused, those in flight finish), wait until it is unloaded or
+        the exit timeout passes, then stop tritonserver."""
+        assert self.process is not None
+        deadline = time.monotonic() + EXIT_TIMEOUT_S
+        try:
+            self.server.unload(ENSEMBLE)
+            while time.monotonic() < deadline and self.process.poll() is None:
+                if self.server.model_states().get(ENSEMBLE) != "UNLOADING":
+                    break
+                time.sleep(0.05)
+        except (OSError, ValueError) as error:  # not serving yet, or gone: just stop it
+            print(f"serve: draining skipped ({error})", file=sys.stderr, flush=True)
+        if self.process.poll() is None:
+            self.process.send_signal(self.stopping or signal.SIGTERM)
 
     def _restart_stop(self) -> None:
         """Stop tritonserver for a restart: gracefully, but a model whose stub is dead never finishes
-        unloading, so after RESTART_GRACE_S it is killed with the stubs it leaves."""
+        unloading, so after RESTART_GRACE_S it is killed (the guard then takes the stubs it leaves)."""
         assert self.process is not None
-        stubs = stub_pids(self.process.pid)
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=self.RESTART_GRACE_S)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            self.process.wait()
-            for pid in stubs:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.ready_url, timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
+    def _sleep(self, seconds: float) -> None:
+        """Sleep, waking early when asked to stop."""
+        deadline = time.monotonic() + seconds
+        while self.stopping is None and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, self._forward)
-        signal.signal(signal.SIGINT, self._forward)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
         while True:
-            self.process = subprocess.Popen(self.command, env=self.env)
+            # tritonserver gets a process group of its own: a terminal's Ctrl-C, or a signal to the supervisor's
+            # group, reaches only the supervisor, which drains first. A guard in that group kills all of it,
+            # stubs included, should the supervisor die without stopping it.
+            self.process = subprocess.Popen(self.command, env=self.env, preexec_fn=_in_group(0, signal.SIGKILL))
+            guard = subprocess.Popen(["sh", "-c", GUARD_SCRIPT, "guard", str(self.process.pid)],
+                                     preexec_fn=_in_group(self.process.pid, signal.SIGTERM))
             stubs: set[int] | None = None  # armed once the server is ready (loading starts short-lived stubs)
             restart = False
             while self.process.poll() is None:
-                time.sleep(self.POLL_S)
+                self._sleep(self.POLL_S)
+                if self.stopping is not None:
+                    self._drain_and_stop()
+                    break
                 if stubs is None:
-                    stubs = stub_pids(self.process.pid) if self._ready() else None
+                    stubs = stub_pids(self.process.pid) if self.server.ready() else None
                     continue
                 dead = stubs - stub_pids(self.process.pid)
-                if dead and not self.stopping:
+                if dead:
                     print(f"serve: Python-backend stub process(es) {sorted(dead)} died; restarting tritonserver",
                           file=sys.stderr, flush=True)
                     self._restart_stop()
                     restart = True
                     break
-            if self.stopping or not restart:  # asked to stop, or tritonserver ended by itself
-                return self.process.wait()
+            status = self.process.wait()
+            guard.terminate()  # takes down any stub tritonserver left behind
+            guard.wait()
+            if self.stopping is not None or not restart:  # asked to stop, or tritonserver ended by itself
+                return status
 
 
 if __name__ == "__main__":

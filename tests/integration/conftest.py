@@ -9,16 +9,19 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from client import TritonQA
+from serving.admin import AdminClient, local_admin_key
 from tests.conftest import ROOT
 
 STARTUP_TIMEOUT_S = 300
+# The Python the servers run on (make serve PYTHON=...; make test passes its PYTHON): the tests themselves run
+# in .venv, which exports the model.
+SERVER_PYTHON = os.environ.get("SERVER_PYTHON", "")
 
 
 @dataclass
@@ -34,11 +37,17 @@ class Server:
         return self.process.poll() is None
 
     def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
+        return AdminClient(self.http_url).ready()
+
+    @property
+    def admin_key(self) -> tuple[str, str] | None:
+        """The random admin key ``make serve`` wrote for this server (its admin protocols need it)."""
+        return local_admin_key(self.grpc_url)
+
+    @property
+    def admin(self) -> AdminClient:
+        """Statistics, configs and the repository over HTTP, with the admin key."""
+        return AdminClient(self.http_url, self.admin_key)
 
 
 def free_port() -> int:
@@ -49,15 +58,15 @@ def free_port() -> int:
 
 def launch(workdir: Path, checkpoint: Path, repository: Path, serve_args: str = "",
            ports: tuple[int, int, int] | None = None, wait: bool = True) -> Server:
-    """``make serve MODEL=<checkpoint> REPOSITORY=<repository>`` on free (or given) ports, in its own
-    process group; waits until the server is ready."""
+    """``make serve MODEL=<checkpoint> REPOSITORY=<repository> [PYTHON=$SERVER_PYTHON]`` on free (or given)
+    ports, in its own process group; waits until the server is ready."""
     grpc_port, http_port, metrics_port = ports or (free_port(), free_port(), free_port())
     log = workdir / f"server-{grpc_port}.log"
     with open(log, "ab") as out:
         process = subprocess.Popen(
             ["make", "--no-print-directory", "serve", f"MODEL={checkpoint}", f"REPOSITORY={repository}",
              f"GRPC_PORT={grpc_port}", f"HTTP_PORT={http_port}", f"METRICS_PORT={metrics_port}",
-             f"SERVE_ARGS={serve_args}"],
+             f"SERVE_ARGS={serve_args}", *([f"PYTHON={SERVER_PYTHON}"] if SERVER_PYTHON else [])],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     server = Server(f"localhost:{grpc_port}", f"http://localhost:{http_port}", f"http://localhost:{metrics_port}",

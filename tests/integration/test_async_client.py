@@ -11,14 +11,14 @@ from tests.cases import CASES
 def test_async_client_gives_the_sync_clients_answers(triton_server, qa):
     async def main():
         async with AsyncTritonQA(triton_server.grpc_url) as aqa:
-            single = await aqa.ask(*CASES["squad"], top_k=3)
+            single = await aqa.top_answers(*CASES["squad"], 3)
             many = await asyncio.gather(*(aqa.ask(q, c) for q, c in CASES.values()))
             card = await aqa({"question": CASES["card"][0], "context": CASES["card"][1]})
             return single, many, card
 
     single, many, card = asyncio.run(main())
     # scores may differ in the last float bits: windows are batched (and padded) differently per call
-    assert same(single, qa.ask(*CASES["squad"], top_k=3))
+    assert same(single, qa.top_answers(*CASES["squad"], 3))
     assert same(many, qa.ask_many(list(CASES.values())))
     sync_card = qa({"question": CASES["card"][0], "context": CASES["card"][1]})
     assert card["answer"] == sync_card["answer"] and card["score"] == pytest.approx(sync_card["score"], rel=1e-4)

@@ -39,7 +39,7 @@ def server_still_answers(qa, triton_server):
         ([b"What?", b"Who?"], [b"Only one context."], "2 questions but 1 contexts"),
         ([b"What?"], [b"One.", b"Two."], "1 questions but 2 contexts"),
         ([b"What?"], [b"a\x00b"], "context 0 contains a NUL character"),
-        ([b"why " * 80], [b"Because."], "question 0 is 80 tokens long; the limit is 64 tokens"),
+        ([b"why " * 300], [b"because " * 200], "question 0 is 300 tokens long: it leaves 81 tokens"),
         ([b"What?"], [b"\x01\x02"], "context 0 holds no token"),
     ],
 )

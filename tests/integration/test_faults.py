@@ -94,14 +94,23 @@ def test_graceful_shutdown_finishes_in_flight_requests(own_server):
             except QAError as error:
                 result["error"] = error
 
+    tokenized = server.admin.statistics("tokenizer")["inference_stats"]["success"]["count"]
     thread = threading.Thread(target=ask_long)
     thread.start()
-    time.sleep(0.4)  # the long request is in flight (it takes a few seconds)
-    os.killpg(server.process.pid, signal.SIGTERM)
+    # in flight between two steps: tokenized, not yet answered -- where Triton's own shutdown would fail it
+    deadline = time.monotonic() + 30
+    while server.admin.statistics("tokenizer")["inference_stats"]["success"]["count"] == tokenized:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.killpg(server.process.pid, signal.SIGTERM)  # as a terminal's Ctrl-C reaches make and the supervisor
     thread.join(timeout=60)
     assert "answer" in result, result.get("error")
     server.process.wait(timeout=60)
-    assert "Exit timeout expired" not in server.log.read_text()
+    log = server.log.read_text()
+    assert "Exit timeout expired" not in log and "successfully unloaded 'electra_qa'" in log
+    with TritonQA(server.grpc_url, timeout_s=2) as qa:  # and it is gone
+        with pytest.raises(QAError):
+            qa.ask(*CASES["card"])
 
 
 def _is_tritonserver_of(pid: int, make_pid: int) -> bool:
@@ -109,6 +118,10 @@ def _is_tritonserver_of(pid: int, make_pid: int) -> bool:
     try:
         if b"tritonserver" not in open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[0]:
             return False
-        return os.getpgid(pid) == os.getpgid(make_pid)
-    except OSError:
+        for _ in range(4):  # tritonserver <- supervisor <- make (<- a shell)
+            pid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+            if pid == make_pid:
+                return True
+    except (OSError, ValueError, IndexError):
         return False
+    return False

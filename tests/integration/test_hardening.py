@@ -51,7 +51,7 @@ def test_ten_megabyte_context_is_refused_naming_the_limit(triton_server):
     error = infer(triton_server, [("question", text(["What?"]), "BYTES"),
                                   ("context", text(["word " * 2_000_000]), "BYTES")])
     assert error.status() == "StatusCode.INVALID_ARGUMENT"
-    assert "context 0 is 10000000 characters long; the limit is 1000000" in error.message()
+    assert "context 0 is 10000000 bytes long; the limit is 1000000 characters" in error.message()
 
 
 def test_thousands_of_questions_are_refused_naming_the_limit(triton_server):

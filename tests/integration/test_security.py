@@ -1,9 +1,14 @@
 """gRPC over TLS and a key on the inference protocol (Triton's restricted protocol), with certificates made in
 the test setup: the right client answers; no TLS, no key or a wrong key is refused — and never retried."""
 
+import json
 import time
+import urllib.error
+import urllib.request
 
 import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 from client import TLS, AuthenticationError, RetryPolicy, ServerUnavailableError, TritonQA
 from tests.cases import CASES
@@ -55,3 +60,68 @@ def test_client_that_does_not_trust_the_server_certificate_is_refused(secure_ser
     with TritonQA(server.grpc_url, tls=TLS(root_certificates=str(other_ca)), api_key=KEY, timeout_s=5) as qa:
         with pytest.raises(ServerUnavailableError):
             qa.ask(*CASES["card"])
+
+
+ADMIN_CALLS = [  # (HTTP method, path, body) of Triton's admin APIs, one or more per protocol
+    ("POST", "/v2/systemsharedmemory/region/x/register", {"key": "/triton_python_backend_shm_region_x", "offset": 0,
+                                                           "byte_size": 64}),
+    ("GET", "/v2/systemsharedmemory/status", None),
+    ("POST", "/v2/logging", {"log_verbose_level": 1, "log_error": False}),
+    ("GET", "/v2/trace/setting", None),
+    ("POST", "/v2/repository/index", {}),
+    ("POST", "/v2/repository/models/electra_qa/unload", {}),
+    ("GET", "/v2/models/electra_qa/config", None),
+    ("GET", "/v2/models/stats", None),
+]
+
+
+def http_status(url: str, method: str, body, headers=None) -> int:
+    request = urllib.request.Request(url, method=method, headers=headers or {},
+                                     data=None if body is None else json.dumps(body).encode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ADMIN_CALLS, ids=[c[1] for c in ADMIN_CALLS])
+def test_admin_apis_are_closed_over_http_without_the_admin_key(triton_server, method, path, body):
+    assert http_status(f"{triton_server.http_url}{path}", method, body) == 403
+    assert http_status(f"{triton_server.http_url}{path}", method, body, {"x-admin-key": "guess"}) == 403
+
+
+def test_admin_protocols_are_closed_over_grpc_without_the_admin_key(triton_server):
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    calls = [lambda h: client.get_system_shared_memory_status(headers=h),
+             lambda h: client.register_system_shared_memory("x", "/triton_python_backend_shm_region_x", 64, headers=h),
+             lambda h: client.update_log_settings({"log_verbose_level": 1}, headers=h),
+             lambda h: client.get_trace_settings(headers=h),
+             lambda h: client.get_model_repository_index(headers=h),
+             lambda h: client.unload_model("electra_qa", headers=h),
+             lambda h: client.get_model_config("electra_qa", headers=h),
+             lambda h: client.get_inference_statistics(headers=h)]
+    for call in calls:
+        with pytest.raises(InferenceServerException, match="restricted"):
+            call({})
+    admin = {f"triton-grpc-protocol-{triton_server.admin_key[0]}": triton_server.admin_key[1]}
+    assert client.get_model_config("electra_qa", headers=admin).config.name == "electra_qa"
+    assert client.get_inference_statistics(headers=admin).model_stats
+
+
+def test_health_metadata_and_inference_stay_open_and_the_admin_key_opens_the_rest(triton_server, qa):
+    for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/electra_qa", "/v2/models/electra_qa/ready"):
+        assert http_status(f"{triton_server.http_url}{path}", "GET", None) == 200
+    assert qa.ask(*CASES["card"]).text
+    assert triton_server.admin.statistics("electra_qa")["name"] == "electra_qa"
+    assert "electra_qa" in triton_server.admin.model_states()
+
+
+def test_the_api_key_also_guards_http_inference(secure_server):
+    server, _ = secure_server
+    body = {"inputs": [{"name": "question", "shape": [1], "datatype": "BYTES", "data": ["Who?"]},
+                       {"name": "context", "shape": [1], "datatype": "BYTES", "data": ["Ada wrote it."]}]}
+    url = f"{server.http_url}/v2/models/electra_qa/infer"
+    assert http_status(url, "POST", body) == 403
+    assert http_status(url, "POST", body, {"x-api-key": "wrong"}) == 403
+    assert http_status(url, "POST", body, {"x-api-key": KEY}) == 200

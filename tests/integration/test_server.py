@@ -1,6 +1,5 @@
 """The served product as a user meets it: the card's snippet, readiness, batching of concurrent requests."""
 
-import json
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -26,16 +25,13 @@ def test_server_reports_ready_on_the_http_health_endpoint(triton_server, qa):
 
 
 def test_ensemble_is_listed_with_its_steps(triton_server):
-    with urllib.request.urlopen(f"{triton_server.http_url}/v2/models/electra_qa/config") as response:
-        config = json.load(response)
+    config = triton_server.admin.config("electra_qa")
     assert [step["model_name"] for step in config["ensemble_scheduling"]["step"]] == ["tokenizer", "electra", "decoder"]
 
 
 def test_windows_of_concurrent_requests_are_batched_by_the_model_step(triton_server, qa):
     def stats():
-        url = f"{triton_server.http_url}/v2/models/electra/stats"
-        with urllib.request.urlopen(url) as response:
-            entry = json.load(response)["model_stats"][0]
+        entry = triton_server.admin.statistics("electra")
         return entry["inference_count"], entry["execution_count"]
 
     before = stats()
@@ -60,7 +56,7 @@ def test_140k_character_document_is_answered_like_the_reference(qa, reference, t
     from perf.inputs import long_document
 
     context = long_document(140_000)
-    got = qa.ask("Who received the grain?", context, top_k=3)
+    got = qa.top_answers("Who received the grain?", context, 3)
     expected = reference(question="Who received the grain?", context=context, top_k=3)
     assert [(a.text, a.start, a.end) for a in got] == [(e["answer"], e["start"], e["end"]) for e in expected]
 

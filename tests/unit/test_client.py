@@ -98,25 +98,44 @@ def test_a_model_without_available_versions_is_unavailable_not_missing():
 
 def test_retry_plan_retries_unavailable_with_bounded_jittered_backoff():
     plan = RetryPlan(RetryPolicy(attempts=3, backoff_s=0.1, max_backoff_s=0.15), timeout_s=None)
-    delays = [plan.delay_s(ServerUnavailableError("down")) for _ in range(2)]
+    delays = [plan.next_delay_s(ServerUnavailableError("down")) for _ in range(2)]
     assert 0 <= delays[0] <= 0.1 and 0 <= delays[1] <= 0.15
-    with pytest.raises(ServerUnavailableError):
-        plan.delay_s(ServerUnavailableError("still down"))  # the third attempt was the last
+    assert plan.next_delay_s(ServerUnavailableError("still down")) is None  # the third attempt was the last
 
 
 @pytest.mark.parametrize("error", [InvalidInputError("bad"), AuthenticationError("no key"),
                                    DeadlineExceededError("late"), ServerError("boom")])
 def test_retry_plan_never_retries_other_errors(error):
-    with pytest.raises(type(error)):
-        RetryPlan(RetryPolicy(attempts=5), timeout_s=None).delay_s(error)
+    assert RetryPlan(RetryPolicy(attempts=5), timeout_s=None).next_delay_s(error) is None
 
 
 def test_retry_plan_stays_within_the_deadline():
     plan = RetryPlan(RetryPolicy(attempts=10, backoff_s=10, max_backoff_s=10), timeout_s=0.05)
     assert 0 < plan.remaining_s() <= 0.05
-    with pytest.raises(ServerUnavailableError):
-        for _ in range(10):  # any delay that would end past the deadline gives up instead
-            plan.delay_s(ServerUnavailableError("down"))
+    # any delay that would end past the deadline gives up instead
+    assert all(plan.next_delay_s(ServerUnavailableError("down")) is None for _ in range(10))
+
+
+def test_options_are_the_servers_answer_options():
+    """The client's Options and the server's AnswerOptions are twins (the client needs no server packages)."""
+    from dataclasses import fields
+
+    from client._protocol import Options
+    from preprocessing import AnswerOptions
+
+    assert [(f.name, f.type, f.default) for f in fields(Options)] == \
+        [(f.name, f.type, f.default) for f in fields(AnswerOptions)]
+
+
+def test_every_call_sends_its_deadline_as_the_requests_timeout():
+    import tritonclient.grpc as grpcclient
+
+    from client._protocol import Call
+
+    kwargs = Call([("Who?", "Ada.")], Options()).infer_kwargs(grpcclient, "electra_qa", {}, 2.5)
+    assert kwargs["client_timeout"] == 2.5 and kwargs["timeout"] == 2_500_000
+    assert kwargs["parameters"] == {"top_k": 1, "max_answer_len": 15, "handle_impossible_answer": False,
+                                    "align_to_words": True}
 
 
 def test_channel_settings_set_message_sizes_and_keepalive_explicitly():

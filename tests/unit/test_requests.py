@@ -1,6 +1,6 @@
 import pytest
 
-from preprocessing import AnswerOptions, InputError, RequestLimits, decode_texts
+from preprocessing import AnswerOptions, InputError, RequestLimits, decode_texts, read_pairs
 
 
 def test_decode_texts_returns_utf8_strings():
@@ -28,7 +28,7 @@ def test_decode_texts_refuses_text_over_the_character_limit():
 
 
 def test_answer_options_default_to_the_pipelines():
-    assert AnswerOptions.from_parameters("") == AnswerOptions(1, 15, False, True)
+    assert AnswerOptions.from_parameters("", max_top_k=20) == AnswerOptions(1, 15, False, True)
 
 
 def test_answer_options_read_the_backends_json_parameters():
@@ -54,5 +54,27 @@ def test_answer_options_refuse_bad_parameters(parameters, message):
 
 
 def test_request_limits_come_from_config_parameters():
-    limits = RequestLimits.from_config({"max_questions": "8", "max_top_k": "5", "tokenizer_file": "x"})
-    assert (limits.max_questions, limits.max_top_k, limits.max_windows) == (8, 5, RequestLimits.max_windows)
+    limits = RequestLimits.from_config({"max_questions": "8", "max_request_chars": "5", "tokenizer_file": "x"})
+    assert (limits.max_questions, limits.max_request_chars, limits.max_windows) == (8, 5, RequestLimits.max_windows)
+
+
+LIMITS = RequestLimits(max_questions=3, max_question_chars=10, max_context_chars=20, max_request_chars=40)
+
+
+def test_read_pairs_returns_the_texts_within_the_limits():
+    assert read_pairs([b"Who?"], [b"Ada wrote it."], LIMITS) == (["Who?"], ["Ada wrote it."])
+
+
+@pytest.mark.parametrize(
+    ("questions", "contexts", "message"),
+    [
+        ([b"a?"] * 4, [b"b"] * 4, "4 questions in one request; the limit is 3"),
+        ([b"a?", b"b?"], [b"c"], "2 questions but 1 contexts"),
+        ([b"x" * 11], [b"c"], "question 0 is 11 characters long; the limit is 10"),
+        ([b"q"], [b"x" * 81], "context 0 is 81 bytes long; the limit is 20 characters"),
+        ([b"q" * 10] * 3, [b"c" * 20] * 3, "the request holds 90 characters of questions and contexts; the limit is 40"),
+    ],
+)
+def test_read_pairs_refuses_requests_over_a_limit_before_any_work(questions, contexts, message):
+    with pytest.raises(InputError, match=message):
+        read_pairs(questions, contexts, LIMITS)

@@ -74,14 +74,46 @@ def test_token_offsets_are_character_offsets_into_the_context(tokenizer):
     assert all(0 <= s < e <= len(context) for s, e in spans)
 
 
-def test_question_longer_than_max_question_len_is_refused(tokenizer):
-    with pytest.raises(InputError, match=r"question 0 is 70 tokens long; the limit is 64"):
-        tokenizer.encode(["why " * 70], ["Because."])
+@pytest.mark.parametrize("question_tokens", [65, 120, 250, 252])
+@pytest.mark.parametrize("context", ["short", "long"])
+def test_long_questions_make_the_reference_pipelines_windows(tokenizer, hf_tokenizer, question_tokens, context):
+    # the pipeline's fast tokenizer ignores max_question_len: a long question only leaves less room per window
+    question = " ".join(["why"] * (question_tokens - 1)) + "?"
+    text = CASES["squad"][1] if context == "short" else LONG_CONTEXT
+    expected = hf_tokenizer(text=question, text_pair=text, padding="do_not_pad", truncation="only_second",
+                            max_length=384, stride=128, return_overflowing_tokens=True)["input_ids"]
+    planned = tokenizer.plan([question], [text], max_windows=100_000)
+    windows = tokenizer.encode([question], [text])
+    assert [row[:n].tolist() for row, n in zip(windows.input_ids, windows.lengths)] == expected
+    assert planned[0] >= len(expected)
 
 
-def test_question_too_long_for_any_window_is_refused_with_its_length(tokenizer):
-    with pytest.raises(InputError, match=r"question 1 is 400 tokens long; the limit is 64"):
-        tokenizer.encode(["fine?", "why " * 400], ["Because.", "Because."])
+def test_plan_counts_windows_exactly_where_it_has_to(tokenizer):
+    # a question leaving 129 tokens of room and a stride of 128: one more window per context token
+    question = " ".join(["why"] * 251) + "?"
+    context = " ".join(["bridge"] * 600)
+    planned = tokenizer.plan([question], [context], max_windows=1024)
+    assert planned.tolist() == [472] == [len(tokenizer.encode([question], [context]).window_question)]
+
+
+@pytest.mark.parametrize(("question_tokens", "room"), [(253, 128), (300, 81), (380, 1), (381, 0), (500, 0)])
+def test_a_question_that_leaves_no_room_beyond_the_stride_is_refused_like_the_pipeline(tokenizer, question_tokens, room):
+    question = " ".join(["why"] * (question_tokens - 1)) + "?"
+    with pytest.raises(InputError, match=rf"question 1 is {question_tokens} tokens long: it leaves {room} tokens "
+                                         r"of a 384-token window for the context, which must exceed the doc_stride "
+                                         r"of 128 when the context \(200 tokens\) does not fit in one window"):
+        tokenizer.plan(["fine?", question], ["Because.", " ".join(["bridge"] * 200)], max_windows=1024)
+
+
+def test_a_long_question_with_a_context_that_fits_its_room_is_answered(tokenizer):
+    question = " ".join(["why"] * 299) + "?"  # 300 tokens: 81 left for the context
+    planned = tokenizer.plan([question], ["Because of the bridge."], max_windows=1024)
+    assert planned.tolist() == [1] and len(tokenizer.encode([question], ["Because of the bridge."]).input_ids) == 1
+
+
+def test_plan_refuses_contexts_over_the_window_limit_before_encoding_them(tokenizer):
+    with pytest.raises(InputError, match=r"the contexts make at least \d+ windows of 384 tokens; the limit is 8"):
+        tokenizer.plan(["Who?"], [LONG_CONTEXT * 2], max_windows=8)
 
 
 def test_context_without_any_token_is_refused(tokenizer):
@@ -94,6 +126,6 @@ def test_questions_and_contexts_must_pair_up(tokenizer):
         tokenizer.encode(["a?", "b?"], ["c"])
 
 
-def test_settings_refuse_a_stride_that_leaves_no_room():
+def test_settings_refuse_a_stride_not_below_the_window():
     with pytest.raises(ValueError):
-        WindowSettings(max_seq_len=128, doc_stride=100, max_question_len=64)
+        WindowSettings(max_seq_len=128, doc_stride=128)

@@ -1,32 +1,30 @@
-"""Triton Python model ``decoder``: start/end logits -> answers (see config.pbtxt)."""
+"""Triton Python model ``decoder``: start/end logits of windows -> answers (see config.pbtxt)."""
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from preprocessing import AnswerOptions, decode
-from serving.backend import error_response
+from preprocessing import AnswerOptions, DecoderInput, decode_requests
+from runtime.backend import attempt, check_cancelled, config_parameters, input_array, reply, response
 
-INPUTS = ("start_logits", "end_logits", "token_offsets", "word_offsets", "window_question")
+INPUTS = (("start_logits", np.float32, 2), ("end_logits", np.float32, 2), ("token_offsets", np.int32, 3),
+          ("word_offsets", np.int32, 3), ("window_question", np.int32, 2), ("window_context", np.object_, 2))
 
 
 class TritonPythonModel:
+    def initialize(self, args):
+        self.max_top_k = int(config_parameters(args)["max_top_k"])
+
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            try:
-                responses.append(self._answer(request))
-            except Exception as error:
-                responses.append(error_response(pb_utils, error))
-        return responses
+        answers = decode_requests([attempt(self._read, request) for request in requests])
+        return [reply(pb_utils, "decoder", result, self._pack) for result in answers]
+
+    def _read(self, request):
+        check_cancelled(request)
+        options = AnswerOptions.from_parameters(request.parameters(), self.max_top_k)
+        tensors = [input_array(pb_utils, request, *spec) for spec in INPUTS]
+        return DecoderInput.checked(*tensors, options)
 
     @staticmethod
-    def _answer(request):
-        tensors = [pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in INPUTS]
-        contexts = [c.decode("utf-8") for c in pb_utils.get_input_tensor_by_name(request, "context").as_numpy()]
-        options = AnswerOptions.from_parameters(request.parameters())  # already checked by the tokenizer step
-        answers = decode(*tensors, contexts, options)
+    def _pack(answers):
         text = np.array([t.encode("utf-8") for t in answers.text.ravel()], dtype=object).reshape(answers.text.shape)
-        outputs = {"answer": text, "score": answers.score, "start": answers.start, "end": answers.end}
-        if options.top_k == 1:
-            outputs = {name: value[:, 0] for name, value in outputs.items()}
-        return pb_utils.InferenceResponse([pb_utils.Tensor(name, value) for name, value in outputs.items()])
+        return response(pb_utils, {"answer": text, "score": answers.score, "start": answers.start, "end": answers.end})

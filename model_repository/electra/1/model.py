@@ -2,13 +2,15 @@
 
 import triton_python_backend_utils as pb_utils
 
-from serving.backend import config_parameters, error_response, version_dir
-from serving.onnx_runner import INPUT_NAMES, OnnxQARunner
+from runtime.backend import attempt, check_cancelled, config_parameters, reply, response, version_dir
+from runtime.model_inputs import ModelLimits, read_windows
+from runtime.onnx_runner import OnnxQARunner
 
 
 class TritonPythonModel:
     def initialize(self, args):
         parameters = config_parameters(args)
+        self.limits = ModelLimits.from_export(version_dir(args))
         self.runner = OnnxQARunner(
             version_dir(args) / parameters["onnx_file"],
             device=parameters["device"],
@@ -25,14 +27,23 @@ class TritonPythonModel:
         self.executed_tokens = self.token_metrics.Metric(labels={"kind": "executed"})
 
     def execute(self, requests):
-        batch = [[pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in INPUT_NAMES] for r in requests]
-        try:
-            logits, tokens = self.runner.run(batch)
-        except Exception as error:
-            return [error_response(pb_utils, error) for _ in requests]
-        self.real_tokens.increment(tokens.real_tokens)
-        self.executed_tokens.increment(tokens.executed_tokens)
-        return [
-            pb_utils.InferenceResponse([pb_utils.Tensor("start_logits", start), pb_utils.Tensor("end_logits", end)])
-            for start, end in logits
-        ]
+        windows = [attempt(self._read, request) for request in requests]
+        valid = [w for w in windows if not isinstance(w, Exception)]
+        ran = attempt(self.runner.run, valid) if valid else ([], None)
+        if isinstance(ran, Exception):  # the model run failed: every request it held gets the error
+            return [reply(pb_utils, "electra", w if isinstance(w, Exception) else ran, self._pack) for w in windows]
+        logits, tokens = ran
+        if tokens is not None:  # counted from validated windows only
+            self.real_tokens.increment(tokens.real_tokens)
+            self.executed_tokens.increment(tokens.executed_tokens)
+        logits = iter(logits)
+        return [reply(pb_utils, "electra", w if isinstance(w, Exception) else next(logits), self._pack) for w in windows]
+
+    def _read(self, request):
+        check_cancelled(request)
+        return read_windows(pb_utils, request, self.limits)
+
+    @staticmethod
+    def _pack(logits):
+        start, end = logits
+        return response(pb_utils, {"start_logits": start, "end_logits": end})

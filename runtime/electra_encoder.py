@@ -1,0 +1,185 @@
+"""A compact ELECTRA (BERT-style) encoder with the extractive question-answering head, in plain torch.
+
+It computes what ``transformers``' ``ElectraForQuestionAnswering`` computes in eval mode (absolute position
+embeddings, post-LayerNorm layers, exact-erf GELU), with the attention of each layer done by
+``torch.nn.functional.scaled_dot_product_attention`` (fused flash / memory-efficient kernels on GPU) and the
+query, key and value projections fused into one matrix product. Padded keys are masked out, so right padding
+never changes the logits of real positions.
+
+Weights are read by name from a checkpoint directory saved by Hugging Face (``config.json`` and
+``model.safetensors``, or ``pytorch_model.bin``): every tensor is used and none may be missing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Non-parameter buffers that older transformers versions saved; they carry no weights.
+IGNORED_KEYS = ("electra.embeddings.position_ids", "electra.embeddings.token_type_ids")
+
+
+class UnsupportedCheckpoint(ValueError):
+    """The checkpoint is not an ELECTRA question-answering model this encoder reproduces exactly."""
+
+
+@dataclass(frozen=True)
+class ElectraShape:
+    """The hyper-parameters the network is built from, read from ``config.json``."""
+
+    vocab_size: int
+    embedding_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    max_position_embeddings: int
+    type_vocab_size: int
+    layer_norm_eps: float
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ElectraShape":
+        if config.get("model_type") != "electra":
+            raise UnsupportedCheckpoint(f"model_type is {config.get('model_type')!r}, not 'electra'")
+        for key, supported in (("hidden_act", "gelu"), ("position_embedding_type", "absolute")):
+            if config.get(key, supported) != supported:
+                raise UnsupportedCheckpoint(f"{key}={config[key]!r} is not supported (only {supported!r})")
+        if config.get("is_decoder", False) or config.get("add_cross_attention", False):
+            raise UnsupportedCheckpoint("decoder / cross-attention ELECTRA models are not supported")
+        try:
+            shape = cls(**{name: config[name] for name in cls.__dataclass_fields__ if name != "layer_norm_eps"},
+                        layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)))
+        except KeyError as missing:
+            raise UnsupportedCheckpoint(f"config.json has no {missing}") from None
+        if shape.hidden_size % shape.num_attention_heads:
+            raise UnsupportedCheckpoint(f"hidden_size {shape.hidden_size} is not a multiple of "
+                                        f"num_attention_heads {shape.num_attention_heads}")
+        return shape
+
+
+def read_checkpoint(directory: str | Path) -> tuple[ElectraShape, dict[str, torch.Tensor]]:
+    """(shape, state dict on CPU) of a Hugging Face ``ElectraForQuestionAnswering`` checkpoint directory."""
+    directory = Path(directory)
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{directory} has no config.json (not a Hugging Face checkpoint directory)")
+    shape = ElectraShape.from_config(json.loads(config_file.read_text()))
+    if (directory / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        state = load_file(str(directory / "model.safetensors"), device="cpu")
+    elif (directory / "pytorch_model.bin").is_file():
+        state = torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    else:
+        raise FileNotFoundError(f"{directory} has neither model.safetensors nor pytorch_model.bin "
+                                "(sharded checkpoints are not supported)")
+    return shape, state
+
+
+class ElectraLayer(nn.Module):
+    def __init__(self, shape: ElectraShape):
+        super().__init__()
+        hidden = shape.hidden_size
+        self.heads = shape.num_attention_heads
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.attention_out = nn.Linear(hidden, hidden)
+        self.attention_norm = nn.LayerNorm(hidden, eps=shape.layer_norm_eps)
+        self.intermediate = nn.Linear(hidden, shape.intermediate_size)
+        self.output = nn.Linear(shape.intermediate_size, hidden)
+        self.output_norm = nn.LayerNorm(hidden, eps=shape.layer_norm_eps)
+
+    def forward(self, hidden: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        batch, length, width = hidden.shape
+        # [B, L, 3H] -> 3 x [B, heads, L, head_size]
+        q, k, v = self.qkv(hidden).view(batch, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+        context = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
+        context = context.transpose(1, 2).reshape(batch, length, width)
+        hidden = self.attention_norm(self.attention_out(context) + hidden)
+        return self.output_norm(self.output(F.gelu(self.intermediate(hidden))) + hidden)
+
+
+class ElectraForQA(nn.Module):
+    """``forward(input_ids, attention_mask, token_type_ids)`` ([B, L] integer tensors, right padded) ->
+    logits [B, L, 2] (start, end) in the module's dtype."""
+
+    def __init__(self, shape: ElectraShape):
+        super().__init__()
+        self.shape = shape
+        self.word_embeddings = nn.Embedding(shape.vocab_size, shape.embedding_size)
+        self.position_embeddings = nn.Embedding(shape.max_position_embeddings, shape.embedding_size)
+        self.token_type_embeddings = nn.Embedding(shape.type_vocab_size, shape.embedding_size)
+        self.embedding_norm = nn.LayerNorm(shape.embedding_size, eps=shape.layer_norm_eps)
+        self.embeddings_project = (nn.Linear(shape.embedding_size, shape.hidden_size)
+                                   if shape.embedding_size != shape.hidden_size else None)
+        self.layers = nn.ModuleList(ElectraLayer(shape) for _ in range(shape.num_hidden_layers))
+        self.qa_outputs = nn.Linear(shape.hidden_size, 2)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor) -> torch.Tensor:
+        length = input_ids.shape[1]
+        positions = self.position_embeddings.weight[:length]
+        hidden = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids) + positions
+        hidden = self.embedding_norm(hidden)
+        if self.embeddings_project is not None:
+            hidden = self.embeddings_project(hidden)
+        # [B, 1, 1, L] additive mask, as transformers makes it: every query attends to its window's real
+        # tokens only (a window with no token at all attends uniformly rather than giving NaN)
+        key_mask = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
+        for layer in self.layers:
+            hidden = layer(hidden, key_mask)
+        return self.qa_outputs(hidden)
+
+    @classmethod
+    def from_state_dict(cls, shape: ElectraShape, state: dict[str, torch.Tensor]) -> "ElectraForQA":
+        """The network (on CPU, in the weights' dtype) with the weights of a Hugging Face
+        ``ElectraForQuestionAnswering`` state dict, strictly: raises ``UnsupportedCheckpoint`` when a tensor
+        is missing, has a shape that config.json does not imply, or is left unused."""
+        with torch.device("meta"):  # no random initialisation of weights that are overwritten anyway
+            model = cls(shape)
+        try:
+            model.load_state_dict(_renamed(state, model), strict=True, assign=True)
+        except RuntimeError as error:  # size mismatch
+            raise UnsupportedCheckpoint(f"the checkpoint does not fit config.json: {error}") from None
+        return model.eval().requires_grad_(False)
+
+
+def _renamed(state: dict[str, torch.Tensor], model: ElectraForQA) -> dict[str, torch.Tensor]:
+    """``state`` (Hugging Face names) under this module's names, query/key/value concatenated."""
+    remaining = {k: v for k, v in state.items() if k not in IGNORED_KEYS}
+
+    def take(name: str) -> torch.Tensor:
+        try:
+            return remaining.pop(name)
+        except KeyError:
+            raise UnsupportedCheckpoint(f"the checkpoint has no tensor {name}") from None
+
+    def move(ours: str, theirs: str, suffixes=("weight", "bias")) -> None:
+        for suffix in suffixes:
+            renamed[f"{ours}.{suffix}"] = take(f"{theirs}.{suffix}")
+
+    renamed: dict[str, torch.Tensor] = {}
+    e = "electra.embeddings"
+    for table in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+        move(table, f"{e}.{table}", ("weight",))
+    move("embedding_norm", f"{e}.LayerNorm")
+    if model.embeddings_project is not None:
+        move("embeddings_project", "electra.embeddings_project")
+    for i in range(len(model.layers)):
+        ours, theirs = f"layers.{i}", f"electra.encoder.layer.{i}"
+        for suffix in ("weight", "bias"):
+            renamed[f"{ours}.qkv.{suffix}"] = torch.cat(
+                [take(f"{theirs}.attention.self.{name}.{suffix}") for name in ("query", "key", "value")])
+        move(f"{ours}.attention_out", f"{theirs}.attention.output.dense")
+        move(f"{ours}.attention_norm", f"{theirs}.attention.output.LayerNorm")
+        move(f"{ours}.intermediate", f"{theirs}.intermediate.dense")
+        move(f"{ours}.output", f"{theirs}.output.dense")
+        move(f"{ours}.output_norm", f"{theirs}.output.LayerNorm")
+    move("qa_outputs", "qa_outputs")
+    if remaining:
+        raise UnsupportedCheckpoint(f"the checkpoint has tensors this network does not use: {sorted(remaining)}")
+    return renamed

@@ -1,0 +1,66 @@
+"""What the ELECTRA step accepts: windows as the tokenizer step makes them, checked request by request, so
+that a request sent to the step directly with ids outside the vocabulary, a malformed mask or too many
+tokens is refused (INVALID_ARGUMENT) without failing the requests batched with it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from preprocessing.errors import InputError
+
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+OUTPUT_NAMES = ("start_logits", "end_logits")
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """The exported model's own limits, recorded by the export in ``export.json``."""
+
+    vocab_size: int
+    type_vocab_size: int
+    max_position_embeddings: int
+
+    @classmethod
+    def from_export(cls, version_dir: Path) -> "ModelLimits":
+        record = json.loads((version_dir / "export.json").read_text())
+        return cls(**record["model_limits"])
+
+
+def check_windows(input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray,
+                  limits: ModelLimits) -> None:
+    """Raises ``InputError`` unless the three ``[W, L]`` int64 tensors are windows the model can run:
+    ids in the vocabulary, token types in range, each mask row ones then zeros (at least one token)."""
+    for name, array in zip(INPUT_NAMES, (input_ids, attention_mask, token_type_ids)):
+        if array.dtype != np.int64 or array.ndim != 2:
+            raise InputError(f"{name} must be int64 [windows, tokens], got {array.dtype.name} {list(array.shape)}")
+        if array.shape != input_ids.shape:
+            raise InputError(f"{name} has shape {list(array.shape)}, input_ids {list(input_ids.shape)}")
+    n_windows, width = input_ids.shape
+    if n_windows == 0 or width == 0:
+        raise InputError(f"the request holds no tokens (shape {list(input_ids.shape)})")
+    if width > limits.max_position_embeddings:
+        raise InputError(f"windows of {width} tokens; the model takes at most {limits.max_position_embeddings}")
+    if input_ids.min() < 0 or input_ids.max() >= limits.vocab_size:
+        raise InputError(f"input_ids must be in [0, {limits.vocab_size}), the model's vocabulary")
+    if token_type_ids.min() < 0 or token_type_ids.max() >= limits.type_vocab_size:
+        raise InputError(f"token_type_ids must be in [0, {limits.type_vocab_size})")
+    if ((attention_mask != 0) & (attention_mask != 1)).any() or (attention_mask[:, 0] != 1).any() \
+            or (attention_mask[:, 1:] > attention_mask[:, :-1]).any():
+        raise InputError("each attention_mask row must be ones followed by zeros, starting with a one")
+
+
+def read_windows(pb_utils: Any, request: Any, limits: ModelLimits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The request's (input_ids, attention_mask, token_type_ids), checked."""
+    tensors = []
+    for name in INPUT_NAMES:
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
+        if tensor is None:
+            raise InputError(f"the request has no input '{name}'")
+        tensors.append(tensor.as_numpy())
+    check_windows(*tensors, limits)
+    return tuple(tensors)

@@ -1,0 +1,236 @@
+"""The ELECTRA step on PyTorch: the same contract as ``runtime.onnx_runner.OnnxQARunner``, for GPU and CPU.
+
+Runs ``runtime.electra_encoder.ElectraForQA`` (weights read from a Hugging Face checkpoint directory) over the
+windows of many requests. Windows are sorted by length (longest first) and cut into runs of at most
+``max_windows_per_run`` windows and ``max_tokens_per_run`` executed tokens; each run is padded to its longest
+window rounded up to a multiple of ``length_bucket`` (1 on CPU: no rounding). On CUDA the network runs in fp16
+under ``torch.inference_mode()``, optionally replayed from CUDA graphs captured once per (batch bucket, length
+bucket): runs are then padded up to the next batch bucket with dummy windows. Shapes outside the buckets run
+eagerly. Nothing here imports Triton.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from runtime.electra_encoder import ElectraForQA, read_checkpoint
+from runtime.onnx_runner import PaddingStats
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class TorchQARunner:
+    """``run(requests)`` -> (per request (start_logits, end_logits), each ``[W_i, L_i]`` float32; PaddingStats).
+
+    ``checkpoint``: directory with ``config.json`` and ``model.safetensors`` of an ``ElectraForQuestionAnswering``.
+    ``device``: ``auto`` (CUDA when torch sees a GPU, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+    ``precision``: ``auto`` (fp16 on CUDA, fp32 on CPU), ``fp32``, ``fp16`` or ``bf16``.
+    ``intra_op_threads``: torch's CPU threads (``torch.set_num_threads``, process-wide); 0 leaves torch's default.
+    ``max_windows_per_run`` / ``max_tokens_per_run``: bound one forward pass (windows, and windows x padded width).
+    ``length_bucket``: runs are padded to a multiple of it; 0 = auto (32 with CUDA graphs, 8 on CUDA, 1 on CPU).
+    ``cuda_graphs``: replay captured CUDA graphs for run shapes in (``graph_batch_sizes`` x multiples of
+    ``length_bucket`` up to ``graph_max_length``); at most ``max_cuda_graphs`` are kept (least recently used
+    are dropped). ``graph_batch_sizes`` defaults to 1, 2, 4, ... and ``max_windows_per_run``. Ignored on CPU.
+    """
+
+    def __init__(self, checkpoint: str | Path, device: str = "auto", precision: str = "auto",
+                 intra_op_threads: int = 0, max_windows_per_run: int = 16, max_tokens_per_run: int = 8192,
+                 length_bucket: int = 0, cuda_graphs: bool = False,
+                 graph_batch_sizes: Sequence[int] | None = None, graph_max_length: int = 384,
+                 max_cuda_graphs: int = 64):
+        if max_windows_per_run < 1 or max_tokens_per_run < 1 or length_bucket < 0 or max_cuda_graphs < 0:
+            raise ValueError("max_windows_per_run and max_tokens_per_run must be >= 1, length_bucket and "
+                             "max_cuda_graphs >= 0")
+        self._device = _resolve_device(device)
+        on_cuda = self._device.type == "cuda"
+        if precision == "auto":
+            precision = "fp16" if on_cuda else "fp32"
+        if precision not in DTYPES:
+            raise ValueError(f"precision must be auto, {', '.join(DTYPES)}; got {precision!r}")
+        if on_cuda and precision == "bf16" and not torch.cuda.is_bf16_supported():
+            raise RuntimeError(f"precision=bf16 but {torch.cuda.get_device_name(self._device)} has no bf16")
+        self.precision = precision
+        self.dtype = DTYPES[precision]
+        if intra_op_threads > 0:
+            torch.set_num_threads(intra_op_threads)
+        if on_cuda:
+            torch.cuda.set_device(self._device)  # graph capture and side streams use the current device
+            # fp32 stays exact fp32 (no TF32), for parity with the reference; fp16/bf16 use tensor cores anyway
+            torch.set_float32_matmul_precision("highest")
+
+        shape, state = read_checkpoint(checkpoint)
+        self.max_position_embeddings = shape.max_position_embeddings
+        self.model = ElectraForQA.from_state_dict(shape, state).to(device=self._device, dtype=self.dtype)
+        del state
+
+        self.max_windows_per_run = max_windows_per_run
+        self.max_tokens_per_run = max_tokens_per_run
+        self.cuda_graphs = on_cuda and cuda_graphs and max_cuda_graphs > 0
+        self.length_bucket = length_bucket or (32 if self.cuda_graphs else 8 if on_cuda else 1)
+        self._graphs = _GraphCache(self.model, self._device, max_cuda_graphs) if self.cuda_graphs else None
+        sizes = graph_batch_sizes or [*_powers_of_two_below(max_windows_per_run), max_windows_per_run]
+        self.graph_batch_sizes = sorted({b for b in sizes if 1 <= b <= max_windows_per_run})
+        top = min(graph_max_length, self.max_position_embeddings)
+        self.graph_lengths = frozenset(range(self.length_bucket, top + 1, self.length_bucket))
+        self._lock = threading.Lock()  # one run at a time: graphs' static buffers are shared
+
+    @property
+    def device(self) -> str:
+        return self._device.type
+
+    def run(self, requests: Sequence[Sequence[np.ndarray]]) -> tuple[list[tuple[np.ndarray, np.ndarray]], PaddingStats]:
+        """``requests``: per request (input_ids, attention_mask, token_type_ids), each ``[W_i, L_i]`` integers,
+        right padded. Returns per request (start_logits, end_logits), each ``[W_i, L_i]`` float32 (positions
+        past a window's tokens hold arbitrary values), and the tokens run."""
+        if not requests:
+            return [], PaddingStats(real_tokens=0, executed_tokens=0)
+        counts = [r[0].shape[0] for r in requests]
+        full_width = max(r[0].shape[1] for r in requests)
+        if full_width > self.max_position_embeddings:
+            raise ValueError(f"windows of {full_width} tokens; the model takes at most {self.max_position_embeddings}")
+        stacked = np.zeros((3, sum(counts), full_width), np.int64)
+        row = 0
+        for request, count in zip(requests, counts):
+            for k in range(3):
+                stacked[k, row:row + count, :request[k].shape[1]] = request[k]
+            row += count
+        lengths = stacked[1].sum(axis=1)
+        logits = np.zeros((len(lengths), full_width, 2), np.float32)
+        order = np.argsort(-lengths, kind="stable")
+        executed = 0
+        with self._lock, torch.inference_mode():
+            begin = 0
+            while begin < len(order):
+                width = self._bucket_width(max(int(lengths[order[begin]]), 1))
+                count = min(self.max_windows_per_run, max(1, self.max_tokens_per_run // width), len(order) - begin)
+                chunk = order[begin:begin + count]
+                begin += count
+                batch = self._graph_batch(count, width)
+                inputs = np.zeros((3, batch, width), np.int64)
+                used = min(width, full_width)
+                inputs[:, :count, :used] = stacked[:, chunk, :used]
+                inputs[1, count:, 0] = 1  # dummy windows hold one token: no row is fully masked
+                ran = self._forward(inputs, graph=self._graph_eligible(batch, width))
+                logits[chunk, :used] = ran[:count, :used]
+                executed += batch * width
+        bounds = np.cumsum(counts)[:-1]
+        out = [(np.ascontiguousarray(part[:, :r[0].shape[1], 0]), np.ascontiguousarray(part[:, :r[0].shape[1], 1]))
+               for part, r in zip(np.split(logits, bounds), requests)]
+        return out, PaddingStats(real_tokens=int(lengths.sum()), executed_tokens=executed)
+
+    def warmup(self) -> int:
+        """Run the network once (initialising kernels and libraries) and, with CUDA graphs, capture the graph of
+        every (batch, length) bucket, largest first, up to ``max_cuda_graphs``. Returns the graphs captured."""
+        with self._lock, torch.inference_mode():
+            width = min(self.length_bucket * -(-128 // self.length_bucket), self.max_position_embeddings)
+            self._forward(_dummy(1, width), graph=False)
+            if not self.cuda_graphs:
+                return 0
+            shapes = sorted(((b, w) for b in self.graph_batch_sizes for w in self.graph_lengths
+                             if self._graph_eligible(b, w)), key=lambda s: (s[0] * s[1], s), reverse=True)
+            for batch, width in shapes[:self._graphs.capacity]:
+                self._graphs.get(batch, width)
+            torch.cuda.synchronize(self._device)
+            return min(len(shapes), self._graphs.capacity)
+
+    def _bucket_width(self, length: int) -> int:
+        return min(-(-length // self.length_bucket) * self.length_bucket, self.max_position_embeddings)
+
+    def _graph_eligible(self, batch: int, width: int) -> bool:
+        return (self.cuda_graphs and batch in self.graph_batch_sizes and width in self.graph_lengths
+                and batch * width <= self.max_tokens_per_run)
+
+    def _graph_batch(self, count: int, width: int) -> int:
+        """The batch a run of ``count`` windows executes as: the next graph batch bucket when that shape has a
+        graph, else ``count`` itself (eager)."""
+        if self.cuda_graphs and width in self.graph_lengths:
+            for batch in self.graph_batch_sizes:
+                if batch >= count:
+                    return batch if self._graph_eligible(batch, width) else count
+        return count
+
+    def _forward(self, inputs: np.ndarray, graph: bool) -> np.ndarray:
+        """logits [batch, width, 2] float32 of ``inputs`` [3, batch, width] (ids, mask, token types)."""
+        host = torch.from_numpy(inputs)
+        if graph:  # only ever with cuda_graphs, on CUDA
+            return self._graphs.get(*inputs.shape[1:]).replay(host).cpu().numpy()
+        return self.model(*host.to(self._device)).float().cpu().numpy()
+
+
+class _CapturedRun:
+    """One CUDA graph of the network at a fixed (batch, width), with its static input and output tensors."""
+
+    def __init__(self, model: ElectraForQA, device: torch.device, batch: int, width: int, pool) -> None:
+        self.inputs = _dummy_tensor(batch, width, device)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):  # warm-up outside capture: kernel selection, library handles
+            for _ in range(2):
+                model(*self.inputs)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=pool, capture_error_mode="thread_local"):
+            self.outputs = model(*self.inputs).float()
+
+    def replay(self, host: torch.Tensor) -> torch.Tensor:
+        self.inputs.copy_(host)
+        self.graph.replay()
+        return self.outputs
+
+
+class _GraphCache:
+    """At most ``capacity`` captured graphs, least recently used dropped first. All share one memory pool:
+    they are only replayed one at a time (under the runner's lock) and each keeps its own inputs and outputs
+    alive, so their intermediates may share memory; the pool grows to the largest graph's needs."""
+
+    def __init__(self, model: ElectraForQA, device: torch.device, capacity: int) -> None:
+        self.model, self.device, self.capacity = model, device, capacity
+        self.pool = torch.cuda.graph_pool_handle()
+        self.graphs: OrderedDict[tuple[int, int], _CapturedRun] = OrderedDict()
+
+    def get(self, batch: int, width: int) -> _CapturedRun:
+        key = (batch, width)
+        if key in self.graphs:
+            self.graphs.move_to_end(key)
+        else:
+            while len(self.graphs) >= self.capacity:
+                self.graphs.popitem(last=False)
+            self.graphs[key] = _CapturedRun(self.model, self.device, batch, width, self.pool)
+        return self.graphs[key]
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device={device} but torch sees no CUDA GPU (torch {torch.__version__})")
+        resolved = torch.device(device)
+        return torch.device("cuda", resolved.index if resolved.index is not None else torch.cuda.current_device())
+    raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {device!r}")
+
+
+def _powers_of_two_below(limit: int) -> list[int]:
+    sizes, size = [], 1
+    while size < limit:
+        sizes.append(size)
+        size *= 2
+    return sizes
+
+
+def _dummy(batch: int, width: int) -> np.ndarray:
+    inputs = np.zeros((3, batch, width), np.int64)
+    inputs[1, :, 0] = 1
+    return inputs
+
+
+def _dummy_tensor(batch: int, width: int, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(_dummy(batch, width)).to(device)

@@ -1,0 +1,104 @@
+"""Many requests in one execute(): one tokenizer call and one decode for all of them, each request's failure its
+own, results equal to handling each request alone."""
+
+import re
+
+import numpy as np
+import pytest
+
+from preprocessing import (AnswerOptions, DecoderInput, InputError, QATokenizer, decode, decode_requests,
+                           tokenize_requests)
+from tests.cases import CASES, LONG_CONTEXT
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_checkpoint):
+    return QATokenizer(tiny_checkpoint / "tokenizer.json")
+
+
+def same_windows(a, b):
+    for name in ("input_ids", "attention_mask", "token_type_ids", "token_offsets", "word_offsets", "window_question"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+def test_requests_tokenized_together_equal_each_tokenized_alone(tokenizer):
+    requests = [(["Who?"], [CASES["squad"][1]]), (list(q for q, _ in CASES.values()), list(c for _, c in CASES.values())),
+                (["When?"], [LONG_CONTEXT])]
+    together = tokenize_requests(tokenizer, requests, max_windows=1024)
+    for request, windows in zip(requests, together):
+        same_windows(windows, tokenizer.encode(*request))
+
+
+def test_a_bad_request_gets_its_own_error_and_the_others_their_windows(tokenizer):
+    long_question = " ".join(["why"] * 299) + "?"
+    given = InputError("refused earlier")
+    requests = [(["Who?"], ["Ada wrote it."]), ([long_question], [LONG_CONTEXT]), given, (["What?"], ["\u0001"]),
+                (["When?"], ["In 1843."])]
+    results = tokenize_requests(tokenizer, requests, max_windows=1024)
+    assert "question 0 is 300 tokens long" in str(results[1])
+    assert results[2] is given
+    assert "context 0 holds no token" in str(results[3])
+    same_windows(results[0], tokenizer.encode(*requests[0]))
+    same_windows(results[4], tokenizer.encode(*requests[4]))
+
+
+def test_large_requests_are_encoded_in_slices_and_refused_over_the_window_limit(tokenizer):
+    many = ([f"Question {i}?" for i in range(40)], [CASES["squad"][1]] * 40)  # planned > 8, actual 40 windows
+    few = (["Who?"] * 4, [CASES["squad"][1]] * 4)
+    results = tokenize_requests(tokenizer, [few, many], max_windows=8)
+    same_windows(results[0], tokenizer.encode(*few))
+    assert isinstance(results[1], InputError) and "the limit is 8 per request" in str(results[1])
+    sliced = tokenize_requests(tokenizer, [many], max_windows=64)[0]
+    same_windows(sliced, tokenizer.encode(*many))
+
+
+def decoder_request(tokenizer, questions, contexts, options=AnswerOptions(), seed=0):
+    windows = tokenizer.encode(questions, contexts)
+    rng = np.random.default_rng(seed)
+    start, end = (rng.normal(size=windows.input_ids.shape).astype(np.float32) * 4 for _ in range(2))
+    first = np.r_[True, windows.window_question[1:] != windows.window_question[:-1]]
+    context_bytes = np.array([c.encode() for c in contexts], dtype=object)[windows.window_question]
+    window_context = np.where(first, context_bytes, b"").astype(object)[:, None]
+    return (start, end, windows.token_offsets, windows.word_offsets, windows.window_question[:, None],
+            window_context, options)
+
+
+def test_requests_decoded_together_equal_each_decoded_alone(tokenizer):
+    pairs = list(CASES.values())
+    requests = [decoder_request(tokenizer, [q], [c], AnswerOptions(top_k=k), seed=i)
+                for i, ((q, c), k) in enumerate(zip(pairs, [1, 3, 1, 3, 1, 1, 3]))]
+    together = decode_requests([DecoderInput.checked(*r) for r in requests])
+    for r, got in zip(requests, together):
+        alone = decode(*r[:4], r[4][:, 0], [r[5][0, 0].decode()], r[6])
+        for name in ("text", "start", "end"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(alone, name))
+        np.testing.assert_allclose(got.score, alone.score, rtol=1e-6)  # sums over a wider, padded row
+        assert got.text.shape == (1, r[6].top_k)
+
+
+def test_decoding_stays_bounded_for_any_max_answer_len(tokenizer):
+    request = decoder_request(tokenizer, ["Who founded it?"], [LONG_CONTEXT], AnswerOptions(max_answer_len=10**9))
+    short = decoder_request(tokenizer, ["Who founded it?"], [LONG_CONTEXT], AnswerOptions(max_answer_len=384))
+    a, b = decode_requests([DecoderInput.checked(*request), DecoderInput.checked(*short)])
+    assert (a.text == b.text).all() and (a.start == b.start).all()
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda r: (r[0][:, :-1],) + r[1:], "end_logits must have shape"),
+    (lambda r: (np.full_like(r[0], np.nan),) + r[1:], "must be finite"),
+    (lambda r: r[:4] + (r[4] + 1,) + r[5:], "window_question must number questions 0, 1, 2"),
+    (lambda r: r[:5] + (np.full_like(r[5], b""),) + r[6:], "context of window 0 is empty"),
+    (lambda r: r[:2] + (np.where(r[2] >= 0, r[2] + 10_000, r[2]),) + r[3:], "token_offsets must be character spans"),
+    (lambda r: r[:3] + (np.full_like(r[3], -5),) + r[4:], "word_offsets must be character spans"),
+])
+def test_decoder_refuses_tensors_no_tokenizer_makes_and_answers_the_others(tokenizer, change, message):
+    request = decoder_request(tokenizer, ["Who?", "When?"], ["Ada wrote it.", "In 1843."])
+    good = decoder_request(tokenizer, ["Who?"], ["Ada wrote it."])
+    try:
+        bad = DecoderInput.checked(*change(request))
+    except InputError as error:  # refused for its structure
+        assert re.search(message, str(error))
+        return
+    results = decode_requests([DecoderInput.checked(*good), bad, DecoderInput.checked(*good)])
+    assert isinstance(results[1], InputError) and re.search(message, str(results[1]))
+    assert results[0].text.shape == results[2].text.shape == (1, 1)
