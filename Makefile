@@ -20,6 +20,9 @@ SERVER_SETUP := $(SERVER_VENV)/.installed-py$(SERVER_VERSION)
 MODEL ?= valhalla/electra-base-discriminator-finetuned_squadv1
 REPOSITORY ?= model_repository
 PRECISION ?= fp32
+# cpu: the default configs (ONNX Runtime on the CPU); gpu: configs/gpu.pbtxt (torch fp16 on the GPU); auto: gpu
+# when an NVIDIA GPU is visible
+DEVICE ?= auto
 SERVE_ARGS ?=
 VARIANT ?= python
 GRPC_PORT ?= 8001
@@ -69,7 +72,7 @@ ifneq ($(SERVER_VENV),$(VENV))
 	  --repository "$(REPOSITORY)" --precision $(PRECISION))
 endif
 	$(SERVER_BIN)/python -m serving.serve --model "$(MODEL)" --repository "$(REPOSITORY)" --precision $(PRECISION) \
-	  --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT) \
+	  --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT) --device $(DEVICE) \
 	  $(if $(filter $(VENV),$(SERVER_VENV)),,--no-export) $(SERVE_ARGS)
 
 export: setup
@@ -130,5 +133,5 @@ test: setup checkov perf-analyzer
 	SERVER_PYTHON="$(PYTHON)" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf .triton .pytest_cache checkpoints $(REPOSITORY)/electra/1/model.onnx $(REPOSITORY)/electra/1/export.json \
-	  $(REPOSITORY)/tokenizer/1/tokenizer.json
+	rm -rf .triton .pytest_cache checkpoints
+	$(BIN)/python -m serving.export --clean --repository "$(REPOSITORY)"

@@ -1,17 +1,20 @@
 """What the sync and async clients share: the public methods, request building, response parsing and the
 pipeline call form. No I/O here: ``TritonQA`` and ``AsyncTritonQA`` add only ``_run`` (one call with its
-retries), the one place where one waits and the other awaits."""
+retries), the one place where one waits and the other awaits, and ``_stream`` / ``_collect``, which drive
+``client.stream``'s window of requests in flight with threads or with asyncio tasks."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
 from client.answer import Answer
-from client.connection import TLS, ChannelSettings, RetryPolicy
+from client.connection import TLS, ChannelSettings, RetryPolicy, channel_target
 from client.errors import InvalidInputError, ServerError
+from client.stream import DEFAULT_BATCH_SIZE, DEFAULT_IN_FLIGHT, StreamSpec, check_positive
 
 DEFAULT_URL = "localhost:8001"
 ENSEMBLE = "electra_qa"
@@ -68,16 +71,22 @@ class ClientBase:
 
     _grpc: Any
 
-    def __init__(self, url: str = DEFAULT_URL, *, model: str = ENSEMBLE, timeout_s: float | None = 30.0,
-                 retry: RetryPolicy = RetryPolicy(), tls: TLS | None = None, api_key: str | None = None,
-                 api_key_header: str = "x-api-key", headers: Mapping[str, str] | None = None,
-                 channel: ChannelSettings = ChannelSettings(), verbose: bool = False):
-        """``timeout_s`` bounds each call, retries included; ``retry`` retries UNAVAILABLE only; ``tls``
-        turns on gRPC over TLS; ``api_key`` answers a server started with ``--api-key HEADER=VALUE``
-        (Triton's restricted inference protocol); ``headers`` go with every request."""
+    def __init__(self, url: str | Sequence[str] = DEFAULT_URL, *, model: str = ENSEMBLE,
+                 timeout_s: float | None = 30.0, retry: RetryPolicy = RetryPolicy(), tls: TLS | None = None,
+                 api_key: str | None = None, api_key_header: str = "x-api-key",
+                 headers: Mapping[str, str] | None = None, channel: ChannelSettings = ChannelSettings(),
+                 verbose: bool = False):
+        """``url`` is one server (``host:port``), any gRPC target (``dns:///qa.svc:8001``: every address the
+        name resolves to), or a list of ``host:port`` replicas; calls are spread over all of them
+        (``channel.lb_policy``, round_robin). ``timeout_s`` bounds each call, retries included; ``retry``
+        retries UNAVAILABLE only (on another replica when one is down); ``tls`` turns on gRPC over TLS;
+        ``api_key`` answers a server started with ``--api-key HEADER=VALUE`` (Triton's restricted inference
+        protocol); ``headers`` go with every request."""
         self.url, self.model, self.timeout_s, self.retry = url, model, timeout_s, retry
+        self.target = channel_target(url)
         self.headers = request_headers(headers, api_key, api_key_header)
-        self._client = self._grpc.InferenceServerClient(url, verbose=verbose, channel_args=channel.channel_args(),
+        self._client = self._grpc.InferenceServerClient(self.target, verbose=verbose,
+                                                        channel_args=channel.channel_args(),
                                                         **(tls.client_kwargs() if tls else {}))
 
     def ask(self, question: str, context: str, *, max_answer_len: int = 15, handle_impossible_answer: bool = False,
@@ -104,14 +113,59 @@ class ClientBase:
         options = Options(top_k, max_answer_len, handle_impossible_answer, align_to_words)
         return self._run(Call(list(pairs), options))
 
+    def ask_stream(self, examples: Iterable | AsyncIterable, *, top_k: int | None = None,
+                   batch_size: int = DEFAULT_BATCH_SIZE, in_flight: int = DEFAULT_IN_FLIGHT, errors: str = "raise",
+                   max_answer_len: int = 15, handle_impossible_answer: bool = False,
+                   align_to_words: bool = True) -> Any:
+        """The answers to any number of examples, handed out lazily in input order: an ``Answer`` each (the
+        ``top_k`` best as a list when ``top_k`` is given). ``examples``: (question, context) pairs or dicts
+        with 'question' and 'context' (other keys are ignored) — a list, a generator, a file's lines, any
+        iterable (``AsyncTritonQA``: an async iterable too). ``batch_size`` questions go in one request, at
+        most ``in_flight`` requests are outstanding, and the input is read only as far ahead as those hold,
+        so memory stays flat for an endless generator. Each request has its own ``timeout_s`` and retries.
+        A failed example (not a pair, refused by the server, no answer within the deadline) raises its
+        ``QAError`` at its place in the order (``errors="raise"``, ending the stream) or is handed out as that
+        error instead of its answer (``errors="return"``). ``TritonQA`` returns an iterator;
+        ``AsyncTritonQA`` an async iterator (``async for``)."""
+        options = Options(1 if top_k is None else top_k, max_answer_len, handle_impossible_answer, align_to_words)
+        shape = best if top_k is None else list
+        return self._stream(examples, self._stream_spec(options, example_pair, shape, batch_size, in_flight, errors))
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """The pipeline's call forms and results: ``qa({'question': q, 'context': c})`` ->
         ``{'score', 'start', 'end', 'answer'}``, a list of those for several examples, a list per example when
-        ``top_k`` > 1."""
+        ``top_k`` > 1. Like the pipeline, a generator (any iterable but a list, tuple or dict) of example dicts
+        gives an iterator of results, answered ``batch_size`` examples per request with several requests in
+        flight (``ask_stream``); a list with ``batch_size`` is sent that many examples per request too."""
+        kwargs = dict(kwargs)
+        batch_size = kwargs.pop("batch_size", None)
+        if batch_size is not None:
+            check_positive("batch_size", batch_size)
+        if len(args) == 1 and is_stream(args[0]) and not {"question", "context"} & set(kwargs):
+            options, rest = pipeline_options(kwargs)
+            unexpected(rest)
+            spec = self._stream_spec(options, _pair, pipeline_item, batch_size or DEFAULT_BATCH_SIZE)
+            return self._stream(args[0], spec)
         pairs, single, options = pipeline_examples(args, kwargs)
+        if batch_size is not None and not single and len(pairs) > batch_size:
+            return self._collect(self._stream(pairs, self._stream_spec(options, tuple, pipeline_item, batch_size)))
         return self._run(Call(pairs, options, lambda answers: pipeline_result(answers, single)))
 
+    def _stream_spec(self, options: Options, to_pair: Callable[[Any], tuple[str, str]],
+                     shape: Callable[[list[Answer]], Any], batch_size: int, in_flight: int = DEFAULT_IN_FLIGHT,
+                     errors: str = "raise") -> StreamSpec:
+        return StreamSpec(to_pair, lambda pairs: Call(pairs, options), shape, batch_size, in_flight, errors)
+
     def _run(self, call: Call) -> Any:
+        """Send one call (with retries) and return ``call.finish(response)``; async clients return an awaitable."""
+        raise NotImplementedError
+
+    def _stream(self, examples: Iterable | AsyncIterable, spec: StreamSpec) -> Any:
+        """Drive ``client.stream.Window`` over ``examples``: an iterator (async iterator) of delivered results."""
+        raise NotImplementedError
+
+    def _collect(self, stream: Any) -> Any:
+        """A list of all the results of ``_stream`` (async clients: an awaitable)."""
         raise NotImplementedError
 
 
@@ -162,18 +216,9 @@ def pipeline_examples(args: tuple, kwargs: dict) -> tuple[list[tuple[str, str]],
     ``qa(question=[...], context=[...])`` (one context string is shared by every question), plus the
     pipeline's ``top_k``/``topk``, ``max_answer_len``, ``handle_impossible_answer``, ``align_to_words``.
     """
-    kwargs = dict(kwargs)
-    if "topk" in kwargs and "top_k" not in kwargs:
-        kwargs["top_k"] = kwargs.pop("topk")
-    for name, value in SERVER_SIDE.items():
-        if name in kwargs and kwargs.pop(name) != value:
-            raise InvalidInputError(f"{name} is set in the server's model configuration, not per call")
-    for name in IGNORED:
-        kwargs.pop(name, None)
-    options = Options(**{k: kwargs.pop(k) for k in list(kwargs) if k in Options.__dataclass_fields__})
+    options, kwargs = pipeline_options(kwargs)
     question, context = kwargs.pop("question", None), kwargs.pop("context", None)
-    if kwargs:
-        raise InvalidInputError(f"unexpected arguments: {', '.join(sorted(kwargs))}")
+    unexpected(kwargs)
     if question is not None or context is not None:
         if args:
             raise InvalidInputError("pass either examples or question= and context=, not both")
@@ -192,6 +237,47 @@ def pipeline_examples(args: tuple, kwargs: dict) -> tuple[list[tuple[str, str]],
     return [_pair(example) for example in examples], False, options
 
 
+def pipeline_options(kwargs: Mapping[str, Any]) -> tuple[Options, dict[str, Any]]:
+    """The answer options among the pipeline's keyword arguments, and the other arguments."""
+    kwargs = dict(kwargs)
+    if "topk" in kwargs and "top_k" not in kwargs:
+        kwargs["top_k"] = kwargs.pop("topk")
+    for name, value in SERVER_SIDE.items():
+        if name in kwargs and kwargs.pop(name) != value:
+            raise InvalidInputError(f"{name} is set in the server's model configuration, not per call")
+    for name in IGNORED:
+        kwargs.pop(name, None)
+    options = Options(**{k: kwargs.pop(k) for k in list(kwargs) if k in Options.__dataclass_fields__})
+    return options, kwargs
+
+
+def unexpected(kwargs: Mapping[str, Any]) -> None:
+    if kwargs:
+        raise InvalidInputError(f"unexpected arguments: {', '.join(sorted(kwargs))}")
+
+
+def is_stream(value: Any) -> bool:
+    """Whether a positional argument is the pipeline's iterator form: any iterable (a generator, a dataset)
+    but the call forms that answer at once (a dict, a list or tuple of them, a string)."""
+    return (isinstance(value, (Iterable, AsyncIterable))
+            and not isinstance(value, (str, bytes, Mapping, list, tuple)))
+
+
+def example_pair(example: Any) -> tuple[str, str]:
+    """A (question, context) pair, or a dict with 'question' and 'context', as a pair."""
+    if isinstance(example, Mapping):
+        return _pair(example)
+    if isinstance(example, (tuple, list)) and len(example) == 2:
+        return _text(example[0], "question"), _text(example[1], "context")
+    raise InvalidInputError(f"an example must be a (question, context) pair or a dict with 'question' and "
+                            f"'context', got {_short(example)}")
+
+
+def pipeline_item(answers: list[Answer]) -> Any:
+    """One example's result in the pipeline's shape."""
+    return pipeline_result([answers], single=True)
+
+
 def pipeline_result(answers: list[list[Answer]], single: bool) -> Any:
     """Shape answers as the pipeline does: a dict per example, a list when an example has several."""
     shaped = [a[0].as_pipeline_dict() if len(a) == 1 else [x.as_pipeline_dict() for x in a] for a in answers]
@@ -199,9 +285,14 @@ def pipeline_result(answers: list[list[Answer]], single: bool) -> Any:
 
 
 def _pair(example: Any) -> tuple[str, str]:
-    if not isinstance(example, dict) or not {"question", "context"} <= set(example):
-        raise InvalidInputError(f"an example must be a dict with 'question' and 'context', got {example!r}")
+    if not isinstance(example, Mapping) or not {"question", "context"} <= set(example):
+        raise InvalidInputError(f"an example must be a dict with 'question' and 'context', got {_short(example)}")
     return _text(example["question"], "question"), _text(example["context"], "context")
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _text(value: Any, name: str) -> str:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any
 
 import tritonclient.grpc.aio as grpcclient
 
 from client._protocol import Call, ClientBase
 from client.connection import RetryPlan
-from client.errors import translate
+from client.errors import QAError, translate
+from client.stream import END, Chunk, Outcome, StreamSpec, Window
 
 
 class AsyncTritonQA(ClientBase):
@@ -45,3 +47,43 @@ class AsyncTritonQA(ClientBase):
                 if delay_s is None:
                     raise error from raw
             await asyncio.sleep(delay_s)
+
+    async def _stream(self, examples: Iterable | AsyncIterable, spec: StreamSpec) -> AsyncIterator[Any]:
+        """``client.stream.Window`` driven by asyncio tasks, one per request in flight."""
+        window = Window(spec)
+        if isinstance(examples, AsyncIterable):
+            source = aiter(examples)
+            pull = lambda: anext(source, END)  # noqa: E731
+        else:
+            iterator = iter(examples)
+
+            async def pull() -> Any:
+                return next(iterator, END)
+        try:
+            while True:
+                while window.wants_example():
+                    chunk = window.add(await pull())
+                    if chunk is not None:
+                        window.sent(chunk, asyncio.ensure_future(self._settle(chunk, spec)))
+                head = window.oldest()
+                if head is None:
+                    return
+                outcomes = await head[1]
+                window.done(head[0])
+                for outcome in outcomes:
+                    yield spec.deliver(outcome)
+        finally:  # also when the consumer stops early
+            for task in window.handles():
+                task.cancel()
+
+    async def _settle(self, chunk: Chunk, spec: StreamSpec) -> list[Outcome]:
+        settlement = chunk.settlement(spec)
+        while (call := settlement.next_call()) is not None:
+            try:
+                settlement.answered(await self._run(call))
+            except QAError as error:
+                settlement.failed(error)
+        return settlement.outcomes
+
+    async def _collect(self, stream: AsyncIterator[Any]) -> list[Any]:
+        return [result async for result in stream]

@@ -5,9 +5,12 @@ Shared by ``TritonQA`` and ``AsyncTritonQA``; no I/O here.
 
 from __future__ import annotations
 
+import ipaddress
 import random
+import socket
 import time
 from dataclasses import dataclass
+from typing import Sequence
 
 from client.errors import DeadlineExceededError, QAError, ServerUnavailableError
 
@@ -35,15 +38,22 @@ NO_RETRIES = RetryPolicy(attempts=1)
 @dataclass(frozen=True)
 class ChannelSettings:
     """gRPC channel arguments, all set explicitly: tritonclient replaces its own defaults (max message sizes
-    included) with whatever channel arguments it is given."""
+    included) with whatever channel arguments it is given.
+
+    ``lb_policy`` is gRPC's load-balancing policy over the addresses the target resolves to: ``round_robin``
+    (the default) spreads calls over every replica and skips those whose connection is down; with one
+    address it behaves as ``pick_first``, gRPC's own default, which sends everything to the first address
+    that connects."""
 
     max_message_bytes: int = 2**31 - 1
     keepalive_time_s: float = 30.0
     keepalive_timeout_s: float = 10.0
     keepalive_without_calls: bool = True
+    lb_policy: str = "round_robin"
 
-    def channel_args(self) -> list[tuple[str, int]]:
+    def channel_args(self) -> list[tuple[str, int | str]]:
         return [
+            ("grpc.lb_policy_name", self.lb_policy),
             ("grpc.max_send_message_length", self.max_message_bytes),
             ("grpc.max_receive_message_length", self.max_message_bytes),
             ("grpc.keepalive_time_ms", int(self.keepalive_time_s * 1000)),
@@ -51,6 +61,60 @@ class ChannelSettings:
             ("grpc.keepalive_permit_without_calls", int(self.keepalive_without_calls)),
             ("grpc.http2.max_pings_without_data", 0),
         ]
+
+
+def channel_target(url: str | Sequence[str]) -> str:
+    """The gRPC target for ``url``: a string is passed through as it is (``host:port``, or any gRPC target
+    such as ``dns:///qa.svc:8001`` or ``ipv4:10.0.0.1:8001,10.0.0.2:8001``); a sequence of ``host:port``
+    addresses becomes one ``ipv4:`` (or ``ipv6:``) target over all of them. gRPC's address-list targets take
+    IP addresses only, so host names in a list are resolved here, once, to their IPv4 addresses (IPv6 where a
+    name has none); a name whose addresses change (a Kubernetes headless Service) belongs in a ``dns:///``
+    target instead, which gRPC resolves again as connections come and go."""
+    if isinstance(url, str):
+        return url
+    addresses = list(url)
+    if not addresses or not all(isinstance(a, str) for a in addresses):
+        raise ValueError(f"url must be a gRPC target or a non-empty list of 'host:port' strings, got {url!r}")
+    if len(addresses) == 1:
+        return addresses[0]
+    resolved: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    ports: list[int] = []
+    for address in addresses:
+        host, port = _split_host_port(address)
+        for ip in _resolve(host, port):
+            resolved.append(ip)
+            ports.append(port)
+    versions = {ip.version for ip in resolved}
+    if len(versions) > 1:
+        raise ValueError(f"{addresses} mix IPv4 and IPv6 addresses; gRPC balances over one family per target: "
+                         "pass one family, or a dns:/// target")
+    if versions == {4}:
+        return "ipv4:" + ",".join(f"{ip}:{port}" for ip, port in zip(resolved, ports))
+    return "ipv6:" + ",".join(f"[{ip}]:{port}" for ip, port in zip(resolved, ports))
+
+
+def _split_host_port(address: str) -> tuple[str, int]:
+    if "/" in address or address.count(":") > 1 and not address.startswith("["):
+        raise ValueError(f"{address!r}: a list takes 'host:port' addresses ('[v6 address]:port' for IPv6), "
+                         "not gRPC targets; pass a target such as dns:///host:port as a string")
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"{address!r} has no port: write it as 'host:port'")
+    return host.strip("[]"), int(port)
+
+
+def _resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise ValueError(f"cannot resolve {host!r}: {error}") from None
+    ips = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
+    v4 = [ip for ip in ips if ip.version == 4]
+    return v4 or ips
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import tritonclient.grpc as grpcclient
 
 from client._protocol import Call, ClientBase
 from client.connection import RetryPlan
-from client.errors import translate
+from client.errors import QAError, translate
+from client.stream import END, Chunk, Outcome, StreamSpec, Window
 
 
 class TritonQA(ClientBase):
@@ -50,3 +53,36 @@ class TritonQA(ClientBase):
                 if delay_s is None:
                     raise error from raw
             time.sleep(delay_s)
+
+    def _stream(self, examples: Iterable, spec: StreamSpec) -> Iterator[Any]:
+        """``client.stream.Window`` driven by a pool of ``in_flight`` threads (gRPC calls wait outside the GIL);
+        the input is read in the caller's thread."""
+        window, source = Window(spec), iter(examples)
+        pool = ThreadPoolExecutor(max_workers=spec.in_flight, thread_name_prefix="TritonQA-stream")
+        try:
+            while True:
+                while window.wants_example():
+                    chunk = window.add(next(source, END))
+                    if chunk is not None:
+                        window.sent(chunk, pool.submit(self._settle, chunk, spec))
+                head = window.oldest()
+                if head is None:
+                    return
+                outcomes = head[1].result()
+                window.done(head[0])
+                for outcome in outcomes:
+                    yield spec.deliver(outcome)
+        finally:  # also when the consumer stops early: requests not started are dropped
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _settle(self, chunk: Chunk, spec: StreamSpec) -> list[Outcome]:
+        settlement = chunk.settlement(spec)
+        while (call := settlement.next_call()) is not None:
+            try:
+                settlement.answered(self._run(call))
+            except QAError as error:
+                settlement.failed(error)
+        return settlement.outcomes
+
+    def _collect(self, stream: Iterator[Any]) -> list[Any]:
+        return list(stream)

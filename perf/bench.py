@@ -28,7 +28,7 @@ from client import TritonQA
 from perf.inputs import long_document, squad_sized_pairs
 from serving.admin import AdminClient, local_admin_key
 from serving.checkpoints import build_random_checkpoint
-from serving.export import PRECISIONS, export, is_current
+from serving.export import PRECISIONS, copy_repository, export, is_current
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ("tokenizer", "electra", "decoder")
@@ -151,12 +151,10 @@ def bench_served(server: Server, pairs, concurrency: int, duration_s: float) -> 
 def prepare(checkpoint: Path, repository: Path, precision: str) -> None:
     """The bench's own copy of the model repository: configs and adapters as checked in, the export redone
     only when the checkpoint or precision changed."""
-    exported = ("model.onnx", "export.json", "tokenizer.json")
     current = is_current(repository, str(checkpoint), precision)
     if not current:
         shutil.rmtree(repository, ignore_errors=True)
-    shutil.copytree(ROOT / "model_repository", repository, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns(*exported, "__pycache__"))
+    copy_repository(ROOT / "model_repository", repository, over_existing=True)
     if not current:
         export(str(checkpoint), repository, precision=precision)
 

@@ -26,11 +26,16 @@ def config_parameters(args: Mapping[str, str]) -> dict[str, str]:
     return {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
 
 
+def config_file_parameters(path: Path) -> dict[str, str]:
+    """The string ``parameters`` of a config.pbtxt file (our configs write each as one
+    ``{ key: "..." value: { string_value: "..." } }``)."""
+    return dict(_PARAMETER.findall(path.read_text()))
+
+
 def sibling_parameters(args: Mapping[str, str], model: str) -> dict[str, str]:
     """The parameters of another model of the same repository, read from its ``config.pbtxt`` (a model's
     limits that an earlier step checks too, so that they are written once)."""
-    text = (Path(args["model_repository"]).parent / model / "config.pbtxt").read_text()
-    return dict(_PARAMETER.findall(text))
+    return config_file_parameters(Path(args["model_repository"]).parent / model / "config.pbtxt")
 
 
 def version_dir(args: Mapping[str, str]) -> Path:

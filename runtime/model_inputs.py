@@ -18,6 +18,14 @@ OUTPUT_NAMES = ("start_logits", "end_logits")
 
 
 @dataclass(frozen=True)
+class PaddingStats:
+    """Tokens of one run of the model step: real window tokens, and those executed (padding included)."""
+
+    real_tokens: int
+    executed_tokens: int
+
+
+@dataclass(frozen=True)
 class ModelLimits:
     """The exported model's own limits, recorded by the export in ``export.json``."""
 

@@ -7,21 +7,13 @@ in its own window order and width.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from runtime.model_inputs import INPUT_NAMES, OUTPUT_NAMES
-
-
-@dataclass(frozen=True)
-class PaddingStats:
-    """Tokens of one ``run``: real window tokens, and those the model executed (padding included)."""
-
-    real_tokens: int
-    executed_tokens: int
+from preprocessing.arrays import stack_padded
+from runtime.model_inputs import INPUT_NAMES, OUTPUT_NAMES, PaddingStats
 
 
 class OnnxQARunner:
@@ -48,8 +40,7 @@ class OnnxQARunner:
         """``requests``: per request (input_ids, attention_mask, token_type_ids), each ``[W_i, L_i]``.
         Returns per request (start_logits, end_logits), each ``[W_i, L_i]`` float32, and the tokens run."""
         counts = [len(r[0]) for r in requests]
-        full_width = max(r[0].shape[1] for r in requests)
-        stacked = [np.concatenate([_pad_to(r[k], full_width) for r in requests]) for k in range(len(INPUT_NAMES))]
+        stacked = [stack_padded([r[k] for r in requests], 0) for k in range(len(INPUT_NAMES))]
         lengths = stacked[1].sum(axis=1)
         start = np.zeros(stacked[0].shape, np.float32)
         end = np.zeros(stacked[0].shape, np.float32)
@@ -65,7 +56,3 @@ class OnnxQARunner:
         logits = [(s[:, :r[0].shape[1]], e[:, :r[0].shape[1]])
                   for s, e, r in zip(np.split(start, bounds), np.split(end, bounds), requests)]
         return logits, PaddingStats(real_tokens=int(lengths.sum()), executed_tokens=executed)
-
-
-def _pad_to(tensor: np.ndarray, width: int) -> np.ndarray:
-    return np.pad(tensor.astype(np.int64, copy=False), ((0, 0), (0, width - tensor.shape[1])))

@@ -12,6 +12,7 @@ eagerly. Nothing here imports Triton.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from runtime.electra_encoder import ElectraForQA, read_checkpoint
-from runtime.onnx_runner import PaddingStats
+from runtime.model_inputs import PaddingStats
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -159,7 +160,11 @@ class TorchQARunner:
         """logits [batch, width, 2] float32 of ``inputs`` [3, batch, width] (ids, mask, token types)."""
         host = torch.from_numpy(inputs)
         if graph:  # only ever with cuda_graphs, on CUDA
-            return self._graphs.get(*inputs.shape[1:]).replay(host).cpu().numpy()
+            try:
+                return self._graphs.get(*inputs.shape[1:]).replay(host).cpu().numpy()
+            except RuntimeError as error:  # a capture this GPU or driver refuses: serve eagerly from now on
+                warnings.warn(f"CUDA graphs turned off after a failed capture or replay: {error}")
+                self.cuda_graphs = False
         return self.model(*host.to(self._device)).float().cpu().numpy()
 
 

@@ -3,9 +3,11 @@
     python -m serving.export --model valhalla/electra-base-discriminator-finetuned_squadv1
     python -m serving.export --model /path/to/checkpoint --repository model_repository
 
-Writes ``electra/1/model.onnx`` (dynamic batch and sequence axes, checked against the PyTorch logits),
-``tokenizer/1/tokenizer.json`` (the fast tokenizer the tokenizer step loads) and ``electra/1/export.json``
-(what was exported, and how close ONNX came to PyTorch). The server itself never downloads anything.
+Writes the files the repository's configs name (``ExportedFiles``): ``electra/1/model.onnx`` (dynamic batch and
+sequence axes, checked against the PyTorch logits; the ONNX Runtime engine), ``electra/1/checkpoint/`` (the
+checkpoint itself; the torch engine), ``tokenizer/1/tokenizer.json`` (the fast tokenizer the tokenizer step
+loads) and ``electra/1/export.json`` (what was exported, and how close ONNX came to PyTorch). The server itself
+never downloads anything. ``--clean`` removes them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -22,6 +25,8 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from runtime.backend import config_file_parameters
 
 DEFAULT_MODEL = "valhalla/electra-base-discriminator-finetuned_squadv1"
 DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
@@ -76,13 +81,57 @@ def read_record(repository: Path) -> ExportRecord | None:
         return None
 
 
+@dataclass(frozen=True)
+class ExportedFiles:
+    """Where the export writes, as the repository's configs name it (their ``onnx_file``, ``checkpoint_dir`` and
+    ``tokenizer_file`` parameters, under version 1)."""
+
+    onnx_file: Path
+    checkpoint_dir: Path
+    tokenizer_file: Path
+    record: Path
+
+    def paths(self) -> tuple[Path, ...]:
+        return (self.onnx_file, self.checkpoint_dir, self.tokenizer_file, self.record)
+
+    @classmethod
+    def of(cls, repository: Path) -> "ExportedFiles":
+        model = config_file_parameters(repository / "electra" / "config.pbtxt")
+        tokenizer = config_file_parameters(repository / "tokenizer" / "config.pbtxt")
+        model_dir = repository / "electra" / "1"
+        return cls(onnx_file=model_dir / model["onnx_file"], checkpoint_dir=model_dir / model["checkpoint_dir"],
+                   tokenizer_file=repository / "tokenizer" / "1" / tokenizer["tokenizer_file"],
+                   record=model_dir / "export.json")
+
+
+def copy_repository(source: Path, target: Path, over_existing: bool = False) -> Path:
+    """A copy of the model repository ``source`` without its exported files (to export another model into);
+    ``over_existing`` refreshes the configs and adapters of a copy, keeping its exports."""
+    exported = {p.relative_to(source) for p in ExportedFiles.of(source).paths()}
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        here = Path(directory).relative_to(source)
+        return {n for n in names if here / n in exported or n == "__pycache__"}
+
+    return Path(shutil.copytree(source, target, ignore=ignore, dirs_exist_ok=over_existing))
+
+
+def clean(repository: Path) -> None:
+    """Remove what the export wrote into ``repository``."""
+    for path in ExportedFiles.of(repository).paths():
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
 def is_current(repository: Path, model: str, precision: str = "fp32", variant: str = "python") -> bool:
     """Whether the repository already holds an export of ``model`` (unchanged since) at ``precision``, for
     ``variant``."""
     record = read_record(repository)
-    onnx_file = repository / "electra" / "1" / "model.onnx"
-    tokenizer_file = repository / "tokenizer" / "1" / "tokenizer.json"
-    if record is None or not onnx_file.is_file() or not tokenizer_file.is_file():
+    try:
+        files = ExportedFiles.of(repository)
+    except OSError:  # not a model repository (yet)
+        return False
+    if record is None or not (files.onnx_file.is_file() and files.tokenizer_file.is_file()
+                              and (files.checkpoint_dir / "config.json").is_file()):
         return False
     name, fingerprint = source_fingerprint(model)
     return record.model_limits is not None and (record.model, record.fingerprint, record.precision, record.variant) == (
@@ -184,9 +233,10 @@ def export(model: str = DEFAULT_MODEL, repository: Path = DEFAULT_REPOSITORY,
     import torch
 
     repository = Path(repository)
-    model_dir, tokenizer_dir = repository / "electra" / "1", repository / "tokenizer" / "1"
+    files = ExportedFiles.of(repository)
+    model_dir = files.record.parent
     model_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer_dir.mkdir(parents=True, exist_ok=True)
+    files.tokenizer_file.parent.mkdir(parents=True, exist_ok=True)
 
     sample = tokenizer(
         ["Who wrote it?", "When was the bridge that crosses the river finished?"],
@@ -212,8 +262,12 @@ def export(model: str = DEFAULT_MODEL, repository: Path = DEFAULT_REPOSITORY,
         if precision == "int8":
             served_diff = _quantize_int8(onnx_path, {n: t.numpy() for n, t in zip(INPUT_NAMES, inputs)}, expected)
             print(f"int8 vs PyTorch logits: max abs difference {served_diff:.3g} (recorded, not checked)")
-        os.replace(onnx_path, model_dir / "model.onnx")
-    tokenizer.backend_tokenizer.save(str(tokenizer_dir / "tokenizer.json"))
+        os.replace(onnx_path, files.onnx_file)
+        # the checkpoint itself, for the torch engine (the GPU path): config.json + model.safetensors
+        network.save_pretrained(Path(scratch) / "checkpoint", safe_serialization=True)
+        shutil.rmtree(files.checkpoint_dir, ignore_errors=True)
+        os.replace(Path(scratch) / "checkpoint", files.checkpoint_dir)
+    tokenizer.backend_tokenizer.save(str(files.tokenizer_file))
 
     name, fingerprint = source_fingerprint(model)
     record = ExportRecord(model=name, fingerprint=fingerprint, max_abs_diff=max_abs_diff, tolerance=tolerance,
@@ -221,7 +275,7 @@ def export(model: str = DEFAULT_MODEL, repository: Path = DEFAULT_REPOSITORY,
                           precision=precision, served_max_abs_diff=served_diff, variant=variant,
                           model_limits={key: getattr(network.config, key) for key in
                                         ("vocab_size", "type_vocab_size", "max_position_embeddings")})
-    (model_dir / "export.json").write_text(json.dumps(asdict(record), indent=2) + "\n")
+    files.record.write_text(json.dumps(asdict(record), indent=2) + "\n")
     return record
 
 
@@ -284,9 +338,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="int8: opt-in dynamic quantization (faster on CPU; answers may differ)")
     parser.add_argument("--variant", choices=VARIANTS, default="python",
                         help="tensorrt: the plain graph for the container's TensorRT model step")
+    parser.add_argument("--clean", action="store_true", help="remove the exported files from the repository")
     parser.add_argument("--if-needed", action="store_true", help="do nothing when the repository already holds "
                         "an export of this model")
     args = parser.parse_args(argv)
+    if args.clean:
+        clean(args.repository)
+        return 0
     if args.if_needed and is_current(args.repository, args.model, args.precision, args.variant):
         print(f"{args.repository} already serves {args.model}")
         return 0

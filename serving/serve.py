@@ -202,6 +202,19 @@ def security_args(args: argparse.Namespace, admin: tuple[str, str]) -> list[str]
     return extra
 
 
+def gpu_visible() -> bool:
+    """Whether the NVIDIA driver shows a GPU here."""
+    return any(Path("/proc/driver/nvidia/gpus").glob("*"))
+
+
+def device_args(args: argparse.Namespace) -> list[str]:
+    """tritonserver's --model-config-name for the device: the configs/gpu.pbtxt variants on a GPU."""
+    if any(a.startswith("--model-config-name") for a in args.tritonserver_args):
+        return []  # chosen explicitly
+    gpu = args.device == "gpu" or (args.device == "auto" and gpu_visible())
+    return ["--model-config-name=gpu"] if gpu else []
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local checkpoint directory to serve")
@@ -220,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="require this header for inference, gRPC and HTTP (Triton's restricted protocols)")
     parser.add_argument("--admin-key", metavar="HEADER=VALUE",
                         help="the key of the admin protocols (default: a random one in <cache>/admin-key-<grpc port>)")
+    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                        help="gpu: the models' configs/gpu.pbtxt (torch fp16 model step on the GPU, more pre/post "
+                        "instances); auto: gpu when an NVIDIA GPU is visible")
     parser.add_argument("--no-supervise", action="store_true", help="exec tritonserver, no stub watchdog")
     parser.add_argument("--check", action="store_true", help="only check that this Python's backend stub can run "
                         "here (make setup), and say what to install when it cannot")
@@ -246,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         admin = admin_key(args)
         command, env = server_command(args.repository, args.grpc_port, args.http_port, args.metrics_port,
-                                      security_args(args, admin) + args.tritonserver_args, args.cache)
+                                      security_args(args, admin) + device_args(args) + args.tritonserver_args,
+                                      args.cache)
     except ServerSetupError as error:
         print(f"cannot start tritonserver: {error}", file=sys.stderr)
         return 2

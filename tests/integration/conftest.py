@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +15,7 @@ import pytest
 
 from client import TritonQA
 from serving.admin import AdminClient, local_admin_key
+from serving.export import copy_repository
 from tests.conftest import ROOT
 
 STARTUP_TIMEOUT_S = 300
@@ -89,8 +89,7 @@ def wait_ready(server: Server) -> None:
 def triton_server(tmp_path_factory, tiny_checkpoint):
     workdir = tmp_path_factory.mktemp("triton")
     repository = workdir / "model_repository"
-    shutil.copytree(ROOT / "model_repository", repository,
-                    ignore=shutil.ignore_patterns("model.onnx", "export.json", "tokenizer.json", "__pycache__"))
+    copy_repository(ROOT / "model_repository", repository)
     server = launch(workdir, tiny_checkpoint, repository)
     yield server
     stop(server.process)

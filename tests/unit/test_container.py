@@ -8,7 +8,6 @@ from compose_spec import PyCompose
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from serving import variants
 from tests.conftest import ROOT
 
 COMPOSE = (ROOT / "docker-compose.yml").read_text()
@@ -69,25 +68,8 @@ def test_sdk_service_load_tests_the_triton_service(compose):
     assert (ROOT / "perf" / "perf_analyzer.sh").is_file()
 
 
-@pytest.mark.parametrize("variant", variants.VARIANTS)
-def test_checked_in_variant_configs_are_the_generated_ones(variant):
-    path = REPOSITORY / "electra" / variants.CONFIG_NAME[variant]
-    assert path.read_text() == variants.render(variant), "run: python -m serving.variants"
-
-
-@pytest.mark.parametrize("variant", variants.VARIANTS)
-def test_variant_configs_parse_and_keep_the_model_steps_io(variant):
-    config = parse(variants.render(variant))
-    assert [i.name for i in config.input] == ["input_ids", "attention_mask", "token_type_ids"]
-    assert [o.name for o in config.output] == ["start_logits", "end_logits"]
-    assert config.max_batch_size > 0 and config.HasField("dynamic_batching")
-    tokenizer_path = REPOSITORY / "tokenizer" / variants.CONFIG_NAME[variant]
-    tokenizer = parse(tokenizer_path.read_text())
-    assert int(tokenizer.parameters["max_windows"].string_value) <= config.max_batch_size
-
-
 def test_tensorrt_variant_runs_onnxruntime_with_tensorrt_fp16_and_a_profile_for_its_batches():
-    config = parse(variants.render("tensorrt"))
+    config = parse((REPOSITORY / "electra" / "configs" / "tensorrt.pbtxt").read_text())
     assert config.backend == "onnxruntime"
     assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.Kind.Value("KIND_GPU")
     accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator[0]

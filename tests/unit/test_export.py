@@ -1,6 +1,5 @@
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -9,16 +8,14 @@ import time
 import pytest
 
 from serving.checkpoints import build_random_checkpoint
-from serving.export import DEFAULT_MODEL, export, hub_offline, is_current, read_record
+from serving.export import DEFAULT_MODEL, copy_repository, export, hub_offline, is_current, read_record
 from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory):
     target = tmp_path_factory.mktemp("export") / "model_repository"
-    shutil.copytree(ROOT / "model_repository", target,
-                    ignore=shutil.ignore_patterns("model.onnx", "export.json", "tokenizer.json"))
-    return target
+    return copy_repository(ROOT / "model_repository", target)
 
 
 def test_export_writes_the_onnx_model_and_tokenizer_checked_against_pytorch(repository, tiny_checkpoint):

@@ -61,3 +61,68 @@ def test_tokenizer_window_limit_fits_the_model_steps_batch():
 def test_python_models_have_their_adapter(name):
     assert load(name).backend == "python"
     assert Path(REPOSITORY / name / "1" / "model.py").is_file()
+
+
+# The configs are plain checked-in files: config.pbtxt (CPU, the default) and configs/<name>.pbtxt variants that
+# tritonserver --model-config-name=<name> picks (gpu: make serve DEVICE=gpu; tensorrt: docker compose). These
+# tests hold them together.
+VARIANT_NAMES = sorted({p.stem for p in REPOSITORY.glob("*/configs/*.pbtxt")})
+
+
+def load_variant(name: str, variant: str) -> model_config_pb2.ModelConfig:
+    """The config tritonserver --model-config-name=<variant> loads for ``name`` (its own, else config.pbtxt)."""
+    path = REPOSITORY / name / "configs" / f"{variant}.pbtxt"
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig()) if path.is_file() else load(name)
+
+
+def io(config: model_config_pb2.ModelConfig) -> list:
+    return [[(t.name, t.data_type, list(t.dims)) for t in tensors] for tensors in (config.input, config.output)]
+
+
+@pytest.mark.parametrize("variant", VARIANT_NAMES)
+@pytest.mark.parametrize("name", ["tokenizer", "electra", "decoder"])
+def test_every_variant_keeps_its_models_io_contract(name, variant):
+    config = load_variant(name, variant)
+    assert config.name == name and io(config) == io(load(name))
+
+
+@pytest.mark.parametrize("variant", ["default", *VARIANT_NAMES])
+def test_windows_per_request_fit_every_batch_they_go_into(variant):
+    models = {m: load_variant(m, variant) if variant != "default" else load(m) for m in ("tokenizer", "electra", "decoder")}
+    max_windows = int(models["tokenizer"].parameters["max_windows"].string_value)
+    assert max_windows <= models["electra"].max_batch_size and max_windows <= models["decoder"].max_batch_size
+    for accelerator in models["electra"].optimization.execution_accelerators.gpu_execution_accelerator:
+        assert f"input_ids:{max_windows}x" in accelerator.parameters["trt_profile_max_shapes"]
+
+
+@pytest.mark.parametrize("variant", VARIANT_NAMES)
+def test_tokenizer_and_decoder_variants_differ_only_in_instances_and_windows(variant):
+    for name in ("tokenizer", "decoder"):
+        config, default = load_variant(name, variant), load(name)
+        for c in (config, default):
+            c.ClearField("instance_group")
+            c.parameters.pop("max_windows", None)
+        assert config == default, f"{name}/configs/{variant}.pbtxt"
+
+
+def test_model_step_variants_read_the_files_the_export_writes():
+    from runtime.engines import ENGINES
+
+    default = load("electra").parameters
+    for variant in VARIANT_NAMES:
+        config = load_variant("electra", variant)
+        if config.backend == "python":
+            assert config.parameters["engine"].string_value in ENGINES
+            for key in ("onnx_file", "checkpoint_dir"):
+                assert config.parameters[key] == default[key]
+        else:  # Triton's own onnxruntime backend
+            assert config.default_model_filename == default["onnx_file"].string_value
+
+
+def test_the_files_the_export_writes_are_ignored_by_git():
+    import subprocess
+
+    from serving.export import ExportedFiles
+
+    for path in ExportedFiles.of(REPOSITORY).paths():
+        assert subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=ROOT).returncode == 0, path

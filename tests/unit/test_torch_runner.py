@@ -4,14 +4,14 @@ the tiny random checkpoint, for ragged requests; token counts; refusal of checkp
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 import torch
 
 from runtime.electra_encoder import UnsupportedCheckpoint
-from runtime.onnx_runner import OnnxQARunner, PaddingStats
+from runtime.model_inputs import PaddingStats
+from runtime.onnx_runner import OnnxQARunner
 from runtime.torch_runner import TorchQARunner
 from tests.conftest import ROOT
 
@@ -69,12 +69,10 @@ def hf_model(tiny_checkpoint):
 
 @pytest.fixture(scope="module")
 def onnx_file(tiny_checkpoint, tmp_path_factory):
-    from serving.export import export
+    from serving.export import copy_repository, export
 
     repository = tmp_path_factory.mktemp("torch-runner") / "model_repository"
-    shutil.copytree(ROOT / "model_repository", repository,
-                    ignore=shutil.ignore_patterns("model.onnx", "export.json", "tokenizer.json"))
-    export(str(tiny_checkpoint), repository=repository)
+    export(str(tiny_checkpoint), repository=copy_repository(ROOT / "model_repository", repository))
     return repository / "electra" / "1" / "model.onnx"
 
 

@@ -1,23 +1,18 @@
-"""Triton Python model ``electra``: windows -> start/end logits with ONNX Runtime (see config.pbtxt)."""
+"""Triton Python model ``electra``: windows -> start/end logits, on the engine config.pbtxt names."""
 
 import triton_python_backend_utils as pb_utils
 
 from runtime.backend import attempt, check_cancelled, config_parameters, reply, response, version_dir
+from runtime.engines import make_runner
 from runtime.model_inputs import ModelLimits, read_windows
-from runtime.onnx_runner import OnnxQARunner
 
 
 class TritonPythonModel:
     def initialize(self, args):
         parameters = config_parameters(args)
         self.limits = ModelLimits.from_export(version_dir(args))
-        self.runner = OnnxQARunner(
-            version_dir(args) / parameters["onnx_file"],
-            device=parameters["device"],
-            intra_op_threads=int(parameters["intra_op_threads"]),
-            max_windows_per_run=int(parameters["max_windows_per_run"]),
-        )
-        pb_utils.Logger.log_info(f"electra: ONNX Runtime on {self.runner.device}")
+        self.runner = make_runner(parameters, version_dir(args), args.get("model_instance_device_id"))
+        pb_utils.Logger.log_info(f"electra: {parameters['engine']} on {self.runner.device}")
         self.token_metrics = pb_utils.MetricFamily(  # must outlive its Metric objects
             name="electra_qa_model_tokens_total",
             description="Tokens through the ELECTRA step: real (window tokens) and executed (with padding)",

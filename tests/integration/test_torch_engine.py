@@ -1,0 +1,35 @@
+"""The model step on the torch engine (the GPU path's engine, here on the CPU in fp32): a server whose electra
+config names ``engine: torch`` answers as the reference pipeline does."""
+
+import pytest
+
+from serving.export import copy_repository
+from tests.cases import CASES
+from tests.conftest import ROOT, as_list, assert_same_answers
+from tests.integration.conftest import launch, stop
+
+
+@pytest.fixture(scope="module")
+def torch_server(tmp_path_factory, tiny_checkpoint, triton_server):
+    workdir = tmp_path_factory.mktemp("torch-engine")
+    repository = copy_repository(ROOT / "model_repository", workdir / "model_repository")
+    config = repository / "electra" / "config.pbtxt"
+    text = config.read_text()
+    assert '{ key: "engine" value: { string_value: "onnxruntime" } }' in text
+    config.write_text(text.replace('{ key: "engine" value: { string_value: "onnxruntime" } }',
+                                   '{ key: "engine" value: { string_value: "torch" } }'))
+    server = launch(workdir, tiny_checkpoint, repository, "--device cpu")
+    yield server
+    stop(server.process)
+
+
+@pytest.mark.parametrize("top_k", [1, 3])
+def test_torch_engine_answers_like_the_reference_pipeline(torch_server, reference, top_k):
+    from client import TritonQA
+
+    with TritonQA(torch_server.grpc_url, timeout_s=60) as qa:
+        for question, context in CASES.values():
+            got = qa.top_answers(question, context, top_k)
+            expected = as_list(reference(question=question, context=context, top_k=top_k))
+            assert_same_answers([(a.text, a.score, a.start, a.end) for a in got], expected)
+    assert "electra: torch on cpu" in torch_server.log.read_text()
