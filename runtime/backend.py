@@ -60,24 +60,11 @@ def response(pb_utils: Any, outputs: Mapping[str, np.ndarray]):
     return pb_utils.InferenceResponse([pb_utils.Tensor(name, value) for name, value in outputs.items()])
 
 
-class Cancelled(Exception):
-    """The caller cancelled the request before its work began."""
-
-
-def check_cancelled(request: Any) -> None:
-    """Raises ``Cancelled`` for a request its caller has given up on, so that no work is done for it."""
-    if request.is_cancelled():
-        raise Cancelled("the request was cancelled")
-
-
 def error_response(pb_utils: Any, error: Exception, model: str):
-    """An error reply for one request: INVALID_ARGUMENT naming the caller's mistake, CANCELLED for a cancelled
-    request; for anything else INTERNAL with no detail (no paths, no stack), the details going to the server
-    log."""
+    """An error reply for one request: INVALID_ARGUMENT naming the caller's mistake; for anything else INTERNAL
+    with no detail (no paths, no stack), the details going to the server log."""
     if isinstance(error, InputError):
         return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG))
-    if isinstance(error, Cancelled):
-        return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), pb_utils.TritonError.CANCELLED))
     pb_utils.Logger.log_error(f"{model}: {''.join(traceback.format_exception(error)).rstrip()}")
     message = f"internal error in the {model} step ({error.__class__.__name__}); the server log has the details"
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL))

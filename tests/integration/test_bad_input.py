@@ -90,7 +90,15 @@ def test_client_refuses_text_that_is_not_encodable(qa):
         qa.ask("bad \ud800 surrogate", "Some context.")
 
 
+def executions_and_requests(server, model):
+    stats = server.admin.statistics(model)
+    inference = stats["inference_stats"]
+    return stats["execution_count"], int(inference["success"]["count"]) + int(inference["fail"]["count"])
+
+
 def test_a_bad_request_does_not_fail_good_ones_sent_with_it(triton_server, qa):
+    """Good and bad requests reach the tokenizer in the same execute() (fewer executions than requests): each
+    bad one gets its own INVALID_ARGUMENT, every good one its answer."""
     from concurrent.futures import ThreadPoolExecutor
 
     def call(i):
@@ -99,10 +107,46 @@ def test_a_bad_request_does_not_fail_good_ones_sent_with_it(triton_server, qa):
         except InvalidInputError as error:
             return error
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(call, range(16)))
-    assert all(isinstance(r, InvalidInputError) for r in results[::2])
+    before = executions_and_requests(triton_server, "tokenizer")
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(call, range(96)))
+    after = executions_and_requests(triton_server, "tokenizer")
+    assert all(isinstance(r, InvalidInputError) and "question 0 is empty" in str(r) for r in results[::2])
     assert all(isinstance(r, str) and r for r in results[1::2])
+    executions, requests = after[0] - before[0], after[1] - before[1]
+    assert requests == 96 and executions < requests, f"{executions} executions for {requests} requests"
+
+
+def test_a_bad_request_to_the_decoder_does_not_fail_good_ones_in_its_batch(triton_server, qa):
+    """Malformed decoder requests sent directly, batched with the ensemble's: only they fail."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    bad = {"start_logits": np.zeros((1, 4), np.float32), "end_logits": np.zeros((1, 4), np.float32),
+           "token_offsets": np.full((1, 4, 2), 7, np.int32), "word_offsets": np.full((1, 4, 2), 7, np.int32),
+           "window_question": np.zeros((1, 1), np.int32), "window_context": np.array([[b"abc"]], dtype=object)}
+
+    def call(i):
+        if i % 3:
+            return qa.ask(*CASES["squad"]).text
+        client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+        inputs = []
+        for name, array in bad.items():
+            dtype = {"float32": "FP32", "int32": "INT32", "object": "BYTES"}[array.dtype.name]
+            tensor = grpcclient.InferInput(name, list(array.shape), dtype)
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        try:
+            client.infer("decoder", inputs)
+        except InferenceServerException as error:
+            return error.status()
+
+    before = executions_and_requests(triton_server, "decoder")
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(call, range(96)))
+    after = executions_and_requests(triton_server, "decoder")
+    assert all(r == "StatusCode.INVALID_ARGUMENT" for r in results[::3])
+    assert all(isinstance(r, str) and r and not r.startswith("StatusCode") for i, r in enumerate(results) if i % 3)
+    assert after[0] - before[0] < after[1] - before[1] == 96
 
 
 def test_unknown_model_is_a_server_error(triton_server):

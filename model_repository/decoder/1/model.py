@@ -4,7 +4,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from preprocessing import AnswerOptions, DecoderInput, decode_requests
-from runtime.backend import attempt, check_cancelled, config_parameters, input_array, reply, response
+from runtime.backend import attempt, config_parameters, input_array, reply, response
 
 INPUTS = (("start_logits", np.float32, 2), ("end_logits", np.float32, 2), ("token_offsets", np.int32, 3),
           ("word_offsets", np.int32, 3), ("window_question", np.int32, 2), ("window_context", np.object_, 2))
@@ -19,7 +19,6 @@ class TritonPythonModel:
         return [reply(pb_utils, "decoder", result, self._pack) for result in answers]
 
     def _read(self, request):
-        check_cancelled(request)
         options = AnswerOptions.from_parameters(request.parameters(), self.max_top_k)
         tensors = [input_array(pb_utils, request, *spec) for spec in INPUTS]
         return DecoderInput.checked(*tensors, options)

@@ -2,7 +2,7 @@
 
 import triton_python_backend_utils as pb_utils
 
-from runtime.backend import attempt, check_cancelled, config_parameters, reply, response, version_dir
+from runtime.backend import attempt, config_parameters, reply, response, version_dir
 from runtime.engines import make_runner
 from runtime.model_inputs import ModelLimits, read_windows
 
@@ -22,7 +22,7 @@ class TritonPythonModel:
         self.executed_tokens = self.token_metrics.Metric(labels={"kind": "executed"})
 
     def execute(self, requests):
-        windows = [attempt(self._read, request) for request in requests]
+        windows = [attempt(read_windows, pb_utils, request, self.limits) for request in requests]
         valid = [w for w in windows if not isinstance(w, Exception)]
         ran = attempt(self.runner.run, valid) if valid else ([], None)
         if isinstance(ran, Exception):  # the model run failed: every request it held gets the error
@@ -33,10 +33,6 @@ class TritonPythonModel:
             self.executed_tokens.increment(tokens.executed_tokens)
         logits = iter(logits)
         return [reply(pb_utils, "electra", w if isinstance(w, Exception) else next(logits), self._pack) for w in windows]
-
-    def _read(self, request):
-        check_cancelled(request)
-        return read_windows(pb_utils, request, self.limits)
 
     @staticmethod
     def _pack(logits):

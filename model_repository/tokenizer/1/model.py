@@ -4,7 +4,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from preprocessing import AnswerOptions, QATokenizer, RequestLimits, WindowSettings, read_pairs, tokenize_requests
-from runtime.backend import (attempt, check_cancelled, config_parameters, input_array, reply, response,
+from runtime.backend import (attempt, config_parameters, input_array, reply, response,
                              sibling_parameters, version_dir)
 
 
@@ -25,7 +25,6 @@ class TritonPythonModel:
 
     def _read(self, request):
         """(questions, contexts, the contexts' raw bytes); options refused here, before any work."""
-        check_cancelled(request)
         contexts = input_array(pb_utils, request, "context", np.object_).ravel()
         questions = input_array(pb_utils, request, "question", np.object_).ravel()
         AnswerOptions.from_parameters(request.parameters(), self.max_top_k)
