@@ -13,8 +13,8 @@ import numpy as np
 
 from preprocessing.errors import InputError
 
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-OUTPUT_NAMES = ("start_logits", "end_logits")
+from runtime.tensors import MODEL_INPUTS as INPUT_NAMES
+from runtime.tensors import MODEL_OUTPUTS as OUTPUT_NAMES
 
 
 @dataclass(frozen=True)

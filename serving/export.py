@@ -27,11 +27,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from runtime.backend import config_file_parameters
+from runtime.tensors import MODEL_INPUTS as INPUT_NAMES
+from runtime.tensors import MODEL_OUTPUTS as OUTPUT_NAMES
 
 DEFAULT_MODEL = "valhalla/electra-base-discriminator-finetuned_squadv1"
 DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-OUTPUT_NAMES = ("start_logits", "end_logits")
 OPSET = 17
 DEFAULT_TOLERANCE = 1e-3  # max |ONNX - PyTorch| over the check inputs' logits
 PRECISIONS = ("fp32", "int8")

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
@@ -126,3 +127,20 @@ def test_the_files_the_export_writes_are_ignored_by_git():
 
     for path in ExportedFiles.of(REPOSITORY).paths():
         assert subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=ROOT).returncode == 0, path
+
+
+def test_tensor_names_in_code_are_the_configs():
+    from client._protocol import INPUT_NAMES, OUTPUT_NAMES
+    from runtime import tensors
+
+    dtype = {model_config_pb2.DataType.Value(f"TYPE_{t}"): n for t, n in
+             (("INT64", "int64"), ("INT32", "int32"), ("FP32", "float32"), ("STRING", "object"))}
+    ensemble, tokenizer, electra, decoder = (load(m) for m in ("electra_qa", "tokenizer", "electra", "decoder"))
+    assert (tuple(i.name for i in ensemble.input), tuple(o.name for o in ensemble.output)) == (INPUT_NAMES, OUTPUT_NAMES)
+    assert {o.name: dtype[o.data_type] for o in tokenizer.output} == {
+        name: np.dtype(t).name for name, t in tensors.WINDOW_TENSORS.items()}
+    assert tuple(i.name for i in electra.input) == tensors.MODEL_INPUTS
+    assert tuple(o.name for o in electra.output) == tensors.MODEL_OUTPUTS
+    assert [(i.name, dtype[i.data_type], len(i.dims) + 1) for i in decoder.input] == [
+        (name, np.dtype(t).name, rank) for name, t, rank in tensors.DECODER_INPUTS]
+    assert tuple(o.name for o in decoder.output) == tensors.ANSWER_OUTPUTS == OUTPUT_NAMES

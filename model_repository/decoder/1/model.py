@@ -5,9 +5,7 @@ import triton_python_backend_utils as pb_utils
 
 from preprocessing import AnswerOptions, DecoderInput, decode_requests
 from runtime.backend import attempt, config_parameters, input_array, reply, response
-
-INPUTS = (("start_logits", np.float32, 2), ("end_logits", np.float32, 2), ("token_offsets", np.int32, 3),
-          ("word_offsets", np.int32, 3), ("window_question", np.int32, 2), ("window_context", np.object_, 2))
+from runtime.tensors import ANSWER_OUTPUTS, DECODER_INPUTS
 
 
 class TritonPythonModel:
@@ -20,10 +18,10 @@ class TritonPythonModel:
 
     def _read(self, request):
         options = AnswerOptions.from_parameters(request.parameters(), self.max_top_k)
-        tensors = [input_array(pb_utils, request, *spec) for spec in INPUTS]
+        tensors = [input_array(pb_utils, request, *spec) for spec in DECODER_INPUTS]
         return DecoderInput.checked(*tensors, options)
 
     @staticmethod
     def _pack(answers):
         text = np.array([t.encode("utf-8") for t in answers.text.ravel()], dtype=object).reshape(answers.text.shape)
-        return response(pb_utils, {"answer": text, "score": answers.score, "start": answers.start, "end": answers.end})
+        return response(pb_utils, dict(zip(ANSWER_OUTPUTS, (text, answers.score, answers.start, answers.end))))

@@ -33,7 +33,7 @@ class TritonPythonModel:
     @staticmethod
     def _pack(result):
         windows, raw_contexts = result
-        first = np.r_[True, windows.window_question[1:] != windows.window_question[:-1]]
+        first = np.concatenate(([True], windows.window_question[1:] != windows.window_question[:-1]))
         window_context = np.where(first, raw_contexts[windows.window_question], b"").astype(object)
         return response(pb_utils, {
             "input_ids": windows.input_ids,
