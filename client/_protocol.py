@@ -213,8 +213,8 @@ def pipeline_examples(args: tuple, kwargs: dict) -> tuple[list[tuple[str, str]],
     """The inputs ``pipeline('question-answering')`` accepts, as (pairs, single, options).
 
     Accepted: ``qa({'question': q, 'context': c})``, ``qa([{...}, ...])``, ``qa(question=q, context=c)``,
-    ``qa(question=[...], context=[...])`` (one context string is shared by every question), plus the
-    pipeline's ``top_k``/``topk``, ``max_answer_len``, ``handle_impossible_answer``, ``align_to_words``.
+    ``qa(q, c)``, ``qa(question=[...], context=[...])`` (one context string is shared by every question), plus
+    the pipeline's ``top_k``/``topk``, ``max_answer_len``, ``handle_impossible_answer``, ``align_to_words``.
     """
     options, kwargs = pipeline_options(kwargs)
     question, context = kwargs.pop("question", None), kwargs.pop("context", None)
@@ -231,6 +231,8 @@ def pipeline_examples(args: tuple, kwargs: dict) -> tuple[list[tuple[str, str]],
         return list(zip(questions, contexts)), False, options
     if len(args) == 1 and isinstance(args[0], dict):
         return [_pair(args[0])], True, options
+    if len(args) == 2 and all(isinstance(arg, str) for arg in args):  # qa(question, context)
+        return [(args[0], args[1])], True, options
     examples = list(args[0]) if len(args) == 1 and isinstance(args[0], (list, tuple)) else list(args)
     if not examples:
         raise InvalidInputError("no question to ask")

@@ -181,9 +181,12 @@ def check_positive(name: str, value: Any) -> None:
 
 
 def at_example(error: InvalidInputError, position: int, alone: bool = False) -> InvalidInputError:
-    """The error, naming the example's position in the input. The server's message for a request of one
-    example calls it "question 0" / "context 0": that index is dropped."""
+    """The error, naming the example's position in the input (also kept apart: ``.example``, and ``.reason``
+    the message without it). The server's message for a request of one example calls it "question 0" /
+    "context 0": that index is dropped."""
     message = str(error)
     if alone:
         message = re.sub(r"^(question|context) 0\b", r"\1", message)
-    return InvalidInputError(f"example {position}: {message}")
+    located = InvalidInputError(f"example {position}: {message}")
+    located.example, located.reason = position, message
+    return located

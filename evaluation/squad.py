@@ -2,8 +2,9 @@
 
     python -m evaluation.squad --data dev-v1.1.json --out predictions.json [--url localhost:8001]
 
-Every question goes through the running server via ``TritonQA``, several requests in flight at once (each
-carrying ``--batch`` questions), with a progress bar. The predictions file is the official format
+Every question goes through the running server the way ``python -m client.bulk`` sends them
+(``TritonQA.ask_stream``: ``--concurrency`` requests in flight, each carrying ``--batch`` questions), with a
+progress bar. The predictions file is the official format
 (``{id: answer text}``; for v2.0 the empty string means "no answer", and the server is asked with
 ``handle_impossible_answer``). The last line printed is ``EM <x> F1 <y>``.
 """
@@ -13,10 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from client import QAError, TritonQA
+from client.bulk import Progress, Record, answer_records
 from evaluation.metric import evaluate, is_v2, questions
 from serving.export import DEFAULT_MODEL, read_record
 
@@ -25,22 +26,15 @@ CARD = {"model": DEFAULT_MODEL, "exact_match": 85.05, "f1": 91.61}  # the model 
 
 def predict(items: list[dict], url: str, concurrency: int, batch: int, impossible: bool, timeout_s: float,
             progress: bool = True) -> dict[str, str]:
-    from tqdm import tqdm
-
-    chunks = [items[i:i + batch] for i in range(0, len(items), batch)]
+    """Every item's best answer, through the bulk path of ``python -m client.bulk`` (``concurrency`` requests
+    of ``batch`` questions in flight); the first failure raises."""
     predictions: dict[str, str] = {}
-    with TritonQA(url, timeout_s=timeout_s) as qa, tqdm(total=len(items), unit="q", disable=not progress,
-                                                          file=sys.stderr) as bar:
-        def ask(chunk):
-            answers = qa.ask_many([(q["question"], q["context"]) for q in chunk],
-                                  handle_impossible_answer=impossible)
-            return chunk, answers
-
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            for chunk, answers in pool.map(ask, chunks):
-                for q, answer in zip(chunk, answers):
-                    predictions[q["id"]] = answer.text
-                bar.update(len(chunk))
+    records = (Record(item["id"], item["question"], item["context"]) for item in items)
+    with TritonQA(url, timeout_s=timeout_s) as qa, Progress(len(items), enabled=progress) as bar:
+        for record, answer in answer_records(qa, records, batch_size=batch, in_flight=concurrency, errors="raise",
+                                             handle_impossible_answer=impossible):
+            predictions[record.id] = answer.text
+            bar.update(1)
     return predictions
 
 

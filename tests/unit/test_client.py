@@ -109,11 +109,14 @@ def test_retry_plan_never_retries_other_errors(error):
     assert RetryPlan(RetryPolicy(attempts=5), timeout_s=None).next_delay_s(error) is None
 
 
-def test_retry_plan_stays_within_the_deadline():
-    plan = RetryPlan(RetryPolicy(attempts=10, backoff_s=10, max_backoff_s=10), timeout_s=0.05)
-    assert 0 < plan.remaining_s() <= 0.05
-    # any delay that would end past the deadline gives up instead
-    assert all(plan.next_delay_s(ServerUnavailableError("down")) is None for _ in range(10))
+def test_retry_plan_stays_within_the_deadline(monkeypatch):
+    import random
+
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)  # the longest jittered delay: 10 s
+    plan = RetryPlan(RetryPolicy(attempts=10, backoff_s=10, max_backoff_s=10), timeout_s=5)
+    assert 0 < plan.remaining_s() <= 5
+    # a delay that would end past the deadline gives up instead
+    assert plan.next_delay_s(ServerUnavailableError("down")) is None
 
 
 def test_options_are_the_servers_answer_options():
@@ -154,3 +157,49 @@ def test_a_dead_python_backend_stub_is_transient():
     error = translate(InferenceServerException("Stub process 'tokenizer_0_1' is not healthy.",
                                                status="StatusCode.INTERNAL"))
     assert type(error) is ServerUnavailableError
+
+
+def test_channel_settings_balance_round_robin_by_default():
+    assert dict(ChannelSettings().channel_args())["grpc.lb_policy_name"] == "round_robin"
+    assert dict(ChannelSettings(lb_policy="pick_first").channel_args())["grpc.lb_policy_name"] == "pick_first"
+
+
+@pytest.mark.parametrize(
+    ("url", "target"),
+    [
+        ("localhost:8001", "localhost:8001"),  # a string is gRPC's own target, as it is
+        ("dns:///electra-qa-grpc.electra-qa.svc:8001", "dns:///electra-qa-grpc.electra-qa.svc:8001"),
+        (["qa.internal:8001"], "qa.internal:8001"),  # one address: nothing to balance, left to gRPC
+        (["10.0.0.1:8001", "10.0.0.2:8001"], "ipv4:10.0.0.1:8001,10.0.0.2:8001"),
+        (("localhost:9001", "127.0.0.1:9002"), "ipv4:127.0.0.1:9001,127.0.0.1:9002"),  # names resolved, IPv4 first
+        (["[::1]:9001", "[fd00::2]:9002"], "ipv6:[::1]:9001,[fd00::2]:9002"),
+    ],
+)
+def test_a_list_of_replicas_becomes_one_grpc_target(url, target):
+    from client.connection import channel_target
+
+    assert channel_target(url) == target
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ([], "non-empty list"),
+        (["10.0.0.1:8001", "[::1]:8001"], "mix IPv4 and IPv6"),
+        (["dns:///a:1", "b:2"], "not gRPC targets"),
+        (["10.0.0.1", "10.0.0.2:8001"], "has no port"),
+        (["no-such-host.invalid:1", "10.0.0.2:8001"], "cannot resolve"),
+    ],
+)
+def test_a_list_of_replicas_that_is_not_one_family_of_host_port_addresses_is_refused(url, message):
+    from client.connection import channel_target
+
+    with pytest.raises(ValueError, match=message):
+        channel_target(url)
+
+
+def test_the_client_connects_to_the_target_of_its_replicas():
+    from client import TritonQA
+
+    with TritonQA(["127.0.0.1:9001", "127.0.0.1:9002"]) as qa:
+        assert qa.url == ["127.0.0.1:9001", "127.0.0.1:9002"] and qa.target == "ipv4:127.0.0.1:9001,127.0.0.1:9002"
