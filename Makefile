@@ -31,7 +31,7 @@ METRICS_PORT ?= 8002
 SIZE ?= tiny
 PYTEST_ARGS ?=
 
-.PHONY: setup checkov serve test export checkpoint bench eval perf perf-analyzer soak clean
+.PHONY: setup checkov serve test export checkpoint bench eval bulk perf perf-analyzer gpu-kit soak clean
 
 setup: $(sort $(TOOLS_SETUP) $(SERVER_SETUP))
 
@@ -95,6 +95,15 @@ eval: setup
 	@test -n "$(DATA)" || { echo "usage: make eval DATA=<SQuAD json> OUT=<predictions json> [URL=$(URL)]" >&2; exit 2; }
 	$(BIN)/python -m evaluation.squad --data "$(DATA)" --out "$(OUT)" --url "$(URL)" --repository "$(REPOSITORY)"
 
+# Answers for a file of questions, one JSON line each, resumable (rerun to continue after an interruption):
+# make bulk IN=<questions .jsonl or SQuAD .json> OUT=<answers .jsonl> [URL=host:port] [BULK_ARGS="--top-k 3"]
+BULK_ARGS ?=
+BULK_USAGE := usage: make bulk IN=<questions .jsonl or SQuAD .json> OUT=<answers .jsonl> [URL=$(URL)] \
+  [BULK_ARGS="--top-k 3 --batch-size 16 --in-flight 4"]
+bulk: setup
+	@test -n "$(IN)" -a "$(origin OUT)" != file || { echo '$(BULK_USAGE)' >&2; exit 2; }
+	$(BIN)/python -m client.bulk "$(IN)" "$(OUT)" --url "$(URL)" $(BULK_ARGS)
+
 # Triton's load generator, into .perf-analyzer/. PyPI's perf-analyzer needs glibc >= 2.38; on older Debian
 # systems perf/install-perf-analyzer runs the same binary through Debian 13's loader (nothing system-wide changes).
 perf-analyzer: .perf-analyzer/bin/perf_analyzer
@@ -102,7 +111,9 @@ perf-analyzer: .perf-analyzer/bin/perf_analyzer
 	bash perf/install-perf-analyzer .perf-analyzer
 	@test -x $@ || { echo "perf_analyzer did not install (see README)" >&2; exit 1; }
 
-# make perf [URL=localhost:8001] [PERF_MODEL=electra_qa] [CONCURRENCY=1:4:1] [INTERVAL_MS=10000] [PERF_DATA=perf/data/squad.json]
+# make perf [URL=localhost:8001] [HTTP_URL=localhost:8000] [PERF_MODEL=electra_qa] [CONCURRENCY=1:4:1]
+#           [INTERVAL_MS=10000] [PERF_DATA=perf/data/squad.json]   (HTTP_URL: the same server's, for its statistics)
+HTTP_URL ?= localhost:$(HTTP_PORT)
 PERF_MODEL ?= electra_qa
 CONCURRENCY ?= 1:4:1
 INTERVAL_MS ?= 10000
@@ -110,8 +121,17 @@ PERF_DATA ?= perf/data/squad.json
 PERF_OUT ?= perf/results/perf
 PERF_ARGS ?=
 perf: setup perf-analyzer
-	$(BIN)/python -m perf.load_test --url "$(URL)" --model "$(PERF_MODEL)" --concurrency "$(CONCURRENCY)" \
-	  --interval-ms $(INTERVAL_MS) --data "$(PERF_DATA)" --out "$(PERF_OUT)" $(PERF_ARGS)
+	$(BIN)/python -m perf.load_test --url "$(URL)" --http-url "$(HTTP_URL)" --model "$(PERF_MODEL)" \
+	  --concurrency "$(CONCURRENCY)" --interval-ms $(INTERVAL_MS) --data "$(PERF_DATA)" --out "$(PERF_OUT)" $(PERF_ARGS)
+
+# The GPU run kit: a self-contained folder (<= 64 MiB: slim tritonserver, the project, perf_analyzer, the wheels a
+# GPU machine without a package index lacks) whose `bash run.sh` measures the GPU path there (perf/gpu_run.py).
+# Wheels and payloads are cached in .cache/gpu-kit/. KIT_PYTHON: the GPU machine's Python (its Triton stub).
+KIT ?= build/gpu-kit
+KIT_PYTHON ?= 3.12
+KIT_ARGS ?=
+gpu-kit: setup
+	$(BIN)/python -m perf.gpu_kit --out "$(KIT)" --python-version $(KIT_PYTHON) $(KIT_ARGS)
 
 # A bounded soak at twice the measured capacity against a running server (minutes; not in make test).
 SOAK_ARGS ?=

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-from client import TritonQA
 from perf.inputs import long_document, squad_sized_pairs
 from serving.admin import AdminClient, local_admin_key
 from serving.checkpoints import build_random_checkpoint
@@ -51,20 +50,32 @@ def percentiles(latencies_s: list[float]) -> tuple[float, float]:
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
-def bench_pipeline(checkpoint: Path, pairs, duration_s: float, with_long: bool) -> dict:
+def bench_pipeline(checkpoint: Path, pairs, duration_s: float, with_long: bool, device: int = -1,
+                   batch_size: int | None = None, min_questions: int = 0) -> dict:
+    """The model card's pipeline on ``device`` (-1: CPU, 0: the first GPU), fp32: one question per call, or with
+    ``batch_size`` that many questions per call (batched by the pipeline itself), for ``duration_s`` and at least
+    ``min_questions``. Latencies are per call; ``answers`` follow ``pairs`` (cycled)."""
     from transformers import pipeline
 
-    nlp = pipeline("question-answering", model=str(checkpoint), tokenizer=str(checkpoint), device=-1)
-    for question, context in pairs[:3]:
-        nlp({"question": question, "context": context})
+    nlp = pipeline("question-answering", model=str(checkpoint), tokenizer=str(checkpoint), device=device)
+    per_call = batch_size or 1
+
+    def call(first: int) -> list[dict]:
+        chunk = [pairs[(first + k) % len(pairs)] for k in range(per_call)]
+        if batch_size is None:
+            return [nlp({"question": chunk[0][0], "context": chunk[0][1]})]
+        answers = nlp([{"question": q, "context": c} for q, c in chunk], batch_size=batch_size)
+        return answers if isinstance(answers, list) else [answers]
+
+    for first in range(0, 3 * per_call, per_call):  # warm-up
+        call(first)
     latencies, answers, start = [], [], time.perf_counter()
-    while time.perf_counter() - start < duration_s:
-        question, context = pairs[len(latencies) % len(pairs)]
+    while time.perf_counter() - start < duration_s or len(answers) < min_questions:
         t = time.perf_counter()
-        answers.append(nlp({"question": question, "context": context}))
+        answers += call(len(answers))
         latencies.append(time.perf_counter() - t)
     elapsed = time.perf_counter() - start
-    result = {"questions": len(latencies), "throughput_qps": len(latencies) / elapsed,
+    result = {"questions": len(answers), "throughput_qps": len(answers) / elapsed,
               "p50_ms": percentiles(latencies)[0], "p99_ms": percentiles(latencies)[1],
               "answers": [(a["answer"], a["start"], a["end"]) for a in answers]}
     if with_long:
@@ -77,16 +88,19 @@ def bench_pipeline(checkpoint: Path, pairs, duration_s: float, with_long: bool) 
 
 
 class Server:
-    def __init__(self, repository: Path, grpc_port: int, http_port: int, metrics_port: int, log: Path):
+    def __init__(self, repository: Path, grpc_port: int, http_port: int, metrics_port: int, log: Path,
+                 serve_args: tuple[str, ...] = ()):
         self.http, self.metrics = f"http://localhost:{http_port}", f"http://localhost:{metrics_port}"
         self.grpc = f"localhost:{grpc_port}"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "serving.serve", "--no-export", "--repository", str(repository),
-             "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--metrics-port", str(metrics_port)],
+             "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--metrics-port", str(metrics_port),
+             *serve_args],
             cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 300
         while not AdminClient(self.http).ready():
             if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
                 raise RuntimeError(f"tritonserver did not start; see {log}")
             time.sleep(0.5)
         self.admin = AdminClient(self.http, local_admin_key(self.grpc))
@@ -108,10 +122,16 @@ class Server:
 
     def stop(self) -> None:
         self.process.terminate()
-        self.process.wait(timeout=60)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 def bench_served(server: Server, pairs, concurrency: int, duration_s: float) -> dict:
+    from client import TritonQA
+
     before_steps, before_tokens = server.step_times_ns(), server.tokens()
     latencies: list[float] = []
     answers: dict[int, tuple] = {}
@@ -160,6 +180,8 @@ def prepare(checkpoint: Path, repository: Path, precision: str) -> None:
 
 
 def bench_precision(args, precision: str, pairs) -> tuple[list[dict], dict | None]:
+    from client import TritonQA
+
     repository = args.work / precision / "model_repository"
     prepare(args.checkpoint, repository, precision)
     server = Server(repository, args.grpc_port, args.grpc_port + 1, args.grpc_port + 2,

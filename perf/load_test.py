@@ -1,7 +1,8 @@
 """``make perf``: a perf_analyzer concurrency sweep against ``electra_qa`` over gRPC.
 
 For each concurrency it runs Triton's perf_analyzer with the checked-in inputs (``perf/data``), reads
-Triton's statistics before and after to break server time down per composing model, and finally writes
+Triton's statistics before and after (HTTP, with the admin key) to break server time down per composing model,
+and finally writes
 
     <out>.csv             perf_analyzer's verbose CSV, one row per concurrency
     <out>-breakdown.csv   per composing model and concurrency: queue / compute input / infer / output (us)
@@ -21,9 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-import tritonclient.grpc as grpcclient
-
-from serving.admin import grpc_headers, local_admin_key, parse_header
+from serving.admin import AdminClient, grpc_headers, local_admin_key, parse_header
 
 ROOT = Path(__file__).resolve().parent.parent
 PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
@@ -38,20 +37,19 @@ def find_perf_analyzer() -> str:
                      "`sdk` service (see README)")
 
 
-def statistics(client, headers: dict[str, str]) -> dict[str, dict]:
+def statistics(admin: AdminClient) -> dict[str, dict]:
     """Cumulative counts and times of the ensemble and each composing model."""
-    stats = client.get_inference_statistics(headers=headers, as_json=True)["model_stats"]
-    return {s["name"]: s for s in stats}
+    return {s["name"]: s for s in admin.call("/v2/models/stats")["model_stats"]}
 
 
-def settled_statistics(client, headers: dict[str, str], timeout_s: float = 5.0) -> dict[str, dict]:
+def settled_statistics(admin: AdminClient, timeout_s: float = 5.0) -> dict[str, dict]:
     """Statistics once they stop changing: Triton counts a request after sending its response, so right after
     perf_analyzer returns, the last requests may not be counted in every model yet."""
-    current = statistics(client, headers)
+    current = statistics(admin)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         time.sleep(0.2)
-        latest = statistics(client, headers)
+        latest = statistics(admin)
         if latest == current:
             break
         current = latest
@@ -77,49 +75,89 @@ def _batch_compute_ns(model_stats: dict) -> int:
                for phase in PHASES[1:])
 
 
-def composing_models(client, model: str, headers: dict[str, str]) -> list[str]:
-    config = client.get_model_config(model, headers=headers, as_json=True)["config"]
+def composing_models(admin: AdminClient, model: str) -> list[str]:
+    config = admin.config(model)
     return [step["model_name"] for step in config.get("ensemble_scheduling", {}).get("step", [])]
+
+
+def http_url(url: str) -> str:
+    return url if "://" in url else f"http://{url}"
+
+
+class PerfAnalyzerError(RuntimeError):
+    """perf_analyzer exited with an error; ``returncode`` is its exit status."""
+
+    def __init__(self, returncode: int, output: str):
+        super().__init__(f"perf_analyzer exited with {returncode}:\n{output}")
+        self.returncode = returncode
+
+
+def measure(perf_analyzer: str, admin: AdminClient, headers: dict[str, str], url: str, model: str, data: Path,
+            concurrency: int, interval_ms: int, max_trials: int, stability_percentage: float, steps: list[str],
+            csv_path: Path, request_count: int | None = None) -> tuple[dict, list[dict]]:
+    """One perf_analyzer run at ``concurrency``: its CSV row (with the ensemble's server successes and failures
+    added) and per composing model the breakdown of its server time (``steps``) over the run. Its measurement
+    windows last ``interval_ms``, or, with ``request_count``, that many requests (slow requests, e.g. long
+    documents, then never leave a window empty)."""
+    before = settled_statistics(admin)
+    window = (["--measurement-mode", "count_windows", "--measurement-request-count", str(request_count)]
+              if request_count else ["--measurement-interval", str(interval_ms)])
+    command = [perf_analyzer, "-m", model, "-u", url, "-i", "grpc", "--input-data", str(data),
+               "--concurrency-range", str(concurrency), *window,
+               "--max-trials", str(max_trials), "--stability-percentage", str(stability_percentage),
+               "-f", str(csv_path), "--verbose-csv", *(arg for h in headers.items() for arg in ("-H", ":".join(h)))]
+    print(" ".join(command[:-2 * len(headers)] if headers else command), flush=True)  # not the admin key
+    started = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.monotonic() - started
+    if result.returncode != 0:
+        raise PerfAnalyzerError(result.returncode, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    after = settled_statistics(admin)
+    with open(csv_path) as f:
+        row = list(csv.DictReader(f))[-1]
+    csv_path.unlink()
+    ensemble = delta(after, before, model)
+    row["Server Failures"] = ensemble["fail_count"]
+    row["Server Successes"] = ensemble["success_count"]
+    breakdown = []
+    for name in steps:
+        d = delta(after, before, name)
+        n = max(1, d["success_count"])
+        breakdown.append({"concurrency": concurrency, "model": name, "requests": d["success_count"],
+                          "executions": d["execution_count"],
+                          "requests_per_execution": round(d["success_count"] / max(1, d["execution_count"]), 2),
+                          # batch elements (windows for the model step) per second of the whole run, and per
+                          # second of the step's own compute (its throughput when it is the bottleneck)
+                          "inferences": d["inference_count"],
+                          "inferences_per_s": round(d["inference_count"] / seconds, 1),
+                          "inferences_per_compute_s": round(d["inference_count"] / max(d["execution_ns"], 1) * 1e9, 1),
+                          "compute_per_request_us": round(d["execution_ns"] / n / 1000, 1),
+                          **{f"{p}_us": round(d[f"{p}_ns"] / n / 1000, 1) for p in PHASES}})
+    return row, breakdown
 
 
 def run(args) -> int:
     perf_analyzer = find_perf_analyzer()
-    client = grpcclient.InferenceServerClient(args.url)
     key = parse_header(args.admin_key) if args.admin_key else local_admin_key(args.url)
-    headers = grpc_headers(key)  # statistics and configs are admin protocols
-    steps = composing_models(client, args.model, headers)
+    admin = AdminClient(http_url(args.http_url), key)  # statistics and configs are admin protocols
+    headers = grpc_headers(key)  # perf_analyzer reads the model's configuration
+    steps = composing_models(admin, args.model)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     start, end, step = (int(x) for x in args.concurrency.split(":"))
     rows, breakdown, failed = [], [], 0
     for concurrency in range(start, end + 1, step):
-        before = settled_statistics(client, headers)
-        csv_path = out.with_name(f"{out.stem}-c{concurrency}.csv")
-        command = [perf_analyzer, "-m", args.model, "-u", args.url, "-i", "grpc", "--input-data", str(args.data),
-                   "--concurrency-range", str(concurrency), "--measurement-interval", str(args.interval_ms),
-                   "--max-trials", str(args.max_trials), "--stability-percentage", str(args.stability_percentage),
-                   "-f", str(csv_path), "--verbose-csv", *(arg for h in headers.items() for arg in ("-H", ":".join(h)))]
-        print(" ".join(command[:-2 * len(headers)] if headers else command), flush=True)  # not the admin key
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            print(result.stdout[-3000:], result.stderr[-3000:], sep="\n", file=sys.stderr)
-            return result.returncode
-        after = settled_statistics(client, headers)
-        with open(csv_path) as f:
-            rows.extend(csv.DictReader(f))
-        csv_path.unlink()
-        ensemble = delta(after, before, args.model)
-        failed += ensemble["fail_count"]
-        for name in steps:
-            d = delta(after, before, name)
-            n = max(1, d["success_count"])
-            breakdown.append({"concurrency": concurrency, "model": name, "requests": d["success_count"],
-                              "executions": d["execution_count"],
-                              "requests_per_execution": round(d["success_count"] / max(1, d["execution_count"]), 2),
-                              "compute_per_request_us": round(d["execution_ns"] / n / 1000, 1),
-                              **{f"{p}_us": round(d[f"{p}_ns"] / n / 1000, 1) for p in PHASES}})
-        rows[-1]["Server Failures"] = ensemble["fail_count"]
-        rows[-1]["Server Successes"] = ensemble["success_count"]
+        try:
+            row, steps_breakdown = measure(perf_analyzer, admin, headers, args.url, args.model, args.data,
+                                           concurrency, args.interval_ms, args.max_trials,
+                                           args.stability_percentage, steps,
+                                           out.with_name(f"{out.stem}-c{concurrency}.csv"))
+        except PerfAnalyzerError as error:
+            print(error, file=sys.stderr)
+            return error.returncode
+        rows.append(row)
+        breakdown += steps_breakdown
+        failed += row["Server Failures"]
 
     with open(out.with_suffix(".csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -173,7 +211,8 @@ def plot(rows: list[dict], path: Path, args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", default="localhost:8001")
+    parser.add_argument("--url", default="localhost:8001", help="gRPC, for perf_analyzer")
+    parser.add_argument("--http-url", default="localhost:8000", help="HTTP, for Triton's statistics")
     parser.add_argument("--admin-key", metavar="HEADER=VALUE",
                         help="the server's admin key (default: the one a local make serve wrote for this port)")
     parser.add_argument("--model", default="electra_qa")

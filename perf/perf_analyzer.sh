@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 URL=${URL:-localhost:8001}
 MODEL=${MODEL:-electra_qa}
-CONCURRENCY=${CONCURRENCY:-1:8:1}
+CONCURRENCY=${CONCURRENCY:-1:4:1}  # as make perf
 DATA=${DATA:-perf/data/squad.json}
 INTERVAL_MS=${INTERVAL_MS:-10000}
 OUT=${OUT:-perf/results/perf_analyzer.csv}

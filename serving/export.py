@@ -7,7 +7,8 @@ Writes the files the repository's configs name (``ExportedFiles``): ``electra/1/
 sequence axes, checked against the PyTorch logits; the ONNX Runtime engine), ``electra/1/checkpoint/`` (the
 checkpoint itself; the torch engine), ``tokenizer/1/tokenizer.json`` (the fast tokenizer the tokenizer step
 loads) and ``electra/1/export.json`` (what was exported, and how close ONNX came to PyTorch). The server itself
-never downloads anything. ``--clean`` removes them.
+never downloads anything. ``--clean`` removes them. ``--no-onnx`` writes all but the ONNX graph: enough for the
+torch engine (``configs/gpu.pbtxt``), not for ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class ExportRecord:
 
     model: str
     fingerprint: str
-    max_abs_diff: float
+    max_abs_diff: float | None  # None: exported without the ONNX graph (--no-onnx)
     tolerance: float
     opset: int
     exported_at: str
@@ -212,7 +213,7 @@ def _hub_error(model: str, reason: str) -> ExportError:
 
 def export(model: str = DEFAULT_MODEL, repository: Path = DEFAULT_REPOSITORY,
            tolerance: float = DEFAULT_TOLERANCE, optimize: bool = True, precision: str = "fp32",
-           variant: str = "python") -> ExportRecord:
+           variant: str = "python", onnx: bool = True) -> ExportRecord:
     """Export ``model`` into ``repository``; raises ExportError when ONNX and PyTorch disagree.
 
     ``variant`` is the model step that will run it (serving/variants.py): ``python`` (ONNX Runtime in the
@@ -222,15 +223,18 @@ def export(model: str = DEFAULT_MODEL, repository: Path = DEFAULT_REPOSITORY,
     bias-GELU) offline, so that the served graph is the fused one that was checked against PyTorch.
     ``precision="int8"`` (opt-in) then quantizes the MatMul weights to int8 (dynamic quantization, VNNI
     kernels): much faster on CPU, but answers may differ from the reference; the tolerance check applies to
-    the fp32 graph and the int8 graph's difference is only recorded."""
+    the fp32 graph and the int8 graph's difference is only recorded. ``onnx=False`` skips the ONNX graph (and
+    removes an earlier one): the checkpoint, tokenizer and record are written as always, which is all the torch
+    engine reads."""
     if precision not in PRECISIONS:
         raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision}")
     if variant not in VARIANTS:
         raise ExportError(f"variant must be one of {', '.join(VARIANTS)}, got {variant}")
     if variant == "tensorrt" and precision != "fp32":
         raise ExportError("the tensorrt variant takes the fp32 graph; TensorRT runs it in FP16 itself")
+    if not onnx and (variant != "python" or precision != "fp32"):
+        raise ExportError("without the ONNX graph there is no variant or precision to choose (torch engine only)")
     tokenizer, network = load_checkpoint(model)
-    import torch
 
     repository = Path(repository)
     files = ExportedFiles.of(repository)
@@ -238,31 +242,14 @@ def export(model: str = DEFAULT_MODEL, repository: Path = DEFAULT_REPOSITORY,
     model_dir.mkdir(parents=True, exist_ok=True)
     files.tokenizer_file.parent.mkdir(parents=True, exist_ok=True)
 
-    sample = tokenizer(
-        ["Who wrote it?", "When was the bridge that crosses the river finished?"],
-        ["It was written by Ada Lovelace in 1843.", "The bridge over the Élan was finished in 1901, after nine years."],
-        padding=True, return_tensors="pt", return_token_type_ids=True,
-    )
-    inputs = tuple(sample[name] for name in INPUT_NAMES)
-    dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES + OUTPUT_NAMES}
     with tempfile.TemporaryDirectory(dir=model_dir) as scratch:
-        onnx_path = Path(scratch) / "model.onnx"
-        with torch.no_grad():
-            torch.onnx.export(
-                _LogitsOnly(network), inputs, str(onnx_path), input_names=list(INPUT_NAMES),
-                output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic_axes, opset_version=OPSET, dynamo=False,
-            )
-            fused = _fuse_transformer_ops(onnx_path, network.config) if optimize and variant == "python" else {}
-            expected = [t.numpy() for t in network(**dict(zip(INPUT_NAMES, inputs)), return_dict=False)[:2]]
-        max_abs_diff = _max_abs_diff(onnx_path, {n: t.numpy() for n, t in zip(INPUT_NAMES, inputs)}, expected)
-        print(f"ONNX vs PyTorch logits: max abs difference {max_abs_diff:.3g} (tolerance {tolerance:g})")
-        if not max_abs_diff <= tolerance:
-            raise ExportError(f"ONNX logits differ from PyTorch by {max_abs_diff:.3g} > tolerance {tolerance:g}")
-        served_diff = None
-        if precision == "int8":
-            served_diff = _quantize_int8(onnx_path, {n: t.numpy() for n, t in zip(INPUT_NAMES, inputs)}, expected)
-            print(f"int8 vs PyTorch logits: max abs difference {served_diff:.3g} (recorded, not checked)")
-        os.replace(onnx_path, files.onnx_file)
+        if onnx:
+            max_abs_diff, served_diff, fused = _export_onnx(tokenizer, network, Path(scratch), tolerance,
+                                                            optimize and variant == "python", precision)
+            os.replace(Path(scratch) / "model.onnx", files.onnx_file)
+        else:
+            max_abs_diff, served_diff, fused = None, None, {}
+            files.onnx_file.unlink(missing_ok=True)  # an earlier export's graph would not match the record
         # the checkpoint itself, for the torch engine (the GPU path): config.json + model.safetensors
         network.save_pretrained(Path(scratch) / "checkpoint", safe_serialization=True)
         shutil.rmtree(files.checkpoint_dir, ignore_errors=True)
@@ -277,6 +264,38 @@ def export(model: str = DEFAULT_MODEL, repository: Path = DEFAULT_REPOSITORY,
                                         ("vocab_size", "type_vocab_size", "max_position_embeddings")})
     files.record.write_text(json.dumps(asdict(record), indent=2) + "\n")
     return record
+
+
+def _export_onnx(tokenizer, network, scratch: Path, tolerance: float, optimize: bool,
+                 precision: str) -> tuple[float, float | None, dict]:
+    """``scratch/model.onnx`` from ``network``, checked against its PyTorch logits: (max abs difference, the int8
+    graph's when ``precision`` is int8, fused operator counts)."""
+    import torch
+
+    sample = tokenizer(
+        ["Who wrote it?", "When was the bridge that crosses the river finished?"],
+        ["It was written by Ada Lovelace in 1843.", "The bridge over the Élan was finished in 1901, after nine years."],
+        padding=True, return_tensors="pt", return_token_type_ids=True,
+    )
+    inputs = tuple(sample[name] for name in INPUT_NAMES)
+    dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES + OUTPUT_NAMES}
+    onnx_path = scratch / "model.onnx"
+    with torch.no_grad():
+        torch.onnx.export(
+            _LogitsOnly(network), inputs, str(onnx_path), input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic_axes, opset_version=OPSET, dynamo=False,
+        )
+        fused = _fuse_transformer_ops(onnx_path, network.config) if optimize else {}
+        expected = [t.numpy() for t in network(**dict(zip(INPUT_NAMES, inputs)), return_dict=False)[:2]]
+    max_abs_diff = _max_abs_diff(onnx_path, {n: t.numpy() for n, t in zip(INPUT_NAMES, inputs)}, expected)
+    print(f"ONNX vs PyTorch logits: max abs difference {max_abs_diff:.3g} (tolerance {tolerance:g})")
+    if not max_abs_diff <= tolerance:
+        raise ExportError(f"ONNX logits differ from PyTorch by {max_abs_diff:.3g} > tolerance {tolerance:g}")
+    served_diff = None
+    if precision == "int8":
+        served_diff = _quantize_int8(onnx_path, {n: t.numpy() for n, t in zip(INPUT_NAMES, inputs)}, expected)
+        print(f"int8 vs PyTorch logits: max abs difference {served_diff:.3g} (recorded, not checked)")
+    return max_abs_diff, served_diff, fused
 
 
 class _LogitsOnly:
@@ -338,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="int8: opt-in dynamic quantization (faster on CPU; answers may differ)")
     parser.add_argument("--variant", choices=VARIANTS, default="python",
                         help="tensorrt: the plain graph for the container's TensorRT model step")
+    parser.add_argument("--no-onnx", action="store_true", help="no ONNX graph: the checkpoint, tokenizer and "
+                        "record only, all the torch engine (configs/gpu.pbtxt) reads")
     parser.add_argument("--clean", action="store_true", help="remove the exported files from the repository")
     parser.add_argument("--if-needed", action="store_true", help="do nothing when the repository already holds "
                         "an export of this model")
@@ -350,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         record = export(args.model, args.repository, args.tolerance, optimize=not args.no_optimize,
-                        precision=args.precision, variant=args.variant)
+                        precision=args.precision, variant=args.variant, onnx=not args.no_onnx)
     except ExportError as error:
         print(f"export failed: {error}", file=sys.stderr)
         return 2

@@ -10,7 +10,8 @@ from tests.conftest import ROOT
 def test_make_perf_smoke_run_completes_without_errors(triton_server, tmp_path):
     out = tmp_path / "perf"
     result = subprocess.run(
-        ["make", "--no-print-directory", "perf", f"URL={triton_server.grpc_url}", "CONCURRENCY=1:2:1",
+        ["make", "--no-print-directory", "perf", f"URL={triton_server.grpc_url}", f"HTTP_URL={triton_server.http_url}",
+         "CONCURRENCY=1:2:1",
          "INTERVAL_MS=1500", f"PERF_OUT={out}", "PERF_ARGS=--max-trials 10 --stability-percentage 100"],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
