@@ -4,8 +4,10 @@
 
 Reports requests sent, answered, refused by status, and *lost* (neither answered nor failed with an error —
 must be 0), latency of the answered ones, and the resident memory of tritonserver and its stub processes
-before, at the peak and after (the server must run on this machine, found by its gRPC port). Writes
-perf/results/soak-<label>.json. Traffic goes only to the given URL (use a loopback address).
+before, at the peak and after (the server must run on this machine, found by its gRPC port), and how often
+tritonserver was restarted meanwhile (``make serve``'s supervisor restarts it when a stub dies or its memory
+stays above --max-server-memory-mb). Writes perf/results/soak-<label>.json. Traffic goes only to the given URL
+(use a loopback address).
 """
 
 from __future__ import annotations
@@ -24,6 +26,20 @@ from client import AsyncTritonQA, QAError
 from perf.inputs import squad_sized_pairs
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def tritonserver_pids(grpc_port: int) -> set[int]:
+    """The tritonserver processes listening on ``grpc_port`` (one, unless it is being restarted)."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv and argv[0].endswith(b"tritonserver") and f"--grpc-port={grpc_port}".encode() in argv:
+                pids.add(int(entry.name))
+    return pids
 
 
 def server_rss_mb(grpc_port: int) -> float:
@@ -74,6 +90,7 @@ async def soak(args) -> dict:
         rate = capacity * args.load
         print(f"capacity {capacity:.2f} q/s; offering {rate:.2f} q/s for {args.duration_s:.0f} s", flush=True)
         rss = {"before_mb": server_rss_mb(port), "peak_mb": 0.0}
+        servers = tritonserver_pids(port)  # every tritonserver seen: more than one means restarts
         outcomes: collections.Counter = collections.Counter()
         latencies: list[float] = []
         sent = 0
@@ -95,16 +112,19 @@ async def soak(args) -> dict:
                 tasks.append(asyncio.create_task(one(sent)))
                 sent += 1
             rss["peak_mb"] = max(rss["peak_mb"], server_rss_mb(port))
+            servers |= tritonserver_pids(port)
             await asyncio.sleep(0.05)
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
         rss["after_mb"] = server_rss_mb(port)
+        servers |= tritonserver_pids(port)
     finished = sum(outcomes.values())
     ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
     return {"url": args.url, "capacity_qps": capacity, "offered_qps": rate, "duration_s": elapsed, "sent": sent,
             "answered": outcomes.pop("answered", 0), "errors": dict(outcomes), "lost": sent - finished,
             "answered_p50_ms": float(np.percentile(ms, 50)), "answered_p99_ms": float(np.percentile(ms, 99)),
             "server_rss": rss, "server_rss_growth_mb": rss["after_mb"] - rss["before_mb"],
+            "server_restarts": max(len(servers) - 1, 0),
             "timeout_s": args.timeout_s, "date": time.strftime("%Y-%m-%d")}
 
 

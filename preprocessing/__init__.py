@@ -3,14 +3,16 @@
 Pure Python (numpy + HF ``tokenizers``); nothing here imports Triton.
 """
 
-from preprocessing.batch import DecoderInput, decode_requests, tokenize_requests
+from preprocessing.batch import Budget, DecoderInput, decode_requests, tokenize_requests
 from preprocessing.decode import DecodedAnswers, decode
-from preprocessing.errors import InputError
+from preprocessing.errors import Busy, InputError
 from preprocessing.requests import AnswerOptions, RequestLimits, decode_texts, read_pairs
 from preprocessing.tokenize import NO_OFFSET, QATokenizer, Windows, WindowSettings
 
 __all__ = [
     "AnswerOptions",
+    "Budget",
+    "Busy",
     "DecodedAnswers",
     "DecoderInput",
     "InputError",

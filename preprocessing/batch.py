@@ -7,6 +7,7 @@ set of answer options — and split per request afterwards.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -14,60 +15,141 @@ import numpy as np
 
 from preprocessing.arrays import stack_padded
 from preprocessing.decode import DecodedAnswers, decode
-from preprocessing.errors import InputError
+from preprocessing.errors import Busy, InputError
 from preprocessing.requests import AnswerOptions, decode_texts
 from preprocessing.tokenize import NO_OFFSET, QATokenizer, Windows
 
 
+# Requests planned together (one call for their exact token counts where needed) and pairs encoded together, in
+# characters: the steps at which a time budget is checked (100,000 characters take ~0.2 s to encode on 2 cores)
+PLAN_GROUP_CHARS = 200_000
+CHUNK_CHARS = 100_000
+
+
+class Budget:
+    """The time one ``execute`` may spend: no request is started that would end past it (as predicted from the
+    step's pace so far, in seconds per unit of work — characters for the tokenizer, tokens for the model step),
+    except the first."""
+
+    def __init__(self, seconds: float, min_work: int = 10_000):
+        self.seconds, self.min_work = seconds, min_work
+        self.seconds_per_unit: float | None = None  # learned from the work done
+
+    def learn(self, work: int, elapsed: float) -> None:
+        if work >= self.min_work:  # small pieces of work measure overheads more than pace
+            pace = elapsed / work
+            self.seconds_per_unit = pace if self.seconds_per_unit is None else 0.8 * self.seconds_per_unit + 0.2 * pace
+
+    def allows(self, started: float, work: int) -> bool:
+        """Whether ``work``, begun now, ends within the budget of an execute that began at ``started``."""
+        return time.monotonic() - started + work * (self.seconds_per_unit or 0.0) < self.seconds
+
+    def select(self, requests: Sequence[object], work: Sequence[int], started: float, step: str) -> list[object]:
+        """``requests`` (errors pass through), smallest ``work`` first, as far as they fit in the budget
+        together (the first always does); the others replaced by ``Busy``."""
+        kept: list[object] = list(requests)
+        total = 0
+        for i in sorted((i for i, r in enumerate(requests) if not isinstance(r, Exception)), key=work.__getitem__):
+            if total and not self.allows(started, total + work[i]):
+                kept[i] = Busy(f"the {step} step had no time left for this request in its batch (budget "
+                               f"{self.seconds:g} s, overload); retry")
+            else:
+                total += work[i]
+        return kept
+
+
 def tokenize_requests(tokenizer: QATokenizer, requests: Sequence[tuple[Sequence[str], Sequence[str]] | Exception],
-                      max_windows: int) -> list[Windows | Exception]:
+                      max_windows: int, budget: Budget | None = None) -> list[Windows | Exception]:
     """Windows of each request's (questions, contexts), or the error that refuses it (errors given in
     ``requests`` pass through).
 
     Every request is planned first (window bounds from character counts, exact token counts only where they
-    matter), so nothing over ``max_windows`` is encoded. The pairs of all requests then go through one
-    tokenizer call — or a few, each of at most ``max_windows`` planned windows, which bounds the memory a
-    batch of large requests takes; a request whose windows go over the limit is refused.
+    matter), so nothing over ``max_windows`` is encoded. The pairs then go through the tokenizer together — in
+    a few calls, each of at most ``max_windows`` planned windows (which bounds the memory a batch of large
+    requests takes) and ``CHUNK_CHARS`` characters, or one pair; a request whose windows go over the limit is
+    refused.
+
+    Smaller requests go first. With a ``budget``, once a request is done no other is started that would end past
+    the budget: those left get ``Busy`` (UNAVAILABLE, which clients retry). One execute handed many large
+    requests — an overload, or requests whose callers have given up (Triton 2.51 does not cancel ensemble
+    requests) — then takes about the budget, or one large request alone, not the sum of them all; and small
+    requests batched with large ones are answered without waiting for them.
     """
+    started = time.monotonic()
     results: list[Windows | Exception | None] = list(requests)
     readable = [r for r, request in enumerate(requests) if not isinstance(request, Exception)]
-    pairs: list[tuple[int, str, str, int]] = []  # (request, question, context, planned windows)
-    for r, planned in zip(readable, tokenizer.plan_requests([requests[r] for r in readable], max_windows)):
-        if isinstance(planned, InputError):
-            results[r] = planned
-            continue
-        questions, contexts = requests[r]
-        pairs.extend(zip([r] * len(questions), questions, contexts, planned.tolist()))
-        results[r] = None
-
+    size = {r: sum(map(len, requests[r][0])) + sum(map(len, requests[r][1])) for r in readable}
+    readable.sort(key=size.__getitem__)
     parts: dict[int, list[Windows]] = {}
-    for chunk in _chunks(pairs, max_windows):
-        chunk = [pair for pair in chunk if results[pair[0]] is None]
-        for r, windows in _encode_chunk(tokenizer, chunk).items():
-            if isinstance(windows, InputError):
-                results[r] = windows
-            else:
-                parts.setdefault(r, []).append(windows)
-                count = sum(len(p.window_question) for p in parts[r])
-                if count > max_windows:
-                    results[r] = InputError(f"the contexts make more than {max_windows} windows of "
-                                            f"{tokenizer.settings.max_seq_len} tokens; the limit is {max_windows} "
-                                            f"per request")
+
+    def busy() -> Busy:
+        return Busy(f"the tokenizer step had no time left for this request in its batch (budget {budget.seconds:g} s, "
+                    f"overload); retry")
+
+    for group in _groups(readable, size, PLAN_GROUP_CHARS):
+        if budget is not None and parts and not budget.allows(started, sum(size[r] for r in group)):
+            for r in group:
+                results[r] = busy()
+            continue
+        pairs: list[tuple[int, str, str, int]] = []  # (request, question, context, planned windows)
+        for r, planned in zip(group, tokenizer.plan_requests([requests[r] for r in group], max_windows)):
+            if isinstance(planned, InputError):
+                results[r] = planned
+                continue
+            questions, contexts = requests[r]
+            pairs.extend(zip([r] * len(questions), questions, contexts, planned.tolist()))
+            results[r] = None
+        for chunk in _chunks(pairs, max_windows, CHUNK_CHARS):
+            if budget is not None and parts:  # requests begun are finished; the others may not fit
+                unstarted = {pair[0] for pair in chunk if pair[0] not in parts and results[pair[0]] is None}
+                if unstarted and not budget.allows(started, sum(len(q) + len(c) for _, q, c, _ in chunk)):
+                    for r in unstarted:
+                        results[r] = busy()
+            chunk = [pair for pair in chunk if results[pair[0]] is None]
+            chunk_started = time.monotonic()
+            for r, windows in _encode_chunk(tokenizer, chunk).items():
+                if isinstance(windows, InputError):
+                    results[r] = windows
+                else:
+                    parts.setdefault(r, []).append(windows)
+                    count = sum(len(p.window_question) for p in parts[r])
+                    if count > max_windows:
+                        results[r] = InputError(f"the contexts make more than {max_windows} windows of "
+                                                f"{tokenizer.settings.max_seq_len} tokens; the limit is "
+                                                f"{max_windows} per request")
+            if budget is not None and chunk:
+                budget.learn(sum(len(q) + len(c) for _, q, c, _ in chunk), time.monotonic() - chunk_started)
     for r, request_parts in parts.items():
         if results[r] is None:
             results[r] = Windows.concatenate(request_parts)
     return results  # type: ignore[return-value]
 
 
-def _chunks(pairs: list[tuple[int, str, str, int]], max_windows: int):
-    """Consecutive pairs whose planned windows add up to at most ``max_windows`` (one pair at least)."""
-    chunk, planned = [], 0
+def _groups(requests: list[int], size: dict[int, int], max_chars: int):
+    """Consecutive requests of at most ``max_chars`` characters together (one request at least)."""
+    group, chars = [], 0
+    for r in requests:
+        if group and chars + size[r] > max_chars:
+            yield group
+            group, chars = [], 0
+        group.append(r)
+        chars += size[r]
+    if group:
+        yield group
+
+
+def _chunks(pairs: list[tuple[int, str, str, int]], max_windows: int, max_chars: int):
+    """Consecutive pairs whose planned windows add up to at most ``max_windows`` and whose texts to at most
+    ``max_chars`` characters (one pair at least)."""
+    chunk, planned, chars = [], 0, 0
     for pair in pairs:
-        if chunk and planned + pair[3] > max_windows:
+        size = len(pair[1]) + len(pair[2])
+        if chunk and (planned + pair[3] > max_windows or chars + size > max_chars):
             yield chunk
-            chunk, planned = [], 0
+            chunk, planned, chars = [], 0, 0
         chunk.append(pair)
         planned += pair[3]
+        chars += size
     if chunk:
         yield chunk
 

@@ -7,15 +7,18 @@ process): callers pass it in.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import re
+import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from preprocessing.errors import InputError
+from preprocessing.errors import Busy, InputError
 
 _PARAMETER = re.compile(r'key:\s*"([^"]+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"\s*\}')
 
@@ -61,10 +64,13 @@ def response(pb_utils: Any, outputs: Mapping[str, np.ndarray]):
 
 
 def error_response(pb_utils: Any, error: Exception, model: str):
-    """An error reply for one request: INVALID_ARGUMENT naming the caller's mistake; for anything else INTERNAL
-    with no detail (no paths, no stack), the details going to the server log."""
+    """An error reply for one request: INVALID_ARGUMENT naming the caller's mistake, UNAVAILABLE for a request
+    the step had no time for (``Busy``, retried by clients); for anything else INTERNAL with no detail (no
+    paths, no stack), the details going to the server log."""
     if isinstance(error, InputError):
         return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG))
+    if isinstance(error, Busy):
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), pb_utils.TritonError.UNAVAILABLE))
     pb_utils.Logger.log_error(f"{model}: {''.join(traceback.format_exception(error)).rstrip()}")
     message = f"internal error in the {model} step ({error.__class__.__name__}); the server log has the details"
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL))
@@ -83,3 +89,44 @@ def reply(pb_utils: Any, model: str, result: Any, pack):
     if not isinstance(result, Exception):
         result = attempt(pack, result)
     return error_response(pb_utils, result, model) if isinstance(result, Exception) else result
+
+
+class MemoryTrimmer:
+    """Gives the C heap's free pages back to the system after an ``execute`` that handled much data.
+
+    glibc keeps what a large batch freed (in the arenas of the threads that allocated it, HF tokenizers' among
+    them) for reuse, so a stub's resident memory stays at its peak. ``malloc_trim(0)`` returns every free page.
+    It runs on a thread of its own ``delay_s`` after such an execute, once the stub has sent the execute's
+    responses and freed their tensors (measured on the tokenizer stub after 8 concurrent 1,000-window requests:
+    689 MB resident without trimming, 405 MB trimming at the end of the execute, ~220 MB trimming after the
+    responses are sent). Small executes do not trim. A no-op where the C library is not glibc.
+    """
+
+    def __init__(self, threshold: int, delay_s: float = 0.2):
+        self.threshold, self.delay_s = threshold, delay_s
+        try:
+            self._trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            self._trim = None
+        self._due = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.trims = 0
+
+    def after(self, work: int) -> bool:
+        """Schedule a trim when ``work`` (the caller's measure of an execute: characters, windows) reaches the
+        threshold; whether it did."""
+        if self._trim is None or work < self.threshold:
+            return False
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="malloc-trim", daemon=True)
+            self._thread.start()
+        self._due.set()
+        return True
+
+    def _run(self) -> None:
+        while True:
+            self._due.wait()
+            time.sleep(self.delay_s)  # the stub sends the responses meanwhile
+            self._due.clear()
+            self._trim(0)  # ctypes releases the GIL: the stub keeps serving
+            self.trims += 1

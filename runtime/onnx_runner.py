@@ -29,6 +29,8 @@ class OnnxQARunner:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = intra_op_threads
+        # no busy-waiting between runs: the tokenizer and decoder steps share these cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(onnx_file), options, providers=providers)
         self.max_windows_per_run = max_windows_per_run
 

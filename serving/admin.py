@@ -1,14 +1,36 @@
 """Triton's HTTP API as operators' tools use it: readiness, statistics, model configuration and the model
-repository, with the admin key that ``make serve`` puts on those protocols (``serving.serve``)."""
+repository, with the admin key that ``make serve`` puts on those protocols (``serving.serve``).
+
+    python -m serving.admin drain [--url http://127.0.0.1:8000] [--settle-s 5] [--timeout-s 30]
+    python -m serving.admin live [--url http://127.0.0.1:8000] [--max-memory-mb 2048]
+
+drains a server before it is stopped, as ``make serve``'s supervisor does (the Kubernetes preStop hook runs it,
+and ``docker compose exec`` can): waits ``--settle-s`` for load balancers to drop the server, unloads the
+ensemble (new requests are refused with UNAVAILABLE, those in flight finish through the composing models),
+and waits until it is unloaded, at most ``--timeout-s``. The key: ``--admin-key HEADER=VALUE``, else the value
+of $ELECTRA_QA_ADMIN_KEY (header x-admin-key).
+
+``live`` is the containers' liveness check: tritonserver answers ``/v2/health/live`` (open, no key) and its
+private memory is at most ``--max-memory-mb`` — what ``make serve``'s supervisor restarts it for: Triton 2.51
+keeps calls whose clients went away with their responses unread, for good (README, "Limits and failures").
+
+Needs only the standard library: it runs in Triton's image.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import sys
+import time
 import urllib.request
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
 ADMIN_HEADER = "x-admin-key"
+ADMIN_KEY_ENV = "ELECTRA_QA_ADMIN_KEY"  # the containers' admin key (docker-compose.yml, deploy/k8s)
+ENSEMBLE = "electra_qa"
 
 
 def admin_key_file(cache: Path, grpc_port: int) -> Path:
@@ -57,6 +79,14 @@ class AdminClient:
         except OSError:
             return False
 
+    def live(self) -> bool:
+        """``/v2/health/live`` (open to everyone)."""
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/health/live", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
     def statistics(self, model: str) -> dict:
         return self.call(f"/v2/models/{model}/stats")["model_stats"][0]
 
@@ -68,3 +98,85 @@ class AdminClient:
 
     def model_states(self) -> dict[str, str]:
         return {m["name"]: m.get("state", "") for m in self.call("/v2/repository/index", {})}
+
+
+def private_memory_mb(pid: int) -> float:
+    """A process's resident private memory (RssAnon, MB): its heap, without shared memory (the Python backend's
+    tensor regions, bounded by /dev/shm) or mapped files; 0 when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
+
+
+def tritonserver_pids() -> list[int]:
+    """The tritonserver processes this process can see (in a container: the one)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv0 = (entry / "cmdline").read_bytes().split(b"\0", 1)[0]
+            except OSError:
+                continue
+            if argv0.endswith(b"tritonserver"):
+                pids.append(int(entry.name))
+    return pids
+
+
+def drain(admin: AdminClient, model: str = ENSEMBLE, timeout_s: float = 30.0, poll_s: float = 0.1) -> str:
+    """Unload ``model`` and wait until it is no longer UNLOADING (its requests in flight have finished), at
+    most ``timeout_s``; its state then."""
+    deadline = time.monotonic() + timeout_s
+    admin.unload(model)
+    state = "UNLOADING"
+    while time.monotonic() < deadline:
+        state = admin.model_states().get(model, "")
+        if state != "UNLOADING":
+            break
+        time.sleep(poll_s)
+    return state
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    command = commands.add_parser("drain", help="unload the ensemble and wait for its requests in flight")
+    command.add_argument("--url", default="http://127.0.0.1:8000", help="the server's HTTP endpoint")
+    command.add_argument("--admin-key", metavar="HEADER=VALUE", help=f"default: x-admin-key=${ADMIN_KEY_ENV}")
+    command.add_argument("--settle-s", type=float, default=5.0, help="wait first, for endpoints to drop the server")
+    command.add_argument("--timeout-s", type=float, default=30.0, help="longest wait for requests in flight")
+    live = commands.add_parser("live", help="liveness: health, and tritonserver's memory under the limit")
+    live.add_argument("--url", default="http://127.0.0.1:8000", help="the server's HTTP endpoint")
+    live.add_argument("--max-memory-mb", type=float, default=2048, help="tritonserver's private memory limit")
+    args = parser.parse_args(argv)
+    if args.command == "live":
+        if not AdminClient(args.url).live():
+            print("live: /v2/health/live does not answer", file=sys.stderr)
+            return 1
+        for pid in tritonserver_pids():
+            if (memory := private_memory_mb(pid)) > args.max_memory_mb:
+                print(f"live: tritonserver {pid} holds {memory:.0f} MB of private memory "
+                      f"(limit {args.max_memory_mb:.0f} MB)", file=sys.stderr)
+                return 1
+        return 0
+    key = parse_header(args.admin_key) if args.admin_key else (
+        (ADMIN_HEADER, os.environ[ADMIN_KEY_ENV]) if os.environ.get(ADMIN_KEY_ENV) else None)
+    if key is None:
+        print(f"drain: no admin key (--admin-key HEADER=VALUE or ${ADMIN_KEY_ENV})", file=sys.stderr)
+        return 2
+    time.sleep(args.settle_s)
+    started = time.monotonic()
+    try:
+        state = drain(AdminClient(args.url, key, timeout_s=5.0), timeout_s=args.timeout_s)
+    except (OSError, ValueError) as error:  # the server is not serving (yet, any more): nothing to drain
+        print(f"drain: {error}", file=sys.stderr)
+        return 1
+    print(f"drain: {ENSEMBLE} {state or 'unloaded'} after {time.monotonic() - started:.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

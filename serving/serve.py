@@ -16,7 +16,11 @@ requests are refused (UNAVAILABLE, which clients retry elsewhere) while every re
 through the composing models, then tritonserver stops (its own shutdown stops every model at once and would
 fail ensemble requests between two steps). When a Python-backend stub process dies (killed, out of memory),
 which this Triton build neither reports nor repairs (its health endpoints stay green while every request to
-that model fails), the server is restarted gracefully. ``--no-supervise`` execs tritonserver instead.
+that model fails), the server is restarted gracefully. So it is when tritonserver's own memory stays above
+``--max-server-memory-mb``: Triton 2.51's gRPC frontend never frees a call whose client went away while the
+response was being written (a ModelStreamInfer or ModelInfer whose responses are never read, then dropped),
+and its shutdown then waits out the exit timeout; the restart bounds what such calls can hold.
+``--no-supervise`` execs tritonserver instead.
 """
 
 from __future__ import annotations
@@ -36,12 +40,18 @@ import time
 from pathlib import Path
 
 from serving import stub_compat
-from serving.admin import ADMIN_HEADER, AdminClient, admin_key_file, parse_header
+from serving.admin import ADMIN_HEADER, AdminClient, admin_key_file, parse_header, private_memory_mb
 from serving.export import DEFAULT_MODEL, DEFAULT_REPOSITORY, PRECISIONS, is_current
 
 PROJECT = Path(__file__).resolve().parent.parent
 ENSEMBLE = "electra_qa"
 EXIT_TIMEOUT_S = 30
+# tritonserver's private memory above which the supervisor restarts it (see Supervisor); 0 turns it off
+MAX_SERVER_MEMORY_MB = 2048
+# glibc's allocator for tritonserver and its stubs: buffers of 1 MiB and more are mapped on their own and given
+# back when freed (without it, the threshold grows after the first large free and a burst's tensors stay
+# resident: tritonserver's private memory after 8 concurrent 1,000-window requests 91 MB, with it 21 MB)
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1048576"}
 # Triton's protocols (gRPC) / APIs (HTTP) that only operators use: closed to clients without the admin key
 ADMIN_PROTOCOLS = ("shared-memory", "model-repository", "model-config", "statistics", "trace", "logging")
 
@@ -142,6 +152,8 @@ def server_command(repository: Path, grpc_port: int, http_port: int, metrics_por
     libs = [str(home.parent / "nvidia_pytriton.libs"), *python_library_path()]
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (*libs, env.get("LD_LIBRARY_PATH", "")) if p)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT), env.get("PYTHONPATH", "")) if p)
+    for name, value in MALLOC_ENV.items():
+        env.setdefault(name, value)
     command = [
         str(home / "tritonserver" / "bin" / "tritonserver"),
         f"--model-repository={repository.resolve()}",
@@ -236,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                         help="gpu: the models' configs/gpu.pbtxt (torch fp16 model step on the GPU, more pre/post "
                         "instances); auto: gpu when an NVIDIA GPU is visible")
+    parser.add_argument("--max-server-memory-mb", type=float, default=MAX_SERVER_MEMORY_MB,
+                        help="restart tritonserver (drained) when its private memory stays above this (0: never)")
     parser.add_argument("--no-supervise", action="store_true", help="exec tritonserver, no stub watchdog")
     parser.add_argument("--check", action="store_true", help="only check that this Python's backend stub can run "
                         "here (make setup), and say what to install when it cannot")
@@ -271,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_supervise:
         os.execve(command[0], command, env)
     host = "127.0.0.1" if args.address in ("0.0.0.0", "::") else args.address
-    return Supervisor(command, env, f"http://{host}:{args.http_port}", admin).run()
+    return Supervisor(command, env, f"http://{host}:{args.http_port}", admin, args.max_server_memory_mb).run()
 
 
 def stub_pids(parent: int) -> set[int]:
@@ -307,13 +321,17 @@ def _in_group(group: int, death_signal: int):
 
 class Supervisor:
     """Runs tritonserver; drains and stops it on SIGINT/SIGTERM; restarts it when one of its stub processes
-    dies."""
+    dies, or when its private memory stays above ``max_memory_mb`` for MEMORY_GRACE_S (a leak: calls Triton
+    2.51 never frees; a burst of large requests passes within seconds): drained first, so no ensemble request
+    is lost."""
 
     POLL_S = 1.0
     RESTART_GRACE_S = 5.0
+    MEMORY_GRACE_S = 10.0
 
-    def __init__(self, command: list[str], env: dict[str, str], http_url: str, admin: tuple[str, str]):
-        self.command, self.env = command, env
+    def __init__(self, command: list[str], env: dict[str, str], http_url: str, admin: tuple[str, str],
+                 max_memory_mb: float = 0):
+        self.command, self.env, self.max_memory_mb = command, env, max_memory_mb
         self.server = AdminClient(http_url, admin, timeout_s=2.0)
         self.stopping: int | None = None  # the signal asked to stop with
         self.process: subprocess.Popen | None = None
@@ -326,6 +344,14 @@ class Supervisor:
         """Unload the ensemble (new requests are refused, those in flight finish), wait until it is unloaded or
         the exit timeout passes, then stop tritonserver."""
         assert self.process is not None
+        self._drain()
+        if self.process.poll() is None:
+            self.process.send_signal(self.stopping or signal.SIGTERM)
+
+    def _drain(self) -> None:
+        """Unload the ensemble and wait until it is unloaded (every request in it finished), or the exit timeout
+        passes."""
+        assert self.process is not None
         deadline = time.monotonic() + EXIT_TIMEOUT_S
         try:
             self.server.unload(ENSEMBLE)
@@ -335,8 +361,13 @@ class Supervisor:
                 time.sleep(0.05)
         except (OSError, ValueError) as error:  # not serving yet, or gone: just stop it
             print(f"serve: draining skipped ({error})", file=sys.stderr, flush=True)
-        if self.process.poll() is None:
-            self.process.send_signal(self.stopping or signal.SIGTERM)
+
+    def _over_memory(self, since: float | None) -> float | None:
+        """When tritonserver's private memory went above the limit (and has stayed there), else None."""
+        assert self.process is not None
+        if not self.max_memory_mb or private_memory_mb(self.process.pid) <= self.max_memory_mb:
+            return None
+        return since if since is not None else time.monotonic()
 
     def _restart_stop(self) -> None:
         """Stop tritonserver for a restart: gracefully, but a model whose stub is dead never finishes
@@ -366,6 +397,7 @@ class Supervisor:
                                      preexec_fn=_in_group(self.process.pid, signal.SIGTERM))
             stubs: set[int] | None = None  # armed once the server is ready (loading starts short-lived stubs)
             restart = False
+            over_memory: float | None = None  # since when tritonserver's memory is above the limit
             while self.process.poll() is None:
                 self._sleep(self.POLL_S)
                 if self.stopping is not None:
@@ -379,6 +411,15 @@ class Supervisor:
                     print(f"serve: Python-backend stub process(es) {sorted(dead)} died; restarting tritonserver",
                           file=sys.stderr, flush=True)
                     self._restart_stop()
+                    restart = True
+                    break
+                over_memory = self._over_memory(over_memory)
+                if over_memory is not None and time.monotonic() - over_memory >= self.MEMORY_GRACE_S:
+                    print(f"serve: tritonserver holds {private_memory_mb(self.process.pid):.0f} MB of private memory "
+                          f"(limit {self.max_memory_mb:.0f} MB, --max-server-memory-mb); restarting it",
+                          file=sys.stderr, flush=True)
+                    self._drain()  # the ensemble's requests finish; calls Triton leaked keep it from exiting,
+                    self._restart_stop()  # so it is killed after RESTART_GRACE_S
                     restart = True
                     break
             status = self.process.wait()

@@ -2,12 +2,14 @@
 own, results equal to handling each request alone."""
 
 import re
+import time
 
 import numpy as np
 import pytest
 
-from preprocessing import (AnswerOptions, DecoderInput, InputError, QATokenizer, decode, decode_requests,
-                           tokenize_requests)
+from preprocessing import (AnswerOptions, Budget, Busy, DecoderInput, InputError, QATokenizer, decode,
+                           decode_requests, tokenize_requests)
+from perf.inputs import long_document
 from tests.cases import CASES, LONG_CONTEXT
 
 
@@ -50,6 +52,42 @@ def test_large_requests_are_encoded_in_slices_and_refused_over_the_window_limit(
     assert isinstance(results[1], InputError) and "the limit is 8 per request" in str(results[1])
     sliced = tokenize_requests(tokenizer, [many], max_windows=64)[0]
     same_windows(sliced, tokenizer.encode(*many))
+
+
+def test_under_a_budget_small_requests_go_first_and_large_ones_wait_for_another_batch(tokenizer):
+    budget = Budget(0.25)
+    budget.seconds_per_unit = 1e-3  # as if measured: 1 ms per character, any long context is over the budget
+    big = (["Who shipped grain?"], [long_document(150_000)])  # a tokenizer call of its own (CHUNK_CHARS)
+    small = [(["Who?"], ["Ada wrote it."]), (["What?"], [CASES["squad"][1]])]
+    results = tokenize_requests(tokenizer, [big, *small, InputError("refused earlier")], 1024, budget)
+    assert isinstance(results[0], Busy) and "retry" in str(results[0])
+    for request, windows in zip(small, results[1:3]):
+        same_windows(windows, tokenizer.encode(*request))
+    assert isinstance(results[3], InputError)
+    # the first request of a call always runs, however long: a large request alone is answered
+    alone = tokenize_requests(tokenizer, [big, big], 1024, budget)
+    same_windows(alone[0], tokenizer.encode(*big))
+    assert isinstance(alone[1], Busy)
+    # without a budget everything runs
+    assert not any(isinstance(r, Exception) for r in tokenize_requests(tokenizer, [big, *small], 1024))
+
+
+def test_the_budget_learns_the_tokenizers_pace(tokenizer):
+    budget = Budget(10.0)
+    tokenize_requests(tokenizer, [(["When?"], [long_document(20_000)])], 1024, budget)
+    assert budget.seconds_per_unit is not None and 0 < budget.seconds_per_unit < 1e-3
+    started = time.monotonic()
+    assert budget.allows(started, 1000) and not budget.allows(started - 10, 0)
+
+
+def test_a_budget_selects_the_smallest_requests_that_fit_and_refuses_the_rest():
+    budget = Budget(1.0)
+    budget.seconds_per_unit = 0.1  # 10 units a second
+    error = InputError("bad")
+    kept = budget.select(["a", "b", error, "c", "d"], [6, 2, 0, 3, 1], time.monotonic(), "electra")
+    assert kept[1:4] == ["b", error, "c"] and kept[4] == "d"  # 1 + 2 + 3 units: 0.6 s
+    assert isinstance(kept[0], Busy) and "the electra step had no time left" in str(kept[0])
+    assert budget.select(["big", "bigger"], [50, 60], time.monotonic(), "electra")[0] == "big"  # the first runs
 
 
 def decoder_request(tokenizer, questions, contexts, options=AnswerOptions(), seed=0):

@@ -42,7 +42,9 @@ def test_triton_service_runs_the_pinned_ngc_image_on_a_gpu_with_secure_flags(com
     devices = triton["deploy"]["resources"]["reservations"]["devices"]
     assert "gpu" in devices[0]["capabilities"]
     command = triton["command"]
-    assert {"--model-control-mode=none", "--strict-readiness=true", "--model-config-name=tensorrt"} <= set(command)
+    assert {"--model-control-mode=explicit", "--load-model=*", "--strict-readiness=true",
+            "--model-config-name=tensorrt"} <= set(command)
+    assert any(a.startswith("--grpc-restricted-protocol=") and "x-admin-key=" in a for a in command)
     assert any(v.endswith(":/models") for v in map(str, triton["volumes"])) or triton["volumes"]
 
 

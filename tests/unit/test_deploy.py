@@ -143,15 +143,49 @@ def compose_command(service: str) -> list[str]:
     return COMPOSE["services"][service]["command"]
 
 
+def variables_named(arg: str) -> str:
+    """An argument with its variables written one way: Kubernetes' $(NAME) and compose's ${NAME},
+    ${NAME:?error} or ${NAME:-default} all become ${NAME}."""
+    return re.sub(r"\$\((\w+)\)|\$\{(\w+)(?::?[-?][^}]*)?\}", lambda m: f"${{{m.group(1) or m.group(2)}}}", arg)
+
+
 @pytest.mark.parametrize(("overlay", "service"), [("gpu", "triton"), ("cpu", "triton-cpu")])
 def test_tritonserver_flags_mirror_docker_compose(rendered, overlay, service):
     triton = container(rendered[overlay])
     env = {e["name"]: e.get("value") for e in triton["env"]}
-    args = [a.replace("$(MODEL_REPOSITORY)", env["MODEL_REPOSITORY"]) for a in triton["args"]]
+    args = [variables_named(a.replace("$(MODEL_REPOSITORY)", env["MODEL_REPOSITORY"])) for a in triton["args"]]
     assert env["MODEL_REPOSITORY"] == "/models"
-    assert args == compose_command(service), "keep deploy/k8s (base args, gpu overlay) and docker-compose.yml alike"
-    assert {"--model-control-mode=none", "--strict-readiness=true", "--metrics-config=summary_latencies=true"} <= set(args)
+    assert args == [variables_named(a) for a in compose_command(service)], \
+        "keep deploy/k8s (base args, gpu overlay) and docker-compose.yml alike"
+    assert {"--model-control-mode=explicit", "--load-model=*", "--strict-readiness=true",
+            "--metrics-config=summary_latencies=true"} <= set(args)
     assert ("--model-config-name=tensorrt" in args) == (overlay == "gpu")
+
+
+def test_variables_are_compared_whatever_their_syntax():
+    assert variables_named("--k=$(ELECTRA_QA_ADMIN_KEY)") == variables_named("--k=${ELECTRA_QA_ADMIN_KEY:?set it}") \
+        == variables_named("--k=${ELECTRA_QA_ADMIN_KEY}") == "--k=${ELECTRA_QA_ADMIN_KEY}"
+    assert variables_named("--k=$(A)") != variables_named("--k=${B}")
+
+
+@pytest.mark.parametrize(("overlay", "service"), [("gpu", "triton"), ("cpu", "triton-cpu")])
+def test_admin_protocols_need_the_key_from_a_secret_or_a_required_variable(rendered, overlay, service):
+    from serving.serve import ADMIN_PROTOCOLS
+
+    restricted = f"{','.join(ADMIN_PROTOCOLS)}:x-admin-key=${{ELECTRA_QA_ADMIN_KEY}}"
+    triton = container(rendered[overlay])
+    args = [variables_named(a) for a in triton["args"]]
+    assert {f"--grpc-restricted-protocol={restricted}", f"--http-restricted-api={restricted}"} <= set(args)
+    key = next(e for e in triton["env"] if e["name"] == "ELECTRA_QA_ADMIN_KEY")
+    assert set(key["valueFrom"]["secretKeyRef"]) == {"name", "key"}
+    # compose refuses to start without the variable (${NAME:?error}), in the command and the environment
+    compose = COMPOSE["services"][service]
+    assert all("${ELECTRA_QA_ADMIN_KEY:?" in a for a in compose_command(service) if "x-admin-key" in a)
+    assert compose["environment"]["ELECTRA_QA_ADMIN_KEY"].startswith("${ELECTRA_QA_ADMIN_KEY:?")
+    # probes read the health endpoints, which no key guards
+    assert {triton[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe")} <= {
+        "/v2/health/live", "/v2/health/ready"}
+    assert "--admin-key" not in triton["livenessProbe"]["exec"]["command"]
 
 
 def test_deployment_runs_the_compose_image(rendered):
@@ -173,16 +207,21 @@ def test_gpu_overlay_requests_one_gpu_and_the_cpu_overlay_none(rendered):
 def test_probes_and_a_grace_period_longer_than_tritons_exit_timeout(rendered, overlay):
     pod = one(rendered[overlay], "Deployment")["spec"]["template"]["spec"]
     triton = container(rendered[overlay])
-    assert triton["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    # liveness: /v2/health/live and tritonserver's memory (python -m serving.admin live, in the image)
+    assert triton["livenessProbe"]["exec"]["command"][:4] == ["python3", "-m", "serving.admin", "live"]
     assert triton["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     startup = triton["startupProbe"]
     compose_start = COMPOSE["services"]["triton"]["healthcheck"]["start_period"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 15 * 60, "the TensorRT engine build takes minutes"
     assert compose_start in ("15m", 15 * 60 * 10**6)
     exit_timeout = int(next(a for a in triton["args"] if a.startswith("--exit-timeout-secs=")).split("=")[1])
+    # preStop drains as make serve's supervisor does: settle, unload the ensemble, wait for it (bounded)
     pre_stop = triton["lifecycle"]["preStop"]["exec"]["command"]
-    assert pre_stop[0] == "sleep"
-    assert pod["terminationGracePeriodSeconds"] > exit_timeout + int(pre_stop[1])
+    assert pre_stop[:4] == ["python3", "-m", "serving.admin", "drain"]
+    options = dict(zip(pre_stop[4::2], map(float, pre_stop[5::2])))
+    assert set(options) == {"--settle-s", "--timeout-s"} and options["--settle-s"] >= 5
+    assert pod["terminationGracePeriodSeconds"] > options["--settle-s"] + options["--timeout-s"] + exit_timeout
+    assert "--model-control-mode=explicit" in triton["args"]  # the repository API can unload the ensemble
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -3,9 +3,13 @@
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from preprocessing import AnswerOptions, QATokenizer, RequestLimits, WindowSettings, read_pairs, tokenize_requests
-from runtime.backend import (attempt, config_parameters, input_array, reply, response,
+from preprocessing import (AnswerOptions, Budget, QATokenizer, RequestLimits, WindowSettings, read_pairs,
+                           tokenize_requests)
+from runtime.backend import (MemoryTrimmer, attempt, config_parameters, input_array, reply, response,
                              sibling_parameters, version_dir)
+
+# an execute that read this many characters gives the memory it freed back to the system (runtime.backend)
+TRIM_AFTER_CHARS = 100_000
 
 
 class TritonPythonModel:
@@ -15,13 +19,18 @@ class TritonPythonModel:
         self.max_top_k = int(sibling_parameters(args, "decoder")["max_top_k"])
         settings = WindowSettings(max_seq_len=int(parameters["max_seq_len"]), doc_stride=int(parameters["doc_stride"]))
         self.tokenizer = QATokenizer(version_dir(args) / parameters["tokenizer_file"], settings)
+        self.trimmer = MemoryTrimmer(TRIM_AFTER_CHARS)
+        budget_ms = int(parameters.get("batch_budget_ms", "0"))
+        self.budget = Budget(budget_ms / 1000) if budget_ms else None
 
     def execute(self, requests):
         raw = [attempt(self._read, request) for request in requests]
         texts = [r if isinstance(r, Exception) else r[:2] for r in raw]
-        windows = tokenize_requests(self.tokenizer, texts, self.limits.max_windows)
-        return [reply(pb_utils, "tokenizer", w if isinstance(w, Exception) else (w, r[2]), self._pack)
-                for w, r in zip(windows, raw)]
+        windows = tokenize_requests(self.tokenizer, texts, self.limits.max_windows, self.budget)
+        replies = [reply(pb_utils, "tokenizer", w if isinstance(w, Exception) else (w, r[2]), self._pack)
+                   for w, r in zip(windows, raw)]
+        self.trimmer.after(sum(len(c) for t in texts if not isinstance(t, Exception) for c in t[1]))
+        return replies
 
     def _read(self, request):
         """(questions, contexts, the contexts' raw bytes); options refused here, before any work."""
