@@ -31,7 +31,7 @@ METRICS_PORT ?= 8002
 SIZE ?= tiny
 PYTEST_ARGS ?=
 
-.PHONY: setup checkov serve test export checkpoint bench eval bulk perf perf-analyzer gpu-kit soak clean
+.PHONY: setup lint format checkov serve test export checkpoint bench eval bulk perf perf-analyzer gpu-kit soak clean
 
 setup: $(sort $(TOOLS_SETUP) $(SERVER_SETUP))
 
@@ -149,7 +149,16 @@ checkov: .venv-checkov/.installed
 	touch $@
 
 # The tests run in .venv; the servers they start (make serve) run on PYTHON.
-test: setup checkov perf-analyzer
+# ruff's lint and format check (rules in pyproject.toml); make format rewrites the files
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: setup lint checkov perf-analyzer
 	SERVER_PYTHON="$(PYTHON)" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

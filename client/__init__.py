@@ -1,8 +1,8 @@
 """A thin, typed client for the ``electra_qa`` Triton ensemble.
 
-    from client import TritonQA
-    qa = TritonQA("localhost:8001")
-    qa({"question": "...", "context": "..."})   # same call and result as pipeline('question-answering')
+from client import TritonQA
+qa = TritonQA("localhost:8001")
+qa({"question": "...", "context": "..."})   # same call and result as pipeline('question-answering')
 """
 
 from client.aio import AsyncTritonQA

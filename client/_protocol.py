@@ -5,9 +5,9 @@ retries), the one place where one waits and the other awaits, and ``_stream`` / 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -71,11 +71,20 @@ class ClientBase:
 
     _grpc: Any
 
-    def __init__(self, url: str | Sequence[str] = DEFAULT_URL, *, model: str = ENSEMBLE,
-                 timeout_s: float | None = 30.0, retry: RetryPolicy = RetryPolicy(), tls: TLS | None = None,
-                 api_key: str | None = None, api_key_header: str = "x-api-key",
-                 headers: Mapping[str, str] | None = None, channel: ChannelSettings = ChannelSettings(),
-                 verbose: bool = False):
+    def __init__(
+        self,
+        url: str | Sequence[str] = DEFAULT_URL,
+        *,
+        model: str = ENSEMBLE,
+        timeout_s: float | None = 30.0,
+        retry: RetryPolicy = RetryPolicy(),
+        tls: TLS | None = None,
+        api_key: str | None = None,
+        api_key_header: str = "x-api-key",
+        headers: Mapping[str, str] | None = None,
+        channel: ChannelSettings = ChannelSettings(),
+        verbose: bool = False,
+    ):
         """``url`` is one server (``host:port``), any gRPC target (``dns:///qa.svc:8001``: every address the
         name resolves to), or a list of ``host:port`` replicas; calls are spread over all of them
         (``channel.lb_policy``, round_robin). ``timeout_s`` bounds each call, retries included; ``retry``
@@ -85,38 +94,74 @@ class ClientBase:
         self.url, self.model, self.timeout_s, self.retry = url, model, timeout_s, retry
         self.target = channel_target(url)
         self.headers = request_headers(headers, api_key, api_key_header)
-        self._client = self._grpc.InferenceServerClient(self.target, verbose=verbose,
-                                                        channel_args=channel.channel_args(),
-                                                        **(tls.client_kwargs() if tls else {}))
+        self._client = self._grpc.InferenceServerClient(
+            self.target, verbose=verbose, channel_args=channel.channel_args(), **(tls.client_kwargs() if tls else {})
+        )
 
-    def ask(self, question: str, context: str, *, max_answer_len: int = 15, handle_impossible_answer: bool = False,
-            align_to_words: bool = True) -> Answer:
+    def ask(
+        self,
+        question: str,
+        context: str,
+        *,
+        max_answer_len: int = 15,
+        handle_impossible_answer: bool = False,
+        align_to_words: bool = True,
+    ) -> Answer:
         """The best answer to ``question`` from ``context``."""
         options = Options(1, max_answer_len, handle_impossible_answer, align_to_words)
         return self._run(Call([(question, context)], options, lambda answers: best(answers[0])))
 
-    def top_answers(self, question: str, context: str, top_k: int, *, max_answer_len: int = 15,
-                    handle_impossible_answer: bool = False, align_to_words: bool = True) -> list[Answer]:
+    def top_answers(
+        self,
+        question: str,
+        context: str,
+        top_k: int,
+        *,
+        max_answer_len: int = 15,
+        handle_impossible_answer: bool = False,
+        align_to_words: bool = True,
+    ) -> list[Answer]:
         """The ``top_k`` best answers, best first (fewer when the context holds fewer)."""
         options = Options(top_k, max_answer_len, handle_impossible_answer, align_to_words)
         return self._run(Call([(question, context)], options, lambda answers: answers[0]))
 
-    def ask_many(self, pairs: Iterable[tuple[str, str]], *, max_answer_len: int = 15,
-                 handle_impossible_answer: bool = False, align_to_words: bool = True) -> list[Answer]:
+    def ask_many(
+        self,
+        pairs: Iterable[tuple[str, str]],
+        *,
+        max_answer_len: int = 15,
+        handle_impossible_answer: bool = False,
+        align_to_words: bool = True,
+    ) -> list[Answer]:
         """The best answer to each (question, context) pair, all sent in one request."""
         options = Options(1, max_answer_len, handle_impossible_answer, align_to_words)
         return self._run(Call(list(pairs), options, lambda answers: [best(a) for a in answers]))
 
-    def top_answers_many(self, pairs: Iterable[tuple[str, str]], top_k: int, *, max_answer_len: int = 15,
-                         handle_impossible_answer: bool = False, align_to_words: bool = True) -> list[list[Answer]]:
+    def top_answers_many(
+        self,
+        pairs: Iterable[tuple[str, str]],
+        top_k: int,
+        *,
+        max_answer_len: int = 15,
+        handle_impossible_answer: bool = False,
+        align_to_words: bool = True,
+    ) -> list[list[Answer]]:
         """The ``top_k`` best answers of each pair, all sent in one request."""
         options = Options(top_k, max_answer_len, handle_impossible_answer, align_to_words)
         return self._run(Call(list(pairs), options))
 
-    def ask_stream(self, examples: Iterable | AsyncIterable, *, top_k: int | None = None,
-                   batch_size: int = DEFAULT_BATCH_SIZE, in_flight: int = DEFAULT_IN_FLIGHT, errors: str = "raise",
-                   max_answer_len: int = 15, handle_impossible_answer: bool = False,
-                   align_to_words: bool = True) -> Any:
+    def ask_stream(
+        self,
+        examples: Iterable | AsyncIterable,
+        *,
+        top_k: int | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        in_flight: int = DEFAULT_IN_FLIGHT,
+        errors: str = "raise",
+        max_answer_len: int = 15,
+        handle_impossible_answer: bool = False,
+        align_to_words: bool = True,
+    ) -> Any:
         """The answers to any number of examples, handed out lazily in input order: an ``Answer`` each (the
         ``top_k`` best as a list when ``top_k`` is given). ``examples``: (question, context) pairs or dicts
         with 'question' and 'context' (other keys are ignored) — a list, a generator, a file's lines, any
@@ -151,9 +196,15 @@ class ClientBase:
             return self._collect(self._stream(pairs, self._stream_spec(options, tuple, pipeline_item, batch_size)))
         return self._run(Call(pairs, options, lambda answers: pipeline_result(answers, single)))
 
-    def _stream_spec(self, options: Options, to_pair: Callable[[Any], tuple[str, str]],
-                     shape: Callable[[list[Answer]], Any], batch_size: int, in_flight: int = DEFAULT_IN_FLIGHT,
-                     errors: str = "raise") -> StreamSpec:
+    def _stream_spec(
+        self,
+        options: Options,
+        to_pair: Callable[[Any], tuple[str, str]],
+        shape: Callable[[list[Answer]], Any],
+        batch_size: int,
+        in_flight: int = DEFAULT_IN_FLIGHT,
+        errors: str = "raise",
+    ) -> StreamSpec:
         return StreamSpec(to_pair, lambda pairs: Call(pairs, options), shape, batch_size, in_flight, errors)
 
     def _run(self, call: Call) -> Any:
@@ -198,8 +249,11 @@ def parse_answers(result: Any, n_questions: int) -> list[list[Answer]]:
     if text.shape[0] != n_questions or not text.shape == score.shape == start.shape == end.shape:
         raise ServerError(f"the server answered shape {list(text.shape)} for {n_questions} questions")
     return [
-        [Answer(t.decode("utf-8") if isinstance(t, bytes) else str(t), float(s), int(b), int(e))
-         for t, s, b, e in zip(text[q], score[q], start[q], end[q]) if b >= 0]
+        [
+            Answer(t.decode("utf-8") if isinstance(t, bytes) else str(t), float(s), int(b), int(e))
+            for t, s, b, e in zip(text[q], score[q], start[q], end[q])
+            if b >= 0
+        ]
         for q in range(n_questions)
     ]
 
@@ -261,8 +315,7 @@ def unexpected(kwargs: Mapping[str, Any]) -> None:
 def is_stream(value: Any) -> bool:
     """Whether a positional argument is the pipeline's iterator form: any iterable (a generator, a dataset)
     but the call forms that answer at once (a dict, a list or tuple of them, a string)."""
-    return (isinstance(value, (Iterable, AsyncIterable))
-            and not isinstance(value, (str, bytes, Mapping, list, tuple)))
+    return isinstance(value, (Iterable, AsyncIterable)) and not isinstance(value, (str, bytes, Mapping, list, tuple))
 
 
 def example_pair(example: Any) -> tuple[str, str]:
@@ -271,8 +324,9 @@ def example_pair(example: Any) -> tuple[str, str]:
         return _pair(example)
     if isinstance(example, (tuple, list)) and len(example) == 2:
         return _text(example[0], "question"), _text(example[1], "context")
-    raise InvalidInputError(f"an example must be a (question, context) pair or a dict with 'question' and "
-                            f"'context', got {_short(example)}")
+    raise InvalidInputError(
+        f"an example must be a (question, context) pair or a dict with 'question' and 'context', got {_short(example)}"
+    )
 
 
 def pipeline_item(answers: list[Answer]) -> Any:

@@ -22,14 +22,15 @@ class AsyncTritonQA(ClientBase):
     async def is_ready(self) -> bool:
         try:
             return await self._client.is_server_ready(headers=self.headers) and await self._client.is_model_ready(
-                self.model, headers=self.headers)
+                self.model, headers=self.headers
+            )
         except Exception:
             return False
 
     async def close(self) -> None:
         await self._client.close()
 
-    async def __aenter__(self) -> "AsyncTritonQA":
+    async def __aenter__(self) -> AsyncTritonQA:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -59,6 +60,7 @@ class AsyncTritonQA(ClientBase):
 
             async def pull() -> Any:
                 return next(iterator, END)
+
         try:
             while True:
                 while window.wants_example():

@@ -26,8 +26,8 @@ import json
 import sys
 import time
 from collections import deque
-from contextlib import closing
 from collections.abc import Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,9 +98,16 @@ def jsonl_records(path: Path) -> Iterator[Record]:
             yield Record(item.get("id", number), item.get("question"), item.get("context"))
 
 
-def answer_records(qa: TritonQA, records: Iterable[Record], *, top_k: int | None = None,
-                   batch_size: int = DEFAULT_BATCH_SIZE, in_flight: int = DEFAULT_IN_FLIGHT, errors: str = "return",
-                   **options: Any) -> Iterator[tuple[Record, Answer | list[Answer] | QAError]]:
+def answer_records(
+    qa: TritonQA,
+    records: Iterable[Record],
+    *,
+    top_k: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    in_flight: int = DEFAULT_IN_FLIGHT,
+    errors: str = "return",
+    **options: Any,
+) -> Iterator[tuple[Record, Answer | list[Answer] | QAError]]:
     """Each record with its result (``TritonQA.ask_stream``), lazily, in input order."""
     pending: deque[Record] = deque()
 
@@ -109,8 +116,9 @@ def answer_records(qa: TritonQA, records: Iterable[Record], *, top_k: int | None
             pending.append(record)
             yield None if record.problem else (record.question, record.context)
 
-    for result in qa.ask_stream(examples(), top_k=top_k, batch_size=batch_size, in_flight=in_flight,
-                                errors=errors, **options):
+    for result in qa.ask_stream(
+        examples(), top_k=top_k, batch_size=batch_size, in_flight=in_flight, errors=errors, **options
+    ):
         record = pending.popleft()
         if record.problem and isinstance(result, QAError):
             result = InvalidInputError(record.problem)
@@ -141,10 +149,15 @@ def resume(out: Path, records: Iterator[Record]) -> int:
                 break
             record = next(records, None)
             if record is None or record.id != written["id"]:
-                found = f"the input has {done} questions" if record is None else \
-                    f"question {done + 1} of the input has id {record.id!r}"
-                raise SystemExit(f"{out} line {done + 1} answers id {written['id']!r}, but {found}: it was written "
-                                 "from another input (move it away to start over)")
+                found = (
+                    f"the input has {done} questions"
+                    if record is None
+                    else f"question {done + 1} of the input has id {record.id!r}"
+                )
+                raise SystemExit(
+                    f"{out} line {done + 1} answers id {written['id']!r}, but {found}: it was written "
+                    "from another input (move it away to start over)"
+                )
             done, keep = done + 1, keep + len(line)
     if keep < out.stat().st_size:
         with open(out, "r+b") as f:
@@ -186,16 +199,26 @@ class Progress:
         elif self.enabled:
             self._show(end="\n")
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-def run(source: Path, out: Path, *, url: str | list[str] = "localhost:8001", top_k: int | None = None,
-        batch_size: int = DEFAULT_BATCH_SIZE, in_flight: int = DEFAULT_IN_FLIGHT, timeout_s: float = 300.0,
-        retry: RetryPolicy = RetryPolicy(), progress: bool = True, **options: Any) -> dict[str, Any]:
+def run(
+    source: Path,
+    out: Path,
+    *,
+    url: str | list[str] = "localhost:8001",
+    top_k: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    in_flight: int = DEFAULT_IN_FLIGHT,
+    timeout_s: float = 300.0,
+    retry: RetryPolicy = RetryPolicy(),
+    progress: bool = True,
+    **options: Any,
+) -> dict[str, Any]:
     """Answer every record of ``source`` not yet in ``out`` into ``out``; a summary (counts, seconds). Raises
     the ``QAError`` that stopped the run (what is written so far stays, for the next run to resume from)."""
     records, total = read_records(source)
@@ -203,10 +226,14 @@ def run(source: Path, out: Path, *, url: str | list[str] = "localhost:8001", top
     skipped = resume(out, records)
     answered = failed = 0
     started = time.monotonic()
-    with TritonQA(url, timeout_s=timeout_s, retry=retry) as qa, \
-            open(out, "a", encoding="utf-8") as sink, Progress(total, skipped, progress) as bar, \
-            closing(answer_records(qa, records, top_k=top_k, batch_size=batch_size, in_flight=in_flight,
-                                   **options)) as results:
+    with (
+        TritonQA(url, timeout_s=timeout_s, retry=retry) as qa,
+        open(out, "a", encoding="utf-8") as sink,
+        Progress(total, skipped, progress) as bar,
+        closing(
+            answer_records(qa, records, top_k=top_k, batch_size=batch_size, in_flight=in_flight, **options)
+        ) as results,
+    ):
         lines: list[str] = []
         for record, result in results:
             if isinstance(result, QAError) and not isinstance(result, InvalidInputError):
@@ -220,8 +247,13 @@ def run(source: Path, out: Path, *, url: str | list[str] = "localhost:8001", top
             bar.update(1)
         flush(sink, lines)
     seconds = time.monotonic() - started
-    return {"skipped": skipped, "answered": answered, "failed": failed, "seconds": seconds,
-            "questions_per_s": (answered + failed) / seconds if seconds > 0 else 0.0}
+    return {
+        "skipped": skipped,
+        "answered": answered,
+        "failed": failed,
+        "seconds": seconds,
+        "questions_per_s": (answered + failed) / seconds if seconds > 0 else 0.0,
+    }
 
 
 def flush(sink: io.TextIOBase, lines: list[str]) -> None:
@@ -232,33 +264,54 @@ def flush(sink: io.TextIOBase, lines: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m client.bulk", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m client.bulk", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("source", type=Path, metavar="IN", help="JSON Lines of question/context, or SQuAD JSON")
     parser.add_argument("out", type=Path, metavar="OUT", help="JSON Lines of answers (appended to; resumed)")
-    parser.add_argument("--url", action="append", help="server host:port or gRPC target (dns:///name:port); "
-                        "repeat for several replicas (default localhost:8001)")
+    parser.add_argument(
+        "--url",
+        action="append",
+        help="server host:port or gRPC target (dns:///name:port); repeat for several replicas (default localhost:8001)",
+    )
     parser.add_argument("--top-k", type=int, default=None, help="the K best answers per question")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="questions per request")
     parser.add_argument("--in-flight", type=int, default=DEFAULT_IN_FLIGHT, help="requests outstanding at once")
     parser.add_argument("--timeout-s", type=float, default=300.0, help="deadline of each request, retries included")
     parser.add_argument("--max-answer-len", type=int, default=15)
-    parser.add_argument("--handle-impossible-answer", action="store_true",
-                        help="answer \"\" where no span beats the no-answer score (SQuAD v2.0)")
+    parser.add_argument(
+        "--handle-impossible-answer",
+        action="store_true",
+        help='answer "" where no span beats the no-answer score (SQuAD v2.0)',
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     urls = args.url or ["localhost:8001"]
     try:
-        summary = run(args.source, args.out, url=urls[0] if len(urls) == 1 else urls, top_k=args.top_k,
-                      batch_size=args.batch_size, in_flight=args.in_flight, timeout_s=args.timeout_s,
-                      progress=not args.no_progress, max_answer_len=args.max_answer_len,
-                      handle_impossible_answer=args.handle_impossible_answer)
+        summary = run(
+            args.source,
+            args.out,
+            url=urls[0] if len(urls) == 1 else urls,
+            top_k=args.top_k,
+            batch_size=args.batch_size,
+            in_flight=args.in_flight,
+            timeout_s=args.timeout_s,
+            progress=not args.no_progress,
+            max_answer_len=args.max_answer_len,
+            handle_impossible_answer=args.handle_impossible_answer,
+        )
     except QAError as error:
-        print(f"stopped: {type(error).__name__}: {error}\nwhat is in {args.out} stays; run the same command again "
-              "to resume", file=sys.stderr)
+        print(
+            f"stopped: {type(error).__name__}: {error}\nwhat is in {args.out} stays; run the same command again "
+            "to resume",
+            file=sys.stderr,
+        )
         return 2
-    print(f"{summary['answered']} answered, {summary['failed']} failed, {summary['skipped']} already in {args.out}; "
-          f"{summary['seconds']:.1f} s, {summary['questions_per_s']:.1f} questions/s", file=sys.stderr)
+    print(
+        f"{summary['answered']} answered, {summary['failed']} failed, {summary['skipped']} already in {args.out}; "
+        f"{summary['seconds']:.1f} s, {summary['questions_per_s']:.1f} questions/s",
+        file=sys.stderr,
+    )
     return 0
 
 

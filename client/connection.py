@@ -9,8 +9,8 @@ import ipaddress
 import random
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from client.errors import DeadlineExceededError, QAError, ServerUnavailableError
 
@@ -86,8 +86,10 @@ def channel_target(url: str | Sequence[str]) -> str:
             ports.append(port)
     versions = {ip.version for ip in resolved}
     if len(versions) > 1:
-        raise ValueError(f"{addresses} mix IPv4 and IPv6 addresses; gRPC balances over one family per target: "
-                         "pass one family, or a dns:/// target")
+        raise ValueError(
+            f"{addresses} mix IPv4 and IPv6 addresses; gRPC balances over one family per target: "
+            "pass one family, or a dns:/// target"
+        )
     if versions == {4}:
         return "ipv4:" + ",".join(f"{ip}:{port}" for ip, port in zip(resolved, ports))
     return "ipv6:" + ",".join(f"[{ip}]:{port}" for ip, port in zip(resolved, ports))
@@ -95,8 +97,10 @@ def channel_target(url: str | Sequence[str]) -> str:
 
 def _split_host_port(address: str) -> tuple[str, int]:
     if "/" in address or address.count(":") > 1 and not address.startswith("["):
-        raise ValueError(f"{address!r}: a list takes 'host:port' addresses ('[v6 address]:port' for IPv6), "
-                         "not gRPC targets; pass a target such as dns:///host:port as a string")
+        raise ValueError(
+            f"{address!r}: a list takes 'host:port' addresses ('[v6 address]:port' for IPv6), "
+            "not gRPC targets; pass a target such as dns:///host:port as a string"
+        )
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"{address!r} has no port: write it as 'host:port'")
@@ -126,8 +130,12 @@ class TLS:
     certificate_chain: str | None = None
 
     def client_kwargs(self) -> dict:
-        return {"ssl": True, "root_certificates": self.root_certificates, "private_key": self.private_key,
-                "certificate_chain": self.certificate_chain}
+        return {
+            "ssl": True,
+            "root_certificates": self.root_certificates,
+            "private_key": self.private_key,
+            "certificate_chain": self.certificate_chain,
+        }
 
 
 class RetryPlan:

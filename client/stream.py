@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Union
+from typing import Any
 
 from client.answer import Answer
 from client.errors import InvalidInputError, QAError
@@ -29,7 +30,7 @@ ERRORS = ("raise", "return")
 END = object()  # what a driver passes to ``Window.add`` when the input is exhausted
 
 # What an example ends as: its answers (best first), or why it has none.
-Outcome = Union[list[Answer], QAError]
+Outcome = list[Answer] | QAError
 
 
 @dataclass(frozen=True)
@@ -67,9 +68,9 @@ class Chunk:
     """Consecutive examples sent as one request: per example, its pair, or the error that keeps it unsent."""
 
     first: int  # input position of its first example
-    slots: list[Union[tuple[str, str], QAError]] = field(default_factory=list)
+    slots: list[tuple[str, str] | QAError] = field(default_factory=list)
 
-    def settlement(self, spec: StreamSpec) -> "Settlement":
+    def settlement(self, spec: StreamSpec) -> Settlement:
         return Settlement(self, spec.make_call)
 
 
@@ -110,24 +111,25 @@ class Settlement:
             self._queue.extendleft([self._asking[middle:], self._asking[:middle]])
             return
         for i in self._asking:
-            self.outcomes[i] = at_example(error, self.chunk.first + i, alone=True) \
-                if isinstance(error, InvalidInputError) else error
+            self.outcomes[i] = (
+                at_example(error, self.chunk.first + i, alone=True) if isinstance(error, InvalidInputError) else error
+            )
 
 
 class Window:
     """The examples in flight. A driver repeats:
 
-        while window.wants_example():
-            chunk = window.add(next(source, END))        # a full (or the last) chunk, or None
-            if chunk is not None:
-                window.sent(chunk, start(chunk))         # start: a future or task settling the chunk
-        head = window.oldest()                           # (chunk, handle), or None: all answered
-        if head is None:
-            return
-        outcomes = wait(head[1])                         # the chunk's settlement.outcomes
-        window.done(head[0])
-        for outcome in outcomes:
-            yield spec.deliver(outcome)
+    while window.wants_example():
+        chunk = window.add(next(source, END))        # a full (or the last) chunk, or None
+        if chunk is not None:
+            window.sent(chunk, start(chunk))         # start: a future or task settling the chunk
+    head = window.oldest()                           # (chunk, handle), or None: all answered
+    if head is None:
+        return
+    outcomes = wait(head[1])                         # the chunk's settlement.outcomes
+    window.done(head[0])
+    for outcome in outcomes:
+        yield spec.deliver(outcome)
     """
 
     def __init__(self, spec: StreamSpec):
@@ -148,7 +150,7 @@ class Window:
             chunk, self._filling = self._filling, Chunk(self._position)
             return chunk if chunk.slots else None
         try:
-            slot: Union[tuple[str, str], QAError] = self.spec.to_pair(example)
+            slot: tuple[str, str] | QAError = self.spec.to_pair(example)
         except InvalidInputError as error:
             slot = at_example(error, self._position)
         self._filling.slots.append(slot)

@@ -28,14 +28,15 @@ class TritonQA(ClientBase):
         """Whether the server is up and ``electra_qa`` is ready to answer."""
         try:
             return self._client.is_server_ready(headers=self.headers) and self._client.is_model_ready(
-                self.model, headers=self.headers)
+                self.model, headers=self.headers
+            )
         except Exception:
             return False
 
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> "TritonQA":
+    def __enter__(self) -> TritonQA:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import collections
 import re
 import string
-from typing import Iterable
+from collections.abc import Iterable
 
 PUNCTUATION = set(string.punctuation)
 ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -47,7 +47,8 @@ def best(metric, prediction: str, golds: Iterable[str]) -> float:
 def is_v2(dataset: dict) -> bool:
     """SQuAD v2.0 data: its version says so, or its questions carry ``is_impossible``."""
     return str(dataset.get("version", "")).lstrip("v").startswith("2") or any(
-        "is_impossible" in qa for article in dataset["data"] for p in article["paragraphs"] for qa in p["qas"])
+        "is_impossible" in qa for article in dataset["data"] for p in article["paragraphs"] for qa in p["qas"]
+    )
 
 
 def questions(dataset: dict) -> list[dict]:
@@ -58,8 +59,15 @@ def questions(dataset: dict) -> list[dict]:
             for qa in paragraph["qas"]:
                 golds = [a["text"] for a in qa.get("answers", [])]
                 impossible = qa.get("is_impossible", False) or not golds
-                found.append({"id": qa["id"], "question": qa["question"], "context": paragraph["context"],
-                              "golds": [""] if impossible else golds, "has_answer": not impossible})
+                found.append(
+                    {
+                        "id": qa["id"],
+                        "question": qa["question"],
+                        "context": paragraph["context"],
+                        "golds": [""] if impossible else golds,
+                        "has_answer": not impossible,
+                    }
+                )
     return found
 
 
@@ -70,8 +78,11 @@ def evaluate(dataset: dict, predictions: dict[str, str]) -> dict[str, float]:
     scores = {"all": [], "has": [], "no": []}
     for q in questions(dataset):
         prediction = predictions.get(q["id"])
-        pair = (0.0, 0.0) if prediction is None else (
-            best(exact_match, prediction, q["golds"]), max(f1(prediction, gold, v2) for gold in q["golds"]))
+        pair = (
+            (0.0, 0.0)
+            if prediction is None
+            else (best(exact_match, prediction, q["golds"]), max(f1(prediction, gold, v2) for gold in q["golds"]))
+        )
         scores["all"].append(pair)
         scores["has" if q["has_answer"] else "no"].append(pair)
     result = _summary(scores["all"], "")
@@ -83,6 +94,8 @@ def evaluate(dataset: dict, predictions: dict[str, str]) -> dict[str, float]:
 
 def _summary(pairs: list[tuple[float, float]], prefix: str) -> dict[str, float]:
     n = len(pairs)
-    return {f"{prefix}exact_match": 100.0 * sum(p[0] for p in pairs) / n if n else 0.0,
-            f"{prefix}f1": 100.0 * sum(p[1] for p in pairs) / n if n else 0.0,
-            f"{prefix}total": n}
+    return {
+        f"{prefix}exact_match": 100.0 * sum(p[0] for p in pairs) / n if n else 0.0,
+        f"{prefix}f1": 100.0 * sum(p[1] for p in pairs) / n if n else 0.0,
+        f"{prefix}total": n,
+    }

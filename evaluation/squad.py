@@ -24,15 +24,17 @@ from serving.export import DEFAULT_MODEL, read_record
 CARD = {"model": DEFAULT_MODEL, "exact_match": 85.05, "f1": 91.61}  # the model card's SQuAD v1.1 dev scores
 
 
-def predict(items: list[dict], url: str, concurrency: int, batch: int, impossible: bool, timeout_s: float,
-            progress: bool = True) -> dict[str, str]:
+def predict(
+    items: list[dict], url: str, concurrency: int, batch: int, impossible: bool, timeout_s: float, progress: bool = True
+) -> dict[str, str]:
     """Every item's best answer, through the bulk path of ``python -m client.bulk`` (``concurrency`` requests
     of ``batch`` questions in flight); the first failure raises."""
     predictions: dict[str, str] = {}
     records = (Record(item["id"], item["question"], item["context"]) for item in items)
     with TritonQA(url, timeout_s=timeout_s) as qa, Progress(len(items), enabled=progress) as bar:
-        for record, answer in answer_records(qa, records, batch_size=batch, in_flight=concurrency, errors="raise",
-                                             handle_impossible_answer=impossible):
+        for record, answer in answer_records(
+            qa, records, batch_size=batch, in_flight=concurrency, errors="raise", handle_impossible_answer=impossible
+        ):
             predictions[record.id] = answer.text
             bar.update(1)
     return predictions
@@ -43,9 +45,11 @@ def card_note(repository: Path) -> str:
     served = record.model if record else "unknown (no export record in the repository)"
     if record and record.model == CARD["model"] and record.precision == "fp32":
         return f"served: {served}; the model card reports EM {CARD['exact_match']} F1 {CARD['f1']}"
-    return (f"note: the served weights are not the model card's ({served}"
-            f"{', ' + record.precision if record else ''}); the card's EM {CARD['exact_match']} / "
-            f"F1 {CARD['f1']} do not apply")
+    return (
+        f"note: the served weights are not the model card's ({served}"
+        f"{', ' + record.precision if record else ''}); the card's EM {CARD['exact_match']} / "
+        f"F1 {CARD['f1']} do not apply"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,18 +60,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight")
     parser.add_argument("--batch", type=int, default=8, help="questions per request")
     parser.add_argument("--timeout-s", type=float, default=300.0)
-    parser.add_argument("--repository", type=Path, default=Path(__file__).resolve().parent.parent / "model_repository",
-                        help="where to read which weights are served (export.json)")
+    parser.add_argument(
+        "--repository",
+        type=Path,
+        default=Path(__file__).resolve().parent.parent / "model_repository",
+        help="where to read which weights are served (export.json)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
     dataset = json.loads(args.data.read_text(encoding="utf-8"))
     items, v2 = questions(dataset), is_v2(dataset)
-    print(f"{len(items)} questions from {args.data} (SQuAD {'v2.0' if v2 else 'v1.1'}), server {args.url}",
-          file=sys.stderr)
+    print(
+        f"{len(items)} questions from {args.data} (SQuAD {'v2.0' if v2 else 'v1.1'}), server {args.url}",
+        file=sys.stderr,
+    )
     try:
-        predictions = predict(items, args.url, args.concurrency, args.batch, v2, args.timeout_s,
-                              progress=not args.no_progress)
+        predictions = predict(
+            items, args.url, args.concurrency, args.batch, v2, args.timeout_s, progress=not args.no_progress
+        )
     except QAError as error:
         print(f"evaluation failed: {error.__class__.__name__}: {error}", file=sys.stderr)
         return 2

@@ -2,7 +2,8 @@
 
 Same weights (the full-size random checkpoint: the real model's compute), same inputs (SQuAD-sized pairs,
 plus one 140,000-character document). The pipeline is called as the model card calls it, one question at a
-time, before and after the served runs (the ratio uses the mean: speed drifts on a shared machine); the server is called through ``TritonQA`` over gRPC at several concurrencies. Prints a table
+time, before and after the served runs (the ratio uses the mean: speed drifts on a shared machine); the server
+is called through ``TritonQA`` over gRPC at several concurrencies. Prints a table
 (throughput, p50/p99 latency, ratio to the pipeline, per-step share of server time, padding executed) and
 writes ``perf/results/bench-<label>.{json,md,png}``.
 """
@@ -35,12 +36,21 @@ LONG_QUESTION = "Who received the grain shipped in 1057?"
 
 
 def machine_label() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     gpu = ""
     if shutil.which("nvidia-smi"):
-        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                             text=True).stdout.strip().splitlines()[0:1]
+        gpu = (
+            subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
+            .stdout.strip()
+            .splitlines()[0:1]
+        )
         gpu = f", GPU {gpu[0]}" if gpu else ""
     return f"{os.cpu_count()} cores of {cpu}{gpu}"
 
@@ -50,8 +60,15 @@ def percentiles(latencies_s: list[float]) -> tuple[float, float]:
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
-def bench_pipeline(checkpoint: Path, pairs, duration_s: float, with_long: bool, device: int = -1,
-                   batch_size: int | None = None, min_questions: int = 0) -> dict:
+def bench_pipeline(
+    checkpoint: Path,
+    pairs,
+    duration_s: float,
+    with_long: bool,
+    device: int = -1,
+    batch_size: int | None = None,
+    min_questions: int = 0,
+) -> dict:
     """The model card's pipeline on ``device`` (-1: CPU, 0: the first GPU), fp32: one question per call, or with
     ``batch_size`` that many questions per call (batched by the pipeline itself), for ``duration_s`` and at least
     ``min_questions``. Latencies are per call; ``answers`` follow ``pairs`` (cycled)."""
@@ -75,9 +92,13 @@ def bench_pipeline(checkpoint: Path, pairs, duration_s: float, with_long: bool, 
         answers += call(len(answers))
         latencies.append(time.perf_counter() - t)
     elapsed = time.perf_counter() - start
-    result = {"questions": len(answers), "throughput_qps": len(answers) / elapsed,
-              "p50_ms": percentiles(latencies)[0], "p99_ms": percentiles(latencies)[1],
-              "answers": [(a["answer"], a["start"], a["end"]) for a in answers]}
+    result = {
+        "questions": len(answers),
+        "throughput_qps": len(answers) / elapsed,
+        "p50_ms": percentiles(latencies)[0],
+        "p99_ms": percentiles(latencies)[1],
+        "answers": [(a["answer"], a["start"], a["end"]) for a in answers],
+    }
     if with_long:
         context = long_document()
         t = time.perf_counter()
@@ -88,15 +109,37 @@ def bench_pipeline(checkpoint: Path, pairs, duration_s: float, with_long: bool, 
 
 
 class Server:
-    def __init__(self, repository: Path, grpc_port: int, http_port: int, metrics_port: int, log: Path,
-                 serve_args: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        repository: Path,
+        grpc_port: int,
+        http_port: int,
+        metrics_port: int,
+        log: Path,
+        serve_args: tuple[str, ...] = (),
+    ):
         self.http, self.metrics = f"http://localhost:{http_port}", f"http://localhost:{metrics_port}"
         self.grpc = f"localhost:{grpc_port}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "serving.serve", "--no-export", "--repository", str(repository),
-             "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--metrics-port", str(metrics_port),
-             *serve_args],
-            cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "serving.serve",
+                "--no-export",
+                "--repository",
+                str(repository),
+                "--grpc-port",
+                str(grpc_port),
+                "--http-port",
+                str(http_port),
+                "--metrics-port",
+                str(metrics_port),
+                *serve_args,
+            ],
+            cwd=ROOT,
+            stdout=open(log, "wb"),
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 300
         while not AdminClient(self.http).ready():
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -110,9 +153,10 @@ class Server:
         times = {}
         for step in STEPS:
             stats = self.admin.statistics(step)["inference_stats"]
-            times[step] = {"queue": int(stats["queue"]["ns"]),
-                           "compute": sum(int(stats[k]["ns"]) for k in ("compute_input", "compute_infer",
-                                                                        "compute_output"))}
+            times[step] = {
+                "queue": int(stats["queue"]["ns"]),
+                "compute": sum(int(stats[k]["ns"]) for k in ("compute_input", "compute_infer", "compute_output")),
+            }
         return times
 
     def tokens(self) -> dict:
@@ -161,11 +205,17 @@ def bench_served(server: Server, pairs, concurrency: int, duration_s: float) -> 
     real = after_tokens["real"] - before_tokens["real"]
     executed = after_tokens["executed"] - before_tokens["executed"]
     p50, p99 = percentiles(latencies)
-    return {"concurrency": concurrency, "questions": len(latencies), "throughput_qps": len(latencies) / elapsed,
-            "p50_ms": p50, "p99_ms": p99,
-            "share": {s: (v["queue"] + v["compute"]) / total for s, v in step_ns.items()},
-            "queue_share": sum(v["queue"] for v in step_ns.values()) / total,
-            "padding_fraction": 1 - real / executed if executed else 0.0, "answers": answers}
+    return {
+        "concurrency": concurrency,
+        "questions": len(latencies),
+        "throughput_qps": len(latencies) / elapsed,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "share": {s: (v["queue"] + v["compute"]) / total for s, v in step_ns.items()},
+        "queue_share": sum(v["queue"] for v in step_ns.values()) / total,
+        "padding_fraction": 1 - real / executed if executed else 0.0,
+        "answers": answers,
+    }
 
 
 def prepare(checkpoint: Path, repository: Path, precision: str) -> None:
@@ -184,8 +234,9 @@ def bench_precision(args, precision: str, pairs) -> tuple[list[dict], dict | Non
 
     repository = args.work / precision / "model_repository"
     prepare(args.checkpoint, repository, precision)
-    server = Server(repository, args.grpc_port, args.grpc_port + 1, args.grpc_port + 2,
-                    repository.parent / "server.log")
+    server = Server(
+        repository, args.grpc_port, args.grpc_port + 1, args.grpc_port + 2, repository.parent / "server.log"
+    )
     try:
         with TritonQA(server.grpc, timeout_s=600) as qa:
             for question, context in pairs[:8]:
@@ -198,8 +249,11 @@ def bench_precision(args, precision: str, pairs) -> tuple[list[dict], dict | Non
             if not args.no_long:
                 t = time.perf_counter()
                 answer = qa.ask(LONG_QUESTION, long_document())
-                long_run = {"precision": precision, "seconds": time.perf_counter() - t,
-                            "answer": (answer.text, answer.start, answer.end)}
+                long_run = {
+                    "precision": precision,
+                    "seconds": time.perf_counter() - t,
+                    "answer": (answer.text, answer.start, answer.end),
+                }
     finally:
         server.stop()
     return runs, long_run
@@ -207,8 +261,12 @@ def bench_precision(args, precision: str, pairs) -> tuple[list[dict], dict | Non
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "electra-qa-base",
-                        help="built (random, full size) when missing")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=ROOT / "checkpoints" / "electra-qa-base",
+        help="built (random, full size) when missing",
+    )
     parser.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench")
     parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8])
@@ -241,8 +299,15 @@ def main(argv: list[str] | None = None) -> int:
         got = run.pop("answers")
         common = [i for i in got if i in expected]  # inputs both answered
         run["agreement"] = sum(got[i] == tuple(expected[i]) for i in common) / max(1, len(common))
-    report = {"machine": machine, "label": args.label, "inputs": "SQuAD-sized (~149 tokens)",
-              "pipeline": reference, "served": runs, "long": long_runs, "date": time.strftime("%Y-%m-%d")}
+    report = {
+        "machine": machine,
+        "label": args.label,
+        "inputs": "SQuAD-sized (~149 tokens)",
+        "pipeline": reference,
+        "served": runs,
+        "long": long_runs,
+        "date": time.strftime("%Y-%m-%d"),
+    }
     out = ROOT / "perf" / "results" / f"bench-{args.label}"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
@@ -255,22 +320,31 @@ def main(argv: list[str] | None = None) -> int:
 
 def render(report: dict) -> str:
     ref = report["pipeline"]
-    lines = [f"Machine: {report['machine']} ({report['date']}); inputs: {report['inputs']}.", "",
-             "| setup | throughput (q/s) | p50 (ms) | p99 (ms) | × pipeline | tokenizer / electra / decoder share "
-             "| queue share | padding | same answer |",
-             "|---|---|---|---|---|---|---|---|---|",
-             f"| pipeline, in-process (mean of {' and '.join(f'{q:.2f}' for q in ref['throughput_before_after_qps'])}, "
-             f"before and after) | {ref['throughput_qps']:.2f} | {ref['p50_ms']:.0f} | {ref['p99_ms']:.0f} | 1.00 | | | | |"]
+    lines = [
+        f"Machine: {report['machine']} ({report['date']}); inputs: {report['inputs']}.",
+        "",
+        "| setup | throughput (q/s) | p50 (ms) | p99 (ms) | × pipeline | tokenizer / electra / decoder share "
+        "| queue share | padding | same answer |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| pipeline, in-process (mean of {' and '.join(f'{q:.2f}' for q in ref['throughput_before_after_qps'])}, "
+        f"before and after) | {ref['throughput_qps']:.2f} | {ref['p50_ms']:.0f} | {ref['p99_ms']:.0f} | 1.00 | | | | |",
+    ]
     for run in report["served"]:
         share = " / ".join(f"{run['share'][s]:.0%}" for s in STEPS)
-        lines.append(f"| served {run['precision']}, concurrency {run['concurrency']} | {run['throughput_qps']:.2f} | {run['p50_ms']:.0f} "
-                     f"| {run['p99_ms']:.0f} | {run['throughput_qps'] / ref['throughput_qps']:.2f} | {share} "
-                     f"| {run['queue_share']:.0%} | {run['padding_fraction']:.1%} | {run['agreement']:.0%} |")
+        lines.append(
+            f"| served {run['precision']}, concurrency {run['concurrency']} | {run['throughput_qps']:.2f} "
+            f"| {run['p50_ms']:.0f} "
+            f"| {run['p99_ms']:.0f} | {run['throughput_qps'] / ref['throughput_qps']:.2f} | {share} "
+            f"| {run['queue_share']:.0%} | {run['padding_fraction']:.1%} | {run['agreement']:.0%} |"
+        )
     for run in report["long"]:
         same = tuple(run["answer"]) == tuple(ref["long_answer"])
-        lines += ["", f"140,000-character document ({run['precision']}): pipeline {ref['long_s']:.1f} s, served "
-                      f"{run['seconds']:.1f} s ({run['seconds'] / ref['long_s']:.2f} of the pipeline's time), "
-                      f"same answer: {same}."]
+        lines += [
+            "",
+            f"140,000-character document ({run['precision']}): pipeline {ref['long_s']:.1f} s, served "
+            f"{run['seconds']:.1f} s ({run['seconds'] / ref['long_s']:.2f} of the pipeline's time), "
+            f"same answer: {same}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -283,8 +357,12 @@ def plot(report: dict, path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for precision in dict.fromkeys(r["precision"] for r in report["served"]):
         runs = [r for r in report["served"] if r["precision"] == precision]
-        left.plot([r["concurrency"] for r in runs], [r["throughput_qps"] for r in runs], "o-",
-                  label=f"served {precision} (gRPC)")
+        left.plot(
+            [r["concurrency"] for r in runs],
+            [r["throughput_qps"] for r in runs],
+            "o-",
+            label=f"served {precision} (gRPC)",
+        )
         right.plot([r["p99_ms"] for r in runs], [r["throughput_qps"] for r in runs], "o-", label=precision)
         for r in runs:
             right.annotate(f"c={r['concurrency']}", (r["p99_ms"], r["throughput_qps"]), fontsize=7)

@@ -34,8 +34,8 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
@@ -52,18 +52,42 @@ SITE_PACKAGES = ("numpy", "tokenizers", "transformers", "huggingface-hub")
 HUB_PIN = "0.36.2"
 # what transformers 4.57.6 and huggingface_hub 0.36 import, for a machine that lacks any of them
 FALLBACK_PINS = {
-    "requests": "2.34.2", "urllib3": "2.8.0", "idna": "3.20", "charset-normalizer": "3.5.3",
-    "certifi": "2026.10.19.post1", "tqdm": "4.70.1", "regex": "2026.11.19", "pyyaml": "6.0.4",
-    "safetensors": "0.8.0", "filelock": "4.3.1", "packaging": "26.4", "fsspec": "2026.9.0",
+    "requests": "2.34.2",
+    "urllib3": "2.8.0",
+    "idna": "3.20",
+    "charset-normalizer": "3.5.3",
+    "certifi": "2026.10.19.post1",
+    "tqdm": "4.70.1",
+    "regex": "2026.11.19",
+    "pyyaml": "6.0.4",
+    "safetensors": "0.8.0",
+    "filelock": "4.3.1",
+    "packaging": "26.4",
+    "fsspec": "2026.9.0",
     "typing-extensions": "4.16.0",
 }
 # glibc 2.39 (Ubuntu 24.04) and older: every manylinux tag up to it
-PLATFORMS = ("manylinux1_x86_64", "manylinux2010_x86_64", "manylinux2014_x86_64",
-             *(f"manylinux_2_{minor}_x86_64" for minor in range(5, 40)))
+PLATFORMS = (
+    "manylinux1_x86_64",
+    "manylinux2010_x86_64",
+    "manylinux2014_x86_64",
+    *(f"manylinux_2_{minor}_x86_64" for minor in range(5, 40)),
+)
 # the files of this checkout the server and the run need
-PROJECT_FILES = ("serving/", "runtime/", "preprocessing/", "model_repository/", "perf/__init__.py",
-                 "perf/bench.py", "perf/inputs.py", "perf/load_test.py", "perf/gpu_run.py",
-                 "perf/install-perf-analyzer", "perf/data/squad.json", "perf/data/long.json")
+PROJECT_FILES = (
+    "serving/",
+    "runtime/",
+    "preprocessing/",
+    "model_repository/",
+    "perf/__init__.py",
+    "perf/bench.py",
+    "perf/inputs.py",
+    "perf/load_test.py",
+    "perf/gpu_run.py",
+    "perf/install-perf-analyzer",
+    "perf/data/squad.json",
+    "perf/data/long.json",
+)
 RUN_SCRIPT = ROOT / "perf" / "gpu_kit_run.sh"
 
 
@@ -81,7 +105,8 @@ def pins(python_version: str) -> dict[str, str]:
                 continue
             requirement = Requirement(line)
             if requirement.marker and not requirement.marker.evaluate(
-                    {"python_version": python_version, "python_full_version": f"{python_version}.0"}):
+                {"python_version": python_version, "python_full_version": f"{python_version}.0"}
+            ):
                 continue
             version = next((s.version for s in requirement.specifier if s.operator == "=="), None)
             if version:
@@ -114,9 +139,23 @@ def wheels(wanted: dict[str, str], python_version: str, cache: Path = CACHE) -> 
     missing = [f"{name}=={version}" for name, version in wanted.items() if name not in have]
     if missing:
         print(f"downloading {len(missing)} wheels for Python {python_version}: {' '.join(missing)}", flush=True)
-        command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-                   "--implementation", "cp", "--python-version", python_version, "--dest", str(directory),
-                   *(arg for platform in PLATFORMS for arg in ("--platform", platform)), *missing]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--implementation",
+            "cp",
+            "--python-version",
+            python_version,
+            "--dest",
+            str(directory),
+            *(arg for platform in PLATFORMS for arg in ("--platform", platform)),
+            *missing,
+        ]
         if subprocess.run(command).returncode != 0:
             raise KitError(f"pip could not download {' '.join(missing)} (Python {python_version}, manylinux x86-64)")
         have = cached()
@@ -142,12 +181,14 @@ def unzip(wheel: Path, target: Path, keep: Callable[[str], bool] = lambda name: 
 
 def tritonserver_filter(python_version: str) -> Callable[[str], bool]:
     """nvidia-pytriton's wheel: tritonserver and its libraries, with this Python version's stub only."""
+
     def keep(name: str) -> bool:
         if name.startswith("pytriton/tritonserver/python_backend_stubs/"):
             return name.split("/")[3] == python_version
         if name.startswith("nvidia_pytriton.libs/"):
             return python_version == "3.13" or not Path(name).name.startswith("libpython3")
         return name.startswith("pytriton/tritonserver/") and "/__pycache__/" not in name
+
     return keep
 
 
@@ -159,20 +200,43 @@ def site_filter(name: str) -> bool:
 def project_files() -> list[str]:
     """This checkout's files (tracked, and untracked ones git does not ignore) that the server and the run need."""
     try:
-        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                                capture_output=True, check=True).stdout.decode().split("\0")
+        listed = (
+            subprocess.run(
+                ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                cwd=ROOT,
+                capture_output=True,
+                check=True,
+            )
+            .stdout.decode()
+            .split("\0")
+        )
     except (OSError, subprocess.CalledProcessError) as error:
         raise KitError(f"the project's files are listed with git, which failed here: {error}") from error
-    return sorted({f for f in listed if f and f.startswith(PROJECT_FILES) and "__pycache__" not in f
-                   and (ROOT / f).is_file()})
+    return sorted(
+        {f for f in listed if f and f.startswith(PROJECT_FILES) and "__pycache__" not in f and (ROOT / f).is_file()}
+    )
 
 
 def pack(staging: Path, out: Path, level: int) -> None:
     """``staging``'s contents as a reproducible tar, compressed with xz (all cores) at preset ``level``."""
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
-    tar = subprocess.Popen(["tar", "--sort=name", "--owner=0", "--group=0", "--numeric-owner", "--mtime=@0",
-                            "-C", str(staging), "-cf", "-", "."], stdout=subprocess.PIPE)
+    tar = subprocess.Popen(
+        [
+            "tar",
+            "--sort=name",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+            "--mtime=@0",
+            "-C",
+            str(staging),
+            "-cf",
+            "-",
+            ".",
+        ],
+        stdout=subprocess.PIPE,
+    )
     with open(partial, "wb") as f:
         xz = subprocess.run(["xz", f"-{level}", "-T0", "-c"], stdin=tar.stdout, stdout=f)
     tar.stdout.close()
@@ -182,12 +246,20 @@ def pack(staging: Path, out: Path, level: int) -> None:
     partial.rename(out)
 
 
-def payload(name: str, sources: list[tuple[Path, Callable[[str], bool], str]], level: int,
-            extra: Callable[[Path], None] | None = None, cache: Path = CACHE) -> Path:
+def payload(
+    name: str,
+    sources: list[tuple[Path, Callable[[str], bool], str]],
+    level: int,
+    extra: Callable[[Path], None] | None = None,
+    cache: Path = CACHE,
+) -> Path:
     """The cached ``name`` payload built from wheels ``sources`` ((wheel, filter, filter's description)), plus
     what ``extra`` writes into the staging directory; rebuilt only when an input changes."""
-    key = hashlib.sha256(json.dumps([FORMAT, name, level, [(w.name, w.stat().st_size, d) for w, _, d in sources]],
-                                    sort_keys=True).encode())
+    key = hashlib.sha256(
+        json.dumps(
+            [FORMAT, name, level, [(w.name, w.stat().st_size, d) for w, _, d in sources]], sort_keys=True
+        ).encode()
+    )
     if extra is not None:  # files outside wheels: their contents are part of the key
         with tempfile.TemporaryDirectory() as probe:
             extra(Path(probe))
@@ -234,13 +306,23 @@ def build(out: Path, python_version: str = "3.12", level: int = 6, cache: Path =
     every = (lambda name: True, "all")
     site = (site_filter, "without tests")
     parts = {
-        "tritonserver": payload("tritonserver", [(found["nvidia-pytriton"], tritonserver_filter(python_version),
-                                                  f"stub {python_version} only")], level, _empty_pytriton, cache),
+        "tritonserver": payload(
+            "tritonserver",
+            [(found["nvidia-pytriton"], tritonserver_filter(python_version), f"stub {python_version} only")],
+            level,
+            _empty_pytriton,
+            cache,
+        ),
         "site": payload("site", [(found[canonicalize_name(n)], *site) for n in SITE_PACKAGES], level, cache=cache),
-        "fallback": payload("fallback", [(found[canonicalize_name(n)], *every) for n in FALLBACK_PINS], level,
-                            cache=cache),
-        "perf_analyzer": payload("perf_analyzer", [(found["perf-analyzer"], lambda n: n.startswith("perf_analyzer/"),
-                                                    "package")], level, cache=cache),
+        "fallback": payload(
+            "fallback", [(found[canonicalize_name(n)], *every) for n in FALLBACK_PINS], level, cache=cache
+        ),
+        "perf_analyzer": payload(
+            "perf_analyzer",
+            [(found["perf-analyzer"], lambda n: n.startswith("perf_analyzer/"), "package")],
+            level,
+            cache=cache,
+        ),
     }
     shutil.rmtree(out, ignore_errors=True)
     (out / "payload").mkdir(parents=True)
@@ -254,8 +336,10 @@ def build(out: Path, python_version: str = "3.12", level: int = 6, cache: Path =
     (out / "run.sh").chmod(0o755)
     identity = hashlib.sha256(b"".join(p.read_bytes() for p in sorted((out / "payload").iterdir())))
     manifest = {
-        "id": identity.hexdigest()[:16], "python_version": python_version,
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "xz_level": level,
+        "id": identity.hexdigest()[:16],
+        "python_version": python_version,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "xz_level": level,
         "packages": {name: wanted[name] for name in sorted(wanted)},
         "site_packages": [canonicalize_name(n) for n in SITE_PACKAGES],
         "fallback_packages": sorted(canonicalize_name(n) for n in FALLBACK_PINS),
@@ -278,8 +362,9 @@ def size(folder: Path) -> int:
 def breakdown(folder: Path) -> str:
     files = sorted((p for p in folder.rglob("*") if p.is_file()), key=lambda p: -p.stat().st_size)
     lines = [f"{p.stat().st_size / 2**20:8.2f} MiB  {p.relative_to(folder)}" for p in files]
-    return "\n".join([*lines, f"{size(folder) / 2**20:8.2f} MiB  in all ({folder}; limit "
-                                f"{LIMIT_BYTES / 2**20:.0f} MiB)"])
+    return "\n".join(
+        [*lines, f"{size(folder) / 2**20:8.2f} MiB  in all ({folder}; limit {LIMIT_BYTES / 2**20:.0f} MiB)"]
+    )
 
 
 README = """ELECTRA QA on Triton: GPU run kit (make gpu-kit), for Python {python} on Linux x86-64.
@@ -305,10 +390,20 @@ concurrencies, a minute or two.
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "gpu-kit")
-    parser.add_argument("--python-version", default="3.12", choices=PYTHON_VERSIONS,
-                        help="the GPU machine's Python (the Triton stub and the compiled wheels are for it)")
-    parser.add_argument("--xz-level", type=int, default=6, choices=range(0, 10), metavar="0-9",
-                        help="xz preset (6: smallest in reasonable time; lower builds faster and larger)")
+    parser.add_argument(
+        "--python-version",
+        default="3.12",
+        choices=PYTHON_VERSIONS,
+        help="the GPU machine's Python (the Triton stub and the compiled wheels are for it)",
+    )
+    parser.add_argument(
+        "--xz-level",
+        type=int,
+        default=6,
+        choices=range(0, 10),
+        metavar="0-9",
+        help="xz preset (6: smallest in reasonable time; lower builds faster and larger)",
+    )
     args = parser.parse_args(argv)
     try:
         manifest = build(args.out, args.python_version, args.xz_level)

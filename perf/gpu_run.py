@@ -53,8 +53,15 @@ PAIRS = 200  # perf/data/squad.json holds squad_sized_pairs(200)
 PARITY_CONTRACT = {"gpu": 0.99, "cpu": 1.0}
 # the GPU targets: model step windows/s (fp16), q/s with p99 <= 100 ms, x the pipeline (per call, batched),
 # pre+post share of server time, seconds for the 140,000-character document
-TARGETS = {"windows_per_s": 10_000, "qps": 6_000, "p99_ms": 100, "x_pipeline": 60, "x_batched": 14,
-           "pre_post_share": 0.10, "long_s": 0.25}
+TARGETS = {
+    "windows_per_s": 10_000,
+    "qps": 6_000,
+    "p99_ms": 100,
+    "x_pipeline": 60,
+    "x_batched": 14,
+    "pre_post_share": 0.10,
+    "long_s": 0.25,
+}
 _ENGINE = re.compile(r'(\{\s*key:\s*"engine"\s*value:\s*\{\s*string_value:\s*")[^"]*("\s*\}\s*\})')
 
 
@@ -111,8 +118,12 @@ class GpuMemory:
     @staticmethod
     def read() -> int | None:
         try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"],
-                                 capture_output=True, text=True, timeout=10).stdout
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout
             return int(out.strip().splitlines()[0])
         except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
             return None
@@ -124,7 +135,7 @@ class GpuMemory:
                 self.peak = max(self.peak or 0, used)
             self._stop.wait(self.interval_s)
 
-    def __enter__(self) -> "GpuMemory":
+    def __enter__(self) -> GpuMemory:
         if self.enabled:
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
@@ -139,12 +150,16 @@ class GpuMemory:
 def gpu_description() -> str | None:
     if not shutil.which("nvidia-smi"):
         return None
-    out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader",
-                          "-i", "0"], capture_output=True, text=True).stdout.strip()
+    out = subprocess.run(
+        ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader", "-i", "0"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     return out or None
 
 
 # -- the model and the repository --------------------------------------------------------------------------------
+
 
 def prepare(work: Path, size: str, device: str, vocab: Path | None) -> tuple[Path, Path]:
     """(checkpoint, repository): the random-weight checkpoint (built once per size) and a fresh copy of the model
@@ -177,15 +192,24 @@ def use_torch_engine(repository: Path) -> None:
 
 # -- the served ensemble -----------------------------------------------------------------------------------------
 
+
 def served_answers(http_url: str, pairs: list[tuple[str, str]]) -> list[tuple[str, int, int]]:
     """The served (answer, start, end) of each pair, one request each (Triton's HTTP/JSON protocol)."""
     answers = []
     for question, context in pairs:
-        body = {"inputs": [{"name": "question", "shape": [1], "datatype": "BYTES", "data": [question]},
-                           {"name": "context", "shape": [1], "datatype": "BYTES", "data": [context]}],
-                "outputs": [{"name": name} for name in ("answer", "start", "end")]}
-        request = urllib.request.Request(f"{http_url}/v2/models/{ENSEMBLE}/infer", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"}, method="POST")
+        body = {
+            "inputs": [
+                {"name": "question", "shape": [1], "datatype": "BYTES", "data": [question]},
+                {"name": "context", "shape": [1], "datatype": "BYTES", "data": [context]},
+            ],
+            "outputs": [{"name": name} for name in ("answer", "start", "end")],
+        }
+        request = urllib.request.Request(
+            f"{http_url}/v2/models/{ENSEMBLE}/infer",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         with urllib.request.urlopen(request, timeout=120) as response:
             outputs = {o["name"]: o["data"] for o in json.loads(response.read())["outputs"]}
         answers.append((outputs["answer"][0], int(outputs["start"][0]), int(outputs["end"][0])))
@@ -209,29 +233,43 @@ def perf_analyzer_binary(work: Path | None) -> str:
         lib = Path(glibc) / "usr" / "lib" / "x86_64-linux-gnu"
         wrapper = work / "bin" / "perf_analyzer"
         wrapper.parent.mkdir(parents=True, exist_ok=True)
-        wrapper.write_text(f'#!/bin/sh\nexec "{lib}/ld-linux-x86-64.so.2" --library-path '
-                           f'"{lib}:/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu" "{binary}" "$@"\n')
+        wrapper.write_text(
+            f'#!/bin/sh\nexec "{lib}/ld-linux-x86-64.so.2" --library-path '
+            f'"{lib}:/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu" "{binary}" "$@"\n'
+        )
         wrapper.chmod(0o755)
         return str(wrapper)
     if os.environ.get("PERF_ANALYZER"):
         return os.environ["PERF_ANALYZER"]
-    raise SystemExit(f"gpu_run: {binary} needs glibc >= 2.38; set PERF_ANALYZER_GLIBC (a Debian 13 libc unpacked, "
-                     "see perf/install-perf-analyzer) or PERF_ANALYZER")
+    raise SystemExit(
+        f"gpu_run: {binary} needs glibc >= 2.38; set PERF_ANALYZER_GLIBC (a Debian 13 libc unpacked, "
+        "see perf/install-perf-analyzer) or PERF_ANALYZER"
+    )
 
 
 def served_row(setup: str, row: dict, breakdown: list[dict], gpu_mib: int | None, kind: str = "questions") -> dict:
     """A table row from perf_analyzer's CSV row and load_test's per-step breakdown."""
     per_step = {b["model"]: b for b in breakdown}
-    time_us = {s: sum(per_step[s][f"{p}_us"] for p in ("queue", "compute_input", "compute_infer", "compute_output"))
-               for s in STEPS}
+    time_us = {
+        s: sum(per_step[s][f"{p}_us"] for p in ("queue", "compute_input", "compute_infer", "compute_output"))
+        for s in STEPS
+    }
     total = sum(time_us.values()) or 1.0
-    return {"setup": setup, "kind": kind, "qps": float(row["Inferences/Second"]),
-            "p50_ms": int(row["p50 latency"]) / 1000, "p99_ms": int(row["p99 latency"]) / 1000,
-            "share": {s: time_us[s] / total for s in STEPS},
-            "requests_per_execute": {s: per_step[s]["requests_per_execution"] for s in STEPS},
-            "windows_per_s": per_step["electra"]["inferences_per_compute_s"], "gpu_mib": gpu_mib,
-            "successes": int(row["Server Successes"]), "failures": int(row["Server Failures"]),
-            "perf_analyzer": row, "steps": breakdown}
+    return {
+        "setup": setup,
+        "kind": kind,
+        "qps": float(row["Inferences/Second"]),
+        "p50_ms": int(row["p50 latency"]) / 1000,
+        "p99_ms": int(row["p99 latency"]) / 1000,
+        "share": {s: time_us[s] / total for s in STEPS},
+        "requests_per_execute": {s: per_step[s]["requests_per_execution"] for s in STEPS},
+        "windows_per_s": per_step["electra"]["inferences_per_compute_s"],
+        "gpu_mib": gpu_mib,
+        "successes": int(row["Server Successes"]),
+        "failures": int(row["Server Failures"]),
+        "perf_analyzer": row,
+        "steps": breakdown,
+    }
 
 
 def run_served(args, device: str, repository: Path, pairs: list[tuple[str, str]]) -> dict:
@@ -246,8 +284,11 @@ def run_served(args, device: str, repository: Path, pairs: list[tuple[str, str]]
     perf_analyzer = perf_analyzer_binary(args.work)
     ports = free_port(), free_port(), free_port()
     server_log = args.out / "server.log"
-    configs = ("configs/gpu.pbtxt: torch fp16, CUDA graphs" if device == "gpu" else
-               "CPU fallback: default configs, torch engine in fp32")
+    configs = (
+        "configs/gpu.pbtxt: torch fp16, CUDA graphs"
+        if device == "gpu"
+        else "CPU fallback: default configs, torch engine in fp32"
+    )
     log(f"starting the server ({configs}; log: {server_log})")
     started = time.monotonic()
     try:
@@ -263,24 +304,44 @@ def run_served(args, device: str, repository: Path, pairs: list[tuple[str, str]]
     try:
         started = time.monotonic()
         try:
-            result["answers"] = served_answers(server.http, pairs[:args.parity_questions])
+            result["answers"] = served_answers(server.http, pairs[: args.parity_questions])
             log(f"{len(result['answers'])} parity questions answered in {time.monotonic() - started:.1f} s")
         except (OSError, ValueError, KeyError) as error:  # an HTTP error status is an OSError
             log(f"the parity questions failed: {error}")
             result["errors"].append(f"parity questions: {error}")
         headers = grpc_headers(local_admin_key(server.grpc))
         steps = composing_models(server.admin, ENSEMBLE)
-        runs = [(f"served, concurrency {c}", c, ROOT / "perf" / "data" / "squad.json", None, "questions")
-                for c in args.concurrency]
-        runs.append(("served, 140,000-character document, concurrency 1", 1, ROOT / "perf" / "data" / "long.json",
-                     args.long_requests, "documents"))
+        runs = [
+            (f"served, concurrency {c}", c, ROOT / "perf" / "data" / "squad.json", None, "questions")
+            for c in args.concurrency
+        ]
+        runs.append(
+            (
+                "served, 140,000-character document, concurrency 1",
+                1,
+                ROOT / "perf" / "data" / "long.json",
+                args.long_requests,
+                "documents",
+            )
+        )
         for setup, concurrency, data, request_count, kind in runs:
             try:
                 with GpuMemory(device == "gpu") as memory:
-                    row, breakdown = measure(perf_analyzer, server.admin, headers, server.grpc, ENSEMBLE, data,
-                                             concurrency, args.interval_ms, args.max_trials,
-                                             args.stability_percentage, steps,
-                                             args.out / f"perf-c{concurrency}-{kind}.csv", request_count)
+                    row, breakdown = measure(
+                        perf_analyzer,
+                        server.admin,
+                        headers,
+                        server.grpc,
+                        ENSEMBLE,
+                        data,
+                        concurrency,
+                        args.interval_ms,
+                        args.max_trials,
+                        args.stability_percentage,
+                        steps,
+                        args.out / f"perf-c{concurrency}-{kind}.csv",
+                        request_count,
+                    )
             except PerfAnalyzerError as error:
                 log(f"{setup}: {error}")
                 result["errors"].append(f"{setup}: perf_analyzer exited with {error.returncode}")
@@ -294,14 +355,30 @@ def run_served(args, device: str, repository: Path, pairs: list[tuple[str, str]]
 
 # -- the pipeline ------------------------------------------------------------------------------------------------
 
+
 def run_pipeline(args, device: str, checkpoint: Path) -> dict:
     """The card's pipeline in a process of its own (``pipeline`` below), both forms: {form: result}, without the
     forms that did not complete (see its log)."""
     out = args.out / "pipeline.json"
     out.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "perf.gpu_run", "pipeline", "--checkpoint", str(checkpoint),
-               "--device", "0" if device == "gpu" else "-1", "--seconds", str(args.pipeline_seconds),
-               "--batch-size", str(args.batch_size), "--parity", str(args.parity_questions), "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "perf.gpu_run",
+        "pipeline",
+        "--checkpoint",
+        str(checkpoint),
+        "--device",
+        "0" if device == "gpu" else "-1",
+        "--seconds",
+        str(args.pipeline_seconds),
+        "--batch-size",
+        str(args.batch_size),
+        "--parity",
+        str(args.parity_questions),
+        "--out",
+        str(out),
+    ]
     if not args.quick:
         command.append("--with-long")
     log(f"the card's pipeline, one question per call then batched (log: {args.out / 'pipeline.log'})")
@@ -333,10 +410,16 @@ def pipeline_main(argv: list[str]) -> int:
     results = {"transformers": transformers.__version__}
     for form, batch_size in (("one_per_call", None), ("batched", args.batch_size)):
         with GpuMemory(args.device >= 0) as memory:
-            result = bench_pipeline(args.checkpoint, pairs, args.seconds, args.with_long and batch_size is None,
-                                    device=args.device, batch_size=batch_size,
-                                    min_questions=args.parity if batch_size is None else 0)
-        result["answers"] = result["answers"][:args.parity] if batch_size is None else []
+            result = bench_pipeline(
+                args.checkpoint,
+                pairs,
+                args.seconds,
+                args.with_long and batch_size is None,
+                device=args.device,
+                batch_size=batch_size,
+                min_questions=args.parity if batch_size is None else 0,
+            )
+        result["answers"] = result["answers"][: args.parity] if batch_size is None else []
         results[form] = {**result, "gpu_mib": memory.peak}
         args.out.write_text(json.dumps(results, indent=1) + "\n")
         print(f"pipeline, {form}: {result['throughput_qps']:.1f} q/s over {result['questions']} questions", flush=True)
@@ -345,9 +428,18 @@ def pipeline_main(argv: list[str]) -> int:
 
 # -- the table ---------------------------------------------------------------------------------------------------
 
-COLUMNS = ("setup", "q/s", "p50 ms", "p99 ms", "x pipeline (1/call)", "x pipeline (batched)",
-           "tokenizer / electra / decoder share", "req/execute tok / electra / dec", "electra windows/s",
-           "GPU memory MiB")
+COLUMNS = (
+    "setup",
+    "q/s",
+    "p50 ms",
+    "p99 ms",
+    "x pipeline (1/call)",
+    "x pipeline (batched)",
+    "tokenizer / electra / decoder share",
+    "req/execute tok / electra / dec",
+    "electra windows/s",
+    "GPU memory MiB",
+)
 
 
 def render_row(row: dict, one: dict | None, batched: dict | None) -> str:
@@ -358,12 +450,18 @@ def render_row(row: dict, one: dict | None, batched: dict | None) -> str:
             return f"{reference['long_s'] / (row['p50_ms'] / 1000):.1f}" if "long_s" in reference else ""
         return f"{row['qps'] / reference['throughput_qps']:.1f}"
 
-    cells = [row["setup"], f"{row['qps']:.1f}", f"{row['p50_ms']:.1f}", f"{row['p99_ms']:.1f}",
-             ratio(one), ratio(batched),
-             " / ".join(f"{row['share'][s]:.0%}" for s in STEPS) if "share" in row else "",
-             " / ".join(f"{row['requests_per_execute'][s]:.1f}" for s in STEPS) if "share" in row else "",
-             f"{row['windows_per_s']:.0f}" if "windows_per_s" in row else "",
-             "n/a" if row.get("gpu_mib") is None else str(row["gpu_mib"])]
+    cells = [
+        row["setup"],
+        f"{row['qps']:.1f}",
+        f"{row['p50_ms']:.1f}",
+        f"{row['p99_ms']:.1f}",
+        ratio(one),
+        ratio(batched),
+        " / ".join(f"{row['share'][s]:.0%}" for s in STEPS) if "share" in row else "",
+        " / ".join(f"{row['requests_per_execute'][s]:.1f}" for s in STEPS) if "share" in row else "",
+        f"{row['windows_per_s']:.0f}" if "windows_per_s" in row else "",
+        "n/a" if row.get("gpu_mib") is None else str(row["gpu_mib"]),
+    ]
     return " | ".join(cells)
 
 
@@ -372,29 +470,45 @@ def pipeline_rows(one: dict | None, batched: dict | None, batch_size: int) -> li
     if one:
         rows.append({**one, "setup": "pipeline, one question per call (fp32)", "qps": one["throughput_qps"]})
     if batched:
-        rows.append({**batched, "setup": f"pipeline, batch_size={batch_size} (fp32; latency per call of "
-                                         f"{batch_size} questions)", "qps": batched["throughput_qps"]})
+        rows.append(
+            {
+                **batched,
+                "setup": f"pipeline, batch_size={batch_size} (fp32; latency per call of {batch_size} questions)",
+                "qps": batched["throughput_qps"],
+            }
+        )
     return rows
 
 
 def render(report: dict) -> str:
     one, batched = report["pipeline"].get("one_per_call"), report["pipeline"].get("batched")
     rows = pipeline_rows(one, batched, report["batch_size"])
-    lines = [f"Machine: {report['machine']}; device: {report['device']} ({report['engine']}); checkpoint: "
-             f"{report['size']} random weights; {report['date']}.", "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines = [
+        f"Machine: {report['machine']}; device: {report['device']} ({report['engine']}); checkpoint: "
+        f"{report['size']} random weights; {report['date']}.",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
     for row in rows + report["served"]["rows"]:
         lines.append("| " + render_row(row, one, batched) + " |")
     parity = report["parity"]
-    lines += ["", "q/s of the document row: documents per second; its x pipeline: the pipeline's time for the same "
-              "document over the served p50. Shares: queue + compute per request of each step (Triton's statistics); "
-              "electra windows/s: windows per second of the model step's own compute.", "",
-              f"Same answers as the pipeline (text, start, end; one question per call): {parity['same']}/"
-              f"{parity['compared']} ({parity['share']:.1%}); contract >= {parity['contract']:.0%} on this device: "
-              f"{'met' if parity['met'] else 'NOT met'}.",
-              "Server start-up (models loaded and warmed up, CUDA graphs captured on the GPU): " +
-              (f"{report['served']['startup_s']:.0f} s." if report["served"]["startup_s"] is not None else
-               "the server did not start.")]
+    lines += [
+        "",
+        "q/s of the document row: documents per second; its x pipeline: the pipeline's time for the same "
+        "document over the served p50. Shares: queue + compute per request of each step (Triton's statistics); "
+        "electra windows/s: windows per second of the model step's own compute.",
+        "",
+        f"Same answers as the pipeline (text, start, end; one question per call): {parity['same']}/"
+        f"{parity['compared']} ({parity['share']:.1%}); contract >= {parity['contract']:.0%} on this device: "
+        f"{'met' if parity['met'] else 'NOT met'}.",
+        "Server start-up (models loaded and warmed up, CUDA graphs captured on the GPU): "
+        + (
+            f"{report['served']['startup_s']:.0f} s."
+            if report["served"]["startup_s"] is not None
+            else "the server did not start."
+        ),
+    ]
     if report["served"].get("errors"):
         lines += ["", "Failed:"] + [f"- {e}" for e in report["served"]["errors"]]
     if report["targets"]:
@@ -418,46 +532,88 @@ def targets(report: dict) -> list[str]:
             out.append(f"{label}: not measured")
             return
         met = value >= goal if higher else value <= goal
-        out.append(f"{label}: {fmt.format(value)} ({'>=' if higher else '<='} {fmt.format(goal)}: "
-                   f"{'met' if met else 'NOT met'})")
+        out.append(
+            f"{label}: {fmt.format(value)} ({'>=' if higher else '<='} {fmt.format(goal)}: "
+            f"{'met' if met else 'NOT met'})"
+        )
 
-    check("model step windows/s (fp16, best run)", max((r["windows_per_s"] for r in served), default=None),
-          TARGETS["windows_per_s"])
+    check(
+        "model step windows/s (fp16, best run)",
+        max((r["windows_per_s"] for r in served), default=None),
+        TARGETS["windows_per_s"],
+    )
     check("questions/s with p99 <= 100 ms", best["qps"] if best else None, TARGETS["qps"])
-    check("x the pipeline, one question per call", best["qps"] / one["throughput_qps"] if best and one else None,
-          TARGETS["x_pipeline"], fmt="{:.1f}")
-    check("x the pipeline, batched", best["qps"] / batched["throughput_qps"] if best and batched else None,
-          TARGETS["x_batched"], fmt="{:.1f}")
-    check("tokenizer + decoder share of server time (worst run)",
-          max((r["share"]["tokenizer"] + r["share"]["decoder"] for r in served), default=None),
-          TARGETS["pre_post_share"], higher=False, fmt="{:.1%}")
-    check("140,000-character document, seconds (p50)", long_rows[0]["p50_ms"] / 1000 if long_rows else None,
-          TARGETS["long_s"], higher=False, fmt="{:.3f}")
+    check(
+        "x the pipeline, one question per call",
+        best["qps"] / one["throughput_qps"] if best and one else None,
+        TARGETS["x_pipeline"],
+        fmt="{:.1f}",
+    )
+    check(
+        "x the pipeline, batched",
+        best["qps"] / batched["throughput_qps"] if best and batched else None,
+        TARGETS["x_batched"],
+        fmt="{:.1f}",
+    )
+    check(
+        "tokenizer + decoder share of server time (worst run)",
+        max((r["share"]["tokenizer"] + r["share"]["decoder"] for r in served), default=None),
+        TARGETS["pre_post_share"],
+        higher=False,
+        fmt="{:.1%}",
+    )
+    check(
+        "140,000-character document, seconds (p50)",
+        long_rows[0]["p50_ms"] / 1000 if long_rows else None,
+        TARGETS["long_s"],
+        higher=False,
+        fmt="{:.3f}",
+    )
     return out
 
 
 # -- the run -----------------------------------------------------------------------------------------------------
 
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short windows, fewer concurrencies (about a minute)")
-    parser.add_argument("--device", choices=("auto", "gpu", "cpu"), default="auto",
-                        help="auto: gpu when the NVIDIA driver shows one and torch can use it, else the CPU fallback")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "gpu", "cpu"),
+        default="auto",
+        help="auto: gpu when the NVIDIA driver shows one and torch can use it, else the CPU fallback",
+    )
     parser.add_argument("--size", choices=("base", "tiny"), help="checkpoint (default: base on a GPU, tiny on CPU)")
     parser.add_argument("--out", type=Path, help="results (default: <kit>/results, or perf/results/gpu-run)")
-    parser.add_argument("--concurrency", type=int, nargs="+",
-                        help="perf_analyzer concurrencies (default: 16 64 128 on a GPU, 1 4 on CPU; --quick: 16 64)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        nargs="+",
+        help="perf_analyzer concurrencies (default: 16 64 128 on a GPU, 1 4 on CPU; --quick: 16 64)",
+    )
     parser.add_argument("--interval-ms", type=int, help="perf_analyzer window (default 4000, --quick 1000)")
-    parser.add_argument("--long-requests", type=int,
-                        help="documents per perf_analyzer window of the long-document run (default 10, --quick 3)")
+    parser.add_argument(
+        "--long-requests",
+        type=int,
+        help="documents per perf_analyzer window of the long-document run (default 10, --quick 3)",
+    )
     parser.add_argument("--max-trials", type=int, default=6, help="perf_analyzer windows at most per run")
-    parser.add_argument("--stability-percentage", type=float, default=1000,
-                        help="perf_analyzer's bound on the variation between its last 3 windows (default: any, so "
-                        "that a run of a few short windows always completes; the table reports their average)")
+    parser.add_argument(
+        "--stability-percentage",
+        type=float,
+        default=1000,
+        help="perf_analyzer's bound on the variation between its last 3 windows (default: any, so "
+        "that a run of a few short windows always completes; the table reports their average)",
+    )
     parser.add_argument("--pipeline-seconds", type=float, help="per form of the pipeline (default 20, --quick 3)")
     parser.add_argument("--batch-size", type=int, default=64, help="of the pipeline's batched form")
-    parser.add_argument("--parity-questions", type=int, help="questions compared with the pipeline (default: all "
-                        "200 of perf/data/squad.json; 16 with --quick on the CPU)")
+    parser.add_argument(
+        "--parity-questions",
+        type=int,
+        help="questions compared with the pipeline (default: all "
+        "200 of perf/data/squad.json; 16 with --quick on the CPU)",
+    )
     parser.add_argument("--kit", type=Path, help="the kit folder (run.sh passes it): vocab.txt, kit.json")
     parser.add_argument("--work", type=Path, help="the kit's unpacked work directory (run.sh passes it)")
     return parser.parse_args(argv)
@@ -470,8 +626,10 @@ def choose_device(requested: str, environment: dict) -> tuple[str, str]:
         return "cpu", "--device cpu"
     usable = environment.get("cuda") is True  # torch's view: the model step's engine is torch
     if requested == "gpu" and not usable:
-        raise SystemExit("gpu_run: --device gpu, but torch sees no CUDA device" +
-                         ("" if gpu_visible() else " (and the NVIDIA driver shows no GPU)"))
+        raise SystemExit(
+            "gpu_run: --device gpu, but torch sees no CUDA device"
+            + ("" if gpu_visible() else " (and the NVIDIA driver shows no GPU)")
+        )
     if usable:
         return "gpu", environment.get("gpu") or "GPU"
     return "cpu", "no GPU visible to torch: the CPU fallback"
@@ -489,8 +647,9 @@ def main(argv: list[str] | None = None) -> int:
     device, why = choose_device(args.device, environment)
     size = args.size or ("base" if device == "gpu" else "tiny")
     quick = args.quick
-    args.concurrency = args.concurrency or ([16, 64] if quick and device == "gpu" else
-                                            [16, 64, 128] if device == "gpu" else [1, 4])
+    args.concurrency = args.concurrency or (
+        [16, 64] if quick and device == "gpu" else [16, 64, 128] if device == "gpu" else [1, 4]
+    )
     args.interval_ms = args.interval_ms or (1000 if quick else 4000)
     args.long_requests = args.long_requests or (3 if quick else 10)
     args.pipeline_seconds = args.pipeline_seconds or (3.0 if quick else 20.0)
@@ -513,19 +672,36 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{row['setup']}: {row['qps']:.1f} q/s, p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms")
 
     expected = [tuple(a) for a in (one or {}).get("answers", [])]
-    got = [tuple(a) for a in served.pop("answers")][:len(expected)]
+    got = [tuple(a) for a in served.pop("answers")][: len(expected)]
     same = sum(g == e for g, e in zip(got, expected))
-    parity = {"same": same, "compared": len(got), "share": same / len(got) if got else 0.0,
-              "contract": PARITY_CONTRACT[device]}
+    parity = {
+        "same": same,
+        "compared": len(got),
+        "share": same / len(got) if got else 0.0,
+        "contract": PARITY_CONTRACT[device],
+    }
     parity["met"] = bool(got) and parity["share"] >= parity["contract"]
-    report = {"machine": machine_label(), "device": device, "device_detail": why, "gpu": gpu_description(),
-              "engine": "torch fp16, CUDA graphs (configs/gpu.pbtxt)" if device == "gpu" else
-                        "torch fp32 on CPU (default configs, engine torch)",
-              "size": size, "quick": quick, "environment": environment, "batch_size": args.batch_size,
-              "date": time.strftime("%Y-%m-%d"), "served": served,
-              "pipeline": {"transformers": pipeline.get("transformers"), "one_per_call": _without_answers(one),
-                           "batched": _without_answers(batched)},
-              "parity": parity}
+    report = {
+        "machine": machine_label(),
+        "device": device,
+        "device_detail": why,
+        "gpu": gpu_description(),
+        "engine": "torch fp16, CUDA graphs (configs/gpu.pbtxt)"
+        if device == "gpu"
+        else "torch fp32 on CPU (default configs, engine torch)",
+        "size": size,
+        "quick": quick,
+        "environment": environment,
+        "batch_size": args.batch_size,
+        "date": time.strftime("%Y-%m-%d"),
+        "served": served,
+        "pipeline": {
+            "transformers": pipeline.get("transformers"),
+            "one_per_call": _without_answers(one),
+            "batched": _without_answers(batched),
+        },
+        "parity": parity,
+    }
     report["targets"] = targets(report)
     markdown = render(report)
     (args.out / "gpu-run.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -8,16 +8,46 @@ from __future__ import annotations
 
 import random
 
-SUBJECTS = ["The river", "The cathedral", "The university", "The railway", "The harbour", "The observatory",
-            "The museum", "The bridge", "The library", "The stadium", "The parliament", "The orchestra"]
+SUBJECTS = [
+    "The river",
+    "The cathedral",
+    "The university",
+    "The railway",
+    "The harbour",
+    "The observatory",
+    "The museum",
+    "The bridge",
+    "The library",
+    "The stadium",
+    "The parliament",
+    "The orchestra",
+]
 VERBS = ["founded", "rebuilt", "expanded", "renamed", "opened", "restored", "visited"]
-NAMES = ["Ada Lovelace", "Nikola Tesla", "Marie Curie", "Ana-María Núñez", "Zoë Brandt", "Léon Foucault",
-         "Hiroshi Tanaka", "Grace Hopper", "Alan Turing", "Chiara Ricci", "Olumide Adeyemi", "Søren Kierkegaard"]
+NAMES = [
+    "Ada Lovelace",
+    "Nikola Tesla",
+    "Marie Curie",
+    "Ana-María Núñez",
+    "Zoë Brandt",
+    "Léon Foucault",
+    "Hiroshi Tanaka",
+    "Grace Hopper",
+    "Alan Turing",
+    "Chiara Ricci",
+    "Olumide Adeyemi",
+    "Søren Kierkegaard",
+]
 PLACES = ["Geneva", "Kyoto", "Lagos", "Montréal", "Porto", "Tromsø", "Valparaíso", "Edinburgh", "Kraków", "Hanoi"]
-FILLER = ("during a period of rapid growth, when merchants, scholars and engineers from across the region "
-          "arrived with new ideas about trade, science and the arts").split()
-QUESTIONS = ["Who was {subject} of {place} {verb} by?", "When was {subject} of {place} {verb}?",
-             "In which year was {subject} of {place} {verb}?", "Which city's {noun} was {verb} by {name}?"]
+FILLER = (
+    "during a period of rapid growth, when merchants, scholars and engineers from across the region "
+    "arrived with new ideas about trade, science and the arts"
+).split()
+QUESTIONS = [
+    "Who was {subject} of {place} {verb} by?",
+    "When was {subject} of {place} {verb}?",
+    "In which year was {subject} of {place} {verb}?",
+    "Which city's {noun} was {verb} by {name}?",
+]
 
 
 def squad_sized_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
@@ -31,8 +61,9 @@ def squad_sized_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
             sentences.append(f"{fact[0]} of {fact[1]} was {fact[2]} by {fact[3]} in {rng.randint(1500, 2020)}, {tail}.")
             facts.append(fact)
         subject, place, verb, name = rng.choice(facts)
-        question = rng.choice(QUESTIONS).format(subject=subject.lower(), noun=subject.split()[1], place=place,
-                                                verb=verb, name=name)
+        question = rng.choice(QUESTIONS).format(
+            subject=subject.lower(), noun=subject.split()[1], place=place, verb=verb, name=name
+        )
         pairs.append((question, " ".join(sentences)))
     return pairs
 
@@ -41,7 +72,9 @@ def long_document(n_chars: int = 140_000) -> str:
     """A context of ``n_chars`` characters (~27,000 tokens, ~115 windows) of distinct sentences."""
     sentences, i = [], 0
     while sum(map(len, sentences)) + len(sentences) < n_chars:
-        sentences.append(f"In {1000 + i} the harbour of Port {chr(65 + i % 26)}{i} shipped {i * 7 % 1000} tonnes "
-                         f"of grain to the merchant Ana-María Núñez №{i}.")
+        sentences.append(
+            f"In {1000 + i} the harbour of Port {chr(65 + i % 26)}{i} shipped {i * 7 % 1000} tonnes "
+            f"of grain to the merchant Ana-María Núñez №{i}."
+        )
         i += 1
     return " ".join(sentences)[:n_chars]

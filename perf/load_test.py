@@ -29,12 +29,17 @@ PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
 
 
 def find_perf_analyzer() -> str:
-    for candidate in (os.environ.get("PERF_ANALYZER"), str(ROOT / ".perf-analyzer" / "bin" / "perf_analyzer"),
-                      shutil.which("perf_analyzer")):
+    for candidate in (
+        os.environ.get("PERF_ANALYZER"),
+        str(ROOT / ".perf-analyzer" / "bin" / "perf_analyzer"),
+        shutil.which("perf_analyzer"),
+    ):
         if candidate and Path(candidate).is_file():
             return candidate
-    raise SystemExit("perf_analyzer not found: run `make perf-analyzer`, set PERF_ANALYZER, or use the compose "
-                     "`sdk` service (see README)")
+    raise SystemExit(
+        "perf_analyzer not found: run `make perf-analyzer`, set PERF_ANALYZER, or use the compose "
+        "`sdk` service (see README)"
+    )
 
 
 def statistics(admin: AdminClient) -> dict[str, dict]:
@@ -71,8 +76,9 @@ def delta(after: dict, before: dict, name: str) -> dict:
 
 
 def _batch_compute_ns(model_stats: dict) -> int:
-    return sum(int(batch.get(phase, {}).get("ns", 0)) for batch in model_stats.get("batch_stats", [])
-               for phase in PHASES[1:])
+    return sum(
+        int(batch.get(phase, {}).get("ns", 0)) for batch in model_stats.get("batch_stats", []) for phase in PHASES[1:]
+    )
 
 
 def composing_models(admin: AdminClient, model: str) -> list[str]:
@@ -92,21 +98,54 @@ class PerfAnalyzerError(RuntimeError):
         self.returncode = returncode
 
 
-def measure(perf_analyzer: str, admin: AdminClient, headers: dict[str, str], url: str, model: str, data: Path,
-            concurrency: int, interval_ms: int, max_trials: int, stability_percentage: float, steps: list[str],
-            csv_path: Path, request_count: int | None = None) -> tuple[dict, list[dict]]:
+def measure(
+    perf_analyzer: str,
+    admin: AdminClient,
+    headers: dict[str, str],
+    url: str,
+    model: str,
+    data: Path,
+    concurrency: int,
+    interval_ms: int,
+    max_trials: int,
+    stability_percentage: float,
+    steps: list[str],
+    csv_path: Path,
+    request_count: int | None = None,
+) -> tuple[dict, list[dict]]:
     """One perf_analyzer run at ``concurrency``: its CSV row (with the ensemble's server successes and failures
     added) and per composing model the breakdown of its server time (``steps``) over the run. Its measurement
     windows last ``interval_ms``, or, with ``request_count``, that many requests (slow requests, e.g. long
     documents, then never leave a window empty)."""
     before = settled_statistics(admin)
-    window = (["--measurement-mode", "count_windows", "--measurement-request-count", str(request_count)]
-              if request_count else ["--measurement-interval", str(interval_ms)])
-    command = [perf_analyzer, "-m", model, "-u", url, "-i", "grpc", "--input-data", str(data),
-               "--concurrency-range", str(concurrency), *window,
-               "--max-trials", str(max_trials), "--stability-percentage", str(stability_percentage),
-               "-f", str(csv_path), "--verbose-csv", *(arg for h in headers.items() for arg in ("-H", ":".join(h)))]
-    print(" ".join(command[:-2 * len(headers)] if headers else command), flush=True)  # not the admin key
+    window = (
+        ["--measurement-mode", "count_windows", "--measurement-request-count", str(request_count)]
+        if request_count
+        else ["--measurement-interval", str(interval_ms)]
+    )
+    command = [
+        perf_analyzer,
+        "-m",
+        model,
+        "-u",
+        url,
+        "-i",
+        "grpc",
+        "--input-data",
+        str(data),
+        "--concurrency-range",
+        str(concurrency),
+        *window,
+        "--max-trials",
+        str(max_trials),
+        "--stability-percentage",
+        str(stability_percentage),
+        "-f",
+        str(csv_path),
+        "--verbose-csv",
+        *(arg for h in headers.items() for arg in ("-H", ":".join(h))),
+    ]
+    print(" ".join(command[: -2 * len(headers)] if headers else command), flush=True)  # not the admin key
     started = time.monotonic()
     result = subprocess.run(command, capture_output=True, text=True)
     seconds = time.monotonic() - started
@@ -123,16 +162,22 @@ def measure(perf_analyzer: str, admin: AdminClient, headers: dict[str, str], url
     for name in steps:
         d = delta(after, before, name)
         n = max(1, d["success_count"])
-        breakdown.append({"concurrency": concurrency, "model": name, "requests": d["success_count"],
-                          "executions": d["execution_count"],
-                          "requests_per_execution": round(d["success_count"] / max(1, d["execution_count"]), 2),
-                          # batch elements (windows for the model step) per second of the whole run, and per
-                          # second of the step's own compute (its throughput when it is the bottleneck)
-                          "inferences": d["inference_count"],
-                          "inferences_per_s": round(d["inference_count"] / seconds, 1),
-                          "inferences_per_compute_s": round(d["inference_count"] / max(d["execution_ns"], 1) * 1e9, 1),
-                          "compute_per_request_us": round(d["execution_ns"] / n / 1000, 1),
-                          **{f"{p}_us": round(d[f"{p}_ns"] / n / 1000, 1) for p in PHASES}})
+        breakdown.append(
+            {
+                "concurrency": concurrency,
+                "model": name,
+                "requests": d["success_count"],
+                "executions": d["execution_count"],
+                "requests_per_execution": round(d["success_count"] / max(1, d["execution_count"]), 2),
+                # batch elements (windows for the model step) per second of the whole run, and per
+                # second of the step's own compute (its throughput when it is the bottleneck)
+                "inferences": d["inference_count"],
+                "inferences_per_s": round(d["inference_count"] / seconds, 1),
+                "inferences_per_compute_s": round(d["inference_count"] / max(d["execution_ns"], 1) * 1e9, 1),
+                "compute_per_request_us": round(d["execution_ns"] / n / 1000, 1),
+                **{f"{p}_us": round(d[f"{p}_ns"] / n / 1000, 1) for p in PHASES},
+            }
+        )
     return row, breakdown
 
 
@@ -148,10 +193,20 @@ def run(args) -> int:
     rows, breakdown, failed = [], [], 0
     for concurrency in range(start, end + 1, step):
         try:
-            row, steps_breakdown = measure(perf_analyzer, admin, headers, args.url, args.model, args.data,
-                                           concurrency, args.interval_ms, args.max_trials,
-                                           args.stability_percentage, steps,
-                                           out.with_name(f"{out.stem}-c{concurrency}.csv"))
+            row, steps_breakdown = measure(
+                perf_analyzer,
+                admin,
+                headers,
+                args.url,
+                args.model,
+                args.data,
+                concurrency,
+                args.interval_ms,
+                args.max_trials,
+                args.stability_percentage,
+                steps,
+                out.with_name(f"{out.stem}-c{concurrency}.csv"),
+            )
         except PerfAnalyzerError as error:
             print(error, file=sys.stderr)
             return error.returncode
@@ -185,10 +240,15 @@ def table(rows: list[dict], breakdown: list[dict], steps: list[str]) -> str:
         parts = []
         for s, header in zip(steps, headers):
             b = next(x for x in breakdown if x["concurrency"] == c and x["model"] == s)
-            parts.append(f"{b['queue_us']:>6.0f}+{b['compute_per_request_us']:<6.0f} "
-                         f"{b['requests_per_execution']:>5.1f}".ljust(len(header)))
-        lines.append(f"{c:>11}  {float(row['Inferences/Second']):>7.2f}  {int(row['p50 latency']) / 1000:>7.1f}  "
-                     f"{int(row['p99 latency']) / 1000:>7.1f}   " + "  ".join(parts))
+            parts.append(
+                f"{b['queue_us']:>6.0f}+{b['compute_per_request_us']:<6.0f} {b['requests_per_execution']:>5.1f}".ljust(
+                    len(header)
+                )
+            )
+        lines.append(
+            f"{c:>11}  {float(row['Inferences/Second']):>7.2f}  {int(row['p50 latency']) / 1000:>7.1f}  "
+            f"{int(row['p99 latency']) / 1000:>7.1f}   " + "  ".join(parts)
+        )
     return "\n".join(lines)
 
 
@@ -204,7 +264,9 @@ def plot(rows: list[dict], path: Path, args) -> None:
     ax.plot(p99, throughput, "o-")
     for r, x, y in zip(rows, p99, throughput):
         ax.annotate(f"c={r['Concurrency']}", (x, y), fontsize=8)
-    ax.set(xlabel="p99 latency (ms)", ylabel="requests / s", title=f"{args.model} — perf_analyzer, {Path(args.data).name}")
+    ax.set(
+        xlabel="p99 latency (ms)", ylabel="requests / s", title=f"{args.model} — perf_analyzer, {Path(args.data).name}"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -213,14 +275,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="localhost:8001", help="gRPC, for perf_analyzer")
     parser.add_argument("--http-url", default="localhost:8000", help="HTTP, for Triton's statistics")
-    parser.add_argument("--admin-key", metavar="HEADER=VALUE",
-                        help="the server's admin key (default: the one a local make serve wrote for this port)")
+    parser.add_argument(
+        "--admin-key",
+        metavar="HEADER=VALUE",
+        help="the server's admin key (default: the one a local make serve wrote for this port)",
+    )
     parser.add_argument("--model", default="electra_qa")
     parser.add_argument("--concurrency", default="1:4:1", help="start:end:step")
     parser.add_argument("--interval-ms", type=int, default=10000, help="perf_analyzer measurement window")
     parser.add_argument("--max-trials", type=int, default=10)
-    parser.add_argument("--stability-percentage", type=float, default=10,
-                        help="perf_analyzer's bound on variation between windows (raise it for short smoke runs)")
+    parser.add_argument(
+        "--stability-percentage",
+        type=float,
+        default=10,
+        help="perf_analyzer's bound on variation between windows (raise it for short smoke runs)",
+    )
     parser.add_argument("--data", type=Path, default=ROOT / "perf" / "data" / "squad.json")
     parser.add_argument("--out", default=str(ROOT / "perf" / "results" / "perf"))
     return run(parser.parse_args(argv))

@@ -24,46 +24,15 @@ import numpy as np
 
 from client import AsyncTritonQA, QAError
 from perf.inputs import squad_sized_pairs
+from serving.processes import family, memory_mb, tritonserver_pids
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def tritonserver_pids(grpc_port: int) -> set[int]:
-    """The tritonserver processes listening on ``grpc_port`` (one, unless it is being restarted)."""
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if argv and argv[0].endswith(b"tritonserver") and f"--grpc-port={grpc_port}".encode() in argv:
-                pids.add(int(entry.name))
-    return pids
-
-
 def server_rss_mb(grpc_port: int) -> float:
-    """Resident memory of the tritonserver listening on ``grpc_port`` plus its child processes."""
-    procs = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                rss_kb = next(int(line.split()[1]) for line in (entry / "status").read_text().splitlines()
-                              if line.startswith("VmRSS:"))
-            except (OSError, StopIteration, ValueError):
-                continue
-            procs[int(entry.name)] = (int(stat.rsplit(")", 1)[1].split()[1]), cmdline, rss_kb)
-    servers = [pid for pid, (_, cmd, _) in procs.items() if "tritonserver" in cmd.split(" ")[0]
-               and f"--grpc-port={grpc_port}" in cmd]
-    if not servers:
-        return float("nan")
-    family = set(servers)
-    for pid, (ppid, _, _) in procs.items():
-        if ppid in family:
-            family.add(pid)
-    return sum(procs[pid][2] for pid in family) / 1024
+    """Resident memory of the tritonserver listening on ``grpc_port`` plus its child processes (the stubs)."""
+    servers = tritonserver_pids(grpc_port)
+    return sum(memory_mb(pid, "VmRSS") for pid in family(servers)) if servers else float("nan")
 
 
 async def closed_loop_capacity(qa: AsyncTritonQA, pairs, seconds: float, concurrency: int = 4) -> float:
@@ -99,7 +68,7 @@ async def soak(args) -> dict:
             started = time.perf_counter()
             try:
                 answer = await qa.ask(*pairs[i % len(pairs)])
-                assert answer.text == pairs[i % len(pairs)][1][answer.start:answer.end]
+                assert answer.text == pairs[i % len(pairs)][1][answer.start : answer.end]
                 outcomes["answered"] += 1
                 latencies.append(time.perf_counter() - started)
             except QAError as error:
@@ -120,12 +89,23 @@ async def soak(args) -> dict:
         servers |= tritonserver_pids(port)
     finished = sum(outcomes.values())
     ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
-    return {"url": args.url, "capacity_qps": capacity, "offered_qps": rate, "duration_s": elapsed, "sent": sent,
-            "answered": outcomes.pop("answered", 0), "errors": dict(outcomes), "lost": sent - finished,
-            "answered_p50_ms": float(np.percentile(ms, 50)), "answered_p99_ms": float(np.percentile(ms, 99)),
-            "server_rss": rss, "server_rss_growth_mb": rss["after_mb"] - rss["before_mb"],
-            "server_restarts": max(len(servers) - 1, 0),
-            "timeout_s": args.timeout_s, "date": time.strftime("%Y-%m-%d")}
+    return {
+        "url": args.url,
+        "capacity_qps": capacity,
+        "offered_qps": rate,
+        "duration_s": elapsed,
+        "sent": sent,
+        "answered": outcomes.pop("answered", 0),
+        "errors": dict(outcomes),
+        "lost": sent - finished,
+        "answered_p50_ms": float(np.percentile(ms, 50)),
+        "answered_p99_ms": float(np.percentile(ms, 99)),
+        "server_rss": rss,
+        "server_rss_growth_mb": rss["after_mb"] - rss["before_mb"],
+        "server_restarts": max(len(servers) - 1, 0),
+        "timeout_s": args.timeout_s,
+        "date": time.strftime("%Y-%m-%d"),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

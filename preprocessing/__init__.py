@@ -6,7 +6,7 @@ Pure Python (numpy + HF ``tokenizers``); nothing here imports Triton.
 from preprocessing.batch import Budget, DecoderInput, decode_requests, tokenize_requests
 from preprocessing.decode import DecodedAnswers, decode
 from preprocessing.errors import Busy, InputError
-from preprocessing.requests import AnswerOptions, RequestLimits, decode_texts, read_pairs
+from preprocessing.requests import AnswerOptions, RequestLimits, read_pairs, readable_texts
 from preprocessing.tokenize import NO_OFFSET, QATokenizer, Windows, WindowSettings
 
 __all__ = [
@@ -23,7 +23,7 @@ __all__ = [
     "WindowSettings",
     "decode",
     "decode_requests",
-    "decode_texts",
+    "readable_texts",
     "read_pairs",
     "tokenize_requests",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -16,6 +16,6 @@ def stack_padded(arrays: Sequence[np.ndarray], fill, width: int | None = None) -
     out = np.full((sum(len(a) for a in arrays), width, *arrays[0].shape[2:]), fill, dtype=arrays[0].dtype)
     row = 0
     for a in arrays:
-        out[row:row + len(a), :a.shape[1]] = a
+        out[row : row + len(a), : a.shape[1]] = a
         row += len(a)
     return out

@@ -8,17 +8,16 @@ set of answer options — and split per request afterwards.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
 from preprocessing.arrays import stack_padded
 from preprocessing.decode import DecodedAnswers, decode
 from preprocessing.errors import Busy, InputError
-from preprocessing.requests import AnswerOptions, decode_texts
+from preprocessing.requests import AnswerOptions, readable_texts
 from preprocessing.tokenize import NO_OFFSET, QATokenizer, Windows
-
 
 # Requests planned together (one call for their exact token counts where needed) and pairs encoded together, in
 # characters: the steps at which a time budget is checked (100,000 characters take ~0.2 s to encode on 2 cores)
@@ -51,15 +50,21 @@ class Budget:
         total = 0
         for i in sorted((i for i, r in enumerate(requests) if not isinstance(r, Exception)), key=work.__getitem__):
             if total and not self.allows(started, total + work[i]):
-                kept[i] = Busy(f"the {step} step had no time left for this request in its batch (budget "
-                               f"{self.seconds:g} s, overload); retry")
+                kept[i] = Busy(
+                    f"the {step} step had no time left for this request in its batch (budget "
+                    f"{self.seconds:g} s, overload); retry"
+                )
             else:
                 total += work[i]
         return kept
 
 
-def tokenize_requests(tokenizer: QATokenizer, requests: Sequence[tuple[Sequence[str], Sequence[str]] | Exception],
-                      max_windows: int, budget: Budget | None = None) -> list[Windows | Exception]:
+def tokenize_requests(
+    tokenizer: QATokenizer,
+    requests: Sequence[tuple[Sequence[str], Sequence[str]] | Exception],
+    max_windows: int,
+    budget: Budget | None = None,
+) -> list[Windows | Exception]:
     """Windows of each request's (questions, contexts), or the error that refuses it (errors given in
     ``requests`` pass through).
 
@@ -83,8 +88,10 @@ def tokenize_requests(tokenizer: QATokenizer, requests: Sequence[tuple[Sequence[
     parts: dict[int, list[Windows]] = {}
 
     def busy() -> Busy:
-        return Busy(f"the tokenizer step had no time left for this request in its batch (budget {budget.seconds:g} s, "
-                    f"overload); retry")
+        return Busy(
+            f"the tokenizer step had no time left for this request in its batch (budget {budget.seconds:g} s, "
+            f"overload); retry"
+        )
 
     for group in _groups(readable, size, PLAN_GROUP_CHARS):
         if budget is not None and parts and not budget.allows(started, sum(size[r] for r in group)):
@@ -114,9 +121,11 @@ def tokenize_requests(tokenizer: QATokenizer, requests: Sequence[tuple[Sequence[
                     parts.setdefault(r, []).append(windows)
                     count = sum(len(p.window_question) for p in parts[r])
                     if count > max_windows:
-                        results[r] = InputError(f"the contexts make more than {max_windows} windows of "
-                                                f"{tokenizer.settings.max_seq_len} tokens; the limit is "
-                                                f"{max_windows} per request")
+                        results[r] = InputError(
+                            f"the contexts make more than {max_windows} windows of "
+                            f"{tokenizer.settings.max_seq_len} tokens; the limit is "
+                            f"{max_windows} per request"
+                        )
             if budget is not None and chunk:
                 budget.learn(sum(len(q) + len(c) for _, q, c, _ in chunk), time.monotonic() - chunk_started)
     for r, request_parts in parts.items():
@@ -190,9 +199,16 @@ class DecoderInput:
     options: AnswerOptions
 
     @classmethod
-    def checked(cls, start_logits: np.ndarray, end_logits: np.ndarray, token_offsets: np.ndarray,
-                word_offsets: np.ndarray, window_question: np.ndarray, window_context: np.ndarray,
-                options: AnswerOptions) -> "DecoderInput":
+    def checked(
+        cls,
+        start_logits: np.ndarray,
+        end_logits: np.ndarray,
+        token_offsets: np.ndarray,
+        word_offsets: np.ndarray,
+        window_question: np.ndarray,
+        window_context: np.ndarray,
+        options: AnswerOptions,
+    ) -> DecoderInput:
         """A decoder request from its tensors, refused with ``InputError`` unless they have the structure the
         tokenizer and model steps give them: consistent shapes, questions numbered 0, 1, ... with contiguous
         windows, the context (UTF-8) on each question's first window. Their values (finite logits, offsets
@@ -200,28 +216,34 @@ class DecoderInput:
         if start_logits.ndim != 2 or start_logits.shape[0] == 0 or start_logits.shape[1] == 0:
             raise InputError(f"start_logits must be [windows, tokens], got shape {list(start_logits.shape)}")
         n_windows, width = start_logits.shape
-        for name, array, shape in (("end_logits", end_logits, (n_windows, width)),
-                                   ("token_offsets", token_offsets, (n_windows, width, 2)),
-                                   ("word_offsets", word_offsets, (n_windows, width, 2)),
-                                   ("window_question", window_question, (n_windows, 1)),
-                                   ("window_context", window_context, (n_windows, 1))):
+        for name, array, shape in (
+            ("end_logits", end_logits, (n_windows, width)),
+            ("token_offsets", token_offsets, (n_windows, width, 2)),
+            ("word_offsets", word_offsets, (n_windows, width, 2)),
+            ("window_question", window_question, (n_windows, 1)),
+            ("window_context", window_context, (n_windows, 1)),
+        ):
             if array.shape != shape:
                 raise InputError(f"{name} must have shape {list(shape)} like start_logits, got {list(array.shape)}")
         questions = window_question[:, 0]
         steps = np.diff(questions)
         if questions[0] != 0 or ((steps != 0) & (steps != 1)).any():
-            raise InputError("window_question must number questions 0, 1, 2, ... with each question's windows "
-                             "next to each other")
+            raise InputError(
+                "window_question must number questions 0, 1, 2, ... with each question's windows next to each other"
+            )
         first_windows = np.concatenate(([0], np.flatnonzero(steps) + 1))
-        contexts = decode_texts(window_context[first_windows, 0], "context of window")
-        return cls(start_logits, end_logits, token_offsets, word_offsets, questions.astype(np.int32), contexts,
-                   options)
+        contexts = readable_texts(window_context[first_windows, 0], "context of window")
+        return cls(start_logits, end_logits, token_offsets, word_offsets, questions.astype(np.int32), contexts, options)
 
 
 def _invalid_rows(start_logits, end_logits, token_offsets, word_offsets, context_chars) -> list[tuple[np.ndarray, str]]:
     """Per value check, the windows (rows of the stacked batch) that fail it, with the message."""
-    checks = [(~(np.isfinite(start_logits).all(axis=1) & np.isfinite(end_logits).all(axis=1)),
-               "start_logits and end_logits must be finite")]
+    checks = [
+        (
+            ~(np.isfinite(start_logits).all(axis=1) & np.isfinite(end_logits).all(axis=1)),
+            "start_logits and end_logits must be finite",
+        )
+    ]
     for name, offsets in (("token_offsets", token_offsets), ("word_offsets", word_offsets)):
         begin, end = offsets[..., 0], offsets[..., 1]
         ok = ((begin == NO_OFFSET) & (end == NO_OFFSET)) | ((0 <= begin) & (begin <= end) & (end <= context_chars))
@@ -241,10 +263,12 @@ def decode_requests(requests: Sequence[DecoderInput | Exception]) -> list[Decode
         parts = [requests[i] for i in members]
         first_question = np.cumsum([0] + [len(p.contexts) for p in parts])
         first_window = np.cumsum([0] + [len(p.window_question) for p in parts])
-        tensors = (stack_padded([p.start_logits for p in parts], 0.0),
-                   stack_padded([p.end_logits for p in parts], 0.0),
-                   stack_padded([p.token_offsets for p in parts], NO_OFFSET),
-                   stack_padded([p.word_offsets for p in parts], NO_OFFSET))
+        tensors = (
+            stack_padded([p.start_logits for p in parts], 0.0),
+            stack_padded([p.end_logits for p in parts], 0.0),
+            stack_padded([p.token_offsets for p in parts], NO_OFFSET),
+            stack_padded([p.word_offsets for p in parts], NO_OFFSET),
+        )
         window_question = np.concatenate([p.window_question + f for p, f in zip(parts, first_question)])
         contexts = [c for p in parts for c in p.contexts]
         context_chars = np.fromiter(map(len, contexts), np.int64, len(contexts))[window_question][:, None]

@@ -13,8 +13,8 @@ merge by text (a few candidates per window) is a Python loop.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -35,7 +35,7 @@ class DecodedAnswers:
     start: np.ndarray  # int64, character offset into the question's context
     end: np.ndarray  # int64
 
-    def rows(self, begin: int, end: int) -> "DecodedAnswers":
+    def rows(self, begin: int, end: int) -> DecodedAnswers:
         """The answers of questions ``begin .. end - 1``."""
         return DecodedAnswers(self.text[begin:end], self.score[begin:end], self.start[begin:end], self.end[begin:end])
 
@@ -143,7 +143,8 @@ def _merge(contexts, window_question, scores, char_start, char_end, valid, min_n
     end = np.full((n_questions, top_k), PAD_START, dtype=np.int64)
     answers: list[dict[str, list]] = [{} for _ in range(n_questions)]  # lower-cased text -> [score, start, end, text]
     for q, row_scores, row_starts, row_ends, row_valid in zip(
-            window_question.tolist(), scores.tolist(), char_start.tolist(), char_end.tolist(), valid.tolist()):
+        window_question.tolist(), scores.tolist(), char_start.tolist(), char_end.tolist(), valid.tolist()
+    ):
         context, merged = contexts[q], answers[q]
         for span_score, s, e, ok in zip(row_scores, row_starts, row_ends, row_valid):
             if not ok:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
-from typing import Iterable, Mapping
 
 from preprocessing.errors import InputError
 
@@ -21,7 +21,7 @@ class RequestLimits:
     max_windows: int = 1024
 
     @classmethod
-    def from_config(cls, parameters: Mapping[str, str]) -> "RequestLimits":
+    def from_config(cls, parameters: Mapping[str, str]) -> RequestLimits:
         return cls(**{f.name: int(parameters[f.name]) for f in fields(cls) if f.name in parameters})
 
 
@@ -35,7 +35,7 @@ class AnswerOptions:
     align_to_words: bool = True
 
     @classmethod
-    def from_parameters(cls, parameters: Mapping[str, object] | str, max_top_k: int) -> "AnswerOptions":
+    def from_parameters(cls, parameters: Mapping[str, object] | str, max_top_k: int) -> AnswerOptions:
         """Options from a request's parameters (a mapping, or the JSON text the Python backend gives);
         ``max_top_k`` is the server's limit (the decoder's config)."""
         if isinstance(parameters, str):
@@ -44,9 +44,7 @@ class AnswerOptions:
         values: dict[str, object] = {}
         for name, value in parameters.items():
             if name not in known:
-                raise InputError(
-                    f"unknown request parameter '{name}'; the parameters are {', '.join(sorted(known))}"
-                )
+                raise InputError(f"unknown request parameter '{name}'; the parameters are {', '.join(sorted(known))}")
             wants_bool = known[name] == "bool"
             if wants_bool != isinstance(value, bool) or not isinstance(value, (bool, int)):
                 kind = "a boolean" if wants_bool else "an integer"
@@ -62,7 +60,7 @@ class AnswerOptions:
         return options
 
 
-def decode_texts(raw: Iterable[object], name: str, max_chars: int | None = None) -> list[str]:
+def readable_texts(raw: Iterable[object], name: str, max_chars: int | None = None) -> list[str]:
     """UTF-8 strings from a TYPE_STRING tensor; each must hold some non-whitespace text."""
     texts = []
     for i, item in enumerate(raw):
@@ -85,18 +83,21 @@ def decode_texts(raw: Iterable[object], name: str, max_chars: int | None = None)
     return texts
 
 
-def read_pairs(questions: Iterable[object], contexts: Iterable[object],
-               limits: RequestLimits) -> tuple[list[str], list[str]]:
+def read_pairs(
+    questions: Iterable[object], contexts: Iterable[object], limits: RequestLimits
+) -> tuple[list[str], list[str]]:
     """A request's (question, context) texts, checked against ``limits`` from their counts and characters only."""
     questions, contexts = list(questions), list(contexts)
     if len(questions) != len(contexts):
         raise InputError(f"{len(questions)} questions but {len(contexts)} contexts; send one context per question")
     if len(questions) > limits.max_questions:
         raise InputError(f"{len(questions)} questions in one request; the limit is {limits.max_questions}")
-    question_texts = decode_texts(questions, "question", limits.max_question_chars)
-    context_texts = decode_texts(contexts, "context", limits.max_context_chars)
+    question_texts = readable_texts(questions, "question", limits.max_question_chars)
+    context_texts = readable_texts(contexts, "context", limits.max_context_chars)
     total = sum(map(len, question_texts)) + sum(map(len, context_texts))
     if total > limits.max_request_chars:
-        raise InputError(f"the request holds {total} characters of questions and contexts; the limit is "
-                         f"{limits.max_request_chars} per request")
+        raise InputError(
+            f"the request holds {total} characters of questions and contexts; the limit is "
+            f"{limits.max_request_chars} per request"
+        )
     return question_texts, context_texts

@@ -13,10 +13,10 @@ call (``Windows.select`` trims each request's share to its own longest window).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -64,21 +64,28 @@ class Windows:
     def lengths(self) -> np.ndarray:
         return self.attention_mask.sum(axis=1)
 
-    def select(self, first_question: int, n_questions: int) -> "Windows":
+    def select(self, first_question: int, n_questions: int) -> Windows:
         """The windows of questions ``first_question .. first_question + n_questions - 1``, renumbered from
         0 and trimmed to their own longest window."""
         begin, end = np.searchsorted(self.window_question, [first_question, first_question + n_questions])
         width = int(self.attention_mask[begin:end, :].sum(axis=1).max()) if end > begin else 0
-        parts = {name: np.ascontiguousarray(getattr(self, name)[begin:end, :width])
-                 for name in ("input_ids", "attention_mask", "token_type_ids", "token_offsets", "word_offsets")}
+        parts = {
+            name: np.ascontiguousarray(getattr(self, name)[begin:end, :width])
+            for name in ("input_ids", "attention_mask", "token_type_ids", "token_offsets", "word_offsets")
+        }
         return Windows(**parts, window_question=self.window_question[begin:end] - first_question)
 
     @classmethod
-    def concatenate(cls, parts: Sequence["Windows"]) -> "Windows":
+    def concatenate(cls, parts: Sequence[Windows]) -> Windows:
         """The windows of several parts in order, questions numbered on, padded to the longest window."""
         first = np.cumsum([0] + [int(p.window_question.max()) + 1 for p in parts[:-1]])
-        fills = {"input_ids": 0, "attention_mask": 0, "token_type_ids": 0, "token_offsets": NO_OFFSET,
-                 "word_offsets": NO_OFFSET}
+        fills = {
+            "input_ids": 0,
+            "attention_mask": 0,
+            "token_type_ids": 0,
+            "token_offsets": NO_OFFSET,
+            "word_offsets": NO_OFFSET,
+        }
         joined = {name: stack_padded([getattr(p, name) for p in parts], fill) for name, fill in fills.items()}
         return cls(**joined, window_question=np.concatenate([p.window_question + f for p, f in zip(parts, first)]))
 
@@ -119,8 +126,9 @@ class QATokenizer:
             raise planned
         return planned
 
-    def plan_requests(self, requests: Sequence[tuple[Sequence[str], Sequence[str]]],
-                      max_windows: int) -> list[np.ndarray | InputError]:
+    def plan_requests(
+        self, requests: Sequence[tuple[Sequence[str], Sequence[str]]], max_windows: int
+    ) -> list[np.ndarray | InputError]:
         """Per request, upper bounds on the windows each of its pairs makes, found without encoding the pairs
         (exact token counts only of texts long enough to matter, in one tokenizer call for all requests); or
         the ``InputError`` naming the first pair the reference pipeline cannot window, or saying that the
@@ -138,8 +146,9 @@ class QATokenizer:
             question_tokens[counted] = self.token_counts([questions[i] for i in np.flatnonzero(counted)])
         room = room_for_context - question_tokens
         # exact lengths of both texts where the question leaves little room, or the bound alone is over the limit
-        unsure = ((room <= settings.doc_stride) & (context_tokens > room)
-                  | (windows_of_pair(context_tokens, room, settings.doc_stride) > max_windows))
+        unsure = (room <= settings.doc_stride) & (context_tokens > room) | (
+            windows_of_pair(context_tokens, room, settings.doc_stride) > max_windows
+        )
         if unsure.any():
             recount = unsure & ~counted
             if recount.any():
@@ -159,11 +168,14 @@ class QATokenizer:
                     f"question {q} is {question_tokens[i]} tokens long: it leaves {max(room[i], 0)} tokens of a "
                     f"{settings.max_seq_len}-token window for the context, which must exceed the doc_stride of "
                     f"{settings.doc_stride} when the context ({context_tokens[i]} tokens) does not fit in one "
-                    f"window")
+                    f"window"
+                )
             exact = windows[begin:end][unsure[begin:end]].sum()
             if exact > max_windows and not isinstance(results[-1], InputError):
-                results[-1] = InputError(f"the contexts make at least {exact} windows of {settings.max_seq_len} "
-                                         f"tokens; the limit is {max_windows} per request")
+                results[-1] = InputError(
+                    f"the contexts make at least {exact} windows of {settings.max_seq_len} "
+                    f"tokens; the limit is {max_windows} per request"
+                )
         return results
 
     def encode(self, questions: Sequence[str], contexts: Sequence[str]) -> Windows:
@@ -238,4 +250,3 @@ def _word_offsets(token_offsets: np.ndarray, word_ids: np.ndarray) -> np.ndarray
     spans = np.stack([flat_offsets[first, 0][run_of], flat_offsets[last, 1][run_of]], axis=1)
     spans[np.isnan(flat_words)] = NO_OFFSET
     return spans.reshape(rows, width, 2).astype(np.int32)
-

@@ -13,8 +13,9 @@ import re
 import threading
 import time
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,9 @@ def version_dir(args: Mapping[str, str]) -> Path:
     return Path(args["model_repository"]) / args["model_version"]
 
 
-def input_array(pb_utils: Any, request: Any, name: str, dtype: Any | None = None, ndim: int | None = None) -> np.ndarray:
+def input_array(
+    pb_utils: Any, request: Any, name: str, dtype: Any | None = None, ndim: int | None = None
+) -> np.ndarray:
     """A request's input as numpy, refused with ``InputError`` unless it has ``dtype`` and ``ndim``."""
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     if tensor is None:

@@ -43,7 +43,7 @@ class ElectraShape:
     layer_norm_eps: float
 
     @classmethod
-    def from_config(cls, config: dict) -> "ElectraShape":
+    def from_config(cls, config: dict) -> ElectraShape:
         if config.get("model_type") != "electra":
             raise UnsupportedCheckpoint(f"model_type is {config.get('model_type')!r}, not 'electra'")
         for key, supported in (("hidden_act", "gelu"), ("position_embedding_type", "absolute")):
@@ -52,13 +52,16 @@ class ElectraShape:
         if config.get("is_decoder", False) or config.get("add_cross_attention", False):
             raise UnsupportedCheckpoint("decoder / cross-attention ELECTRA models are not supported")
         try:
-            shape = cls(**{name: config[name] for name in cls.__dataclass_fields__ if name != "layer_norm_eps"},
-                        layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)))
+            shape = cls(
+                **{name: config[name] for name in cls.__dataclass_fields__ if name != "layer_norm_eps"},
+                layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)),
+            )
         except KeyError as missing:
             raise UnsupportedCheckpoint(f"config.json has no {missing}") from None
         if shape.hidden_size % shape.num_attention_heads:
-            raise UnsupportedCheckpoint(f"hidden_size {shape.hidden_size} is not a multiple of "
-                                        f"num_attention_heads {shape.num_attention_heads}")
+            raise UnsupportedCheckpoint(
+                f"hidden_size {shape.hidden_size} is not a multiple of num_attention_heads {shape.num_attention_heads}"
+            )
         return shape
 
 
@@ -76,8 +79,9 @@ def read_checkpoint(directory: str | Path) -> tuple[ElectraShape, dict[str, torc
     elif (directory / "pytorch_model.bin").is_file():
         state = torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
     else:
-        raise FileNotFoundError(f"{directory} has neither model.safetensors nor pytorch_model.bin "
-                                "(sharded checkpoints are not supported)")
+        raise FileNotFoundError(
+            f"{directory} has neither model.safetensors nor pytorch_model.bin (sharded checkpoints are not supported)"
+        )
     return shape, state
 
 
@@ -114,13 +118,15 @@ class ElectraForQA(nn.Module):
         self.position_embeddings = nn.Embedding(shape.max_position_embeddings, shape.embedding_size)
         self.token_type_embeddings = nn.Embedding(shape.type_vocab_size, shape.embedding_size)
         self.embedding_norm = nn.LayerNorm(shape.embedding_size, eps=shape.layer_norm_eps)
-        self.embeddings_project = (nn.Linear(shape.embedding_size, shape.hidden_size)
-                                   if shape.embedding_size != shape.hidden_size else None)
+        self.embeddings_project = (
+            nn.Linear(shape.embedding_size, shape.hidden_size) if shape.embedding_size != shape.hidden_size else None
+        )
         self.layers = nn.ModuleList(ElectraLayer(shape) for _ in range(shape.num_hidden_layers))
         self.qa_outputs = nn.Linear(shape.hidden_size, 2)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    ) -> torch.Tensor:
         length = input_ids.shape[1]
         positions = self.position_embeddings.weight[:length]
         hidden = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids) + positions
@@ -135,7 +141,7 @@ class ElectraForQA(nn.Module):
         return self.qa_outputs(hidden)
 
     @classmethod
-    def from_state_dict(cls, shape: ElectraShape, state: dict[str, torch.Tensor]) -> "ElectraForQA":
+    def from_state_dict(cls, shape: ElectraShape, state: dict[str, torch.Tensor]) -> ElectraForQA:
         """The network (on CPU, in the weights' dtype) with the weights of a Hugging Face
         ``ElectraForQuestionAnswering`` state dict, strictly: raises ``UnsupportedCheckpoint`` when a tensor
         is missing, has a shape that config.json does not imply, or is left unused."""
@@ -173,7 +179,8 @@ def _renamed(state: dict[str, torch.Tensor], model: ElectraForQA) -> dict[str, t
         ours, theirs = f"layers.{i}", f"electra.encoder.layer.{i}"
         for suffix in ("weight", "bias"):
             renamed[f"{ours}.qkv.{suffix}"] = torch.cat(
-                [take(f"{theirs}.attention.self.{name}.{suffix}") for name in ("query", "key", "value")])
+                [take(f"{theirs}.attention.self.{name}.{suffix}") for name in ("query", "key", "value")]
+            )
         move(f"{ours}.attention_out", f"{theirs}.attention.output.dense")
         move(f"{ours}.attention_norm", f"{theirs}.attention.output.LayerNorm")
         move(f"{ours}.intermediate", f"{theirs}.intermediate.dense")

@@ -12,9 +12,7 @@ from typing import Any
 import numpy as np
 
 from preprocessing.errors import InputError
-
 from runtime.tensors import MODEL_INPUTS as INPUT_NAMES
-from runtime.tensors import MODEL_OUTPUTS as OUTPUT_NAMES
 
 
 @dataclass(frozen=True)
@@ -34,13 +32,14 @@ class ModelLimits:
     max_position_embeddings: int
 
     @classmethod
-    def from_export(cls, version_dir: Path) -> "ModelLimits":
+    def from_export(cls, version_dir: Path) -> ModelLimits:
         record = json.loads((version_dir / "export.json").read_text())
         return cls(**record["model_limits"])
 
 
-def check_windows(input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray,
-                  limits: ModelLimits) -> None:
+def check_windows(
+    input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray, limits: ModelLimits
+) -> None:
     """Raises ``InputError`` unless the three ``[W, L]`` int64 tensors are windows the model can run:
     ids in the vocabulary, token types in range, each mask row ones then zeros (at least one token)."""
     for name, array in zip(INPUT_NAMES, (input_ids, attention_mask, token_type_ids)):
@@ -57,8 +56,11 @@ def check_windows(input_ids: np.ndarray, attention_mask: np.ndarray, token_type_
         raise InputError(f"input_ids must be in [0, {limits.vocab_size}), the model's vocabulary")
     if token_type_ids.min() < 0 or token_type_ids.max() >= limits.type_vocab_size:
         raise InputError(f"token_type_ids must be in [0, {limits.type_vocab_size})")
-    if ((attention_mask != 0) & (attention_mask != 1)).any() or (attention_mask[:, 0] != 1).any() \
-            or (attention_mask[:, 1:] > attention_mask[:, :-1]).any():
+    if (
+        ((attention_mask != 0) & (attention_mask != 1)).any()
+        or (attention_mask[:, 0] != 1).any()
+        or (attention_mask[:, 1:] > attention_mask[:, :-1]).any()
+    ):
         raise InputError("each attention_mask row must be ones followed by zeros, starting with a one")
 
 

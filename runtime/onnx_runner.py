@@ -7,18 +7,21 @@ in its own window order and width.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from preprocessing.arrays import stack_padded
-from runtime.model_inputs import INPUT_NAMES, OUTPUT_NAMES, PaddingStats
+from runtime.model_inputs import PaddingStats
+from runtime.tensors import MODEL_INPUTS as INPUT_NAMES
+from runtime.tensors import MODEL_OUTPUTS as OUTPUT_NAMES
 
 
 class OnnxQARunner:
-    def __init__(self, onnx_file: str | Path, device: str = "auto", intra_op_threads: int = 0,
-                 max_windows_per_run: int = 8):
+    def __init__(
+        self, onnx_file: str | Path, device: str = "auto", intra_op_threads: int = 0, max_windows_per_run: int = 8
+    ):
         import onnxruntime as ort
 
         available = ort.get_available_providers()
@@ -49,12 +52,14 @@ class OnnxQARunner:
         order = np.argsort(-lengths, kind="stable")
         executed = 0
         for begin in range(0, len(order), self.max_windows_per_run):
-            chunk = order[begin:begin + self.max_windows_per_run]
+            chunk = order[begin : begin + self.max_windows_per_run]
             width = int(lengths[chunk].max())
             feeds = {name: tensor[chunk, :width] for name, tensor in zip(INPUT_NAMES, stacked)}
             start[chunk, :width], end[chunk, :width] = self.session.run(list(OUTPUT_NAMES), feeds)
             executed += len(chunk) * width
         bounds = np.cumsum(counts)[:-1]
-        logits = [(s[:, :r[0].shape[1]], e[:, :r[0].shape[1]])
-                  for s, e, r in zip(np.split(start, bounds), np.split(end, bounds), requests)]
+        logits = [
+            (s[:, : r[0].shape[1]], e[:, : r[0].shape[1]])
+            for s, e, r in zip(np.split(start, bounds), np.split(end, bounds), requests)
+        ]
         return logits, PaddingStats(real_tokens=int(lengths.sum()), executed_tokens=executed)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import threading
 import warnings
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -40,14 +40,24 @@ class TorchQARunner:
     are dropped). ``graph_batch_sizes`` defaults to 1, 2, 4, ... and ``max_windows_per_run``. Ignored on CPU.
     """
 
-    def __init__(self, checkpoint: str | Path, device: str = "auto", precision: str = "auto",
-                 intra_op_threads: int = 0, max_windows_per_run: int = 16, max_tokens_per_run: int = 8192,
-                 length_bucket: int = 0, cuda_graphs: bool = False,
-                 graph_batch_sizes: Sequence[int] | None = None, graph_max_length: int = 384,
-                 max_cuda_graphs: int = 64):
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        device: str = "auto",
+        precision: str = "auto",
+        intra_op_threads: int = 0,
+        max_windows_per_run: int = 16,
+        max_tokens_per_run: int = 8192,
+        length_bucket: int = 0,
+        cuda_graphs: bool = False,
+        graph_batch_sizes: Sequence[int] | None = None,
+        graph_max_length: int = 384,
+        max_cuda_graphs: int = 64,
+    ):
         if max_windows_per_run < 1 or max_tokens_per_run < 1 or length_bucket < 0 or max_cuda_graphs < 0:
-            raise ValueError("max_windows_per_run and max_tokens_per_run must be >= 1, length_bucket and "
-                             "max_cuda_graphs >= 0")
+            raise ValueError(
+                "max_windows_per_run and max_tokens_per_run must be >= 1, length_bucket and max_cuda_graphs >= 0"
+            )
         self._device = _resolve_device(device)
         on_cuda = self._device.type == "cuda"
         if precision == "auto":
@@ -99,7 +109,7 @@ class TorchQARunner:
         row = 0
         for request, count in zip(requests, counts):
             for k in range(3):
-                stacked[k, row:row + count, :request[k].shape[1]] = request[k]
+                stacked[k, row : row + count, : request[k].shape[1]] = request[k]
             row += count
         lengths = stacked[1].sum(axis=1)
         logits = np.zeros((len(lengths), full_width, 2), np.float32)
@@ -110,7 +120,7 @@ class TorchQARunner:
             while begin < len(order):
                 width = self._bucket_width(max(int(lengths[order[begin]]), 1))
                 count = min(self.max_windows_per_run, max(1, self.max_tokens_per_run // width), len(order) - begin)
-                chunk = order[begin:begin + count]
+                chunk = order[begin : begin + count]
                 begin += count
                 batch = self._graph_batch(count, width)
                 inputs = np.zeros((3, batch, width), np.int64)
@@ -121,8 +131,10 @@ class TorchQARunner:
                 logits[chunk, :used] = ran[:count, :used]
                 executed += batch * width
         bounds = np.cumsum(counts)[:-1]
-        out = [(np.ascontiguousarray(part[:, :r[0].shape[1], 0]), np.ascontiguousarray(part[:, :r[0].shape[1], 1]))
-               for part, r in zip(np.split(logits, bounds), requests)]
+        out = [
+            (np.ascontiguousarray(part[:, : r[0].shape[1], 0]), np.ascontiguousarray(part[:, : r[0].shape[1], 1]))
+            for part, r in zip(np.split(logits, bounds), requests)
+        ]
         return out, PaddingStats(real_tokens=int(lengths.sum()), executed_tokens=executed)
 
     def warmup(self) -> int:
@@ -133,9 +145,12 @@ class TorchQARunner:
             self._forward(_dummy(1, width), graph=False)
             if not self.cuda_graphs:
                 return 0
-            shapes = sorted(((b, w) for b in self.graph_batch_sizes for w in self.graph_lengths
-                             if self._graph_eligible(b, w)), key=lambda s: (s[0] * s[1], s), reverse=True)
-            for batch, width in shapes[:self._graphs.capacity]:
+            shapes = sorted(
+                ((b, w) for b in self.graph_batch_sizes for w in self.graph_lengths if self._graph_eligible(b, w)),
+                key=lambda s: (s[0] * s[1], s),
+                reverse=True,
+            )
+            for batch, width in shapes[: self._graphs.capacity]:
                 self._graphs.get(batch, width)
             torch.cuda.synchronize(self._device)
             return min(len(shapes), self._graphs.capacity)
@@ -144,8 +159,12 @@ class TorchQARunner:
         return min(-(-length // self.length_bucket) * self.length_bucket, self.max_position_embeddings)
 
     def _graph_eligible(self, batch: int, width: int) -> bool:
-        return (self.cuda_graphs and batch in self.graph_batch_sizes and width in self.graph_lengths
-                and batch * width <= self.max_tokens_per_run)
+        return (
+            self.cuda_graphs
+            and batch in self.graph_batch_sizes
+            and width in self.graph_lengths
+            and batch * width <= self.max_tokens_per_run
+        )
 
     def _graph_batch(self, count: int, width: int) -> int:
         """The batch a run of ``count`` windows executes as: the next graph batch bucket when that shape has a
@@ -163,7 +182,7 @@ class TorchQARunner:
             try:
                 return self._graphs.get(*inputs.shape[1:]).replay(host).cpu().numpy()
             except RuntimeError as error:  # a capture this GPU or driver refuses: serve eagerly from now on
-                warnings.warn(f"CUDA graphs turned off after a failed capture or replay: {error}")
+                warnings.warn(f"CUDA graphs turned off after a failed capture or replay: {error}", stacklevel=2)
                 self.cuda_graphs = False
         return self.model(*host.to(self._device)).float().cpu().numpy()
 

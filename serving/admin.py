@@ -27,6 +27,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from serving.processes import memory_mb, tritonserver_pids
+
 PROJECT = Path(__file__).resolve().parent.parent
 ADMIN_HEADER = "x-admin-key"
 ADMIN_KEY_ENV = "ELECTRA_QA_ADMIN_KEY"  # the containers' admin key (docker-compose.yml, deploy/k8s)
@@ -65,9 +67,12 @@ class AdminClient:
         self.headers = dict([key]) if key else {}
 
     def call(self, path: str, body: dict | None = None):
-        request = urllib.request.Request(f"{self.http_url}{path}", headers=self.headers,
-                                         data=None if body is None else json.dumps(body).encode(),
-                                         method="GET" if body is None else "POST")
+        request = urllib.request.Request(
+            f"{self.http_url}{path}",
+            headers=self.headers,
+            data=None if body is None else json.dumps(body).encode(),
+            method="GET" if body is None else "POST",
+        )
         with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
             return json.loads(response.read() or b"null")
 
@@ -98,32 +103,6 @@ class AdminClient:
 
     def model_states(self) -> dict[str, str]:
         return {m["name"]: m.get("state", "") for m in self.call("/v2/repository/index", {})}
-
-
-def private_memory_mb(pid: int) -> float:
-    """A process's resident private memory (RssAnon, MB): its heap, without shared memory (the Python backend's
-    tensor regions, bounded by /dev/shm) or mapped files; 0 when it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0.0
-
-
-def tritonserver_pids() -> list[int]:
-    """The tritonserver processes this process can see (in a container: the one)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                argv0 = (entry / "cmdline").read_bytes().split(b"\0", 1)[0]
-            except OSError:
-                continue
-            if argv0.endswith(b"tritonserver"):
-                pids.append(int(entry.name))
-    return pids
 
 
 def drain(admin: AdminClient, model: str = ENSEMBLE, timeout_s: float = 30.0, poll_s: float = 0.1) -> str:
@@ -157,13 +136,19 @@ def main(argv: list[str] | None = None) -> int:
             print("live: /v2/health/live does not answer", file=sys.stderr)
             return 1
         for pid in tritonserver_pids():
-            if (memory := private_memory_mb(pid)) > args.max_memory_mb:
-                print(f"live: tritonserver {pid} holds {memory:.0f} MB of private memory "
-                      f"(limit {args.max_memory_mb:.0f} MB)", file=sys.stderr)
+            if (memory := memory_mb(pid)) > args.max_memory_mb:
+                print(
+                    f"live: tritonserver {pid} holds {memory:.0f} MB of private memory "
+                    f"(limit {args.max_memory_mb:.0f} MB)",
+                    file=sys.stderr,
+                )
                 return 1
         return 0
-    key = parse_header(args.admin_key) if args.admin_key else (
-        (ADMIN_HEADER, os.environ[ADMIN_KEY_ENV]) if os.environ.get(ADMIN_KEY_ENV) else None)
+    key = (
+        parse_header(args.admin_key)
+        if args.admin_key
+        else ((ADMIN_HEADER, os.environ[ADMIN_KEY_ENV]) if os.environ.get(ADMIN_KEY_ENV) else None)
+    )
     if key is None:
         print(f"drain: no admin key (--admin-key HEADER=VALUE or ${ADMIN_KEY_ENV})", file=sys.stderr)
         return 2

@@ -17,7 +17,9 @@ from pathlib import Path
 VOCAB_MD5 = "64800d5d8528ce344256daf115d4965e"
 SIZES = {
     "tiny": dict(embedding_size=32, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
-    "base": dict(embedding_size=768, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+    "base": dict(
+        embedding_size=768, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072
+    ),
 }
 # Random QA heads give near-uniform span scores; a wider head spreads them so that the ranking of
 # answers is decided by real margins, not by float rounding.
@@ -36,8 +38,9 @@ def uncased_vocab(path: str | Path | None = None) -> Path:
     return path
 
 
-def build_random_checkpoint(out: str | Path, size: str = "tiny", seed: int = 0,
-                            vocab: str | Path | None = None) -> Path:
+def build_random_checkpoint(
+    out: str | Path, size: str = "tiny", seed: int = 0, vocab: str | Path | None = None
+) -> Path:
     """Write a random-weight ``ElectraForQuestionAnswering`` checkpoint and its fast tokenizer to ``out``
     (``vocab``: a copy of the uncased vocabulary, when the package that ships it is not installed)."""
     import torch

@@ -24,6 +24,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -96,13 +97,16 @@ class ExportedFiles:
         return (self.onnx_file, self.checkpoint_dir, self.tokenizer_file, self.record)
 
     @classmethod
-    def of(cls, repository: Path) -> "ExportedFiles":
+    def of(cls, repository: Path) -> ExportedFiles:
         model = config_file_parameters(repository / "electra" / "config.pbtxt")
         tokenizer = config_file_parameters(repository / "tokenizer" / "config.pbtxt")
         model_dir = repository / "electra" / "1"
-        return cls(onnx_file=model_dir / model["onnx_file"], checkpoint_dir=model_dir / model["checkpoint_dir"],
-                   tokenizer_file=repository / "tokenizer" / "1" / tokenizer["tokenizer_file"],
-                   record=model_dir / "export.json")
+        return cls(
+            onnx_file=model_dir / model["onnx_file"],
+            checkpoint_dir=model_dir / model["checkpoint_dir"],
+            tokenizer_file=repository / "tokenizer" / "1" / tokenizer["tokenizer_file"],
+            record=model_dir / "export.json",
+        )
 
 
 def copy_repository(source: Path, target: Path, over_existing: bool = False) -> Path:
@@ -131,12 +135,19 @@ def is_current(repository: Path, model: str, precision: str = "fp32", variant: s
         files = ExportedFiles.of(repository)
     except OSError:  # not a model repository (yet)
         return False
-    if record is None or not (files.onnx_file.is_file() and files.tokenizer_file.is_file()
-                              and (files.checkpoint_dir / "config.json").is_file()):
+    if record is None or not (
+        files.onnx_file.is_file()
+        and files.tokenizer_file.is_file()
+        and (files.checkpoint_dir / "config.json").is_file()
+    ):
         return False
     name, fingerprint = source_fingerprint(model)
     return record.model_limits is not None and (record.model, record.fingerprint, record.precision, record.variant) == (
-        name, fingerprint, precision, variant)
+        name,
+        fingerprint,
+        precision,
+        variant,
+    )
 
 
 HUB_CHECK_TIMEOUT_S = 3.0
@@ -155,8 +166,9 @@ def hub_offline() -> str | None:
 
     def probe() -> None:
         try:
-            urllib.request.urlopen(urllib.request.Request(hub_endpoint(), method="HEAD"),
-                                   timeout=HUB_CHECK_TIMEOUT_S).close()
+            urllib.request.urlopen(
+                urllib.request.Request(hub_endpoint(), method="HEAD"), timeout=HUB_CHECK_TIMEOUT_S
+            ).close()
             answered.append(True)
         except urllib.error.HTTPError:  # an HTTP status is an answer
             answered.append(True)
@@ -187,10 +199,12 @@ def load_checkpoint(model: str):
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path) if local else model, use_fast=True,
-                                                  local_files_only=bool(offline))
-        network = AutoModelForQuestionAnswering.from_pretrained(str(path) if local else model,
-                                                                local_files_only=bool(offline)).eval()
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(path) if local else model, use_fast=True, local_files_only=bool(offline)
+        )
+        network = AutoModelForQuestionAnswering.from_pretrained(
+            str(path) if local else model, local_files_only=bool(offline)
+        ).eval()
     except OSError as error:
         if local:
             raise ExportError(f"{path} is not a question-answering checkpoint: {error}") from error
@@ -211,16 +225,22 @@ def _hub_error(model: str, reason: str) -> ExportError:
     )
 
 
-def export(model: str = DEFAULT_MODEL, repository: Path = DEFAULT_REPOSITORY,
-           tolerance: float = DEFAULT_TOLERANCE, optimize: bool = True, precision: str = "fp32",
-           variant: str = "python", onnx: bool = True) -> ExportRecord:
+def export(
+    model: str = DEFAULT_MODEL,
+    repository: Path = DEFAULT_REPOSITORY,
+    tolerance: float = DEFAULT_TOLERANCE,
+    optimize: bool = True,
+    precision: str = "fp32",
+    variant: str = "python",
+    onnx: bool = True,
+) -> ExportRecord:
     """Export ``model`` into ``repository``; raises ExportError when ONNX and PyTorch disagree.
 
     ``variant`` is the model step that will run it (serving/variants.py): ``python`` (ONNX Runtime in the
     Python backend) or ``tensorrt`` (Triton's onnxruntime backend with TensorRT FP16, in the container), which
     gets the plain standard-ONNX graph: TensorRT builds its own fused kernels and cannot take ONNX Runtime's.
-    For ``python``, ``optimize`` applies ONNX Runtime's transformer fusions (attention, skip-LayerNorm, embedding-LayerNorm,
-    bias-GELU) offline, so that the served graph is the fused one that was checked against PyTorch.
+    For ``python``, ``optimize`` applies ONNX Runtime's transformer fusions (attention, skip-LayerNorm,
+    embedding-LayerNorm, bias-GELU) offline, so that the served graph is the fused one that was checked against PyTorch.
     ``precision="int8"`` (opt-in) then quantizes the MatMul weights to int8 (dynamic quantization, VNNI
     kernels): much faster on CPU, but answers may differ from the reference; the tolerance check applies to
     the fp32 graph and the int8 graph's difference is only recorded. ``onnx=False`` skips the ONNX graph (and
@@ -244,8 +264,9 @@ def export(model: str = DEFAULT_MODEL, repository: Path = DEFAULT_REPOSITORY,
 
     with tempfile.TemporaryDirectory(dir=model_dir) as scratch:
         if onnx:
-            max_abs_diff, served_diff, fused = _export_onnx(tokenizer, network, Path(scratch), tolerance,
-                                                            optimize and variant == "python", precision)
+            max_abs_diff, served_diff, fused = _export_onnx(
+                tokenizer, network, Path(scratch), tolerance, optimize and variant == "python", precision
+            )
             os.replace(Path(scratch) / "model.onnx", files.onnx_file)
         else:
             max_abs_diff, served_diff, fused = None, None, {}
@@ -257,17 +278,28 @@ def export(model: str = DEFAULT_MODEL, repository: Path = DEFAULT_REPOSITORY,
     tokenizer.backend_tokenizer.save(str(files.tokenizer_file))
 
     name, fingerprint = source_fingerprint(model)
-    record = ExportRecord(model=name, fingerprint=fingerprint, max_abs_diff=max_abs_diff, tolerance=tolerance,
-                          opset=OPSET, exported_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), fused_operators=fused,
-                          precision=precision, served_max_abs_diff=served_diff, variant=variant,
-                          model_limits={key: getattr(network.config, key) for key in
-                                        ("vocab_size", "type_vocab_size", "max_position_embeddings")})
+    record = ExportRecord(
+        model=name,
+        fingerprint=fingerprint,
+        max_abs_diff=max_abs_diff,
+        tolerance=tolerance,
+        opset=OPSET,
+        exported_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        fused_operators=fused,
+        precision=precision,
+        served_max_abs_diff=served_diff,
+        variant=variant,
+        model_limits={
+            key: getattr(network.config, key) for key in ("vocab_size", "type_vocab_size", "max_position_embeddings")
+        },
+    )
     files.record.write_text(json.dumps(asdict(record), indent=2) + "\n")
     return record
 
 
-def _export_onnx(tokenizer, network, scratch: Path, tolerance: float, optimize: bool,
-                 precision: str) -> tuple[float, float | None, dict]:
+def _export_onnx(
+    tokenizer, network, scratch: Path, tolerance: float, optimize: bool, precision: str
+) -> tuple[float, float | None, dict]:
     """``scratch/model.onnx`` from ``network``, checked against its PyTorch logits: (max abs difference, the int8
     graph's when ``precision`` is int8, fused operator counts)."""
     import torch
@@ -275,15 +307,26 @@ def _export_onnx(tokenizer, network, scratch: Path, tolerance: float, optimize: 
     sample = tokenizer(
         ["Who wrote it?", "When was the bridge that crosses the river finished?"],
         ["It was written by Ada Lovelace in 1843.", "The bridge over the Élan was finished in 1901, after nine years."],
-        padding=True, return_tensors="pt", return_token_type_ids=True,
+        padding=True,
+        return_tensors="pt",
+        return_token_type_ids=True,
     )
     inputs = tuple(sample[name] for name in INPUT_NAMES)
     dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES + OUTPUT_NAMES}
     onnx_path = scratch / "model.onnx"
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # the TorchScript exporter on purpose: its graph is the one ONNX Runtime's BERT fusions recognise (and the
+        # result is checked against PyTorch below); its deprecation notice says nothing to act on here
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            _LogitsOnly(network), inputs, str(onnx_path), input_names=list(INPUT_NAMES),
-            output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic_axes, opset_version=OPSET, dynamo=False,
+            _LogitsOnly(network),
+            inputs,
+            str(onnx_path),
+            input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes=dynamic_axes,
+            opset_version=OPSET,
+            dynamo=False,
         )
         fused = _fuse_transformer_ops(onnx_path, network.config) if optimize else {}
         expected = [t.numpy() for t in network(**dict(zip(INPUT_NAMES, inputs)), return_dict=False)[:2]]
@@ -310,8 +353,9 @@ class _LogitsOnly:
                 self.network = network
 
             def forward(self, input_ids, attention_mask, token_type_ids):
-                out = self.network(input_ids=input_ids, attention_mask=attention_mask,
-                                   token_type_ids=token_type_ids, return_dict=False)
+                out = self.network(
+                    input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=False
+                )
                 return out[0], out[1]
 
         return Wrapper().eval()
@@ -321,8 +365,13 @@ def _fuse_transformer_ops(onnx_path: Path, config) -> dict:
     """Rewrite ``onnx_path`` with ONNX Runtime's BERT fusions; returns the fused operator counts."""
     from onnxruntime.transformers import optimizer
 
-    optimized = optimizer.optimize_model(str(onnx_path), model_type="bert", num_heads=config.num_attention_heads,
-                                         hidden_size=config.hidden_size, opt_level=0)
+    optimized = optimizer.optimize_model(
+        str(onnx_path),
+        model_type="bert",
+        num_heads=config.num_attention_heads,
+        hidden_size=config.hidden_size,
+        opt_level=0,
+    )
     optimized.save_model_to_file(str(onnx_path))
     return {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
 
@@ -332,8 +381,12 @@ def _quantize_int8(onnx_path: Path, feeds: dict, expected: list) -> float:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantized = onnx_path.with_name("model.int8.onnx")
-    quantize_dynamic(str(onnx_path), str(quantized), weight_type=QuantType.QInt8,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    quantize_dynamic(
+        str(onnx_path),
+        str(quantized),
+        weight_type=QuantType.QInt8,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
     os.replace(quantized, onnx_path)
     return _max_abs_diff(onnx_path, feeds, expected)
 
@@ -353,15 +406,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE)
     parser.add_argument("--no-optimize", action="store_true", help="skip ONNX Runtime's transformer fusions")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="int8: opt-in dynamic quantization (faster on CPU; answers may differ)")
-    parser.add_argument("--variant", choices=VARIANTS, default="python",
-                        help="tensorrt: the plain graph for the container's TensorRT model step")
-    parser.add_argument("--no-onnx", action="store_true", help="no ONNX graph: the checkpoint, tokenizer and "
-                        "record only, all the torch engine (configs/gpu.pbtxt) reads")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="int8: opt-in dynamic quantization (faster on CPU; answers may differ)",
+    )
+    parser.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        default="python",
+        help="tensorrt: the plain graph for the container's TensorRT model step",
+    )
+    parser.add_argument(
+        "--no-onnx",
+        action="store_true",
+        help="no ONNX graph: the checkpoint, tokenizer and record only, all the torch engine (configs/gpu.pbtxt) reads",
+    )
     parser.add_argument("--clean", action="store_true", help="remove the exported files from the repository")
-    parser.add_argument("--if-needed", action="store_true", help="do nothing when the repository already holds "
-                        "an export of this model")
+    parser.add_argument(
+        "--if-needed", action="store_true", help="do nothing when the repository already holds an export of this model"
+    )
     args = parser.parse_args(argv)
     if args.clean:
         clean(args.repository)
@@ -370,8 +435,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.repository} already serves {args.model}")
         return 0
     try:
-        record = export(args.model, args.repository, args.tolerance, optimize=not args.no_optimize,
-                        precision=args.precision, variant=args.variant, onnx=not args.no_onnx)
+        record = export(
+            args.model,
+            args.repository,
+            args.tolerance,
+            optimize=not args.no_optimize,
+            precision=args.precision,
+            variant=args.variant,
+            onnx=not args.no_onnx,
+        )
     except ExportError as error:
         print(f"export failed: {error}", file=sys.stderr)
         return 2

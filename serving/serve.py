@@ -40,8 +40,9 @@ import time
 from pathlib import Path
 
 from serving import stub_compat
-from serving.admin import ADMIN_HEADER, AdminClient, admin_key_file, parse_header, private_memory_mb
+from serving.admin import ADMIN_HEADER, AdminClient, admin_key_file, parse_header
 from serving.export import DEFAULT_MODEL, DEFAULT_REPOSITORY, PRECISIONS, is_current
+from serving.processes import memory_mb, stub_pids
 
 PROJECT = Path(__file__).resolve().parent.parent
 ENSEMBLE = "electra_qa"
@@ -94,8 +95,9 @@ def backend_directory(cache: Path) -> Path:
     return backends
 
 
-def libpython_hint(version: str, os_release: Path = Path("/etc/os-release"),
-                   system_python: Path = Path("/usr/bin/python3")) -> str:
+def libpython_hint(
+    version: str, os_release: Path = Path("/etc/os-release"), system_python: Path = Path("/usr/bin/python3")
+) -> str:
     """How to install the shared libpython``version`` on this distribution (/etc/os-release)."""
     fields = {}
     try:
@@ -111,8 +113,10 @@ def libpython_hint(version: str, os_release: Path = Path("/etc/os-release"),
         # the distribution's own python3 keeps its library in python3-libs, other versions in python3.X-libs
         default = Path(os.path.realpath(system_python)).name == f"python{version}"
         return f"dnf install {'python3-libs' if default else f'python{version}-libs'}"
-    return (f"install your distribution's shared Python {version} library (libpython{version}.so.1.0), "
-            f"or use a Python {version} built with --enable-shared")
+    return (
+        f"install your distribution's shared Python {version} library (libpython{version}.so.1.0), "
+        f"or use a Python {version} built with --enable-shared"
+    )
 
 
 def missing_libraries(binary: Path, library_path: list[str]) -> list[str]:
@@ -140,12 +144,15 @@ def python_library_path() -> list[str]:
     libdir, soname = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("INSTSONAME")
     if libdir and soname and (Path(libdir) / soname).is_file() and not missing_libraries(stub, [libdir]):
         return [libdir]
-    raise ServerSetupError(f"the Python backend stub needs {', '.join(missing)} (not found by the system's "
-                           f"loader, nor in {libdir or 'this Python'}): {libpython_hint(version)}")
+    raise ServerSetupError(
+        f"the Python backend stub needs {', '.join(missing)} (not found by the system's "
+        f"loader, nor in {libdir or 'this Python'}): {libpython_hint(version)}"
+    )
 
 
-def server_command(repository: Path, grpc_port: int, http_port: int, metrics_port: int,
-                   extra: list[str], cache: Path) -> tuple[list[str], dict[str, str]]:
+def server_command(
+    repository: Path, grpc_port: int, http_port: int, metrics_port: int, extra: list[str], cache: Path
+) -> tuple[list[str], dict[str, str]]:
     home = triton_home()
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -201,16 +208,21 @@ def security_args(args: argparse.Namespace, admin: tuple[str, str]) -> list[str]
     if bool(args.tls_cert) != bool(args.tls_key):
         raise SystemExit("--tls-cert and --tls-key go together")
     if args.tls_cert:
-        extra += ["--grpc-use-ssl=true", f"--grpc-server-cert={args.tls_cert.resolve()}",
-                  f"--grpc-server-key={args.tls_key.resolve()}"]
+        extra += [
+            "--grpc-use-ssl=true",
+            f"--grpc-server-cert={args.tls_cert.resolve()}",
+            f"--grpc-server-key={args.tls_key.resolve()}",
+        ]
         if args.tls_client_ca:
             extra += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={args.tls_client_ca.resolve()}"]
     restricted = [(",".join(ADMIN_PROTOCOLS), admin)]
     if args.api_key:
         restricted.append(("inference", header_pair(args.api_key, "--api-key")))
     for protocols, (header, value) in restricted:
-        extra += [f"--grpc-restricted-protocol={protocols}:{header}={value}",
-                  f"--http-restricted-api={protocols}:{header}={value}"]
+        extra += [
+            f"--grpc-restricted-protocol={protocols}:{header}={value}",
+            f"--http-restricted-api={protocols}:{header}={value}",
+        ]
     return extra
 
 
@@ -241,18 +253,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tls-cert", type=Path, help="serve gRPC over TLS with this PEM certificate ...")
     parser.add_argument("--tls-key", type=Path, help="... and this PEM private key")
     parser.add_argument("--tls-client-ca", type=Path, help="mutual TLS: accept clients signed by this CA")
-    parser.add_argument("--api-key", metavar="HEADER=VALUE",
-                        help="require this header for inference, gRPC and HTTP (Triton's restricted protocols)")
-    parser.add_argument("--admin-key", metavar="HEADER=VALUE",
-                        help="the key of the admin protocols (default: a random one in <cache>/admin-key-<grpc port>)")
-    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
-                        help="gpu: the models' configs/gpu.pbtxt (torch fp16 model step on the GPU, more pre/post "
-                        "instances); auto: gpu when an NVIDIA GPU is visible")
-    parser.add_argument("--max-server-memory-mb", type=float, default=MAX_SERVER_MEMORY_MB,
-                        help="restart tritonserver (drained) when its private memory stays above this (0: never)")
+    parser.add_argument(
+        "--api-key",
+        metavar="HEADER=VALUE",
+        help="require this header for inference, gRPC and HTTP (Triton's restricted protocols)",
+    )
+    parser.add_argument(
+        "--admin-key",
+        metavar="HEADER=VALUE",
+        help="the key of the admin protocols (default: a random one in <cache>/admin-key-<grpc port>)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "gpu"),
+        default="auto",
+        help="gpu: the models' configs/gpu.pbtxt (torch fp16 model step on the GPU, more pre/post "
+        "instances); auto: gpu when an NVIDIA GPU is visible",
+    )
+    parser.add_argument(
+        "--max-server-memory-mb",
+        type=float,
+        default=MAX_SERVER_MEMORY_MB,
+        help="restart tritonserver (drained) when its private memory stays above this (0: never)",
+    )
     parser.add_argument("--no-supervise", action="store_true", help="exec tritonserver, no stub watchdog")
-    parser.add_argument("--check", action="store_true", help="only check that this Python's backend stub can run "
-                        "here (make setup), and say what to install when it cannot")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="only check that this Python's backend stub can run "
+        "here (make setup), and say what to install when it cannot",
+    )
     parser.add_argument("tritonserver_args", nargs="*", help="passed on to tritonserver (after --)")
     args = parser.parse_args(argv)
 
@@ -262,22 +292,30 @@ def main(argv: list[str] | None = None) -> int:
         except ServerSetupError as error:
             print(f"cannot start tritonserver: {error}", file=sys.stderr)
             return 2
-        print(f"tritonserver can run Python {sys.version_info.major}.{sys.version_info.minor} models here"
-              + (f" (libpython from {library_path[0]})" if library_path else ""))
+        print(
+            f"tritonserver can run Python {sys.version_info.major}.{sys.version_info.minor} models here"
+            + (f" (libpython from {library_path[0]})" if library_path else "")
+        )
         return 0
 
     if not args.no_export and not is_current(args.repository, args.model, args.precision):
         from serving.export import main as export_main
 
-        status = export_main(["--model", args.model, "--repository", str(args.repository),
-                              "--precision", args.precision])
+        status = export_main(
+            ["--model", args.model, "--repository", str(args.repository), "--precision", args.precision]
+        )
         if status:
             return status
     try:
         admin = admin_key(args)
-        command, env = server_command(args.repository, args.grpc_port, args.http_port, args.metrics_port,
-                                      security_args(args, admin) + device_args(args) + args.tritonserver_args,
-                                      args.cache)
+        command, env = server_command(
+            args.repository,
+            args.grpc_port,
+            args.http_port,
+            args.metrics_port,
+            security_args(args, admin) + device_args(args) + args.tritonserver_args,
+            args.cache,
+        )
     except ServerSetupError as error:
         print(f"cannot start tritonserver: {error}", file=sys.stderr)
         return 2
@@ -286,22 +324,6 @@ def main(argv: list[str] | None = None) -> int:
         os.execve(command[0], command, env)
     host = "127.0.0.1" if args.address in ("0.0.0.0", "::") else args.address
     return Supervisor(command, env, f"http://{host}:{args.http_port}", admin, args.max_server_memory_mb).run()
-
-
-def stub_pids(parent: int) -> set[int]:
-    """The Python-backend stub processes tritonserver ``parent`` started."""
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == parent and b"triton_python_backend_stub" in (entry / "cmdline").read_bytes():
-                pids.add(int(entry.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return pids
 
 
 PR_SET_PDEATHSIG = 1
@@ -313,9 +335,11 @@ GUARD_SCRIPT = 'trap "kill -KILL -$1" TERM; while :; do sleep 3600 & wait $!; do
 def _in_group(group: int, death_signal: int):
     """What a child runs before its program: join process ``group`` (0: a new one of its own) and receive
     ``death_signal`` when the supervisor dies (Linux's parent-death signal)."""
+
     def prepare() -> None:
         os.setpgid(0, group)
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, death_signal)
+
     return prepare
 
 
@@ -329,8 +353,9 @@ class Supervisor:
     RESTART_GRACE_S = 5.0
     MEMORY_GRACE_S = 10.0
 
-    def __init__(self, command: list[str], env: dict[str, str], http_url: str, admin: tuple[str, str],
-                 max_memory_mb: float = 0):
+    def __init__(
+        self, command: list[str], env: dict[str, str], http_url: str, admin: tuple[str, str], max_memory_mb: float = 0
+    ):
         self.command, self.env, self.max_memory_mb = command, env, max_memory_mb
         self.server = AdminClient(http_url, admin, timeout_s=2.0)
         self.stopping: int | None = None  # the signal asked to stop with
@@ -365,7 +390,7 @@ class Supervisor:
     def _over_memory(self, since: float | None) -> float | None:
         """When tritonserver's private memory went above the limit (and has stayed there), else None."""
         assert self.process is not None
-        if not self.max_memory_mb or private_memory_mb(self.process.pid) <= self.max_memory_mb:
+        if not self.max_memory_mb or memory_mb(self.process.pid) <= self.max_memory_mb:
             return None
         return since if since is not None else time.monotonic()
 
@@ -393,8 +418,10 @@ class Supervisor:
             # group, reaches only the supervisor, which drains first. A guard in that group kills all of it,
             # stubs included, should the supervisor die without stopping it.
             self.process = subprocess.Popen(self.command, env=self.env, preexec_fn=_in_group(0, signal.SIGKILL))
-            guard = subprocess.Popen(["sh", "-c", GUARD_SCRIPT, "guard", str(self.process.pid)],
-                                     preexec_fn=_in_group(self.process.pid, signal.SIGTERM))
+            guard = subprocess.Popen(
+                ["sh", "-c", GUARD_SCRIPT, "guard", str(self.process.pid)],
+                preexec_fn=_in_group(self.process.pid, signal.SIGTERM),
+            )
             stubs: set[int] | None = None  # armed once the server is ready (loading starts short-lived stubs)
             restart = False
             over_memory: float | None = None  # since when tritonserver's memory is above the limit
@@ -408,16 +435,22 @@ class Supervisor:
                     continue
                 dead = stubs - stub_pids(self.process.pid)
                 if dead:
-                    print(f"serve: Python-backend stub process(es) {sorted(dead)} died; restarting tritonserver",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"serve: Python-backend stub process(es) {sorted(dead)} died; restarting tritonserver",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     self._restart_stop()
                     restart = True
                     break
                 over_memory = self._over_memory(over_memory)
                 if over_memory is not None and time.monotonic() - over_memory >= self.MEMORY_GRACE_S:
-                    print(f"serve: tritonserver holds {private_memory_mb(self.process.pid):.0f} MB of private memory "
-                          f"(limit {self.max_memory_mb:.0f} MB, --max-server-memory-mb); restarting it",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"serve: tritonserver holds {memory_mb(self.process.pid):.0f} MB of private memory "
+                        f"(limit {self.max_memory_mb:.0f} MB, --max-server-memory-mb); restarting it",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     self._drain()  # the ensemble's requests finish; calls Triton leaked keep it from exiting,
                     self._restart_stop()  # so it is killed after RESTART_GRACE_S
                     restart = True

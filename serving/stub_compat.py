@@ -48,7 +48,7 @@ MESSAGE = (
 
 _MARK = "# serving/stub_compat.py: refuse numpy >= 2"
 
-_GUARD = '''{mark} (this stub mis-reads numpy 2's dtype structure; see serving/stub_compat.py)
+_GUARD = """{mark} (this stub mis-reads numpy 2's dtype structure; see serving/stub_compat.py)
 import numpy as _stub_compat_numpy
 
 if int(_stub_compat_numpy.__version__.split(".")[0]) >= 2:
@@ -59,7 +59,7 @@ if int(_stub_compat_numpy.__version__.split(".")[0]) >= 2:
 del _stub_compat_numpy
 # end of the serving/stub_compat.py guard
 
-'''
+"""
 
 
 def numpy_major(version: str) -> int:
@@ -72,7 +72,9 @@ def numpy_problem(python: str) -> str | None:
     None also when numpy does not import at all: the models' own import errors say that."""
     probe = subprocess.run(
         [python, "-E", "-c", "import os, numpy; print(numpy.__version__); print(os.path.dirname(numpy.__file__))"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     if probe.returncode != 0:
         return None

@@ -19,10 +19,12 @@ CASES = {
         "defeated the National Football Conference (NFC) champion Carolina Panthers 24–10 to earn their "
         "third Super Bowl title.",
     ),
-    "accented": ("Où se trouve le café?", "Le café se trouve près de la rivière Élan, à côté de l'école Saint-Étienne."),
+    "accented": (
+        "Où se trouve le café?",
+        "Le café se trouve près de la rivière Élan, à côté de l'école Saint-Étienne.",
+    ),
     "cjk": ("東京はどこですか?", "東京は日本の首都です。人口は約千四百万人で、多くの企業の本社があります。"),
     "emoji": ("What launched? 🚀", "On Tuesday 🚀 the rocket 🌕 launched from pad 39A with 👩‍🚀 crew aboard."),
     "whitespace": ("What year?", "It  happened\tin\n1999 — really!!   Nobody\u00a0expected it."),
     "long": ("Who founded the launch pad?", LONG_CONTEXT),
 }
-

@@ -18,20 +18,33 @@ ADAPTER_VALUES = ROOT / "deploy" / "k8s" / "prometheus-adapter" / "values.yaml"
 # (GPU Metrics), the only exceptions allowed.
 GPU_ONLY_METRICS = frozenset({"nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes"})
 
-_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
-             "offset", "inf", "nan"}
+_KEYWORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "inf",
+    "nan",
+}
 
 
 def metric_names(expr: str) -> set[str]:
     """The metric names a PromQL expression selects (prometheus-adapter's <<...>> templates allowed)."""
     expr = re.sub(r"<<[^>]*>>", "", expr)
-    expr = re.sub(r'"(?:\\.|[^"\\])*"', '""', expr)           # strings
-    expr = re.sub(r"\{[^}]*\}", " ", expr)                    # label matchers
-    expr = re.sub(r"\[[^\]]*\]", " ", expr)                   # range selectors
+    expr = re.sub(r'"(?:\\.|[^"\\])*"', '""', expr)  # strings
+    expr = re.sub(r"\{[^}]*\}", " ", expr)  # label matchers
+    expr = re.sub(r"\[[^\]]*\]", " ", expr)  # range selectors
     expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)  # label lists
     names = set()
     for match in re.finditer(r"(?<![\w.$])[A-Za-z_:][A-Za-z0-9_:]*", expr):
-        if expr[match.end():].lstrip().startswith("(") or match.group().lower() in _KEYWORDS:
+        if expr[match.end() :].lstrip().startswith("(") or match.group().lower() in _KEYWORDS:
             continue  # a function or aggregation, or a keyword
         names.add(match.group())
     return names

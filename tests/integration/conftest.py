@@ -56,21 +56,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(workdir: Path, checkpoint: Path, repository: Path, serve_args: str = "",
-           ports: tuple[int, int, int] | None = None, wait: bool = True) -> Server:
+def launch(
+    workdir: Path,
+    checkpoint: Path,
+    repository: Path,
+    serve_args: str = "",
+    ports: tuple[int, int, int] | None = None,
+    wait: bool = True,
+) -> Server:
     """``make serve MODEL=<checkpoint> REPOSITORY=<repository> [PYTHON=$SERVER_PYTHON]`` on free (or given)
     ports, in its own process group; waits until the server is ready."""
     grpc_port, http_port, metrics_port = ports or (free_port(), free_port(), free_port())
     log = workdir / f"server-{grpc_port}.log"
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            ["make", "--no-print-directory", "serve", f"MODEL={checkpoint}", f"REPOSITORY={repository}",
-             f"GRPC_PORT={grpc_port}", f"HTTP_PORT={http_port}", f"METRICS_PORT={metrics_port}",
-             f"SERVE_ARGS={serve_args}", *([f"PYTHON={SERVER_PYTHON}"] if SERVER_PYTHON else [])],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                "make",
+                "--no-print-directory",
+                "serve",
+                f"MODEL={checkpoint}",
+                f"REPOSITORY={repository}",
+                f"GRPC_PORT={grpc_port}",
+                f"HTTP_PORT={http_port}",
+                f"METRICS_PORT={metrics_port}",
+                f"SERVE_ARGS={serve_args}",
+                *([f"PYTHON={SERVER_PYTHON}"] if SERVER_PYTHON else []),
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-    server = Server(f"localhost:{grpc_port}", f"http://localhost:{http_port}", f"http://localhost:{metrics_port}",
-                    process, log, repository)
+    server = Server(
+        f"localhost:{grpc_port}",
+        f"http://localhost:{http_port}",
+        f"http://localhost:{metrics_port}",
+        process,
+        log,
+        repository,
+    )
     if wait:
         wait_ready(server)
     return server

@@ -27,7 +27,8 @@ def test_async_client_gives_the_sync_clients_answers(triton_server, qa):
 def same(answers, others):
     return len(answers) == len(others) and all(
         (a.text, a.start, a.end) == (b.text, b.start, b.end) and a.score == pytest.approx(b.score, rel=1e-4)
-        for a, b in zip(answers, others))
+        for a, b in zip(answers, others)
+    )
 
 
 def test_async_client_raises_the_same_errors(triton_server):

@@ -2,22 +2,11 @@
 
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from client import InvalidInputError, ServerError, TritonQA
 from tests.cases import CASES
-
-
-def raw_infer(server, questions, contexts, parameters=None):
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    inputs = []
-    for name, values in (("question", questions), ("context", contexts)):
-        array = np.array(values, dtype=object)
-        tensor = grpcclient.InferInput(name, list(array.shape), "BYTES")
-        tensor.set_data_from_numpy(array)
-        inputs.append(tensor)
-    return client.infer("electra_qa", inputs, parameters=parameters)
+from tests.integration import raw
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +34,7 @@ def server_still_answers(qa, triton_server):
 )
 def test_bad_strings_get_invalid_argument_naming_the_problem(triton_server, questions, contexts, message):
     with pytest.raises(InferenceServerException) as error:
-        raw_infer(triton_server, questions, contexts)
+        raw.ask(triton_server, questions, contexts)
     assert error.value.status() == "StatusCode.INVALID_ARGUMENT"
     assert message in error.value.message()
 
@@ -62,21 +51,21 @@ def test_bad_strings_get_invalid_argument_naming_the_problem(triton_server, ques
 )
 def test_bad_options_get_invalid_argument_naming_the_option(triton_server, parameters, message):
     with pytest.raises(InferenceServerException) as error:
-        raw_infer(triton_server, [b"What?"], [b"Some context."], parameters)
+        raw.ask(triton_server, [b"What?"], [b"Some context."], parameters)
     assert error.value.status() == "StatusCode.INVALID_ARGUMENT"
     assert message in error.value.message()
 
 
 def test_wrong_shapes_are_refused_by_triton(triton_server):
     with pytest.raises(InferenceServerException) as error:
-        raw_infer(triton_server, [[b"What?"]], [[b"Some context."]])
+        raw.ask(triton_server, [[b"What?"]], [[b"Some context."]])
     assert error.value.status() == "StatusCode.INVALID_ARGUMENT"
     assert "unexpected shape for input" in error.value.message() and "Expected [-1], got [1,1]" in error.value.message()
 
 
 def test_empty_request_is_refused(triton_server):
     with pytest.raises(InferenceServerException) as error:
-        raw_infer(triton_server, np.empty(0, dtype=object), np.empty(0, dtype=object))
+        raw.ask(triton_server, np.empty(0, dtype=object), np.empty(0, dtype=object))
     assert error.value.status() == "StatusCode.INVALID_ARGUMENT"
 
 
@@ -121,22 +110,20 @@ def test_a_bad_request_to_the_decoder_does_not_fail_good_ones_in_its_batch(trito
     """Malformed decoder requests sent directly, batched with the ensemble's: only they fail."""
     from concurrent.futures import ThreadPoolExecutor
 
-    bad = {"start_logits": np.zeros((1, 4), np.float32), "end_logits": np.zeros((1, 4), np.float32),
-           "token_offsets": np.full((1, 4, 2), 7, np.int32), "word_offsets": np.full((1, 4, 2), 7, np.int32),
-           "window_question": np.zeros((1, 1), np.int32), "window_context": np.array([[b"abc"]], dtype=object)}
+    bad = {
+        "start_logits": np.zeros((1, 4), np.float32),
+        "end_logits": np.zeros((1, 4), np.float32),
+        "token_offsets": np.full((1, 4, 2), 7, np.int32),
+        "word_offsets": np.full((1, 4, 2), 7, np.int32),
+        "window_question": np.zeros((1, 1), np.int32),
+        "window_context": np.array([[b"abc"]], dtype=object),
+    }
 
     def call(i):
         if i % 3:
             return qa.ask(*CASES["squad"]).text
-        client = grpcclient.InferenceServerClient(triton_server.grpc_url)
-        inputs = []
-        for name, array in bad.items():
-            dtype = {"float32": "FP32", "int32": "INT32", "object": "BYTES"}[array.dtype.name]
-            tensor = grpcclient.InferInput(name, list(array.shape), dtype)
-            tensor.set_data_from_numpy(array)
-            inputs.append(tensor)
         try:
-            client.infer("decoder", inputs)
+            raw.infer(triton_server, "decoder", bad)
         except InferenceServerException as error:
             return error.status()
 

@@ -16,8 +16,9 @@ from client import AsyncTritonQA, TritonQA
 from tests.cases import CASES
 from tests.conftest import ROOT, as_list, assert_same_answers
 
-SHORT = [(f"Who built bridge {i}?", f"Bridge {i} was built by the engineer Ana Núñez in {1800 + i}.")
-         for i in range(10)]
+SHORT = [
+    (f"Who built bridge {i}?", f"Bridge {i} was built by the engineer Ana Núñez in {1800 + i}.") for i in range(10)
+]
 
 
 class CountingQA(TritonQA):
@@ -98,8 +99,13 @@ def write_jsonl(path, n):
 
 
 def bulk(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "client.bulk", *map(str, args), "--no-progress"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "client.bulk", *map(str, args), "--no-progress"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def read_jsonl(path):
@@ -110,9 +116,24 @@ def test_bulk_command_answers_a_file_as_the_pipeline_does_and_resumes_after_a_ki
     source, out = tmp_path / "questions.jsonl", tmp_path / "answers.jsonl"
     ids, cases = write_jsonl(source, 1500)
     # interrupted (SIGKILL) once some answers are written
-    process = subprocess.Popen([sys.executable, "-m", "client.bulk", str(source), str(out), "--url",
-                                triton_server.grpc_url, "--batch-size", "4", "--in-flight", "2"],
-                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "client.bulk",
+            str(source),
+            str(out),
+            "--url",
+            triton_server.grpc_url,
+            "--batch-size",
+            "4",
+            "--in-flight",
+            "2",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while (not out.exists() or out.stat().st_size < 20_000) and process.poll() is None:
         assert time.monotonic() < deadline
@@ -122,9 +143,21 @@ def test_bulk_command_answers_a_file_as_the_pipeline_does_and_resumes_after_a_ki
     first = len(out.read_bytes().splitlines())
     assert 0 < first < 1500, "the run was not interrupted midway"
     # resumed with make bulk: the answered questions are skipped, a partial last line is rewritten
-    result = subprocess.run(["make", "--no-print-directory", "bulk", f"IN={source}", f"OUT={out}",
-                             f"URL={triton_server.grpc_url}", "BULK_ARGS=--no-progress --batch-size 8"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "bulk",
+            f"IN={source}",
+            f"OUT={out}",
+            f"URL={triton_server.grpc_url}",
+            "BULK_ARGS=--no-progress --batch-size 8",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "already in" in result.stderr
     lines = read_jsonl(out)
@@ -141,14 +174,19 @@ def test_bulk_command_answers_a_file_as_the_pipeline_does_and_resumes_after_a_ki
 def test_bulk_command_reports_bad_lines_in_place_and_reads_squad_json(triton_server, reference, tmp_path):
     question, context = CASES["squad"]
     source, out = tmp_path / "mixed.jsonl", tmp_path / "mixed-answers.jsonl"
-    source.write_text("\n".join([
-        json.dumps({"id": "a", "question": question, "context": context}),
-        "{not json",
-        json.dumps({"id": "empty", "question": " ", "context": context}),
-        "",
-        json.dumps({"id": "b", "context": context}),
-        json.dumps({"id": "c", "question": question, "context": context}),
-    ]) + "\n")
+    source.write_text(
+        "\n".join(
+            [
+                json.dumps({"id": "a", "question": question, "context": context}),
+                "{not json",
+                json.dumps({"id": "empty", "question": " ", "context": context}),
+                "",
+                json.dumps({"id": "b", "context": context}),
+                json.dumps({"id": "c", "question": question, "context": context}),
+            ]
+        )
+        + "\n"
+    )
     result = bulk(source, out, "--url", triton_server.grpc_url, "--top-k", "2")
     assert result.returncode == 0, result.stderr
     lines = read_jsonl(out)
@@ -163,10 +201,31 @@ def test_bulk_command_reports_bad_lines_in_place_and_reads_squad_json(triton_ser
     assert "3 answered, 2 failed" not in result.stderr and "2 answered, 3 failed" in result.stderr
 
     squad = tmp_path / "squad.json"
-    squad.write_text(json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": [
-        {"context": context, "qas": [{"id": "s1", "question": question, "answers": []},
-                                     {"id": "s2", "question": "Who lost?", "answers": []}]},
-        {"context": CASES["card"][1], "qas": [{"id": "s3", "question": CASES["card"][0], "answers": []}]}]}]}))
+    squad.write_text(
+        json.dumps(
+            {
+                "version": "1.1",
+                "data": [
+                    {
+                        "title": "t",
+                        "paragraphs": [
+                            {
+                                "context": context,
+                                "qas": [
+                                    {"id": "s1", "question": question, "answers": []},
+                                    {"id": "s2", "question": "Who lost?", "answers": []},
+                                ],
+                            },
+                            {
+                                "context": CASES["card"][1],
+                                "qas": [{"id": "s3", "question": CASES["card"][0], "answers": []}],
+                            },
+                        ],
+                    }
+                ],
+            }
+        )
+    )
     out = tmp_path / "squad-answers.jsonl"
     result = bulk(squad, out, "--url", triton_server.grpc_url)
     assert result.returncode == 0, result.stderr
@@ -187,8 +246,9 @@ def test_bulk_command_stops_when_the_server_is_gone_and_says_how_to_resume(tmp_p
 
 
 def test_make_bulk_without_files_explains_its_usage():
-    result = subprocess.run(["make", "--no-print-directory", "bulk", "IN=x.jsonl"], cwd=ROOT, capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        ["make", "--no-print-directory", "bulk", "IN=x.jsonl"], cwd=ROOT, capture_output=True, text=True
+    )
     assert result.returncode != 0 and "usage: make bulk IN=" in result.stderr
 
 

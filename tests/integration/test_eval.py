@@ -15,6 +15,7 @@ from tests.conftest import ROOT
 
 def independent_scores(dataset, predictions):
     """A separate, plain re-statement of the official v1.1 metric (not evaluation.metric)."""
+
     def norm(s):
         s = s.lower()
         s = "".join(c for c in s if c not in set(string.punctuation))
@@ -44,8 +45,18 @@ def squad_file(tmp_path, reference):
     for i, (name, (question, context)) in enumerate(CASES.items()):
         predicted = reference(question=question, context=context)["answer"]
         gold = predicted if i % 2 == 0 else context.split()[0]
-        qas.append({"context": context, "qas": [{"id": f"q{i}-{name}", "question": question,
-                                                 "answers": [{"text": gold, "answer_start": context.find(gold)}]}]})
+        qas.append(
+            {
+                "context": context,
+                "qas": [
+                    {
+                        "id": f"q{i}-{name}",
+                        "question": question,
+                        "answers": [{"text": gold, "answer_start": context.find(gold)}],
+                    }
+                ],
+            }
+        )
     path = tmp_path / "squad.json"
     path.write_text(json.dumps({"version": "1.1", "data": [{"title": "cases", "paragraphs": qas}]}))
     return path
@@ -54,9 +65,20 @@ def squad_file(tmp_path, reference):
 def test_make_eval_writes_official_predictions_and_prints_em_f1(triton_server, squad_file, tmp_path):
     out = tmp_path / "predictions.json"
     result = subprocess.run(
-        ["make", "--no-print-directory", "eval", f"DATA={squad_file}", f"OUT={out}", f"URL={triton_server.grpc_url}",
-         f"REPOSITORY={triton_server.repository}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+        [
+            "make",
+            "--no-print-directory",
+            "eval",
+            f"DATA={squad_file}",
+            f"OUT={out}",
+            f"URL={triton_server.grpc_url}",
+            f"REPOSITORY={triton_server.repository}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     dataset, predictions = json.loads(squad_file.read_text()), json.loads(out.read_text())
     ids = [qa["id"] for p in dataset["data"][0]["paragraphs"] for qa in p["qas"]]
@@ -77,17 +99,52 @@ def test_make_eval_without_data_explains_its_usage():
 
 def test_make_eval_on_squad_v2_reports_has_answer_and_no_answer_splits(triton_server, tmp_path):
     question, context = CASES["squad"]
-    data = {"version": "v2.0", "data": [{"title": "t", "paragraphs": [{"context": context, "qas": [
-        {"id": "has", "question": question, "is_impossible": False,
-         "answers": [{"text": "Denver Broncos", "answer_start": context.find("Denver Broncos")}]},
-        {"id": "none", "question": "What is the capital of Mars?", "is_impossible": True, "answers": []}]}]}]}
+    data = {
+        "version": "v2.0",
+        "data": [
+            {
+                "title": "t",
+                "paragraphs": [
+                    {
+                        "context": context,
+                        "qas": [
+                            {
+                                "id": "has",
+                                "question": question,
+                                "is_impossible": False,
+                                "answers": [{"text": "Denver Broncos", "answer_start": context.find("Denver Broncos")}],
+                            },
+                            {
+                                "id": "none",
+                                "question": "What is the capital of Mars?",
+                                "is_impossible": True,
+                                "answers": [],
+                            },
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
     path, out = tmp_path / "v2.json", tmp_path / "predictions.json"
     path.write_text(json.dumps(data))
     result = subprocess.run(
-        ["make", "--no-print-directory", "eval", f"DATA={path}", f"OUT={out}", f"URL={triton_server.grpc_url}",
-         f"REPOSITORY={triton_server.repository}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        [
+            "make",
+            "--no-print-directory",
+            "eval",
+            f"DATA={path}",
+            f"OUT={out}",
+            f"URL={triton_server.grpc_url}",
+            f"REPOSITORY={triton_server.repository}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    scores = json.loads(result.stdout[result.stdout.index("{"):result.stdout.index("}") + 1])
+    scores = json.loads(result.stdout[result.stdout.index("{") : result.stdout.index("}") + 1])
     assert scores["HasAns_total"] == 1 and scores["NoAns_total"] == 1
     assert set(json.loads(out.read_text())) == {"has", "none"}
     assert "SQuAD v2.0" in result.stderr

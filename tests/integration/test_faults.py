@@ -5,15 +5,15 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from client import QAError, RetryPolicy, TritonQA
 from perf.inputs import long_document
+from serving.processes import stub_pids, tritonserver_pids
+from serving.serve import Supervisor
 from tests.cases import CASES
 from tests.integration.conftest import free_port, launch, stop
-from serving.serve import Supervisor, stub_pids
 
 CALL_TIMEOUT_S = 5.0
 
@@ -39,8 +39,9 @@ def hammer(url, stop_event, outcomes, lock):
                 outcomes.append((result, time.monotonic() - started))
 
 
-def test_server_killed_under_load_then_restarted_loses_nothing_silently(own_server, tmp_path, tiny_checkpoint,
-                                                                       triton_server):
+def test_server_killed_under_load_then_restarted_loses_nothing_silently(
+    own_server, tmp_path, tiny_checkpoint, triton_server
+):
     servers, ports = own_server
     url = servers[0].grpc_url
     outcomes, lock, stop_event = [], threading.Lock(), threading.Event()
@@ -69,14 +70,15 @@ def test_server_killed_under_load_then_restarted_loses_nothing_silently(own_serv
 def test_killed_python_stub_is_replaced_and_the_next_requests_succeed(own_server):
     servers, _ = own_server
     server = servers[0]
-    tritonserver = next(int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
-                        and _is_tritonserver_of(int(p.name), server.process.pid))
+    tritonserver = next(iter(tritonserver_pids(int(server.grpc_url.rsplit(":", 1)[1]))))
     time.sleep(2 * Supervisor.POLL_S)  # the watchdog arms on its first poll after the server is ready
     stubs = stub_pids(tritonserver)
     assert len(stubs) >= 3  # tokenizer, electra, decoder
     os.kill(sorted(stubs)[0], signal.SIGKILL)
     # the supervisor in `make serve` restarts the server; a retrying client rides through it
-    with TritonQA(server.grpc_url, timeout_s=60, retry=RetryPolicy(attempts=100, backoff_s=0.2, max_backoff_s=1.0)) as qa:
+    with TritonQA(
+        server.grpc_url, timeout_s=60, retry=RetryPolicy(attempts=100, backoff_s=0.2, max_backoff_s=1.0)
+    ) as qa:
         for _ in range(3):
             assert all(qa.ask(*CASES[name]).text for name in ("card", "squad", "cjk", "emoji"))
     assert "restarting tritonserver" in server.log.read_text()
@@ -111,17 +113,3 @@ def test_graceful_shutdown_finishes_in_flight_requests(own_server):
     with TritonQA(server.grpc_url, timeout_s=2) as qa:  # and it is gone
         with pytest.raises(QAError):
             qa.ask(*CASES["card"])
-
-
-def _is_tritonserver_of(pid: int, make_pid: int) -> bool:
-    """Whether ``pid`` is the tritonserver started (through make and the supervisor) by ``make_pid``."""
-    try:
-        if b"tritonserver" not in open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[0]:
-            return False
-        for _ in range(4):  # tritonserver <- supervisor <- make (<- a shell)
-            pid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
-            if pid == make_pid:
-                return True
-    except (OSError, ValueError, IndexError):
-        return False
-    return False

@@ -2,13 +2,12 @@
 Every call either answers with ``answer == context[start:end]`` or is refused with INVALID_ARGUMENT; the
 server stays healthy throughout."""
 
-import numpy as np
-import tritonclient.grpc as grpcclient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException
 
 from client import InvalidInputError
+from tests.integration import raw
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=300)
@@ -23,26 +22,15 @@ def test_random_text_is_answered_from_its_context_or_refused(qa, triton_server, 
         assert str(error)  # refused with a message
     else:
         for answer in answers:
-            assert answer.text == context[answer.start:answer.end]
+            assert answer.text == context[answer.start : answer.end]
     assert triton_server.alive()
-
-
-def raw(server, questions, contexts, parameters=None):
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    inputs = []
-    for name, values in (("question", questions), ("context", contexts)):
-        array = np.array(values, dtype=object).reshape(-1) if values else np.empty(0, dtype=object)
-        tensor = grpcclient.InferInput(name, list(array.shape), "BYTES")
-        tensor.set_data_from_numpy(array)
-        inputs.append(tensor)
-    return client.infer("electra_qa", inputs, parameters=parameters)
 
 
 @FUZZ
 @given(questions=st.lists(st.binary(max_size=80), max_size=4), contexts=st.lists(st.binary(max_size=200), max_size=4))
 def test_random_bytes_and_counts_get_answers_or_invalid_argument(triton_server, questions, contexts):
     try:
-        result = raw(triton_server, questions, contexts)
+        result = raw.ask(triton_server, questions, contexts)
     except InferenceServerException as error:
         assert error.status() == "StatusCode.INVALID_ARGUMENT", error.message()
     else:
@@ -54,12 +42,16 @@ def test_random_bytes_and_counts_get_answers_or_invalid_argument(triton_server, 
 
 
 @FUZZ
-@given(parameters=st.dictionaries(st.sampled_from(["top_k", "max_answer_len", "handle_impossible_answer",
-                                                   "align_to_words", "topk"]),
-                                  st.one_of(st.integers(-5, 50), st.booleans(), st.text(max_size=3)), max_size=3))
+@given(
+    parameters=st.dictionaries(
+        st.sampled_from(["top_k", "max_answer_len", "handle_impossible_answer", "align_to_words", "topk"]),
+        st.one_of(st.integers(-5, 50), st.booleans(), st.text(max_size=3)),
+        max_size=3,
+    )
+)
 def test_random_request_parameters_get_answers_or_invalid_argument(triton_server, parameters):
     try:
-        raw(triton_server, [b"Who wrote it?"], [b"Ada Lovelace wrote it in 1843."], parameters)
+        raw.ask(triton_server, [b"Who wrote it?"], [b"Ada Lovelace wrote it in 1843."], parameters)
     except InferenceServerException as error:
         assert error.status() == "StatusCode.INVALID_ARGUMENT", error.message()
     assert triton_server.alive()

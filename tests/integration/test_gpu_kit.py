@@ -20,8 +20,9 @@ VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 # The kit runs on the interpreter that has torch, the tests' own; a server Python chosen with SERVER_PYTHON
 # (make test PYTHON=...) changes nothing for it.
-pytestmark = pytest.mark.skipif(bool(os.environ.get("SERVER_PYTHON")),
-                                reason="the kit runs on the tests' own Python, whatever SERVER_PYTHON is")
+pytestmark = pytest.mark.skipif(
+    bool(os.environ.get("SERVER_PYTHON")), reason="the kit runs on the tests' own Python, whatever SERVER_PYTHON is"
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +30,13 @@ def kit(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu-kit") / "kit"
     # xz -1 builds faster than make gpu-kit's -6 (the payloads are cached in .cache/gpu-kit/ either way) and packs
     # larger: the limit holds all the same
-    result = subprocess.run([sys.executable, "-m", "perf.gpu_kit", "--out", str(out), "--python-version", VERSION,
-                             "--xz-level", "1"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "perf.gpu_kit", "--out", str(out), "--python-version", VERSION, "--xz-level", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out
 
@@ -38,11 +44,17 @@ def kit(tmp_path_factory):
 def test_the_kit_is_within_64_mib_with_only_this_pythons_stub(kit):
     assert gpu_kit.size(kit) <= 64 * 2**20
     assert sorted(p.name for p in (kit / "payload").iterdir()) == [
-        "fallback.tar.xz", "perf_analyzer.tar.xz", "project.tar.xz", "site.tar.xz", "tritonserver.tar.xz",
-        "vocab.txt"]
+        "fallback.tar.xz",
+        "perf_analyzer.tar.xz",
+        "project.tar.xz",
+        "site.tar.xz",
+        "tritonserver.tar.xz",
+        "vocab.txt",
+    ]
     assert json.loads((kit / "kit.json").read_text())["python_version"] == VERSION
-    listing = subprocess.run(["tar", "-tJf", str(kit / "payload" / "tritonserver.tar.xz")], capture_output=True,
-                             text=True, check=True).stdout
+    listing = subprocess.run(
+        ["tar", "-tJf", str(kit / "payload" / "tritonserver.tar.xz")], capture_output=True, text=True, check=True
+    ).stdout
     assert set(re.findall(r"python_backend_stubs/([^/\n]+)/", listing)) == {VERSION}
     assert "libpython3" not in listing and "pytriton/__init__.py" in listing
     assert "bin/tritonserver" in listing
@@ -55,8 +67,13 @@ def test_run_sh_quick_in_the_cpu_fallback_prints_the_table_and_answers_as_the_pi
     if glibc.is_dir():
         env["PERF_ANALYZER_GLIBC"] = str(glibc)
     device = ["--device", "cpu"] if gpu_visible() else []  # without a GPU, the fallback is chosen by itself
-    result = subprocess.run(["bash", str(kit / "run.sh"), "--quick", "--out", str(out), *device], env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        ["bash", str(kit / "run.sh"), "--quick", "--out", str(out), *device],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-3000:]
     assert "| " + " | ".join(COLUMNS) + " |" in result.stdout
     table = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]

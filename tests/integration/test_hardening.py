@@ -4,12 +4,12 @@ import time
 
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from client import DeadlineExceededError, NO_RETRIES, RetryPolicy, ServerUnavailableError, TritonQA
+from client import NO_RETRIES, DeadlineExceededError, RetryPolicy, ServerUnavailableError, TritonQA
 from perf.inputs import long_document
 from tests.cases import CASES
+from tests.integration import raw
 from tests.integration.conftest import free_port
 
 
@@ -21,24 +21,18 @@ def server_still_answers(qa, triton_server):
 
 
 def infer(server, tensors):
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    inputs = []
-    for name, array, dtype in tensors:
-        tensor = grpcclient.InferInput(name, list(array.shape), dtype)
-        tensor.set_data_from_numpy(array)
-        inputs.append(tensor)
     with pytest.raises(InferenceServerException) as error:
-        client.infer("electra_qa", inputs)
+        raw.infer(server, "electra_qa", [raw.tensor(name, array, dtype) for name, array, dtype in tensors])
     return error.value
 
 
-def text(values):
-    return np.array([v.encode() if isinstance(v, str) else v for v in values], dtype=object)
+text = raw.strings
 
 
 def test_wrong_dtype_is_invalid_argument(triton_server):
-    error = infer(triton_server, [("question", np.array([1, 2], np.int32), "INT32"),
-                                  ("context", text(["a", "b"]), "BYTES")])
+    error = infer(
+        triton_server, [("question", np.array([1, 2], np.int32), "INT32"), ("context", text(["a", "b"]), "BYTES")]
+    )
     assert error.status() == "StatusCode.INVALID_ARGUMENT" and "question" in error.message()
 
 
@@ -48,16 +42,18 @@ def test_missing_input_is_invalid_argument(triton_server):
 
 
 def test_ten_megabyte_context_is_refused_naming_the_limit(triton_server):
-    error = infer(triton_server, [("question", text(["What?"]), "BYTES"),
-                                  ("context", text(["word " * 2_000_000]), "BYTES")])
+    error = infer(
+        triton_server, [("question", text(["What?"]), "BYTES"), ("context", text(["word " * 2_000_000]), "BYTES")]
+    )
     assert error.status() == "StatusCode.INVALID_ARGUMENT"
     assert "context 0 is 10000000 bytes long; the limit is 1000000 characters" in error.message()
 
 
 def test_thousands_of_questions_are_refused_naming_the_limit(triton_server):
     n = 3000
-    error = infer(triton_server, [("question", text(["What?"] * n), "BYTES"),
-                                  ("context", text(["Some context."] * n), "BYTES")])
+    error = infer(
+        triton_server, [("question", text(["What?"] * n), "BYTES"), ("context", text(["Some context."] * n), "BYTES")]
+    )
     assert error.status() == "StatusCode.INVALID_ARGUMENT"
     assert "3000 questions in one request; the limit is 256" in error.message()
 
@@ -72,8 +68,10 @@ def test_deadline_is_enforced_per_call(triton_server):
 
 def test_unreachable_server_is_retried_then_unavailable_within_the_deadline():
     url = f"localhost:{free_port()}"
-    with TritonQA(url, timeout_s=3, retry=NO_RETRIES) as once, \
-            TritonQA(url, timeout_s=3, retry=RetryPolicy(attempts=4, backoff_s=0.2, max_backoff_s=0.2)) as retried:
+    with (
+        TritonQA(url, timeout_s=3, retry=NO_RETRIES) as once,
+        TritonQA(url, timeout_s=3, retry=RetryPolicy(attempts=4, backoff_s=0.2, max_backoff_s=0.2)) as retried,
+    ):
         for client in (once, retried):
             started = time.monotonic()
             with pytest.raises(ServerUnavailableError):

@@ -14,8 +14,11 @@ def scrape(server) -> str:
 
 
 def exported_names(text: str) -> set[str]:
-    return {re.match(r"[A-Za-z_:][A-Za-z0-9_:]*", line).group() for line in text.splitlines()
-            if line and not line.startswith("#")}
+    return {
+        re.match(r"[A-Za-z_:][A-Za-z0-9_:]*", line).group()
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
 
 
 def test_dashboard_and_autoscaler_read_only_metrics_the_server_exports(triton_server, qa):
@@ -34,5 +37,9 @@ def test_latency_summaries_give_p50_and_p99_of_the_ensemble(triton_server, qa):
     qa.ask(*CASES["card"])
     text = scrape(triton_server)
     for quantile in ("0.5", "0.99"):
-        assert re.search(rf'^nv_inference_request_summary_us\{{model="electra_qa",[^}}]*quantile="{quantile}"\}} '
-                         r"[0-9.e+]+$", text, re.M), f"no p{float(quantile) * 100:g} of electra_qa on /metrics"
+        assert re.search(
+            rf'^nv_inference_request_summary_us\{{model="electra_qa",[^}}]*quantile="{quantile}"\}} '
+            r"[0-9.e+]+$",
+            text,
+            re.M,
+        ), f"no p{float(quantile) * 100:g} of electra_qa on /metrics"

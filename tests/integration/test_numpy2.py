@@ -32,8 +32,22 @@ def numpy2_python(tmp_path_factory) -> Path:
     if not (numpy2 / "numpy").is_dir():
         numpy2.parent.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(dir=numpy2.parent))
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        "--no-deps", "--only-binary=:all:", "--target", str(scratch / "site"), NUMPY2], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--target",
+                str(scratch / "site"),
+                NUMPY2,
+            ],
+            check=True,
+        )
         try:
             os.rename(scratch / "site", numpy2)
         except OSError:  # put in place by a concurrent run
@@ -42,23 +56,51 @@ def numpy2_python(tmp_path_factory) -> Path:
     venv = tmp_path_factory.mktemp("numpy2") / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    site_packages = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                   check=True, capture_output=True, text=True).stdout.strip()
+    site_packages = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     # numpy 2 first, then .venv's site-packages with its own .pth files (the editable install of this project)
     (Path(site_packages) / "numpy2.pth").write_text(
-        f"{numpy2}\nimport site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\n")
-    probe = subprocess.run([str(python), "-E", "-c", "import numpy, serving, pytriton; print(numpy.__version__)"],
-                           check=True, capture_output=True, text=True, cwd=venv)
+        f"{numpy2}\nimport site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\n"
+    )
+    probe = subprocess.run(
+        [str(python), "-E", "-c", "import numpy, serving, pytriton; print(numpy.__version__)"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=venv,
+    )
     assert probe.stdout.startswith("2."), probe.stdout
     return python
 
 
 def test_make_serve_with_numpy2_refuses_to_start_and_says_what_to_install(numpy2_python, tmp_path):
     result = subprocess.run(
-        [str(numpy2_python), "-m", "serving.serve", "--no-export", "--repository", str(ROOT / "model_repository"),
-         "--cache", str(tmp_path / "cache"), "--address", "127.0.0.1", "--grpc-port", str(free_port()),
-         "--http-port", str(free_port()), "--metrics-port", str(free_port())],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            str(numpy2_python),
+            "-m",
+            "serving.serve",
+            "--no-export",
+            "--repository",
+            str(ROOT / "model_repository"),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--address",
+            "127.0.0.1",
+            "--grpc-port",
+            str(free_port()),
+            "--http-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2, result.stdout + result.stderr
     assert "cannot start tritonserver: numpy 2." in result.stderr
@@ -71,8 +113,14 @@ def test_a_stub_that_finds_numpy2_fails_its_model_at_startup_not_per_request(num
     environment, stops at startup with the reason (and never reports ready)."""
     repository = tmp_path / "model_repository"
     shutil.copytree(ROOT / "model_repository", repository, ignore=shutil.ignore_patterns("__pycache__"))
-    command, env = server_command(repository, free_port(), free_port(), free_port(),
-                                  ["--grpc-address=127.0.0.1", "--http-address=127.0.0.1"], tmp_path / "cache")
+    command, env = server_command(
+        repository,
+        free_port(),
+        free_port(),
+        free_port(),
+        ["--grpc-address=127.0.0.1", "--http-address=127.0.0.1"],
+        tmp_path / "cache",
+    )
     env["PATH"] = f"{numpy2_python.parent}{os.pathsep}{env['PATH']}"  # the stubs run the first python on PATH
     log = tmp_path / "tritonserver.log"
     with open(log, "wb") as out:

@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 
 from client import Answer, InvalidInputError
 from tests.cases import CASES
 from tests.conftest import as_list, assert_same_answers
+from tests.integration import raw
 
 
 def rows(answers):
@@ -22,8 +22,10 @@ def test_ask_matches_the_reference_pipeline(qa, reference, case, top_k):
     assert_same_answers(rows(got), expected)
 
 
-@pytest.mark.parametrize("options", [{"handle_impossible_answer": True, "top_k": 5}, {"max_answer_len": 4},
-                                     {"align_to_words": False, "top_k": 2}])
+@pytest.mark.parametrize(
+    "options",
+    [{"handle_impossible_answer": True, "top_k": 5}, {"max_answer_len": 4}, {"align_to_words": False, "top_k": 2}],
+)
 def test_answer_options_match_the_reference_pipeline(qa, reference, options):
     question, context = CASES["squad"]
     got = qa.top_answers(question, context, **{"top_k": 1, **options})
@@ -61,13 +63,8 @@ def test_pipeline_call_form_with_lists_returns_a_list_per_example(qa, reference)
 def test_raw_tritonclient_request_matches_the_reference(triton_server, reference):
     """The I/O contract itself: question/context [N] strings in; answer/score/start/end out."""
     pairs = [CASES["cjk"], CASES["long"]]
-    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
-    inputs = []
-    for index, name in enumerate(("question", "context")):
-        tensor = grpcclient.InferInput(name, [len(pairs)], "BYTES")
-        tensor.set_data_from_numpy(np.array([p[index].encode() for p in pairs], dtype=object))
-        inputs.append(tensor)
-    result = client.infer("electra_qa", inputs, parameters={"top_k": 3})
+    questions, contexts = zip(*pairs)
+    result = raw.ask(triton_server, questions, contexts, {"top_k": 3})
     answer, score, start, end = (result.as_numpy(n) for n in ("answer", "score", "start", "end"))
     assert answer.shape == score.shape == start.shape == end.shape == (2, 3)
     assert score.dtype == np.float32 and start.dtype == end.dtype == np.int64
@@ -75,14 +72,14 @@ def test_raw_tritonclient_request_matches_the_reference(triton_server, reference
         got = [(a.decode(), float(s), int(b), int(e)) for a, s, b, e in zip(answer[q], score[q], start[q], end[q])]
         assert_same_answers(got, as_list(reference(question=question, context=context, top_k=3)))
 
-    best = client.infer("electra_qa", inputs)  # one fixed rank: [N, top_k] for top_k 1 too
+    best = raw.ask(triton_server, questions, contexts)  # one fixed rank: [N, top_k] for top_k 1 too
     assert all(best.as_numpy(name).shape == (2, 1) for name in ("answer", "score", "start", "end"))
 
 
 def test_answers_are_slices_of_their_context(qa):
     for question, context in CASES.values():
         for answer in qa.top_answers(question, context, 3):
-            assert isinstance(answer, Answer) and answer.text == context[answer.start:answer.end]
+            assert isinstance(answer, Answer) and answer.text == context[answer.start : answer.end]
 
 
 @pytest.mark.parametrize("question_tokens", [65, 120, 200, 250, 300])

@@ -10,10 +10,22 @@ from tests.conftest import ROOT
 def test_make_perf_smoke_run_completes_without_errors(triton_server, tmp_path):
     out = tmp_path / "perf"
     result = subprocess.run(
-        ["make", "--no-print-directory", "perf", f"URL={triton_server.grpc_url}", f"HTTP_URL={triton_server.http_url}",
-         "CONCURRENCY=1:2:1",
-         "INTERVAL_MS=1500", f"PERF_OUT={out}", "PERF_ARGS=--max-trials 10 --stability-percentage 100"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+        [
+            "make",
+            "--no-print-directory",
+            "perf",
+            f"URL={triton_server.grpc_url}",
+            f"HTTP_URL={triton_server.http_url}",
+            "CONCURRENCY=1:2:1",
+            "INTERVAL_MS=1500",
+            f"PERF_OUT={out}",
+            "PERF_ARGS=--max-trials 10 --stability-percentage 100",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     with open(out.with_suffix(".csv")) as f:
         rows = list(csv.DictReader(f))
@@ -24,7 +36,8 @@ def test_make_perf_smoke_run_completes_without_errors(triton_server, tmp_path):
     with open(out.with_name("perf-breakdown.csv")) as f:
         breakdown = list(csv.DictReader(f))
     assert {(int(b["concurrency"]), b["model"]) for b in breakdown} == {
-        (c, m) for c in (1, 2) for m in ("tokenizer", "electra", "decoder")}
+        (c, m) for c in (1, 2) for m in ("tokenizer", "electra", "decoder")
+    }
     # every request the ensemble answered went through each step exactly once
     for row in rows:
         c = int(row["Concurrency"])

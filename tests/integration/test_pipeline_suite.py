@@ -29,15 +29,19 @@ def assert_same_result(got, expected):
     assert_same_answers(rows(got), as_list(expected))
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"question": QUESTION, "context": CONTEXT},
-    {"question": QUESTION, "context": CONTEXT, "handle_impossible_answer": True},
-    {"question": QUESTION, "context": CONTEXT, "top_k": 20},  # more than a short context holds
-    {"question": QUESTION, "context": CONTEXT * 20},  # several windows
-    {"question": QUESTION, "context": CONTEXT * 20, "batch_size": 2},
-    {"question": JA_QUESTION, "context": JA_CONTEXT, "align_to_words": False},  # no spaces between words
-    {"question": JA_QUESTION, "context": JA_CONTEXT},
-], ids=["single", "impossible", "top_k=20", "long", "long-batch_size", "align_to_words=False", "japanese"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"question": QUESTION, "context": CONTEXT},
+        {"question": QUESTION, "context": CONTEXT, "handle_impossible_answer": True},
+        {"question": QUESTION, "context": CONTEXT, "top_k": 20},  # more than a short context holds
+        {"question": QUESTION, "context": CONTEXT * 20},  # several windows
+        {"question": QUESTION, "context": CONTEXT * 20, "batch_size": 2},
+        {"question": JA_QUESTION, "context": JA_CONTEXT, "align_to_words": False},  # no spaces between words
+        {"question": JA_QUESTION, "context": JA_CONTEXT},
+    ],
+    ids=["single", "impossible", "top_k=20", "long", "long-batch_size", "align_to_words=False", "japanese"],
+)
 def test_one_example_gives_the_pipelines_result(qa, reference, kwargs):
     assert_same_result(qa(**kwargs), reference(**kwargs))
 
@@ -47,10 +51,14 @@ def test_batch_size_does_not_change_the_answer(qa):
     assert rows(qa(question=QUESTION, context=CONTEXT * 20, batch_size=2)) == rows(one)
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"question": [OTHER, OTHER], "context": CONTEXT},  # several questions, one context
-    {"question": [OTHER, QUESTION], "context": ["The bakery is a family firm in Porto.", CONTEXT]},
-], ids=["one-context", "a-context-each"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"question": [OTHER, OTHER], "context": CONTEXT},  # several questions, one context
+        {"question": [OTHER, QUESTION], "context": ["The bakery is a family firm in Porto.", CONTEXT]},
+    ],
+    ids=["one-context", "a-context-each"],
+)
 def test_several_examples_give_a_list(qa, reference, kwargs):
     got, expected = qa(**kwargs), reference(**kwargs)
     assert isinstance(got, list) and len(got) == len(expected) == 2
@@ -68,12 +76,16 @@ def test_dict_forms_and_positional_strings(qa, reference):
         assert_same_result(g, e)
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"question": "", "context": CONTEXT},
-    {"question": None, "context": CONTEXT},
-    {"question": QUESTION, "context": ""},
-    {"question": QUESTION, "context": None},
-], ids=["empty-question", "no-question", "empty-context", "no-context"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"question": "", "context": CONTEXT},
+        {"question": None, "context": CONTEXT},
+        {"question": QUESTION, "context": ""},
+        {"question": QUESTION, "context": None},
+    ],
+    ids=["empty-question", "no-question", "empty-context", "no-context"],
+)
 def test_missing_input_is_a_value_error(qa, reference, kwargs):
     with pytest.raises(ValueError):
         reference(**kwargs)

@@ -14,7 +14,6 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -25,9 +24,10 @@ from tritonclient.utils import InferenceServerException
 
 from client import QAError, TritonQA
 from perf.inputs import long_document, squad_sized_pairs
-from serving.serve import private_memory_mb, stub_pids
+from serving.processes import memory_mb, stub_pids, tritonserver_pids
 from tests.cases import CASES
 from tests.conftest import ROOT
+from tests.integration import raw
 from tests.integration.conftest import launch, stop
 
 NORMAL = squad_sized_pairs(1, seed=5)[0]
@@ -35,39 +35,28 @@ NORMAL = squad_sized_pairs(1, seed=5)[0]
 
 def tritonserver_pid(server) -> int | None:
     """The tritonserver process serving ``server``'s gRPC port (it changes when the supervisor restarts it)."""
-    port = f"--grpc-port={server.grpc_url.rsplit(':', 1)[1]}".encode()
-    for entry in Path("/proc").iterdir():
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(b"/tritonserver") and port in argv:
-            return int(entry.name)
-    return None
+    return next(iter(tritonserver_pids(int(server.grpc_url.rsplit(":", 1)[1]))), None)
 
 
 def stub_pid(server, model: str) -> int:
-    for pid in stub_pids(tritonserver_pid(server)):
-        if f"{model}_0_0".encode() in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
-            return pid
-    raise AssertionError(f"no stub process for {model}")
+    pids = stub_pids(tritonserver_pid(server), model)
+    assert pids, f"no stub process for {model}"
+    return next(iter(pids))
 
 
 def tensors(model: str, question: str, context: str, batched: bool) -> list[grpcclient.InferInput]:
-    inputs = []
-    for name, text in (("question", question), ("context", context)):
-        array = np.array([[text.encode()]] if batched else [text.encode()], dtype=object)
-        tensor = grpcclient.InferInput(name, list(array.shape), "BYTES")
-        tensor.set_data_from_numpy(array)
-        inputs.append(tensor)
-    return inputs
+    shape = (1, 1) if batched else (1,)
+    return [
+        raw.tensor(name, raw.strings([text], shape)) for name, text in (("question", question), ("context", context))
+    ]
 
 
 def stream_request(model: str, question: str, context: str):
     from tritonclient.grpc._utils import _get_inference_request
 
-    return _get_inference_request(model, tensors(model, question, context, batched=True), "", "", None, 0, False,
-                                  False, 0, None, None)
+    return _get_inference_request(
+        model, tensors(model, question, context, batched=True), "", "", None, 0, False, False, 0, None, None
+    )
 
 
 def timed_normal_request(url: str, timeout_s: float = 2.0) -> tuple[str, float]:
@@ -90,8 +79,12 @@ MEMORY_LIMIT_MB = 60
 def limited_server(tmp_path_factory, tiny_checkpoint, triton_server):
     """A server whose supervisor restarts tritonserver above MEMORY_LIMIT_MB of private memory."""
     workdir = tmp_path_factory.mktemp("limited")
-    server = launch(workdir, tiny_checkpoint, triton_server.repository,
-                    f"--max-server-memory-mb {MEMORY_LIMIT_MB} --address 127.0.0.1")
+    server = launch(
+        workdir,
+        tiny_checkpoint,
+        triton_server.repository,
+        f"--max-server-memory-mb {MEMORY_LIMIT_MB} --address 127.0.0.1",
+    )
     yield server
     stop(server.process)
 
@@ -102,16 +95,18 @@ def test_calls_abandoned_with_big_responses_unread_are_bounded_by_a_drained_rest
     stream or the channel nor --grpc-max-connection-age frees it, and shutdown waits out the exit timeout.
     The supervisor restarts tritonserver, drained, once its private memory stays above the limit."""
     first = tritonserver_pid(limited_server)
-    baseline = private_memory_mb(first)
-    channel = grpc.insecure_channel(limited_server.grpc_url.replace("localhost", "127.0.0.1"),
-                                    options=[("grpc.max_receive_message_length", -1), ("grpc.http2.bdp_probe", 0)])
+    baseline = memory_mb(first)
+    channel = grpc.insecure_channel(
+        limited_server.grpc_url.replace("localhost", "127.0.0.1"),
+        options=[("grpc.max_receive_message_length", -1), ("grpc.http2.bdp_probe", 0)],
+    )
     stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
     request = stream_request("tokenizer", "Who shipped grain?", long_document(300_000))  # ~330 windows, 5.4 MB
     streams = []
     for _ in range(8):  # one at a time: the tokenizer takes a batch's large requests one by one
         streams.append(stub.ModelStreamInfer(iter([request])))
         time.sleep(1.0)
-    held = private_memory_mb(first)
+    held = memory_mb(first)
     for call in streams:
         call.cancel()
     channel.close()
@@ -124,9 +119,11 @@ def test_calls_abandoned_with_big_responses_unread_are_bounded_by_a_drained_rest
             break
         time.sleep(0.5)
     else:
-        pytest.fail(f"tritonserver still holds {private_memory_mb(first):.0f} MB "
-                    f"({held:.0f} MB with the streams open, baseline {baseline:.0f} MB)")
-    assert private_memory_mb(pid) < baseline + 30
+        pytest.fail(
+            f"tritonserver still holds {memory_mb(first):.0f} MB "
+            f"({held:.0f} MB with the streams open, baseline {baseline:.0f} MB)"
+        )
+    assert memory_mb(pid) < baseline + 30
     assert "private memory (limit 60 MB, --max-server-memory-mb); restarting it" in limited_server.log.read_text()
     with TritonQA(limited_server.grpc_url, timeout_s=30) as qa:
         assert qa.ask(*CASES["card"]).text
@@ -141,8 +138,12 @@ def test_the_drain_the_containers_run_before_stopping_lets_requests_in_flight_fi
         url = limited_server.http_url.replace("localhost", "127.0.0.1")
         drained = subprocess.run(
             [sys.executable, "-m", "serving.admin", "drain", "--url", url, "--settle-s", "0", "--timeout-s", "30"],
-            cwd=ROOT, capture_output=True, text=True, timeout=60,
-            env={**os.environ, "ELECTRA_QA_ADMIN_KEY": limited_server.admin_key[1]})
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "ELECTRA_QA_ADMIN_KEY": limited_server.admin_key[1]},
+        )
         assert drained.returncode == 0, drained.stderr
         assert in_flight.result().text  # finished through the composing models
     assert "drain: electra_qa UNAVAILABLE after" in drained.stdout
@@ -153,9 +154,15 @@ def test_the_drain_the_containers_run_before_stopping_lets_requests_in_flight_fi
 def test_the_containers_liveness_check_reads_health_and_tritonservers_memory(triton_server):
     """python -m serving.admin live (the Kubernetes liveness probe): health answers and tritonserver's private
     memory is under the limit; the same bound as make serve's supervisor."""
+
     def live(url, limit):
-        return subprocess.run([sys.executable, "-m", "serving.admin", "live", "--url", url, "--max-memory-mb",
-                               str(limit)], cwd=ROOT, capture_output=True, text=True, timeout=30)
+        return subprocess.run(
+            [sys.executable, "-m", "serving.admin", "live", "--url", url, "--max-memory-mb", str(limit)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
 
     assert live(triton_server.http_url, 1_000_000).returncode == 0
     over = live(triton_server.http_url, 0.001)
@@ -165,6 +172,7 @@ def test_the_containers_liveness_check_reads_health_and_tritonservers_memory(tri
 
 # --- memory after maximal requests ------------------------------------------------------------------------
 
+
 def test_the_tokenizer_gives_back_the_memory_of_a_large_batch(triton_server):
     """glibc keeps what a batch freed; the tokenizer trims after large executes (without: +140 MB private
     memory after two 1,000-window requests, kept)."""
@@ -172,15 +180,16 @@ def test_the_tokenizer_gives_back_the_memory_of_a_large_batch(triton_server):
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
     client.infer("tokenizer", tensors("tokenizer", "Who?", long_document(20_000), batched=True))  # a trim
     time.sleep(1)
-    before = private_memory_mb(pid)
+    before = memory_mb(pid)
     inputs = tensors("tokenizer", "Who shipped grain?", long_document(900_000), batched=True)  # 996 windows
     for _ in range(2):
         assert client.infer("tokenizer", inputs).as_numpy("input_ids").shape[0] > 900
     time.sleep(1)
-    assert private_memory_mb(pid) < before + 40, f"{before:.0f} MB before"
+    assert memory_mb(pid) < before + 40, f"{before:.0f} MB before"
 
 
 # --- overload and cancellation ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("with_timeout", [True, False], ids=["client_timeout+timeout", "client_timeout only"])
 def test_a_cancellation_storm_leaves_normal_requests_their_latency(triton_server, with_timeout):
@@ -192,8 +201,9 @@ def test_a_cancellation_storm_leaves_normal_requests_their_latency(triton_server
     outcomes: list[str] = []
     options = {"client_timeout": 0.005, **({"timeout": 5000} if with_timeout else {})}
     for _ in range(300):
-        client.async_infer("electra_qa", inputs, lambda result, error: outcomes.append(str(error and error.status())),
-                           **options)
+        client.async_infer(
+            "electra_qa", inputs, lambda result, error: outcomes.append(str(error and error.status())), **options
+        )
     outcome, latency = timed_normal_request(triton_server.grpc_url, timeout_s=10)
     assert outcome == "answered" and latency < 2.0, (outcome, latency)
     time.sleep(0.5)
@@ -233,40 +243,53 @@ def test_a_flood_of_maximal_requests_refuses_or_answers_normal_ones_in_time_and_
 
 # --- what errors tell clients -----------------------------------------------------------------------------
 
+
 def grpc_error(server, model, inputs, **kwargs) -> str:
     with pytest.raises(InferenceServerException) as error:
         grpcclient.InferenceServerClient(server.grpc_url).infer(model, inputs, **kwargs)
     return error.value.message()
 
 
-def tensor(name, array, dtype):
-    t = grpcclient.InferInput(name, list(array.shape), dtype)
-    t.set_data_from_numpy(array)
-    return t
+tensor = raw.tensor
 
 
 def test_errors_of_malformed_calls_name_no_server_paths(triton_server):
     text = lambda *shape: np.full(shape, b"text", dtype=object)  # noqa: E731
     messages = [
-        grpc_error(triton_server, "electra_qa", [tensor("question", np.array([1], np.int32), "INT32"),
-                                                 tensor("context", text(1), "BYTES")]),
-        grpc_error(triton_server, "electra_qa", [tensor("question", text(1, 1, 1), "BYTES"),
-                                                 tensor("context", text(1, 1, 1), "BYTES")]),
+        grpc_error(
+            triton_server,
+            "electra_qa",
+            [tensor("question", np.array([1], np.int32), "INT32"), tensor("context", text(1), "BYTES")],
+        ),
+        grpc_error(
+            triton_server,
+            "electra_qa",
+            [tensor("question", text(1, 1, 1), "BYTES"), tensor("context", text(1, 1, 1), "BYTES")],
+        ),
         grpc_error(triton_server, "tokenizer", [tensor("question", text(1, 1), "BYTES")]),
-        grpc_error(triton_server, "tokenizer", [tensor("question", np.array([[1.0]], np.float32), "FP32"),
-                                                tensor("context", text(1, 1), "BYTES")]),
+        grpc_error(
+            triton_server,
+            "tokenizer",
+            [tensor("question", np.array([[1.0]], np.float32), "FP32"), tensor("context", text(1, 1), "BYTES")],
+        ),
         grpc_error(triton_server, "electra", [tensor("input_ids", np.ones((1, 4), np.int32), "INT32")]),
         grpc_error(triton_server, "decoder", [tensor("start_logits", np.ones((1, 4), np.float32), "FP32")]),
-        grpc_error(triton_server, "electra_qa", [tensor("question", text(1), "BYTES"),
-                                                 tensor("context", text(1), "BYTES")], model_version="7"),
+        grpc_error(
+            triton_server,
+            "electra_qa",
+            [tensor("question", text(1), "BYTES"), tensor("context", text(1), "BYTES")],
+            model_version="7",
+        ),
         grpc_error(triton_server, "no_such_model", [tensor("question", text(1), "BYTES")]),
-        grpc_error(triton_server, "electra_qa",
-                   [tensor(name, text(1), "BYTES") for name in ("question", "context", "extra")]),
+        grpc_error(
+            triton_server, "electra_qa", [tensor(name, text(1), "BYTES") for name in ("question", "context", "extra")]
+        ),
     ]
     no_data = json.dumps({"inputs": [{"name": "question", "shape": [1], "datatype": "BYTES"}]}).encode()
     for body in (b"{not json", no_data):
-        request = urllib.request.Request(f"{triton_server.http_url}/v2/models/electra_qa/infer", data=body,
-                                         method="POST")
+        request = urllib.request.Request(
+            f"{triton_server.http_url}/v2/models/electra_qa/infer", data=body, method="POST"
+        )
         with pytest.raises(urllib.error.HTTPError) as error:
             urllib.request.urlopen(request, timeout=10)
         messages.append(error.value.read().decode())

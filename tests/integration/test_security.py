@@ -22,9 +22,12 @@ KEY = "s3cret-test-key"
 def secure_server(tmp_path_factory, tiny_checkpoint, triton_server):
     workdir = tmp_path_factory.mktemp("secure")
     certs = make_certificates(workdir / "certs")
-    server = launch(workdir, tiny_checkpoint, triton_server.repository,
-                    f"--tls-cert {certs['server']} --tls-key {certs['server_key']} "
-                    f"--api-key x-api-key={KEY} --address 127.0.0.1")
+    server = launch(
+        workdir,
+        tiny_checkpoint,
+        triton_server.repository,
+        f"--tls-cert {certs['server']} --tls-key {certs['server_key']} --api-key x-api-key={KEY} --address 127.0.0.1",
+    )
     yield server, TLS(root_certificates=str(certs["ca"]))
     stop(server.process)
 
@@ -39,8 +42,9 @@ def test_tls_client_with_the_key_gets_answers(secure_server):
 @pytest.mark.parametrize("api_key", [None, "wrong-key"])
 def test_inference_without_the_right_key_is_refused_and_not_retried(secure_server, api_key):
     server, tls = secure_server
-    with TritonQA(server.grpc_url, tls=tls, api_key=api_key,
-                  retry=RetryPolicy(attempts=5, backoff_s=1.0, max_backoff_s=1.0)) as qa:
+    with TritonQA(
+        server.grpc_url, tls=tls, api_key=api_key, retry=RetryPolicy(attempts=5, backoff_s=1.0, max_backoff_s=1.0)
+    ) as qa:
         started = time.monotonic()
         with pytest.raises(AuthenticationError, match="restricted"):
             qa.ask(*CASES["card"])
@@ -63,8 +67,11 @@ def test_client_that_does_not_trust_the_server_certificate_is_refused(secure_ser
 
 
 ADMIN_CALLS = [  # (HTTP method, path, body) of Triton's admin APIs, one or more per protocol
-    ("POST", "/v2/systemsharedmemory/region/x/register", {"key": "/triton_python_backend_shm_region_x", "offset": 0,
-                                                           "byte_size": 64}),
+    (
+        "POST",
+        "/v2/systemsharedmemory/region/x/register",
+        {"key": "/triton_python_backend_shm_region_x", "offset": 0, "byte_size": 64},
+    ),
     ("GET", "/v2/systemsharedmemory/status", None),
     ("POST", "/v2/logging", {"log_verbose_level": 1, "log_error": False}),
     ("GET", "/v2/trace/setting", None),
@@ -76,8 +83,9 @@ ADMIN_CALLS = [  # (HTTP method, path, body) of Triton's admin APIs, one or more
 
 
 def http_status(url: str, method: str, body, headers=None) -> int:
-    request = urllib.request.Request(url, method=method, headers=headers or {},
-                                     data=None if body is None else json.dumps(body).encode())
+    request = urllib.request.Request(
+        url, method=method, headers=headers or {}, data=None if body is None else json.dumps(body).encode()
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status
@@ -93,14 +101,16 @@ def test_admin_apis_are_closed_over_http_without_the_admin_key(triton_server, me
 
 def test_admin_protocols_are_closed_over_grpc_without_the_admin_key(triton_server):
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
-    calls = [lambda h: client.get_system_shared_memory_status(headers=h),
-             lambda h: client.register_system_shared_memory("x", "/triton_python_backend_shm_region_x", 64, headers=h),
-             lambda h: client.update_log_settings({"log_verbose_level": 1}, headers=h),
-             lambda h: client.get_trace_settings(headers=h),
-             lambda h: client.get_model_repository_index(headers=h),
-             lambda h: client.unload_model("electra_qa", headers=h),
-             lambda h: client.get_model_config("electra_qa", headers=h),
-             lambda h: client.get_inference_statistics(headers=h)]
+    calls = [
+        lambda h: client.get_system_shared_memory_status(headers=h),
+        lambda h: client.register_system_shared_memory("x", "/triton_python_backend_shm_region_x", 64, headers=h),
+        lambda h: client.update_log_settings({"log_verbose_level": 1}, headers=h),
+        lambda h: client.get_trace_settings(headers=h),
+        lambda h: client.get_model_repository_index(headers=h),
+        lambda h: client.unload_model("electra_qa", headers=h),
+        lambda h: client.get_model_config("electra_qa", headers=h),
+        lambda h: client.get_inference_statistics(headers=h),
+    ]
     for call in calls:
         with pytest.raises(InferenceServerException, match="restricted"):
             call({})
@@ -119,8 +129,12 @@ def test_health_metadata_and_inference_stay_open_and_the_admin_key_opens_the_res
 
 def test_the_api_key_also_guards_http_inference(secure_server):
     server, _ = secure_server
-    body = {"inputs": [{"name": "question", "shape": [1], "datatype": "BYTES", "data": ["Who?"]},
-                       {"name": "context", "shape": [1], "datatype": "BYTES", "data": ["Ada wrote it."]}]}
+    body = {
+        "inputs": [
+            {"name": "question", "shape": [1], "datatype": "BYTES", "data": ["Who?"]},
+            {"name": "context", "shape": [1], "datatype": "BYTES", "data": ["Ada wrote it."]},
+        ]
+    }
     url = f"{server.http_url}/v2/models/electra_qa/infer"
     assert http_status(url, "POST", body) == 403
     assert http_status(url, "POST", body, {"x-api-key": "wrong"}) == 403

@@ -10,11 +10,15 @@ from tests.cases import CASES, LONG_CONTEXT
 def test_model_card_snippet_migrated_to_triton_qa(triton_server):
     # from the card: nlp = pipeline('question-answering', model=..., tokenizer=...)
     nlp = TritonQA(triton_server.grpc_url)
-    result = nlp({"question": "What is the answer to life the universe and everything?",
-                  "context": "42 is the answer to life the universe and everything."})
+    result = nlp(
+        {
+            "question": "What is the answer to life the universe and everything?",
+            "context": "42 is the answer to life the universe and everything.",
+        }
+    )
     context = "42 is the answer to life the universe and everything."
     assert set(result) == {"score", "start", "end", "answer"}
-    assert result["answer"] == context[result["start"]:result["end"]] and result["answer"]
+    assert result["answer"] == context[result["start"] : result["end"]] and result["answer"]
     assert 0 < result["score"] <= 1
     nlp.close()
 
@@ -62,8 +66,9 @@ def test_140k_character_document_is_answered_like_the_reference(qa, reference, t
 
 
 def test_64_questions_in_one_request_are_answered_like_the_reference(qa, reference):
-    pairs = [(f"Question number {i}: who wrote it?", f"Text {i} was written by author {i} in {1900 + i}.")
-             for i in range(64)]
+    pairs = [
+        (f"Question number {i}: who wrote it?", f"Text {i} was written by author {i} in {1900 + i}.") for i in range(64)
+    ]
     got = qa.ask_many(pairs)
     for answer, (question, context) in zip(got, pairs):
         expected = reference(question=question, context=context)
@@ -76,6 +81,5 @@ def test_padding_executed_by_the_model_step_is_reported_as_a_metric(triton_serve
     qa.ask_many([("Who?", "Ada."), ("Who founded the launch pad?", LONG_CONTEXT)])
     with urllib.request.urlopen(f"{triton_server.metrics_url}/metrics") as response:
         text = response.read().decode()
-    values = {kind: float(v) for kind, v in
-              re.findall(r'electra_qa_model_tokens_total\{kind="(\w+)"\} (\S+)', text)}
+    values = {kind: float(v) for kind, v in re.findall(r'electra_qa_model_tokens_total\{kind="(\w+)"\} (\S+)', text)}
     assert values["executed"] >= values["real"] > 0

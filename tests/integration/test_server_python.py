@@ -10,8 +10,9 @@ from tests.integration.conftest import SERVER_PYTHON
 
 def test_the_server_runs_on_the_python_asked_for(triton_server, qa):
     if SERVER_PYTHON:
-        version = subprocess.run(["bash", str(ROOT / "serving" / "find-python"), SERVER_PYTHON], capture_output=True,
-                                 text=True, check=True).stdout.split()[0]
+        version = subprocess.run(
+            ["bash", str(ROOT / "serving" / "find-python"), SERVER_PYTHON], capture_output=True, text=True, check=True
+        ).stdout.split()[0]
     else:
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
     # serve.py prints the tritonserver command: the backend directory holds that Python version's stub

@@ -1,12 +1,20 @@
 """The model step on the torch engine (the GPU path's engine, here on the CPU in fp32): a server whose electra
 config names ``engine: torch`` answers as the reference pipeline does."""
 
+import os
+
 import pytest
 
 from serving.export import copy_repository
 from tests.cases import CASES
 from tests.conftest import ROOT, as_list, assert_same_answers
 from tests.integration.conftest import launch, stop
+
+# the torch engine needs PyTorch where the server runs: .venv has it, a server-only environment of another
+# Python (make test PYTHON=...) does not
+pytestmark = pytest.mark.skipif(
+    bool(os.environ.get("SERVER_PYTHON")), reason="the server's environment of another Python has no PyTorch"
+)
 
 
 @pytest.fixture(scope="module")
@@ -16,8 +24,12 @@ def torch_server(tmp_path_factory, tiny_checkpoint, triton_server):
     config = repository / "electra" / "config.pbtxt"
     text = config.read_text()
     assert '{ key: "engine" value: { string_value: "onnxruntime" } }' in text
-    config.write_text(text.replace('{ key: "engine" value: { string_value: "onnxruntime" } }',
-                                   '{ key: "engine" value: { string_value: "torch" } }'))
+    config.write_text(
+        text.replace(
+            '{ key: "engine" value: { string_value: "onnxruntime" } }',
+            '{ key: "engine" value: { string_value: "torch" } }',
+        )
+    )
     server = launch(workdir, tiny_checkpoint, repository, "--device cpu")
     yield server
     stop(server.process)

@@ -31,9 +31,11 @@ def fake_pb_utils():
 
 def failing(path: str):
     """An error raised deep inside a step, naming a server path, as an OSError or a library would."""
+
     def load():
         with open(path) as f:  # noqa: PTH123
             return f.read()
+
     try:
         load()
     except OSError as error:
@@ -69,8 +71,10 @@ def test_a_failure_while_packing_the_reply_is_an_internal_error_too():
 def test_callers_mistakes_and_overload_keep_their_message_and_code():
     pb_utils, logged = fake_pb_utils()
     invalid = error_response(pb_utils, InputError("3000 questions in one request; the limit is 256"), "tokenizer")
-    assert (invalid.error.code, invalid.error.message) == ("INVALID_ARG",
-                                                           "3000 questions in one request; the limit is 256")
+    assert (invalid.error.code, invalid.error.message) == (
+        "INVALID_ARG",
+        "3000 questions in one request; the limit is 256",
+    )
     busy = error_response(pb_utils, Busy("no time left; retry"), "tokenizer")
     assert (busy.error.code, busy.error.message) == ("UNAVAILABLE", "no time left; retry")
     assert logged == []

@@ -7,9 +7,18 @@ import time
 import numpy as np
 import pytest
 
-from preprocessing import (AnswerOptions, Budget, Busy, DecoderInput, InputError, QATokenizer, decode,
-                           decode_requests, tokenize_requests)
 from perf.inputs import long_document
+from preprocessing import (
+    AnswerOptions,
+    Budget,
+    Busy,
+    DecoderInput,
+    InputError,
+    QATokenizer,
+    decode,
+    decode_requests,
+    tokenize_requests,
+)
 from tests.cases import CASES, LONG_CONTEXT
 
 
@@ -24,8 +33,11 @@ def same_windows(a, b):
 
 
 def test_requests_tokenized_together_equal_each_tokenized_alone(tokenizer):
-    requests = [(["Who?"], [CASES["squad"][1]]), (list(q for q, _ in CASES.values()), list(c for _, c in CASES.values())),
-                (["When?"], [LONG_CONTEXT])]
+    requests = [
+        (["Who?"], [CASES["squad"][1]]),
+        (list(q for q, _ in CASES.values()), list(c for _, c in CASES.values())),
+        (["When?"], [LONG_CONTEXT]),
+    ]
     together = tokenize_requests(tokenizer, requests, max_windows=1024)
     for request, windows in zip(requests, together):
         same_windows(windows, tokenizer.encode(*request))
@@ -34,8 +46,13 @@ def test_requests_tokenized_together_equal_each_tokenized_alone(tokenizer):
 def test_a_bad_request_gets_its_own_error_and_the_others_their_windows(tokenizer):
     long_question = " ".join(["why"] * 299) + "?"
     given = InputError("refused earlier")
-    requests = [(["Who?"], ["Ada wrote it."]), ([long_question], [LONG_CONTEXT]), given, (["What?"], ["\u0001"]),
-                (["When?"], ["In 1843."])]
+    requests = [
+        (["Who?"], ["Ada wrote it."]),
+        ([long_question], [LONG_CONTEXT]),
+        given,
+        (["What?"], ["\u0001"]),
+        (["When?"], ["In 1843."]),
+    ]
     results = tokenize_requests(tokenizer, requests, max_windows=1024)
     assert "question 0 is 300 tokens long" in str(results[1])
     assert results[2] is given
@@ -97,14 +114,23 @@ def decoder_request(tokenizer, questions, contexts, options=AnswerOptions(), see
     first = np.r_[True, windows.window_question[1:] != windows.window_question[:-1]]
     context_bytes = np.array([c.encode() for c in contexts], dtype=object)[windows.window_question]
     window_context = np.where(first, context_bytes, b"").astype(object)[:, None]
-    return (start, end, windows.token_offsets, windows.word_offsets, windows.window_question[:, None],
-            window_context, options)
+    return (
+        start,
+        end,
+        windows.token_offsets,
+        windows.word_offsets,
+        windows.window_question[:, None],
+        window_context,
+        options,
+    )
 
 
 def test_requests_decoded_together_equal_each_decoded_alone(tokenizer):
     pairs = list(CASES.values())
-    requests = [decoder_request(tokenizer, [q], [c], AnswerOptions(top_k=k), seed=i)
-                for i, ((q, c), k) in enumerate(zip(pairs, [1, 3, 1, 3, 1, 1, 3]))]
+    requests = [
+        decoder_request(tokenizer, [q], [c], AnswerOptions(top_k=k), seed=i)
+        for i, ((q, c), k) in enumerate(zip(pairs, [1, 3, 1, 3, 1, 1, 3]))
+    ]
     together = decode_requests([DecoderInput.checked(*r) for r in requests])
     for r, got in zip(requests, together):
         alone = decode(*r[:4], r[4][:, 0], [r[5][0, 0].decode()], r[6])
@@ -121,14 +147,20 @@ def test_decoding_stays_bounded_for_any_max_answer_len(tokenizer):
     assert (a.text == b.text).all() and (a.start == b.start).all()
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (lambda r: (r[0][:, :-1],) + r[1:], "end_logits must have shape"),
-    (lambda r: (np.full_like(r[0], np.nan),) + r[1:], "must be finite"),
-    (lambda r: r[:4] + (r[4] + 1,) + r[5:], "window_question must number questions 0, 1, 2"),
-    (lambda r: r[:5] + (np.full_like(r[5], b""),) + r[6:], "context of window 0 is empty"),
-    (lambda r: r[:2] + (np.where(r[2] >= 0, r[2] + 10_000, r[2]),) + r[3:], "token_offsets must be character spans"),
-    (lambda r: r[:3] + (np.full_like(r[3], -5),) + r[4:], "word_offsets must be character spans"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: (r[0][:, :-1],) + r[1:], "end_logits must have shape"),
+        (lambda r: (np.full_like(r[0], np.nan),) + r[1:], "must be finite"),
+        (lambda r: r[:4] + (r[4] + 1,) + r[5:], "window_question must number questions 0, 1, 2"),
+        (lambda r: r[:5] + (np.full_like(r[5], b""),) + r[6:], "context of window 0 is empty"),
+        (
+            lambda r: r[:2] + (np.where(r[2] >= 0, r[2] + 10_000, r[2]),) + r[3:],
+            "token_offsets must be character spans",
+        ),
+        (lambda r: r[:3] + (np.full_like(r[3], -5),) + r[4:], "word_offsets must be character spans"),
+    ],
+)
 def test_decoder_refuses_tensors_no_tokenizer_makes_and_answers_the_others(tokenizer, change, message):
     request = decoder_request(tokenizer, ["Who?", "When?"], ["Ada wrote it.", "In 1843."])
     good = decoder_request(tokenizer, ["Who?"], ["Ada wrote it."])

@@ -14,8 +14,8 @@ from client import (
     ServerError,
     ServerUnavailableError,
 )
-from client.connection import RetryPlan
 from client._protocol import Options, pipeline_examples, pipeline_result
+from client.connection import RetryPlan
 from client.errors import translate
 
 
@@ -35,8 +35,11 @@ def test_translate_maps_grpc_status_to_the_exception_hierarchy(status, kind):
 
 
 def test_translate_drops_the_ensemble_prefix_from_messages():
-    error = translate(InferenceServerException("in ensemble 'electra_qa', question 0 is empty or only whitespace",
-                                               status="StatusCode.INVALID_ARGUMENT"))
+    error = translate(
+        InferenceServerException(
+            "in ensemble 'electra_qa', question 0 is empty or only whitespace", status="StatusCode.INVALID_ARGUMENT"
+        )
+    )
     assert str(error) == "question 0 is empty or only whitespace"
 
 
@@ -51,8 +54,12 @@ def test_timeouts_are_also_builtin_timeout_errors():
         ((), {"question": "q", "context": "c"}, [("q", "c")], True),
         ((), {"question": ["q1", "q2"], "context": "c"}, [("q1", "c"), ("q2", "c")], False),
         ((), {"question": ["q1", "q2"], "context": ["c1", "c2"]}, [("q1", "c1"), ("q2", "c2")], False),
-        (([{"question": "q1", "context": "c1"}, {"question": "q2", "context": "c2"}],), {},
-         [("q1", "c1"), ("q2", "c2")], False),
+        (
+            ([{"question": "q1", "context": "c1"}, {"question": "q2", "context": "c2"}],),
+            {},
+            [("q1", "c1"), ("q2", "c2")],
+            False,
+        ),
     ],
 )
 def test_pipeline_call_forms_are_understood(args, kwargs, pairs, single):
@@ -60,8 +67,9 @@ def test_pipeline_call_forms_are_understood(args, kwargs, pairs, single):
 
 
 def test_pipeline_options_become_request_parameters():
-    _, _, options = pipeline_examples(({"question": "q", "context": "c"},),
-                                      {"topk": 3, "handle_impossible_answer": True, "doc_stride": 128})
+    _, _, options = pipeline_examples(
+        ({"question": "q", "context": "c"},), {"topk": 3, "handle_impossible_answer": True, "doc_stride": 128}
+    )
     assert options == Options(top_k=3, handle_impossible_answer=True)
 
 
@@ -85,14 +93,21 @@ def test_pipeline_result_is_a_dict_for_one_answer_and_a_list_for_several():
 
 
 def test_restricted_protocol_refusal_is_an_authentication_error():
-    error = translate(InferenceServerException(
-        "This protocol is restricted, expecting header 'triton-grpc-protocol-x-api-key'", status="StatusCode.UNAVAILABLE"))
+    error = translate(
+        InferenceServerException(
+            "This protocol is restricted, expecting header 'triton-grpc-protocol-x-api-key'",
+            status="StatusCode.UNAVAILABLE",
+        )
+    )
     assert isinstance(error, AuthenticationError) and isinstance(error, QAError)
 
 
 def test_a_model_without_available_versions_is_unavailable_not_missing():
-    error = translate(InferenceServerException("Request for unknown model: 'electra_qa' has no available versions",
-                                               status="StatusCode.NOT_FOUND"))
+    error = translate(
+        InferenceServerException(
+            "Request for unknown model: 'electra_qa' has no available versions", status="StatusCode.NOT_FOUND"
+        )
+    )
     assert type(error) is ServerUnavailableError
 
 
@@ -103,8 +118,10 @@ def test_retry_plan_retries_unavailable_with_bounded_jittered_backoff():
     assert plan.next_delay_s(ServerUnavailableError("still down")) is None  # the third attempt was the last
 
 
-@pytest.mark.parametrize("error", [InvalidInputError("bad"), AuthenticationError("no key"),
-                                   DeadlineExceededError("late"), ServerError("boom")])
+@pytest.mark.parametrize(
+    "error",
+    [InvalidInputError("bad"), AuthenticationError("no key"), DeadlineExceededError("late"), ServerError("boom")],
+)
 def test_retry_plan_never_retries_other_errors(error):
     assert RetryPlan(RetryPolicy(attempts=5), timeout_s=None).next_delay_s(error) is None
 
@@ -126,8 +143,9 @@ def test_options_are_the_servers_answer_options():
     from client._protocol import Options
     from preprocessing import AnswerOptions
 
-    assert [(f.name, f.type, f.default) for f in fields(Options)] == \
-        [(f.name, f.type, f.default) for f in fields(AnswerOptions)]
+    assert [(f.name, f.type, f.default) for f in fields(Options)] == [
+        (f.name, f.type, f.default) for f in fields(AnswerOptions)
+    ]
 
 
 def test_every_call_sends_its_deadline_as_the_requests_timeout():
@@ -137,8 +155,12 @@ def test_every_call_sends_its_deadline_as_the_requests_timeout():
 
     kwargs = Call([("Who?", "Ada.")], Options()).infer_kwargs(grpcclient, "electra_qa", {}, 2.5)
     assert kwargs["client_timeout"] == 2.5 and kwargs["timeout"] == 2_500_000
-    assert kwargs["parameters"] == {"top_k": 1, "max_answer_len": 15, "handle_impossible_answer": False,
-                                    "align_to_words": True}
+    assert kwargs["parameters"] == {
+        "top_k": 1,
+        "max_answer_len": 15,
+        "handle_impossible_answer": False,
+        "align_to_words": True,
+    }
 
 
 def test_channel_settings_set_message_sizes_and_keepalive_explicitly():
@@ -154,8 +176,9 @@ def test_api_key_is_sent_in_the_header_tritons_restricted_protocol_reads():
 
 
 def test_a_dead_python_backend_stub_is_transient():
-    error = translate(InferenceServerException("Stub process 'tokenizer_0_1' is not healthy.",
-                                               status="StatusCode.INTERNAL"))
+    error = translate(
+        InferenceServerException("Stub process 'tokenizer_0_1' is not healthy.", status="StatusCode.INTERNAL")
+    )
     assert type(error) is ServerUnavailableError
 
 

@@ -27,8 +27,14 @@ def test_compose_file_is_valid_compose_specification(compose):
     assert set(compose["services"]) == {"triton", "triton-cpu", "sdk", "prometheus", "grafana"}
 
 
-@pytest.mark.parametrize("broken", [("shm_size:", "shm_sizee:"), ("capabilities: [gpu]", "capabilities: gpu"),
-                                    ("start_period: 15m", "start_period: soon")])
+@pytest.mark.parametrize(
+    "broken",
+    [
+        ("shm_size:", "shm_sizee:"),
+        ("capabilities: [gpu]", "capabilities: gpu"),
+        ("start_period: 15m", "start_period: soon"),
+    ],
+)
 def test_compose_validator_rejects_a_broken_file(broken):
     with pytest.raises(ValueError):
         PyCompose.from_yaml(COMPOSE.replace(*broken))
@@ -41,11 +47,16 @@ def test_triton_service_runs_the_pinned_ngc_image_on_a_gpu_with_secure_flags(com
     assert re.search(r"ARG TRITON_TAG=\d\d\.\d\d", dockerfile)
     devices = triton["deploy"]["resources"]["reservations"]["devices"]
     assert "gpu" in devices[0]["capabilities"]
-    command = triton["command"]
-    assert {"--model-control-mode=explicit", "--load-model=*", "--strict-readiness=true",
-            "--model-config-name=tensorrt"} <= set(command)
+    command = triton["entrypoint"] + triton["command"]
+    assert command[:2] == ["/opt/nvidia/nvidia_entrypoint.sh", "tritonserver"]
+    assert {
+        "--model-control-mode=explicit",
+        "--load-model=*",
+        "--strict-readiness=true",
+        "--model-config-name=tensorrt",
+    } <= set(command)
     assert any(a.startswith("--grpc-restricted-protocol=") and "x-admin-key=" in a for a in command)
-    assert any(v.endswith(":/models") for v in map(str, triton["volumes"])) or triton["volumes"]
+    assert "./model_repository:/models" in triton["volumes"]
 
 
 def test_triton_service_has_shm_ports_healthcheck_and_a_long_enough_grace_period(compose):
@@ -54,14 +65,15 @@ def test_triton_service_has_shm_ports_healthcheck_and_a_long_enough_grace_period
         assert {str(p) for p in service["ports"]} >= {"8000:8000", "8001:8001", "8002:8002"}
         assert "/v2/health/ready" in " ".join(service["healthcheck"]["test"])
         assert "1gb" in str(service["shm_size"]).lower() or int(service["shm_size"]) >= 2**28
-        exit_timeout = int(next(a for a in service["command"] if a.startswith("--exit-timeout-secs=")).split("=")[1])
+        exit_timeout = int(next(a for a in service["entrypoint"] if a.startswith("--exit-timeout-secs=")).split("=")[1])
         assert _seconds(service["stop_grace_period"]) > exit_timeout
 
 
 def test_cpu_service_is_behind_a_profile_and_reserves_no_gpu(compose):
     cpu = compose["services"]["triton-cpu"]
     assert cpu["profiles"] == ["cpu"] and "deploy" not in cpu
-    assert not any(a.startswith("--model-config-name") for a in cpu["command"])
+    assert cpu["command"] == ["--model-config-name=cpu"]  # no such variant: every model's config.pbtxt
+    assert cpu["entrypoint"] == compose["services"]["triton"]["entrypoint"]
 
 
 def test_sdk_service_load_tests_the_triton_service(compose):

@@ -26,17 +26,30 @@ def answer(tiny_checkpoint):
     def run(questions, contexts, **options):
         w = tokenizer.encode(questions, contexts)
         with torch.no_grad():
-            out = model(input_ids=torch.tensor(w.input_ids), attention_mask=torch.tensor(w.attention_mask),
-                        token_type_ids=torch.tensor(w.token_type_ids))
-        return decode(out.start_logits.numpy(), out.end_logits.numpy(), w.token_offsets, w.word_offsets,
-                      w.window_question, contexts, AnswerOptions(**options))
+            out = model(
+                input_ids=torch.tensor(w.input_ids),
+                attention_mask=torch.tensor(w.attention_mask),
+                token_type_ids=torch.tensor(w.token_type_ids),
+            )
+        return decode(
+            out.start_logits.numpy(),
+            out.end_logits.numpy(),
+            w.token_offsets,
+            w.word_offsets,
+            w.window_question,
+            contexts,
+            AnswerOptions(**options),
+        )
 
     return run
 
 
 def rows(decoded, q):
-    return [(decoded.text[q, j], float(decoded.score[q, j]), int(decoded.start[q, j]), int(decoded.end[q, j]))
-            for j in range(decoded.text.shape[1]) if decoded.start[q, j] >= 0]
+    return [
+        (decoded.text[q, j], float(decoded.score[q, j]), int(decoded.start[q, j]), int(decoded.end[q, j]))
+        for j in range(decoded.text.shape[1])
+        if decoded.start[q, j] >= 0
+    ]
 
 
 @pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "defaults")
@@ -49,7 +62,9 @@ def test_decode_matches_the_reference_pipeline_on_every_case(answer, reference, 
 
 @pytest.mark.parametrize("context", SHORT_CONTEXTS)
 @pytest.mark.parametrize("top_k", [2, 5, 20])
-def test_decode_matches_the_reference_when_a_short_context_has_fewer_spans_than_top_k(answer, reference, context, top_k):
+def test_decode_matches_the_reference_when_a_short_context_has_fewer_spans_than_top_k(
+    answer, reference, context, top_k
+):
     decoded = answer(["which one?"], [context], top_k=top_k)
     assert_same_answers(rows(decoded, 0), as_list(reference(question="which one?", context=context, top_k=top_k)))
 

@@ -19,8 +19,15 @@ import yaml
 from compose_spec import PyCompose
 
 from tests.conftest import ROOT
-from tests.monitoring import (ADAPTER_VALUES, DASHBOARD, GPU_ONLY_METRICS, adapter_rules, dashboard,
-                              dashboard_queries, metric_names)
+from tests.monitoring import (
+    ADAPTER_VALUES,
+    DASHBOARD,
+    GPU_ONLY_METRICS,
+    adapter_rules,
+    dashboard,
+    dashboard_queries,
+    metric_names,
+)
 
 K8S = ROOT / "deploy" / "k8s"
 MONITORING = ROOT / "deploy" / "monitoring"
@@ -35,8 +42,10 @@ QUEUE_METRIC, LOAD_METRIC = "electra_qa_queue_us_per_request", "electra_qa_windo
 def kubectl() -> str:
     path = shutil.which("kubectl")
     if path is None:
-        pytest.skip("kubectl is not installed: the deploy/k8s overlays cannot be rendered (install kubectl, which "
-                    "bundles kustomize, to run these checks)")
+        pytest.skip(
+            "kubectl is not installed: the deploy/k8s overlays cannot be rendered (install kubectl, which "
+            "bundles kustomize, to run these checks)"
+        )
     return path
 
 
@@ -52,9 +61,16 @@ def rendered(tmp_path_factory) -> dict[str, list[dict]]:
     renders = {name: kustomize(K8S / "overlays" / name) for name in OVERLAYS}
     composed = tmp_path_factory.mktemp("object-storage")
     up = Path(os.path.relpath(K8S, composed))  # kustomize takes relative paths only
-    (composed / "kustomization.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-        "resources": [str(up / "overlays" / "gpu")], "components": [str(up / "components" / "object-storage")]}))
+    (composed / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [str(up / "overlays" / "gpu")],
+                "components": [str(up / "components" / "object-storage")],
+            }
+        )
+    )
     renders["gpu+object-storage"] = kustomize(composed)
     return renders
 
@@ -73,11 +89,23 @@ def container(docs: list[dict]) -> dict:
 
 # --- rendering, schemas, security scan -------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_renders_the_whole_deployment(rendered, overlay):
     kinds = sorted(d["kind"] for d in rendered[overlay])
-    assert kinds == sorted(["Namespace", "ServiceAccount", "PersistentVolumeClaim", "Deployment", "Service",
-                            "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "NetworkPolicy"])
+    assert kinds == sorted(
+        [
+            "Namespace",
+            "ServiceAccount",
+            "PersistentVolumeClaim",
+            "Deployment",
+            "Service",
+            "Service",
+            "PodDisruptionBudget",
+            "HorizontalPodAutoscaler",
+            "NetworkPolicy",
+        ]
+    )
     assert {d["metadata"].get("namespace") for d in rendered[overlay] if d["kind"] != "Namespace"} == {"electra-qa"}
 
 
@@ -88,8 +116,10 @@ def test_rendered_manifests_validate_against_the_kubernetes_schemas(rendered, ve
             try:
                 kubernetes_validate.validate(doc, version, strict=True)
             except kubernetes_validate.ValidationError as error:
-                pytest.fail(f"{name}: {doc['kind']}/{doc['metadata']['name']} is not valid for Kubernetes "
-                            f"{version}: {error.message} at {'/'.join(map(str, error.path))}")
+                pytest.fail(
+                    f"{name}: {doc['kind']}/{doc['metadata']['name']} is not valid for Kubernetes "
+                    f"{version}: {error.message} at {'/'.join(map(str, error.path))}"
+                )
 
 
 @pytest.mark.parametrize("breakage", ["unknown field", "wrong type"])
@@ -115,15 +145,22 @@ def test_checkov_finds_nothing_beyond_the_accepted_findings(rendered, tmp_path):
     security = container(canary)["securityContext"]
     security["readOnlyRootFilesystem"], security["allowPrivilegeEscalation"] = False, True
     (tmp_path / "canary.yaml").write_text(yaml.safe_dump_all(canary))
-    result = subprocess.run([str(CHECKOV), "--config-file", str(K8S / "checkov.yaml"), "-d", str(tmp_path),
-                             "-o", "json"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    result = subprocess.run(
+        [str(CHECKOV), "--config-file", str(K8S / "checkov.yaml"), "-d", str(tmp_path), "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert result.returncode in (0, 1), result.stderr[-3000:]
     reports = json.loads(result.stdout)
     reports = reports if isinstance(reports, list) else [reports]
     assert [r["check_type"] for r in reports] == ["kubernetes"]
     summary = reports[0]["summary"]
     assert summary["parsing_errors"] == 0 and summary["passed"] > 0
-    failed = [(Path(f["file_path"]).stem, f["check_id"], f["check_name"]) for f in reports[0]["results"]["failed_checks"]]
+    failed = [
+        (Path(f["file_path"]).stem, f["check_id"], f["check_name"]) for f in reports[0]["results"]["failed_checks"]
+    ]
     assert [f for f in failed if f[0] != "canary"] == [], "fix these, or accept them in deploy/k8s/checkov.yaml"
     assert {"CKV_K8S_20", "CKV_K8S_22"} <= {check for file, check, _ in failed if file == "canary"}
 
@@ -139,8 +176,15 @@ def test_every_accepted_checkov_finding_is_justified():
 
 # --- what the Deployment runs ----------------------------------------------------------------------------
 
+
 def compose_command(service: str) -> list[str]:
-    return COMPOSE["services"][service]["command"]
+    """``tritonserver`` and its arguments as a compose service runs them: the shared entrypoint's (after the NGC
+    image's own entrypoint script) and its command's, without ``--model-config-name=cpu`` (there is no cpu
+    variant: Triton then loads every model's own config.pbtxt, as with no name)."""
+    service = COMPOSE["services"][service]
+    assert service["entrypoint"][:2] == ["/opt/nvidia/nvidia_entrypoint.sh", "tritonserver"]
+    assert not list((ROOT / "model_repository").glob("*/configs/cpu.pbtxt"))
+    return [a for a in service["entrypoint"][1:] + service["command"] if a != "--model-config-name=cpu"]
 
 
 def variables_named(arg: str) -> str:
@@ -155,16 +199,26 @@ def test_tritonserver_flags_mirror_docker_compose(rendered, overlay, service):
     env = {e["name"]: e.get("value") for e in triton["env"]}
     args = [variables_named(a.replace("$(MODEL_REPOSITORY)", env["MODEL_REPOSITORY"])) for a in triton["args"]]
     assert env["MODEL_REPOSITORY"] == "/models"
-    assert args == [variables_named(a) for a in compose_command(service)], \
+    # the same flags (their order does not matter to tritonserver)
+    assert args[0] == "tritonserver" and sorted(args) == sorted(variables_named(a) for a in compose_command(service)), (
         "keep deploy/k8s (base args, gpu overlay) and docker-compose.yml alike"
-    assert {"--model-control-mode=explicit", "--load-model=*", "--strict-readiness=true",
-            "--metrics-config=summary_latencies=true"} <= set(args)
+    )
+    assert {
+        "--model-control-mode=explicit",
+        "--load-model=*",
+        "--strict-readiness=true",
+        "--metrics-config=summary_latencies=true",
+    } <= set(args)
     assert ("--model-config-name=tensorrt" in args) == (overlay == "gpu")
 
 
 def test_variables_are_compared_whatever_their_syntax():
-    assert variables_named("--k=$(ELECTRA_QA_ADMIN_KEY)") == variables_named("--k=${ELECTRA_QA_ADMIN_KEY:?set it}") \
-        == variables_named("--k=${ELECTRA_QA_ADMIN_KEY}") == "--k=${ELECTRA_QA_ADMIN_KEY}"
+    assert (
+        variables_named("--k=$(ELECTRA_QA_ADMIN_KEY)")
+        == variables_named("--k=${ELECTRA_QA_ADMIN_KEY:?set it}")
+        == variables_named("--k=${ELECTRA_QA_ADMIN_KEY}")
+        == "--k=${ELECTRA_QA_ADMIN_KEY}"
+    )
     assert variables_named("--k=$(A)") != variables_named("--k=${B}")
 
 
@@ -184,7 +238,9 @@ def test_admin_protocols_need_the_key_from_a_secret_or_a_required_variable(rende
     assert compose["environment"]["ELECTRA_QA_ADMIN_KEY"].startswith("${ELECTRA_QA_ADMIN_KEY:?")
     # probes read the health endpoints, which no key guards
     assert {triton[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe")} <= {
-        "/v2/health/live", "/v2/health/ready"}
+        "/v2/health/live",
+        "/v2/health/ready",
+    }
     assert "--admin-key" not in triton["livenessProbe"]["exec"]["command"]
 
 
@@ -231,8 +287,13 @@ def test_pods_run_as_restricted_as_the_image_allows(rendered, overlay):
     security = container(docs)["securityContext"]
     assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] != 0
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
-    assert security == {"allowPrivilegeEscalation": False, "privileged": False, "readOnlyRootFilesystem": True,
-                        "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
+    assert security == {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
     assert pod["automountServiceAccountToken"] is False
     assert one(docs, "ServiceAccount")["automountServiceAccountToken"] is False
     assert one(docs, "Namespace")["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
@@ -263,6 +324,7 @@ def test_object_storage_component_reads_the_repository_from_a_bucket_with_a_cred
 
 # --- services, disruption budget, scraping ---------------------------------------------------------------
 
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_services_headless_grpc_and_clusterip_http_and_metrics(rendered, overlay):
     docs = rendered[overlay]
@@ -284,11 +346,15 @@ def test_services_headless_grpc_and_clusterip_http_and_metrics(rendered, overlay
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_prometheus_scrapes_the_metrics_port(rendered, overlay):
     annotations = one(rendered[overlay], "Deployment")["spec"]["template"]["metadata"]["annotations"]
-    assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": "8002",
-                           "prometheus.io/path": "/metrics"}
+    assert annotations == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "8002",
+        "prometheus.io/path": "/metrics",
+    }
 
 
 # --- autoscaling ----------------------------------------------------------------------------------------
+
 
 def hpa_targets(docs: list[dict]) -> dict[str, float]:
     hpa = one(docs, "HorizontalPodAutoscaler")["spec"]
@@ -330,6 +396,7 @@ def test_hpa_targets_follow_from_the_benchmarks(rendered):
 
 # --- compose monitoring profile, Prometheus, Grafana ----------------------------------------------------
 
+
 def test_compose_monitoring_profile_adds_prometheus_and_grafana_with_pinned_images():
     services = COMPOSE["services"]
     for name, repository in (("prometheus", "prom/prometheus"), ("grafana", "grafana/grafana")):
@@ -368,6 +435,7 @@ def test_grafana_provisions_the_prometheus_datasource_and_the_checked_in_dashboa
 
 # --- the dashboard -----------------------------------------------------------------------------------------
 
+
 def test_dashboard_loads_and_every_query_reads_the_selected_prometheus():
     board = dashboard()
     assert board["uid"] and board["title"] and board["panels"]
@@ -380,28 +448,43 @@ def test_dashboard_loads_and_every_query_reads_the_selected_prometheus():
             continue
         assert panel["datasource"]["uid"] == "${datasource}" and panel["targets"], panel["title"]
         for target in panel["targets"]:
-            assert target["datasource"]["uid"] == "${datasource}" and target["expr"].count("(") == target["expr"].count(")")
+            assert target["datasource"]["uid"] == "${datasource}" and target["expr"].count("(") == target["expr"].count(
+                ")"
+            )
 
 
 def test_dashboard_shows_what_the_issue_asks_for():
     queries = dashboard_queries()
     joined = "\n".join(queries)
     names = set().union(*(metric_names(q) for q in queries))
-    assert {"nv_inference_request_success", "nv_inference_request_summary_us", "nv_inference_queue_duration_us",
-            "nv_inference_compute_infer_duration_us", "electra_qa_model_tokens_total"} <= names
+    assert {
+        "nv_inference_request_success",
+        "nv_inference_request_summary_us",
+        "nv_inference_queue_duration_us",
+        "nv_inference_compute_infer_duration_us",
+        "electra_qa_model_tokens_total",
+    } <= names
     assert GPU_ONLY_METRICS - {"nv_gpu_memory_total_bytes"} <= names
     assert 'quantile="0.5"' in joined and 'quantile="0.99"' in joined
     assert 'model=~"tokenizer|electra|decoder"' in joined  # per-step time
 
 
-@pytest.mark.parametrize(("expr", "names"), [
-    ('sum by (instance) (rate(nv_inference_queue_duration_us{instance=~"$instance"}[$__rate_interval]))'
-     ' / clamp_min(sum by (instance) (rate(nv_inference_request_success{model="electra_qa"}[5m])), 1e-3) / 1000',
-     {"nv_inference_queue_duration_us", "nv_inference_request_success"}),
-    ('1 - sum(rate(electra_qa_model_tokens_total{kind="real"}[1m])) / sum(rate(electra_qa_model_tokens_total[1m]))',
-     {"electra_qa_model_tokens_total"}),
-    ("sum by (<<.GroupBy>>) (rate(nv_inference_count{<<.LabelMatchers>>}[2m]))", {"nv_inference_count"}),
-    ("max(nv_gpu_utilization) * 100 > bool 0.5 or on (instance) up offset 5m", {"nv_gpu_utilization", "up"}),
-])
+@pytest.mark.parametrize(
+    ("expr", "names"),
+    [
+        (
+            'sum by (instance) (rate(nv_inference_queue_duration_us{instance=~"$instance"}[$__rate_interval]))'
+            ' / clamp_min(sum by (instance) (rate(nv_inference_request_success{model="electra_qa"}[5m])), 1e-3) / 1000',
+            {"nv_inference_queue_duration_us", "nv_inference_request_success"},
+        ),
+        (
+            '1 - sum(rate(electra_qa_model_tokens_total{kind="real"}[1m]))'
+            " / sum(rate(electra_qa_model_tokens_total[1m]))",
+            {"electra_qa_model_tokens_total"},
+        ),
+        ("sum by (<<.GroupBy>>) (rate(nv_inference_count{<<.LabelMatchers>>}[2m]))", {"nv_inference_count"}),
+        ("max(nv_gpu_utilization) * 100 > bool 0.5 or on (instance) up offset 5m", {"nv_gpu_utilization", "up"}),
+    ],
+)
 def test_metric_names_are_read_from_promql(expr, names):
     assert metric_names(expr) == names

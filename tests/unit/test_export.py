@@ -36,8 +36,10 @@ def test_exported_onnx_has_dynamic_batch_and_sequence_axes(repository, tiny_chec
         export(str(tiny_checkpoint), repository)
     graph = onnx.load(str(repository / "electra" / "1" / "model.onnx")).graph
     names = {i.name: [d.dim_param for d in i.type.tensor_type.shape.dim] for i in [*graph.input, *graph.output]}
-    assert names == {name: ["batch", "sequence"] for name in
-                     ("input_ids", "attention_mask", "token_type_ids", "start_logits", "end_logits")}
+    assert names == {
+        name: ["batch", "sequence"]
+        for name in ("input_ids", "attention_mask", "token_type_ids", "start_logits", "end_logits")
+    }
 
 
 def test_a_different_checkpoint_is_not_current(repository, tiny_checkpoint, tmp_path):
@@ -47,18 +49,35 @@ def test_a_different_checkpoint_is_not_current(repository, tiny_checkpoint, tmp_
 
 def test_export_of_a_hub_id_offline_says_how_to_pass_a_local_directory(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
-    result = subprocess.run([sys.executable, "-m", "serving.export", "--model", DEFAULT_MODEL,
-                             "--repository", str(tmp_path / "repo")], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "serving.export", "--model", DEFAULT_MODEL, "--repository", str(tmp_path / "repo")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2
     assert f"could not load '{DEFAULT_MODEL}' from the Hugging Face hub" in result.stderr
     assert "pass a local checkpoint directory" in result.stderr and "MODEL=/path/to/checkpoint" in result.stderr
 
 
 def test_export_refuses_a_path_that_is_not_a_checkpoint(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "serving.export", "--model", str(tmp_path / "missing"),
-                             "--repository", str(tmp_path / "repo")], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "serving.export",
+            "--model",
+            str(tmp_path / "missing"),
+            "--repository",
+            str(tmp_path / "repo"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2 and "neither an existing directory nor a Hugging Face hub id" in result.stderr
 
 
@@ -79,9 +98,14 @@ def test_serving_a_hub_id_without_network_fails_fast_with_the_message(tmp_path, 
         else:
             env["HF_ENDPOINT"] = f"http://127.0.0.1:{listener.getsockname()[1]}"
         started = time.monotonic()
-        result = subprocess.run([sys.executable, "-m", "serving.serve", "--model", DEFAULT_MODEL,
-                                 "--repository", str(tmp_path / "repo")], cwd=ROOT, env=env,
-                                capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-m", "serving.serve", "--model", DEFAULT_MODEL, "--repository", str(tmp_path / "repo")],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         elapsed = time.monotonic() - started
     assert result.returncode == 2, result.stderr
     assert f"could not load '{DEFAULT_MODEL}' from the Hugging Face hub" in result.stderr

@@ -38,9 +38,17 @@ def test_tritonserver_keeps_only_the_stub_of_the_kits_python_and_no_bundled_libp
 
 def test_project_files_are_what_the_server_and_the_run_need():
     files = gpu_kit.project_files()
-    for needed in ("serving/serve.py", "runtime/torch_runner.py", "preprocessing/tokenize.py",
-                   "model_repository/electra/configs/gpu.pbtxt", "model_repository/electra/1/model.py",
-                   "perf/gpu_run.py", "perf/load_test.py", "perf/data/long.json", "perf/install-perf-analyzer"):
+    for needed in (
+        "serving/serve.py",
+        "runtime/torch_runner.py",
+        "preprocessing/tokenize.py",
+        "model_repository/electra/configs/gpu.pbtxt",
+        "model_repository/electra/1/model.py",
+        "perf/gpu_run.py",
+        "perf/load_test.py",
+        "perf/data/long.json",
+        "perf/install-perf-analyzer",
+    ):
         assert needed in files
     assert not [f for f in files if f.startswith(("tests/", "client/", "deploy/", "perf/results/"))]
     exported = {str(p.relative_to(ROOT)) for p in ExportedFiles.of(ROOT / "model_repository").paths()}
@@ -67,43 +75,78 @@ def test_cpu_fallback_switches_only_the_model_steps_engine(tmp_path):
     after = (repository / "electra" / "config.pbtxt").read_text()
     assert '{ key: "engine" value: { string_value: "torch" } }' in after
     assert [a for a, b in zip(after.splitlines(), before.splitlines()) if a != b] == [
-        line for line in after.splitlines() if '"engine"' in line]
+        line for line in after.splitlines() if '"engine"' in line
+    ]
 
 
 def test_statistics_deltas_read_triton_http_json():
     def stats(success, queue_ns, executions, windows, compute_ns):
-        return {"electra": {"name": "electra", "execution_count": executions, "inference_count": windows,
-                            "inference_stats": {"success": {"count": success, "ns": 0},
-                                                "queue": {"count": success, "ns": queue_ns}},
-                            "batch_stats": [{"batch_size": 4, "compute_infer": {"count": executions,
-                                                                                "ns": compute_ns}}]}}
+        return {
+            "electra": {
+                "name": "electra",
+                "execution_count": executions,
+                "inference_count": windows,
+                "inference_stats": {
+                    "success": {"count": success, "ns": 0},
+                    "queue": {"count": success, "ns": queue_ns},
+                },
+                "batch_stats": [{"batch_size": 4, "compute_infer": {"count": executions, "ns": compute_ns}}],
+            }
+        }
 
     d = delta(stats(10, 5000, 4, 30, 9000), stats(2, 1000, 1, 6, 3000), "electra")
     assert (d["success_count"], d["queue_ns"], d["execution_count"], d["inference_count"], d["execution_ns"]) == (
-        8, 4000, 3, 24, 6000)
+        8,
+        4000,
+        3,
+        24,
+        6000,
+    )
 
 
 def report(device="gpu"):
     def step_row(q, c):
-        return {"queue_us": q, "compute_input_us": 0, "compute_infer_us": c, "compute_output_us": 0,
-                "requests_per_execution": 2.0, "inferences_per_compute_s": 12000.0}
+        return {
+            "queue_us": q,
+            "compute_input_us": 0,
+            "compute_infer_us": c,
+            "compute_output_us": 0,
+            "requests_per_execution": 2.0,
+            "inferences_per_compute_s": 12000.0,
+        }
 
     def served(setup, qps, p50, p99, kind="questions"):
-        breakdown = [{"model": m, **step_row(*t)} for m, t in
-                     zip(gpu_run.STEPS, ((10, 40), (100, 800), (10, 40)))]
-        row = {"Inferences/Second": qps, "p50 latency": p50 * 1000, "p99 latency": p99 * 1000,
-               "Server Successes": 100, "Server Failures": 0}
+        breakdown = [{"model": m, **step_row(*t)} for m, t in zip(gpu_run.STEPS, ((10, 40), (100, 800), (10, 40)))]
+        row = {
+            "Inferences/Second": qps,
+            "p50 latency": p50 * 1000,
+            "p99 latency": p99 * 1000,
+            "Server Successes": 100,
+            "Server Failures": 0,
+        }
         return gpu_run.served_row(setup, row, breakdown, 2048 if device == "gpu" else None, kind)
 
-    return {"machine": "test", "device": device, "engine": "torch", "size": "base", "date": "today",
-            "batch_size": 64,
-            "served": {"startup_s": 30, "rows": [served("served, concurrency 16", 5000, 3, 8),
-                                                 served("served, concurrency 128", 7000, 18, 60),
-                                                 served("served, document", 5, 200, 220, "documents")]},
-            "pipeline": {"one_per_call": {"throughput_qps": 100.0, "p50_ms": 10, "p99_ms": 12, "long_s": 4.0,
-                                          "gpu_mib": 1500},
-                         "batched": {"throughput_qps": 400.0, "p50_ms": 160, "p99_ms": 170, "gpu_mib": 3000}},
-            "parity": {"same": 64, "compared": 64, "share": 1.0, "contract": 0.99, "met": True}}
+    return {
+        "machine": "test",
+        "device": device,
+        "engine": "torch",
+        "size": "base",
+        "date": "today",
+        "batch_size": 64,
+        "served": {
+            "startup_s": 30,
+            "rows": [
+                served("served, concurrency 16", 5000, 3, 8),
+                served("served, concurrency 128", 7000, 18, 60),
+                served("served, document", 5, 200, 220, "documents"),
+            ],
+        },
+        "pipeline": {
+            "one_per_call": {"throughput_qps": 100.0, "p50_ms": 10, "p99_ms": 12, "long_s": 4.0, "gpu_mib": 1500},
+            "batched": {"throughput_qps": 400.0, "p50_ms": 160, "p99_ms": 170, "gpu_mib": 3000},
+        },
+        "parity": {"same": 64, "compared": 64, "share": 1.0, "contract": 0.99, "met": True},
+    }
 
 
 def test_the_table_has_every_column_and_row():
@@ -114,8 +157,18 @@ def test_the_table_has_every_column_and_row():
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert len(rows) == 5 and all(line.count("|") == len(gpu_run.COLUMNS) + 1 for line in rows)
     cells = [c.strip() for c in next(line for line in rows if "concurrency 128" in line).strip("|").split("|")]
-    assert cells == ["served, concurrency 128", "7000.0", "18.0", "60.0", "70.0", "17.5", "5% / 90% / 5%",
-                     "2.0 / 2.0 / 2.0", "12000", "2048"]
+    assert cells == [
+        "served, concurrency 128",
+        "7000.0",
+        "18.0",
+        "60.0",
+        "70.0",
+        "17.5",
+        "5% / 90% / 5%",
+        "2.0 / 2.0 / 2.0",
+        "12000",
+        "2048",
+    ]
     assert "| 20.0 |" in next(line for line in rows if "document" in line)  # the pipeline's 4 s over 0.2 s
     assert "64/64 (100.0%)" in text
 

@@ -17,8 +17,13 @@ def glibc_ok(tmp_path, ldd_body: str) -> bool:
     (fake / "ldd").chmod(0o755)
     binary = tmp_path / "perf_analyzer"
     binary.write_bytes(b"")
-    result = subprocess.run(["bash", str(INSTALLER), "--glibc-ok", str(binary)], capture_output=True, text=True,
-                            env=dict(os.environ, PATH=f"{fake}{os.pathsep}{os.environ['PATH']}"), timeout=60)
+    result = subprocess.run(
+        ["bash", str(INSTALLER), "--glibc-ok", str(binary)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PATH=f"{fake}{os.pathsep}{os.environ['PATH']}"),
+        timeout=60,
+    )
     assert result.returncode in (0, 1), result.stderr
     return result.returncode == 0
 
@@ -28,12 +33,14 @@ def test_every_library_resolved_is_ok(tmp_path):
 
 
 def test_a_missing_library_or_symbol_version_is_not_ok(tmp_path):
-    assert not glibc_ok(tmp_path, "echo \"$1: /lib/x86_64-linux-gnu/libc.so.6: version \\`GLIBC_2.38' not found\"\n"
-                                  "exit 1\n")
+    assert not glibc_ok(
+        tmp_path, 'echo "$1: /lib/x86_64-linux-gnu/libc.so.6: version \\`GLIBC_2.38\' not found"\nexit 1\n'
+    )
 
 
 def test_not_found_followed_by_much_more_output_is_not_ok(tmp_path):
     # `ldd | grep -q "not found"` stops reading at the first match; ldd then dies of SIGPIPE (status 141), and
     # under pipefail a negated pipeline read that as "every library resolved"
-    assert not glibc_ok(tmp_path, "echo $'\\tlibstdc++.so.6: version `GLIBCXX_3.4.32\\' not found'\n"
-                                  f"yes '{RESOLVED}' | head -n 50000\n")
+    assert not glibc_ok(
+        tmp_path, f"echo $'\\tlibstdc++.so.6: version `GLIBCXX_3.4.32\\' not found'\nyes '{RESOLVED}' | head -n 50000\n"
+    )

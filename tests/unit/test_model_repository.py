@@ -27,10 +27,15 @@ def test_ensemble_io_contract():
     assert config.platform == "ensemble" and config.max_batch_size == 0
     types = model_config_pb2.DataType
     assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [
-        ("question", types.Value("TYPE_STRING"), [-1]), ("context", types.Value("TYPE_STRING"), [-1])]
+        ("question", types.Value("TYPE_STRING"), [-1]),
+        ("context", types.Value("TYPE_STRING"), [-1]),
+    ]
     assert [(o.name, o.data_type) for o in config.output] == [
-        ("answer", types.Value("TYPE_STRING")), ("score", types.Value("TYPE_FP32")),
-        ("start", types.Value("TYPE_INT64")), ("end", types.Value("TYPE_INT64"))]
+        ("answer", types.Value("TYPE_STRING")),
+        ("score", types.Value("TYPE_FP32")),
+        ("start", types.Value("TYPE_INT64")),
+        ("end", types.Value("TYPE_INT64")),
+    ]
 
 
 def test_ensemble_steps_wire_existing_tensors_of_their_models():
@@ -89,7 +94,9 @@ def test_every_variant_keeps_its_models_io_contract(name, variant):
 
 @pytest.mark.parametrize("variant", ["default", *VARIANT_NAMES])
 def test_windows_per_request_fit_every_batch_they_go_into(variant):
-    models = {m: load_variant(m, variant) if variant != "default" else load(m) for m in ("tokenizer", "electra", "decoder")}
+    models = {
+        m: load_variant(m, variant) if variant != "default" else load(m) for m in ("tokenizer", "electra", "decoder")
+    }
     max_windows = int(models["tokenizer"].parameters["max_windows"].string_value)
     assert max_windows <= models["electra"].max_batch_size and max_windows <= models["decoder"].max_batch_size
     for accelerator in models["electra"].optimization.execution_accelerators.gpu_execution_accelerator:
@@ -133,14 +140,21 @@ def test_tensor_names_in_code_are_the_configs():
     from client._protocol import INPUT_NAMES, OUTPUT_NAMES
     from runtime import tensors
 
-    dtype = {model_config_pb2.DataType.Value(f"TYPE_{t}"): n for t, n in
-             (("INT64", "int64"), ("INT32", "int32"), ("FP32", "float32"), ("STRING", "object"))}
+    dtype = {
+        model_config_pb2.DataType.Value(f"TYPE_{t}"): n
+        for t, n in (("INT64", "int64"), ("INT32", "int32"), ("FP32", "float32"), ("STRING", "object"))
+    }
     ensemble, tokenizer, electra, decoder = (load(m) for m in ("electra_qa", "tokenizer", "electra", "decoder"))
-    assert (tuple(i.name for i in ensemble.input), tuple(o.name for o in ensemble.output)) == (INPUT_NAMES, OUTPUT_NAMES)
+    assert (tuple(i.name for i in ensemble.input), tuple(o.name for o in ensemble.output)) == (
+        INPUT_NAMES,
+        OUTPUT_NAMES,
+    )
     assert {o.name: dtype[o.data_type] for o in tokenizer.output} == {
-        name: np.dtype(t).name for name, t in tensors.WINDOW_TENSORS.items()}
+        name: np.dtype(t).name for name, t in tensors.WINDOW_TENSORS.items()
+    }
     assert tuple(i.name for i in electra.input) == tensors.MODEL_INPUTS
     assert tuple(o.name for o in electra.output) == tensors.MODEL_OUTPUTS
     assert [(i.name, dtype[i.data_type], len(i.dims) + 1) for i in decoder.input] == [
-        (name, np.dtype(t).name, rank) for name, t, rank in tensors.DECODER_INPUTS]
+        (name, np.dtype(t).name, rank) for name, t, rank in tensors.DECODER_INPUTS
+    ]
     assert tuple(o.name for o in decoder.output) == tensors.ANSWER_OUTPUTS == OUTPUT_NAMES

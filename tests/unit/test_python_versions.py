@@ -32,15 +32,18 @@ def test_find_python_refuses_what_is_not_a_supported_python(tmp_path):
         assert result.returncode == 1 and f"PYTHON={name}: not a CPython 3.10 to 3.13" in result.stderr
 
 
-@pytest.mark.parametrize("os_release, expected", [
-    ('ID=debian\nVERSION_ID="12"\n', "apt-get install libpython3.12"),
-    ('ID=ubuntu\nID_LIKE=debian\n', "apt-get install libpython3.12"),
-    ('ID=fedora\n', "dnf install python3.12-libs"),
-    ('ID="rhel"\nID_LIKE="fedora"\n', "dnf install python3.12-libs"),
-    ('ID="almalinux"\nID_LIKE="rhel centos fedora"\n', "dnf install python3.12-libs"),
-    ('ID=arch\n', "shared Python 3.12 library (libpython3.12.so.1.0)"),
-    (None, "shared Python 3.12 library (libpython3.12.so.1.0)"),
-])
+@pytest.mark.parametrize(
+    "os_release, expected",
+    [
+        ('ID=debian\nVERSION_ID="12"\n', "apt-get install libpython3.12"),
+        ("ID=ubuntu\nID_LIKE=debian\n", "apt-get install libpython3.12"),
+        ("ID=fedora\n", "dnf install python3.12-libs"),
+        ('ID="rhel"\nID_LIKE="fedora"\n', "dnf install python3.12-libs"),
+        ('ID="almalinux"\nID_LIKE="rhel centos fedora"\n', "dnf install python3.12-libs"),
+        ("ID=arch\n", "shared Python 3.12 library (libpython3.12.so.1.0)"),
+        (None, "shared Python 3.12 library (libpython3.12.so.1.0)"),
+    ],
+)
 def test_the_libpython_hint_names_the_package_of_the_distribution(tmp_path, os_release, expected):
     path = tmp_path / "os-release"
     if os_release is not None:
@@ -79,7 +82,8 @@ def test_missing_libpython_says_what_to_install(monkeypatch):
 
 
 def test_the_stub_of_this_python_runs_here():
-    result = subprocess.run([sys.executable, "-m", "serving.serve", "--check"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "serving.serve", "--check"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert f"Python {sys.version_info.major}.{sys.version_info.minor}" in result.stdout

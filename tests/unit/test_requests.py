@@ -1,10 +1,10 @@
 import pytest
 
-from preprocessing import AnswerOptions, InputError, RequestLimits, decode_texts, read_pairs
+from preprocessing import AnswerOptions, InputError, RequestLimits, read_pairs, readable_texts
 
 
-def test_decode_texts_returns_utf8_strings():
-    assert decode_texts([b"caf\xc3\xa9", "plain"], "question") == ["café", "plain"]
+def test_readable_texts_returns_utf8_strings():
+    assert readable_texts([b"caf\xc3\xa9", "plain"], "question") == ["café", "plain"]
 
 
 @pytest.mark.parametrize(
@@ -17,14 +17,14 @@ def test_decode_texts_returns_utf8_strings():
         ([], r"the request holds no question"),
     ],
 )
-def test_decode_texts_refuses_bad_strings_naming_the_problem(raw, message):
+def test_readable_texts_refuses_bad_strings_naming_the_problem(raw, message):
     with pytest.raises(InputError, match=message):
-        decode_texts(raw, "question")
+        readable_texts(raw, "question")
 
 
-def test_decode_texts_refuses_text_over_the_character_limit():
+def test_readable_texts_refuses_text_over_the_character_limit():
     with pytest.raises(InputError, match="context 0 is 11 characters long; the limit is 10"):
-        decode_texts([b"x" * 11], "context", max_chars=10)
+        readable_texts([b"x" * 11], "context", max_chars=10)
 
 
 def test_answer_options_default_to_the_pipelines():
@@ -72,7 +72,11 @@ def test_read_pairs_returns_the_texts_within_the_limits():
         ([b"a?", b"b?"], [b"c"], "2 questions but 1 contexts"),
         ([b"x" * 11], [b"c"], "question 0 is 11 characters long; the limit is 10"),
         ([b"q"], [b"x" * 81], "context 0 is 81 bytes long; the limit is 20 characters"),
-        ([b"q" * 10] * 3, [b"c" * 20] * 3, "the request holds 90 characters of questions and contexts; the limit is 40"),
+        (
+            [b"q" * 10] * 3,
+            [b"c" * 20] * 3,
+            "the request holds 90 characters of questions and contexts; the limit is 40",
+        ),
     ],
 )
 def test_read_pairs_refuses_requests_over_a_limit_before_any_work(questions, contexts, message):

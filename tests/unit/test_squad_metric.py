@@ -51,8 +51,12 @@ def dataset(qas, version="1.1"):
 
 
 def test_evaluate_scores_in_percent_and_missing_predictions_score_zero():
-    data = dataset([{"id": "a", "question": "?", "answers": [{"text": "Denver Broncos", "answer_start": 0}]},
-                    {"id": "b", "question": "?", "answers": [{"text": "Denver Broncos", "answer_start": 0}]}])
+    data = dataset(
+        [
+            {"id": "a", "question": "?", "answers": [{"text": "Denver Broncos", "answer_start": 0}]},
+            {"id": "b", "question": "?", "answers": [{"text": "Denver Broncos", "answer_start": 0}]},
+        ]
+    )
     scores = evaluate(data, {"a": "Denver"})
     assert scores["exact_match"] == 0.0
     assert scores["f1"] == pytest.approx(100 * (2 / 3) / 2)
@@ -60,10 +64,14 @@ def test_evaluate_scores_in_percent_and_missing_predictions_score_zero():
 
 
 def test_evaluate_v2_splits_has_answer_and_no_answer():
-    data = dataset([{"id": "a", "question": "?", "answers": [{"text": "Denver", "answer_start": 0}],
-                     "is_impossible": False},
-                    {"id": "b", "question": "?", "answers": [], "is_impossible": True},
-                    {"id": "c", "question": "?", "answers": [], "is_impossible": True}], version="v2.0")
+    data = dataset(
+        [
+            {"id": "a", "question": "?", "answers": [{"text": "Denver", "answer_start": 0}], "is_impossible": False},
+            {"id": "b", "question": "?", "answers": [], "is_impossible": True},
+            {"id": "c", "question": "?", "answers": [], "is_impossible": True},
+        ],
+        version="v2.0",
+    )
     scores = evaluate(data, {"a": "Denver", "b": "", "c": "something"})
     assert scores["exact_match"] == pytest.approx(100 * 2 / 3)
     assert (scores["HasAns_exact_match"], scores["HasAns_total"]) == (100.0, 1)

@@ -171,6 +171,10 @@ def test_async_stream_takes_sync_and_async_iterables_in_order():
     transport, from_async, from_sync, batched, with_errors = asyncio.run(main())
     assert from_async == from_sync == [f"q{i}" for i in range(50)]
     assert [r["answer"] for r in batched] == [f"q{i}" for i in range(5)]
-    assert isinstance(with_errors[2], InvalidInputError) and [r.text for i, r in enumerate(with_errors) if i != 2] == \
-        ["q0", "q1", "q3", "q4"]
+    assert isinstance(with_errors[2], InvalidInputError) and [r.text for i, r in enumerate(with_errors) if i != 2] == [
+        "q0",
+        "q1",
+        "q3",
+        "q4",
+    ]
     assert transport.most_outstanding <= 4

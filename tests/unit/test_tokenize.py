@@ -19,9 +19,17 @@ def hf_tokenizer(tiny_checkpoint):
 def test_windows_are_the_reference_pipelines_windows(tokenizer, hf_tokenizer):
     # the call pipeline('question-answering').preprocess makes for one example
     for question, context in CASES.values():
-        expected = hf_tokenizer(text=question, text_pair=context, padding="do_not_pad", truncation="only_second",
-                                max_length=384, stride=128, return_token_type_ids=True,
-                                return_overflowing_tokens=True, return_offsets_mapping=True)
+        expected = hf_tokenizer(
+            text=question,
+            text_pair=context,
+            padding="do_not_pad",
+            truncation="only_second",
+            max_length=384,
+            stride=128,
+            return_token_type_ids=True,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+        )
         windows = tokenizer.encode([question], [context])
         assert len(windows.input_ids) == len(expected["input_ids"])
         for row, ids in enumerate(expected["input_ids"]):
@@ -80,8 +88,15 @@ def test_long_questions_make_the_reference_pipelines_windows(tokenizer, hf_token
     # the pipeline's fast tokenizer ignores max_question_len: a long question only leaves less room per window
     question = " ".join(["why"] * (question_tokens - 1)) + "?"
     text = CASES["squad"][1] if context == "short" else LONG_CONTEXT
-    expected = hf_tokenizer(text=question, text_pair=text, padding="do_not_pad", truncation="only_second",
-                            max_length=384, stride=128, return_overflowing_tokens=True)["input_ids"]
+    expected = hf_tokenizer(
+        text=question,
+        text_pair=text,
+        padding="do_not_pad",
+        truncation="only_second",
+        max_length=384,
+        stride=128,
+        return_overflowing_tokens=True,
+    )["input_ids"]
     planned = tokenizer.plan([question], [text], max_windows=100_000)
     windows = tokenizer.encode([question], [text])
     assert [row[:n].tolist() for row, n in zip(windows.input_ids, windows.lengths)] == expected
@@ -97,11 +112,16 @@ def test_plan_counts_windows_exactly_where_it_has_to(tokenizer):
 
 
 @pytest.mark.parametrize(("question_tokens", "room"), [(253, 128), (300, 81), (380, 1), (381, 0), (500, 0)])
-def test_a_question_that_leaves_no_room_beyond_the_stride_is_refused_like_the_pipeline(tokenizer, question_tokens, room):
+def test_a_question_that_leaves_no_room_beyond_the_stride_is_refused_like_the_pipeline(
+    tokenizer, question_tokens, room
+):
     question = " ".join(["why"] * (question_tokens - 1)) + "?"
-    with pytest.raises(InputError, match=rf"question 1 is {question_tokens} tokens long: it leaves {room} tokens "
-                                         r"of a 384-token window for the context, which must exceed the doc_stride "
-                                         r"of 128 when the context \(200 tokens\) does not fit in one window"):
+    with pytest.raises(
+        InputError,
+        match=rf"question 1 is {question_tokens} tokens long: it leaves {room} tokens "
+        r"of a 384-token window for the context, which must exceed the doc_stride "
+        r"of 128 when the context \(200 tokens\) does not fit in one window",
+    ):
         tokenizer.plan(["fine?", question], ["Because.", " ".join(["bridge"] * 200)], max_windows=1024)
 
 

@@ -28,25 +28,26 @@ def windows(rng: np.random.Generator, lengths: list[int], width: int, vocab: int
     for row, length in enumerate(lengths):
         ids[row, :length] = rng.integers(1, vocab, length)
         mask[row, :length] = 1
-        types[row, length // 3:length] = 1
+        types[row, length // 3 : length] = 1
     return ids, mask, types
 
 
 def ragged_requests(vocab: int = VOCAB) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(7)
     return [
-        windows(rng, [40, 33, 12], 40, vocab),                   # several windows, padded
-        windows(rng, [1], 1, vocab),                             # a one-token window
-        windows(rng, [1, 5], 9, vocab),                          # one-token window, padded
+        windows(rng, [40, 33, 12], 40, vocab),  # several windows, padded
+        windows(rng, [1], 1, vocab),  # a one-token window
+        windows(rng, [1, 5], 9, vocab),  # one-token window, padded
         windows(rng, list(rng.integers(2, 70, 21)), 70, vocab),  # many windows, more than one run
-        windows(rng, [100], 128, vocab),                         # padded well past its length
+        windows(rng, [100], 128, vocab),  # padded well past its length
     ]
 
 
 def reference_logits(model, request) -> tuple[np.ndarray, np.ndarray]:
     with torch.no_grad():
-        out = model(**{name: torch.from_numpy(t) for name, t in
-                       zip(("input_ids", "attention_mask", "token_type_ids"), request)})
+        out = model(
+            **{name: torch.from_numpy(t) for name, t in zip(("input_ids", "attention_mask", "token_type_ids"), request)}
+        )
     return out.start_logits.numpy(), out.end_logits.numpy()
 
 
@@ -92,11 +93,14 @@ def edited_checkpoint(source, target, config_changes=None, drop=None, add=None):
     return target
 
 
-@pytest.mark.parametrize("knobs", [
-    dict(),
-    dict(max_windows_per_run=4, length_bucket=16),
-    dict(max_windows_per_run=64, max_tokens_per_run=150, length_bucket=32),
-])
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        dict(),
+        dict(max_windows_per_run=4, length_bucket=16),
+        dict(max_windows_per_run=64, max_tokens_per_run=150, length_bucket=32),
+    ],
+)
 def test_logits_equal_transformers_on_ragged_requests(tiny_checkpoint, hf_model, knobs):
     runner = TorchQARunner(tiny_checkpoint, device="cpu", **knobs)
     assert runner.device == "cpu" and runner.precision == "fp32"
@@ -117,10 +121,11 @@ def test_a_window_gets_the_same_logits_alone_as_batched_with_longer_ones(tiny_ch
     runner = TorchQARunner(tiny_checkpoint, device="cpu")
     rng = np.random.default_rng(3)
     alone = windows(rng, [17], 17)
-    batched = tuple(np.concatenate([np.pad(a, ((0, 0), (0, 83))), b]) for a, b in
-                    zip(alone, windows(rng, [100, 64], 100)))
-    (start, end), = runner.run([alone])[0]
-    (start_b, end_b), = runner.run([batched])[0]
+    batched = tuple(
+        np.concatenate([np.pad(a, ((0, 0), (0, 83))), b]) for a, b in zip(alone, windows(rng, [100, 64], 100))
+    )
+    ((start, end),) = runner.run([alone])[0]
+    ((start_b, end_b),) = runner.run([batched])[0]
     np.testing.assert_allclose(start_b[0, :17], start[0], rtol=0, atol=1e-5)
     np.testing.assert_allclose(end_b[0, :17], end[0], rtol=0, atol=1e-5)
 
@@ -182,18 +187,31 @@ def test_half_precisions_on_cpu_stay_close(tiny_checkpoint, precision, atol):
     assert_same_logits(got, expected, requests, atol=atol)
 
 
-@pytest.mark.parametrize("change", [
-    dict(config_changes={"hidden_act": "gelu_new"}),
-    dict(config_changes={"position_embedding_type": "relative_key"}),
-    dict(config_changes={"model_type": "bert"}),
-    dict(config_changes={"num_hidden_layers": 3}),                        # a layer's tensors are missing
-    dict(config_changes={"num_hidden_layers": 1}),                        # a layer's tensors are unused
-    dict(config_changes={"intermediate_size": 48}),                       # tensors do not fit the config
-    dict(config_changes={"num_attention_heads": 3}),                      # 32 not a multiple of 3
-    dict(drop="electra.encoder.layer.1.attention.self.key.bias"),
-    dict(add={"electra.embeddings_project.weight": torch.zeros(32, 32)}),
-], ids=["hidden_act", "relative_positions", "not_electra", "missing_layer", "unused_layer", "wrong_shape",
-        "heads", "missing_tensor", "unused_tensor"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        dict(config_changes={"hidden_act": "gelu_new"}),
+        dict(config_changes={"position_embedding_type": "relative_key"}),
+        dict(config_changes={"model_type": "bert"}),
+        dict(config_changes={"num_hidden_layers": 3}),  # a layer's tensors are missing
+        dict(config_changes={"num_hidden_layers": 1}),  # a layer's tensors are unused
+        dict(config_changes={"intermediate_size": 48}),  # tensors do not fit the config
+        dict(config_changes={"num_attention_heads": 3}),  # 32 not a multiple of 3
+        dict(drop="electra.encoder.layer.1.attention.self.key.bias"),
+        dict(add={"electra.embeddings_project.weight": torch.zeros(32, 32)}),
+    ],
+    ids=[
+        "hidden_act",
+        "relative_positions",
+        "not_electra",
+        "missing_layer",
+        "unused_layer",
+        "wrong_shape",
+        "heads",
+        "missing_tensor",
+        "unused_tensor",
+    ],
+)
 def test_a_checkpoint_it_would_not_reproduce_is_refused(tiny_checkpoint, tmp_path, change):
     with pytest.raises(UnsupportedCheckpoint):
         TorchQARunner(edited_checkpoint(tiny_checkpoint, tmp_path / "edited", **change), device="cpu")
@@ -222,8 +240,15 @@ def test_base_shaped_layers_equal_transformers(tmp_path, embedding_size):
     from transformers import ElectraConfig, ElectraForQuestionAnswering
 
     torch.manual_seed(0)
-    config = ElectraConfig(vocab_size=1000, embedding_size=embedding_size, hidden_size=768, num_hidden_layers=2,
-                           num_attention_heads=12, intermediate_size=3072, max_position_embeddings=512)
+    config = ElectraConfig(
+        vocab_size=1000,
+        embedding_size=embedding_size,
+        hidden_size=768,
+        num_hidden_layers=2,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        max_position_embeddings=512,
+    )
     model = ElectraForQuestionAnswering(config).eval()
     model.save_pretrained(tmp_path)
     requests = ragged_requests(vocab=1000)[:3]

@@ -32,8 +32,9 @@ class TritonPythonModel:
         started = time.monotonic()
         windows = [attempt(read_windows, pb_utils, request, self.limits) for request in requests]
         if self.budget is not None:
-            windows = self.budget.select(windows, [0 if isinstance(w, Exception) else w[0].size for w in windows],
-                                         started, "electra")
+            windows = self.budget.select(
+                windows, [0 if isinstance(w, Exception) else w[0].size for w in windows], started, "electra"
+            )
         valid = [w for w in windows if not isinstance(w, Exception)]
         run_started = time.monotonic()
         ran = attempt(self.runner.run, valid) if valid else ([], None)
@@ -46,7 +47,9 @@ class TritonPythonModel:
             self.real_tokens.increment(tokens.real_tokens)
             self.executed_tokens.increment(tokens.executed_tokens)
         logits = iter(logits)
-        return [reply(pb_utils, "electra", w if isinstance(w, Exception) else next(logits), self._pack) for w in windows]
+        return [
+            reply(pb_utils, "electra", w if isinstance(w, Exception) else next(logits), self._pack) for w in windows
+        ]
 
     @staticmethod
     def _pack(logits):

@@ -3,10 +3,25 @@
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from preprocessing import (AnswerOptions, Budget, QATokenizer, RequestLimits, WindowSettings, read_pairs,
-                           tokenize_requests)
-from runtime.backend import (MemoryTrimmer, attempt, config_parameters, input_array, reply, response,
-                             sibling_parameters, version_dir)
+from preprocessing import (
+    AnswerOptions,
+    Budget,
+    QATokenizer,
+    RequestLimits,
+    WindowSettings,
+    read_pairs,
+    tokenize_requests,
+)
+from runtime.backend import (
+    MemoryTrimmer,
+    attempt,
+    config_parameters,
+    input_array,
+    reply,
+    response,
+    sibling_parameters,
+    version_dir,
+)
 
 # an execute that read this many characters gives the memory it freed back to the system (runtime.backend)
 TRIM_AFTER_CHARS = 100_000
@@ -27,8 +42,10 @@ class TritonPythonModel:
         raw = [attempt(self._read, request) for request in requests]
         texts = [r if isinstance(r, Exception) else r[:2] for r in raw]
         windows = tokenize_requests(self.tokenizer, texts, self.limits.max_windows, self.budget)
-        replies = [reply(pb_utils, "tokenizer", w if isinstance(w, Exception) else (w, r[2]), self._pack)
-                   for w, r in zip(windows, raw)]
+        replies = [
+            reply(pb_utils, "tokenizer", w if isinstance(w, Exception) else (w, r[2]), self._pack)
+            for w, r in zip(windows, raw)
+        ]
         self.trimmer.after(sum(len(c) for t in texts if not isinstance(t, Exception) for c in t[1]))
         return replies
 
@@ -44,12 +61,15 @@ class TritonPythonModel:
         windows, raw_contexts = result
         first = np.concatenate(([True], windows.window_question[1:] != windows.window_question[:-1]))
         window_context = np.where(first, raw_contexts[windows.window_question], b"").astype(object)
-        return response(pb_utils, {
-            "input_ids": windows.input_ids,
-            "attention_mask": windows.attention_mask,
-            "token_type_ids": windows.token_type_ids,
-            "token_offsets": windows.token_offsets,
-            "word_offsets": windows.word_offsets,
-            "window_question": windows.window_question[:, None],
-            "window_context": window_context[:, None],
-        })
+        return response(
+            pb_utils,
+            {
+                "input_ids": windows.input_ids,
+                "attention_mask": windows.attention_mask,
+                "token_type_ids": windows.token_type_ids,
+                "token_offsets": windows.token_offsets,
+                "word_offsets": windows.word_offsets,
+                "window_question": windows.window_question[:, None],
+                "window_context": window_context[:, None],
+            },
+        )
