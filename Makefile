@@ -31,7 +31,7 @@ METRICS_PORT ?= 8002
 SIZE ?= tiny
 PYTEST_ARGS ?=
 
-.PHONY: setup lint format checkov serve test export checkpoint bench eval bulk perf perf-analyzer gpu-kit soak clean
+.PHONY: setup lint format checkov serve test export checkpoint bench prepost eval bulk perf perf-analyzer gpu-kit soak clean
 
 setup: $(sort $(TOOLS_SETUP) $(SERVER_SETUP))
 
@@ -87,6 +87,10 @@ checkpoint: setup
 BENCH_ARGS ?=
 bench: setup
 	$(BIN)/python -m perf.bench $(BENCH_ARGS)
+
+# What the tokenizer and decoder steps cost per question, in-process (no server; needs an exported tokenizer).
+prepost: setup
+	$(BIN)/python -m perf.prepost --tokenizer "$(REPOSITORY)/tokenizer/1/tokenizer.json"
 
 # SQuAD EM/F1 through the running server: make eval DATA=dev-v1.1.json OUT=predictions.json [URL=host:port]
 URL ?= localhost:8001

@@ -7,12 +7,15 @@ left for the context in each window. It cannot window a pair whose question leav
 than ``doc_stride`` while the context does not fit in that room (the tokenizer refuses, or panics); such a
 pair is refused here before it reaches the tokenizer.
 
-Here many pairs go through one ``encode_batch`` call; the windows are padded to the longest window of the
-call (``Windows.select`` trims each request's share to its own longest window).
+Here the texts of many pairs go through one ``encode_batch`` call, each encoded once on its own, and the
+windows are cut from their tokens in arrays (``QATokenizer.encode``; a test holds them equal to the library's
+own truncation); they are padded to the longest window of the call (``Windows.select`` trims each request's
+share to its own longest window).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -78,6 +81,8 @@ class Windows:
     @classmethod
     def concatenate(cls, parts: Sequence[Windows]) -> Windows:
         """The windows of several parts in order, questions numbered on, padded to the longest window."""
+        if len(parts) == 1:
+            return parts[0]
         first = np.cumsum([0] + [int(p.window_question.max()) + 1 for p in parts[:-1]])
         fills = {
             "input_ids": 0,
@@ -100,22 +105,31 @@ def windows_of_pair(context_tokens: np.ndarray, room: np.ndarray, doc_stride: in
 class QATokenizer:
     """A fast (HF ``tokenizers``) tokenizer that turns (question, context) pairs into windows."""
 
-    def __init__(self, tokenizer_file: str | Path, settings: WindowSettings = WindowSettings()):
+    def __init__(self, tokenizer_file: str | Path, settings: WindowSettings = WindowSettings(), parallel: bool = True):
+        """``parallel``: whether the tokenizer library encodes a batch on all cores (its thread pool, for the
+        whole process); off, each call encodes on the calling thread alone."""
+        # the library reads this before its first parallel call, once per process
+        os.environ["TOKENIZERS_PARALLELISM"] = "true" if parallel else "false"
         self.settings = settings
         self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        padding = self._tokenizer.padding
+        self.pad_id = padding["pad_id"] if padding else 0
         self._tokenizer.no_padding()
-        self._tokenizer.enable_truncation(
-            max_length=settings.max_seq_len, stride=settings.doc_stride, strategy="only_second"
-        )
-        self._counter = Tokenizer.from_file(str(tokenizer_file))  # for token counts of texts on their own
-        self._counter.no_padding()
-        self._counter.no_truncation()
-        self.pad_id = self._tokenizer.padding["pad_id"] if self._tokenizer.padding else 0
+        self._tokenizer.no_truncation()  # texts are encoded whole, windows cut here (encode)
         self.special_tokens = self._tokenizer.num_special_tokens_to_add(is_pair=True)
+        # the pair template, read off a probe: windows are built as [CLS] question [SEP] context [SEP] (encode)
+        probe = self._tokenizer.encode("a", "b")
+        if probe.special_tokens_mask != [1, 0, 1, 0, 1] or probe.ids[2] != probe.ids[4] or self.special_tokens != 3:
+            raise ValueError(f"{tokenizer_file}: not a [CLS] A [SEP] B [SEP] pair template ({probe.tokens})")
+        self._first, self._separator = probe.ids[0], probe.ids[2]
+        if probe.type_ids[:3] != [0, 0, 0]:
+            raise ValueError(f"{tokenizer_file}: the question's type ids are not 0 ({probe.type_ids})")
+        self._context_type, self._last_type = probe.type_ids[3], probe.type_ids[4]
 
     def token_counts(self, texts: Sequence[str]) -> np.ndarray:
         """Token counts of texts on their own (no special tokens), from one tokenizer call."""
-        encodings = self._counter.encode_batch(list(texts), add_special_tokens=False)
+        # the ids alone: without offsets the library encodes about twice as fast (long contexts are counted)
+        encodings = self._tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
         return np.array([len(e) for e in encodings], dtype=np.int64)
 
     def plan(self, questions: Sequence[str], contexts: Sequence[str], max_windows: int) -> np.ndarray:
@@ -179,54 +193,89 @@ class QATokenizer:
         return results
 
     def encode(self, questions: Sequence[str], contexts: Sequence[str]) -> Windows:
-        """Windows for every (question, context) pair, in one tokenizer call. Pairs are expected to have
+        """Windows for every (question, context) pair, from one tokenizer call. Pairs are expected to have
         passed ``plan``.
+
+        Each text is encoded once, on its own; the windows are cut from the context's tokens here, exactly as
+        the tokenizer's ``only_second`` truncation with a stride cuts them (``[CLS] question [SEP] context
+        slice [SEP]``, slices starting every ``room - doc_stride`` tokens, the last one ending at the context's
+        end) — what the library does per window in objects, done once in arrays, which makes long contexts
+        several times faster.
 
         Raises ``InputError`` naming the first context that holds no token.
         """
         if len(questions) != len(contexts):
             raise InputError(f"{len(questions)} questions but {len(contexts)} contexts; they must pair up")
+        n = len(questions)
         try:
-            encodings = self._tokenizer.encode_batch(list(zip(questions, contexts)))
-        except Exception as error:  # plan() keeps pairs the tokenizer refuses from getting here
+            encodings = self._tokenizer.encode_batch([*questions, *contexts], add_special_tokens=False)
+        except Exception as error:  # plan() keeps texts the tokenizer refuses from getting here
             raise InputError(f"the tokenizer rejected the input: {error}") from error
+        question_encodings, context_encodings = encodings[:n], encodings[n:]
+        question_len = np.fromiter(map(len, question_encodings), np.int64, n)
+        context_len = np.fromiter(map(len, context_encodings), np.int64, n)
+        for q in np.flatnonzero(context_len == 0)[:1]:
+            raise InputError(f"context {q} holds no token the model can read")
+        settings = self.settings
+        room = settings.max_seq_len - self.special_tokens - question_len
+        for q in np.flatnonzero((context_len > room) & (room <= settings.doc_stride))[:1]:
+            raise InputError(
+                f"question {q} leaves {max(room[q], 0)} tokens of a window for its context: not more than the "
+                f"doc_stride of {settings.doc_stride}"
+            )
 
-        windows = [window for e in encodings for window in (e, *e.overflowing)]
-        per_question = np.array([1 + len(e.overflowing) for e in encodings])
-        lengths = np.array([len(w) for w in windows])
-        n_windows, width, total = len(windows), int(lengths.max()), int(lengths.sum())
-        filled = np.arange(width) < lengths[:, None]  # [W, L]: the real (unpadded) tokens, row by row
+        # windows: their question, their slice [begin, end) of its context's tokens
+        per_question = windows_of_pair(context_len, room, settings.doc_stride)
+        window_question = np.repeat(np.arange(n, dtype=np.int32), per_question)
+        first_window = np.cumsum(per_question) - per_question
+        begin = (np.arange(len(window_question)) - first_window[window_question]) * np.maximum(
+            room - settings.doc_stride, 1
+        )[window_question]
+        end = np.minimum(begin + room[window_question], context_len[window_question])
+        q_len = question_len[window_question][:, None]
+        lengths = q_len[:, 0] + (end - begin) + self.special_tokens
+        position = np.arange(int(lengths.max()))[None, :]
+        filled = position < lengths[:, None]  # [W, L]: the real (unpadded) tokens, row by row
+        in_question = (position >= 1) & (position <= q_len)
+        in_context = (position >= q_len + 2) & (position < lengths[:, None] - 1)
+        last = position == lengths[:, None] - 1
 
-        def flat(attribute: str, dtype, per_token: int = 1) -> np.ndarray:
-            values = chain.from_iterable(getattr(w, attribute) for w in windows)
+        # each real token's index into the flat token lists of all questions / all contexts
+        question_start = np.cumsum(question_len) - question_len
+        context_start = np.cumsum(context_len) - context_len
+        question_index = (question_start[window_question][:, None] + position - 1)[in_question]
+        context_index = (context_start[window_question] + begin)[:, None] + position - q_len - 2
+        context_index = context_index[in_context]
+
+        def flat(encodings, attribute: str, dtype, count: int, per_token: int = 1) -> np.ndarray:
+            values = chain.from_iterable(getattr(e, attribute) for e in encodings)
             if per_token > 1:
                 values = chain.from_iterable(values)
-            return np.fromiter(values, dtype, total * per_token)
+            return np.fromiter(values, dtype, count * per_token)
 
-        input_ids = np.full((n_windows, width), self.pad_id, dtype=np.int64)
-        input_ids[filled] = flat("ids", np.int64)
-        token_type_ids = np.zeros((n_windows, width), dtype=np.int64)
-        token_type_ids[filled] = flat("type_ids", np.int64)
-        # word and sequence ids are None for special tokens: NaN in a float array
-        word_ids = np.full((n_windows, width), np.nan)
-        word_ids[filled] = np.array(list(chain.from_iterable(w.word_ids for w in windows)), dtype=float)
-        sequence_ids = np.full((n_windows, width), np.nan)
-        sequence_ids[filled] = np.array(list(chain.from_iterable(w.sequence_ids for w in windows)), dtype=float)
-        is_context = sequence_ids == 1
-        token_offsets = np.full((n_windows, width, 2), NO_OFFSET, dtype=np.int32)
-        token_offsets[filled] = flat("offsets", np.int32, per_token=2).reshape(total, 2)
-        token_offsets[~is_context] = NO_OFFSET
-
-        window_question = np.repeat(np.arange(len(encodings), dtype=np.int32), per_question)
-        first_windows = np.cumsum(per_question) - per_question
-        for q in np.flatnonzero(~is_context[first_windows].any(axis=1)):
-            raise InputError(f"context {q} holds no token the model can read")
+        n_questions_tokens, n_context_tokens = int(question_len.sum()), int(context_len.sum())
+        input_ids = np.full(filled.shape, self.pad_id, dtype=np.int64)
+        input_ids[filled] = self._separator
+        input_ids[:, 0] = self._first
+        input_ids[in_question] = flat(question_encodings, "ids", np.int64, n_questions_tokens)[question_index]
+        input_ids[in_context] = flat(context_encodings, "ids", np.int64, n_context_tokens)[context_index]
+        token_type_ids = np.zeros(filled.shape, dtype=np.int64)
+        token_type_ids[in_context] = self._context_type
+        token_type_ids[last] = self._last_type
+        token_offsets = np.full((*filled.shape, 2), NO_OFFSET, dtype=np.int32)
+        token_offsets[in_context] = flat(context_encodings, "offsets", np.int32, n_context_tokens, 2).reshape(-1, 2)[
+            context_index
+        ]
+        # word ids are None for tokens of no word: NaN in a float array
+        context_words = np.array(list(chain.from_iterable(e.word_ids for e in context_encodings)), dtype=float)
+        word_ids = np.full(filled.shape, np.nan)
+        word_ids[in_context] = context_words[context_index]
         return Windows(
             input_ids=input_ids,
             attention_mask=filled.astype(np.int64),
             token_type_ids=token_type_ids,
             token_offsets=token_offsets,
-            word_offsets=_word_offsets(token_offsets, np.where(is_context, word_ids, np.nan)),
+            word_offsets=_word_offsets(token_offsets, word_ids),
             window_question=window_question,
         )
 

@@ -1,5 +1,8 @@
+import random
+
 import numpy as np
 import pytest
+from tokenizers import Tokenizer
 from transformers import AutoTokenizer
 
 from preprocessing import NO_OFFSET, InputError, QATokenizer, WindowSettings
@@ -149,3 +152,74 @@ def test_questions_and_contexts_must_pair_up(tokenizer):
 def test_settings_refuse_a_stride_not_below_the_window():
     with pytest.raises(ValueError):
         WindowSettings(max_seq_len=128, doc_stride=128)
+
+
+def _library_windows(tokenizer_file, settings, question, context):
+    """The oracle: the tokenizer library's own pair encoding, truncated (only_second) with the stride, one
+    row per window: (ids, type ids, token spans in the context, word spans in the context)."""
+    library = Tokenizer.from_file(str(tokenizer_file))
+    library.no_padding()
+    library.enable_truncation(max_length=settings.max_seq_len, stride=settings.doc_stride, strategy="only_second")
+    encoding = library.encode(question, context)
+    rows = []
+    for window in (encoding, *encoding.overflowing):
+        in_context = [s == 1 for s in window.sequence_ids]
+        spans = [span if c else (NO_OFFSET, NO_OFFSET) for span, c in zip(window.offsets, in_context)]
+        words: dict[int, list[int]] = {}
+        for word, span, c in zip(window.word_ids, spans, in_context):
+            if c and word is not None:
+                words.setdefault(word, []).extend(span)
+        word_spans = [
+            (min(words[w]), max(words[w])) if c and w is not None else (NO_OFFSET, NO_OFFSET)
+            for w, c in zip(window.word_ids, in_context)
+        ]
+        rows.append((window.ids, window.type_ids, spans, word_spans))
+    return rows
+
+
+def _random_text(rng, words):
+    pieces = [
+        "Zoë",
+        "café",
+        "東京",
+        "🚀",
+        "naïve",
+        "[SEP]",
+        "\u0301",
+        "\t",
+        "  ",
+        "ß",
+        "İstanbul",
+        "—",
+        "1,800",
+        "A.B.",
+    ]
+    return " ".join(
+        rng.choice(pieces) if rng.random() < 0.2 else "".join(rng.choices("abcdefg.,'-", k=rng.randint(1, 9)))
+        for _ in range(words)
+    )
+
+
+@pytest.mark.parametrize(("max_seq_len", "doc_stride"), [(384, 128), (64, 16), (24, 5)])
+def test_windows_are_cut_exactly_as_the_tokenizer_library_truncates_with_a_stride(
+    tiny_checkpoint, max_seq_len, doc_stride
+):
+    # encode() cuts windows from each text's own tokens in arrays; the library truncating the pair is the oracle
+    settings = WindowSettings(max_seq_len=max_seq_len, doc_stride=doc_stride)
+    tokenizer = QATokenizer(tiny_checkpoint / "tokenizer.json", settings)
+    rng = random.Random(max_seq_len)
+    pairs = [*CASES.values(), ("Who founded it?", LONG_CONTEXT)]
+    pairs += [(_random_text(rng, rng.randint(1, 4)), _random_text(rng, rng.randint(1, 300))) for _ in range(40)]
+    pairs = [(q, c) for q, c in pairs if not isinstance(tokenizer.plan_requests([([q], [c])], 10**6)[0], InputError)]
+    windows = tokenizer.encode([q for q, _ in pairs], [c for _, c in pairs])
+    for i, (question, context) in enumerate(pairs):
+        got = windows.select(i, 1)
+        expected = _library_windows(tiny_checkpoint / "tokenizer.json", settings, question, context)
+        assert len(got.input_ids) == len(expected), (question, context)
+        for row, (ids, type_ids, spans, word_spans) in enumerate(expected):
+            n = len(ids)
+            assert got.attention_mask[row].tolist() == [1] * n + [0] * (got.input_ids.shape[1] - n)
+            assert got.input_ids[row, :n].tolist() == ids
+            assert got.token_type_ids[row, :n].tolist() == type_ids
+            assert [tuple(s) for s in got.token_offsets[row, :n].tolist()] == spans
+            assert [tuple(s) for s in got.word_offsets[row, :n].tolist()] == word_spans

@@ -33,7 +33,11 @@ class TritonPythonModel:
         self.limits = RequestLimits.from_config(parameters)
         self.max_top_k = int(sibling_parameters(args, "decoder")["max_top_k"])
         settings = WindowSettings(max_seq_len=int(parameters["max_seq_len"]), doc_stride=int(parameters["doc_stride"]))
-        self.tokenizer = QATokenizer(version_dir(args) / parameters["tokenizer_file"], settings)
+        self.tokenizer = QATokenizer(
+            version_dir(args) / parameters["tokenizer_file"],
+            settings,
+            parallel=parameters["parallel_encoding"] == "true",
+        )
         self.trimmer = MemoryTrimmer(TRIM_AFTER_CHARS)
         budget_ms = int(parameters.get("batch_budget_ms", "0"))
         self.budget = Budget(budget_ms / 1000) if budget_ms else None
