@@ -62,14 +62,14 @@ def squad_file(tmp_path, reference):
     return path
 
 
-def test_make_eval_writes_official_predictions_and_prints_em_f1(triton_server, squad_file, tmp_path):
-    out = tmp_path / "predictions.json"
+def make_eval(triton_server, data, out) -> subprocess.CompletedProcess:
+    """``make eval`` against the test server; it must succeed."""
     result = subprocess.run(
         [
             "make",
             "--no-print-directory",
             "eval",
-            f"DATA={squad_file}",
+            f"DATA={data}",
             f"OUT={out}",
             f"URL={triton_server.grpc_url}",
             f"REPOSITORY={triton_server.repository}",
@@ -80,6 +80,12 @@ def test_make_eval_writes_official_predictions_and_prints_em_f1(triton_server, s
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_make_eval_writes_official_predictions_and_prints_em_f1(triton_server, squad_file, tmp_path):
+    out = tmp_path / "predictions.json"
+    result = make_eval(triton_server, squad_file, out)
     dataset, predictions = json.loads(squad_file.read_text()), json.loads(out.read_text())
     ids = [qa["id"] for p in dataset["data"][0]["paragraphs"] for qa in p["qas"]]
     assert sorted(predictions) == sorted(ids) and all(isinstance(v, str) for v in predictions.values())
@@ -128,22 +134,7 @@ def test_make_eval_on_squad_v2_reports_has_answer_and_no_answer_splits(triton_se
     }
     path, out = tmp_path / "v2.json", tmp_path / "predictions.json"
     path.write_text(json.dumps(data))
-    result = subprocess.run(
-        [
-            "make",
-            "--no-print-directory",
-            "eval",
-            f"DATA={path}",
-            f"OUT={out}",
-            f"URL={triton_server.grpc_url}",
-            f"REPOSITORY={triton_server.repository}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = make_eval(triton_server, path, out)
     scores = json.loads(result.stdout[result.stdout.index("{") : result.stdout.index("}") + 1])
     assert scores["HasAns_total"] == 1 and scores["NoAns_total"] == 1
     assert set(json.loads(out.read_text())) == {"has", "none"}

@@ -14,6 +14,7 @@ from serving.processes import stub_pids, tritonserver_pids
 from serving.serve import Supervisor
 from tests.cases import CASES
 from tests.integration.conftest import free_port, launch, stop
+from tests.integration.load import keep_asking
 
 CALL_TIMEOUT_S = 5.0
 
@@ -29,14 +30,7 @@ def own_server(tmp_path, tiny_checkpoint, triton_server):
 
 def hammer(url, stop_event, outcomes, lock):
     with TritonQA(url, timeout_s=CALL_TIMEOUT_S, retry=RetryPolicy(attempts=2, backoff_s=0.05)) as qa:
-        while not stop_event.is_set():
-            started = time.monotonic()
-            try:
-                result = qa.ask(*CASES["squad"])
-            except QAError as error:
-                result = error
-            with lock:
-                outcomes.append((result, time.monotonic() - started))
+        keep_asking(qa, stop_event, outcomes, lock)
 
 
 def test_server_killed_under_load_then_restarted_loses_nothing_silently(
@@ -60,9 +54,10 @@ def test_server_killed_under_load_then_restarted_loses_nothing_silently(
             w.join(timeout=60)
         assert not any(w.is_alive() for w in workers), "a call hung past its deadline"
         # every call ended: an answer or a clear error, never later than its deadline
-        assert outcomes and all(isinstance(r, QAError) or r.text for r, _ in outcomes)
-        assert max(duration for _, duration in outcomes) < CALL_TIMEOUT_S + 1.0
-        assert any(isinstance(r, QAError) for r, _ in outcomes) and any(not isinstance(r, QAError) for r, _ in outcomes)
+        results = [o.result for o in outcomes]
+        assert results and all(isinstance(r, QAError) or r.text for r in results)
+        assert max(o.duration_s for o in outcomes) < CALL_TIMEOUT_S + 1.0
+        assert any(isinstance(r, QAError) for r in results) and any(not isinstance(r, QAError) for r in results)
         # the client built before the crash works again without being rebuilt
         assert survivor.ask(*CASES["card"]).text
 

@@ -12,6 +12,7 @@ import pytest
 from client import AsyncTritonQA, QAError, TritonQA
 from tests.cases import CASES
 from tests.integration.conftest import launch, stop, wait_ready
+from tests.integration.load import keep_asking
 
 CALL_TIMEOUT_S = 5.0
 
@@ -72,18 +73,8 @@ def test_a_killed_replica_loses_no_call(replicas):
     survivor, victim = replicas
     outcomes, lock, stop_event = [], threading.Lock(), threading.Event()
 
-    def hammer(qa):
-        while not stop_event.is_set():
-            started = time.monotonic()
-            try:
-                result = qa.ask(*CASES["squad"])
-            except QAError as error:
-                result = error
-            with lock:
-                outcomes.append((started, result, time.monotonic() - started))
-
     with TritonQA([server.grpc_url for server in replicas], timeout_s=CALL_TIMEOUT_S) as qa:
-        workers = [threading.Thread(target=hammer, args=(qa,)) for _ in range(4)]
+        workers = [threading.Thread(target=keep_asking, args=(qa, stop_event, outcomes, lock)) for _ in range(4)]
         for worker in workers:
             worker.start()
         time.sleep(1.5)
@@ -96,10 +87,10 @@ def test_a_killed_replica_loses_no_call(replicas):
         for worker in workers:
             worker.join(timeout=2 * CALL_TIMEOUT_S)
     assert not any(worker.is_alive() for worker in workers), "a call hung past its deadline"
-    errors = [result for _, result, _ in outcomes if isinstance(result, QAError)]
+    errors = [o.result for o in outcomes if isinstance(o.result, QAError)]
     assert not errors, errors[:3]
-    assert max(duration for _, _, duration in outcomes) < CALL_TIMEOUT_S
+    assert max(o.duration_s for o in outcomes) < CALL_TIMEOUT_S
     assert victim_before > 0 and not victim.alive()  # both replicas served before the kill
-    after = [result for started, result, _ in outcomes if started > killed_at + 0.5]
+    after = [o.result for o in outcomes if o.started > killed_at + 0.5]
     assert len(after) > 20 and all(result.text for result in after)
     assert answered(survivor) - survivor_at_kill >= len(after)

@@ -19,20 +19,24 @@ def hf_tokenizer(tiny_checkpoint):
     return AutoTokenizer.from_pretrained(str(tiny_checkpoint))
 
 
+def pipeline_windows(hf_tokenizer, question, context):
+    """The call pipeline('question-answering').preprocess makes for one example."""
+    return hf_tokenizer(
+        text=question,
+        text_pair=context,
+        padding="do_not_pad",
+        truncation="only_second",
+        max_length=384,
+        stride=128,
+        return_token_type_ids=True,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+    )
+
+
 def test_windows_are_the_reference_pipelines_windows(tokenizer, hf_tokenizer):
-    # the call pipeline('question-answering').preprocess makes for one example
     for question, context in CASES.values():
-        expected = hf_tokenizer(
-            text=question,
-            text_pair=context,
-            padding="do_not_pad",
-            truncation="only_second",
-            max_length=384,
-            stride=128,
-            return_token_type_ids=True,
-            return_overflowing_tokens=True,
-            return_offsets_mapping=True,
-        )
+        expected = pipeline_windows(hf_tokenizer, question, context)
         windows = tokenizer.encode([question], [context])
         assert len(windows.input_ids) == len(expected["input_ids"])
         for row, ids in enumerate(expected["input_ids"]):
@@ -91,15 +95,7 @@ def test_long_questions_make_the_reference_pipelines_windows(tokenizer, hf_token
     # the pipeline's fast tokenizer ignores max_question_len: a long question only leaves less room per window
     question = " ".join(["why"] * (question_tokens - 1)) + "?"
     text = CASES["squad"][1] if context == "short" else LONG_CONTEXT
-    expected = hf_tokenizer(
-        text=question,
-        text_pair=text,
-        padding="do_not_pad",
-        truncation="only_second",
-        max_length=384,
-        stride=128,
-        return_overflowing_tokens=True,
-    )["input_ids"]
+    expected = pipeline_windows(hf_tokenizer, question, text)["input_ids"]
     planned = tokenizer.plan([question], [text], max_windows=100_000)
     windows = tokenizer.encode([question], [text])
     assert [row[:n].tolist() for row, n in zip(windows.input_ids, windows.lengths)] == expected
