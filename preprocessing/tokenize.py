@@ -95,6 +95,12 @@ class Windows:
         return cls(**joined, window_question=np.concatenate([p.window_question + f for p, f in zip(parts, first)]))
 
 
+def leaves_no_room(context_tokens: np.ndarray, room: np.ndarray, doc_stride: int) -> np.ndarray:
+    """Where a pair cannot be windowed: its context does not fit in the ``room`` its question leaves, and that
+    room is not more than the stride (the reference's tokenizer refuses, or panics)."""
+    return (context_tokens > room) & (room <= doc_stride)
+
+
 def windows_of_pair(context_tokens: np.ndarray, room: np.ndarray, doc_stride: int) -> np.ndarray:
     """Windows the tokenizer makes for contexts of ``context_tokens`` tokens when ``room`` tokens of each
     window are left for the context (``room > doc_stride`` wherever the context does not fit)."""
@@ -170,7 +176,7 @@ class QATokenizer:
                 room = room_for_context - question_tokens
             context_tokens[unsure] = self.token_counts([contexts[i] for i in np.flatnonzero(unsure)])
         windows = windows_of_pair(context_tokens, room, settings.doc_stride)
-        no_room = (context_tokens > room) & (room <= settings.doc_stride)
+        no_room = leaves_no_room(context_tokens, room, settings.doc_stride)
         results: list[np.ndarray | InputError] = []
         for begin, end in zip(np.cumsum([0] + sizes[:-1]).tolist(), np.cumsum(sizes).tolist()):
             results.append(windows[begin:end])
@@ -199,8 +205,8 @@ class QATokenizer:
         Each text is encoded once, on its own; the windows are cut from the context's tokens here, exactly as
         the tokenizer's ``only_second`` truncation with a stride cuts them (``[CLS] question [SEP] context
         slice [SEP]``, slices starting every ``room - doc_stride`` tokens, the last one ending at the context's
-        end) — what the library does per window in objects, done once in arrays, which makes long contexts
-        several times faster.
+        end) — what the library does per window in objects, done once in arrays (long contexts encode
+        faster: BENCHMARKS.md).
 
         Raises ``InputError`` naming the first context that holds no token.
         """
@@ -218,7 +224,7 @@ class QATokenizer:
             raise InputError(f"context {q} holds no token the model can read")
         settings = self.settings
         room = settings.max_seq_len - self.special_tokens - question_len
-        for q in np.flatnonzero((context_len > room) & (room <= settings.doc_stride))[:1]:
+        for q in np.flatnonzero(leaves_no_room(context_len, room, settings.doc_stride))[:1]:
             raise InputError(
                 f"question {q} leaves {max(room[q], 0)} tokens of a window for its context: not more than the "
                 f"doc_stride of {settings.doc_stride}"

@@ -78,16 +78,15 @@ class AdminClient:
 
     def ready(self) -> bool:
         """``/v2/health/ready`` (open to everyone): the server and, with strict readiness, its models."""
-        try:
-            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
+        return self._healthy("ready")
 
     def live(self) -> bool:
         """``/v2/health/live`` (open to everyone)."""
+        return self._healthy("live")
+
+    def _healthy(self, probe: str) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.http_url}/v2/health/live", timeout=2) as response:
+            with urllib.request.urlopen(f"{self.http_url}/v2/health/{probe}", timeout=2) as response:
                 return response.status == 200
         except OSError:
             return False
