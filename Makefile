@@ -36,18 +36,18 @@ PYTEST_ARGS ?=
 setup: $(sort $(TOOLS_SETUP) $(SERVER_SETUP))
 
 # $(call venv,DIRECTORY,VERSION EXECUTABLE,REQUIREMENTS): create or update a virtual environment (cleared
-# first when it holds another Python version). nvidia-pytriton is (also) installed without its dependencies:
-# on Python 3.13 requirements-server.txt leaves it out (its numpy<2).
+# first when it holds another Python version): REQUIREMENTS, the embedded tritonserver (without its
+# dependencies: only its binary and backend are used) and this project (editable).
 define venv
 	$(word 2,$(2)) -m venv $$(test "$$($(1)/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])' \
 	  2>/dev/null)" = "$(word 1,$(2))" || echo --clear) $(1)
 	$(1)/bin/pip install --quiet --upgrade pip
 	$(1)/bin/pip install --quiet -r $(3)
-	$(1)/bin/pip install --quiet --no-deps $$(sed -n 's/^\(nvidia-pytriton==[^ ;]*\).*/\1/p' requirements-server.txt)
+	$(1)/bin/pip install --quiet --no-deps -r requirements-tritonserver.txt
 	$(1)/bin/pip install --quiet --no-deps -e .
 endef
 
-$(TOOLS_SETUP): requirements.txt requirements-server.txt pyproject.toml
+$(TOOLS_SETUP): requirements.txt requirements-server.txt requirements-tritonserver.txt pyproject.toml
 	@bash serving/find-python $(TOOLS_PYTHON) >/dev/null
 	$(call venv,$(VENV),$(TOOLS_FOUND),requirements.txt)
 	# the real uncased BERT/ELECTRA vocabulary, for the random-weight test checkpoints (only its files)
@@ -57,7 +57,7 @@ $(TOOLS_SETUP): requirements.txt requirements-server.txt pyproject.toml
 	touch $@
 
 ifneq ($(SERVER_VENV),$(VENV))
-$(SERVER_SETUP): requirements-server.txt pyproject.toml
+$(SERVER_SETUP): requirements-server.txt requirements-tritonserver.txt pyproject.toml
 	@bash serving/find-python $(PYTHON) >/dev/null
 	$(call venv,$(SERVER_VENV),$(SERVER_FOUND),requirements-server.txt)
 	$(SERVER_BIN)/python -m serving.serve --check

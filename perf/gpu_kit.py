@@ -14,7 +14,9 @@ The folder holds ``run.sh`` (``perf/gpu_kit_run.sh``), ``README.txt``, ``kit.jso
 * ``fallback``: small packages that transformers 4.x and huggingface_hub need, used only where the machine
   lacks them (they come after the machine's own site directories);
 * ``perf_analyzer``: PyPI perf-analyzer's package (its binary needs glibc >= 2.38);
-* ``project``: this checkout's files that the server and the run need (git's tracked and untracked, not ignored);
+* ``project``: this checkout's files that the server and the run need (git's tracked and untracked, not ignored):
+  the project's packages (``serving.server_packages``, the list the image installs too), the model repository
+  and the run's inputs;
 
 and ``vocab.txt``, the uncased vocabulary of the random-weight checkpoint. Torch, safetensors and the rest come
 from the machine's Python. Wheels are downloaded once into ``.cache/gpu-kit/wheels/py<version>/`` and payloads
@@ -37,8 +39,9 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
+
+from serving import server_packages
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "gpu-kit"
@@ -46,9 +49,15 @@ LIMIT_BYTES = 64 * 2**20
 PYTHON_VERSIONS = ("3.10", "3.11", "3.12")  # the 3.13 stub needs numpy 2, which the stubs misread
 FORMAT = 1  # part of every payload's cache key: bump when the payloads' layout changes
 
-# the kit's own packages (ahead of the machine's): pinned in requirements*.txt, except huggingface_hub, which
-# transformers 4.57.6 needs below 1.0 (the machine's transformers 5 brings 1.x)
-SITE_PACKAGES = ("numpy", "tokenizers", "transformers", "huggingface-hub")
+# the server's packages (requirements-server.txt) that the GPU run does not carry, and why
+SERVER_PACKAGES_LEFT_OUT = {
+    "onnxruntime": "the GPU configs run the torch engine, whose torch comes from the machine",
+    "tritonclient": "the run talks to the server over HTTP and through perf_analyzer",
+}
+# the kit's own packages (ahead of the machine's): the server's (pinned in requirements-server.txt) and the card's
+# pipeline (requirements.txt), except huggingface_hub, which transformers 4.57.6 needs below 1.0 (the machine's
+# transformers 5 brings 1.x)
+PIPELINE_PACKAGES = ("transformers", "huggingface-hub")
 HUB_PIN = "0.36.2"
 # what transformers 4.57.6 and huggingface_hub 0.36 import, for a machine that lacks any of them
 FALLBACK_PINS = {
@@ -73,21 +82,8 @@ PLATFORMS = (
     "manylinux2014_x86_64",
     *(f"manylinux_2_{minor}_x86_64" for minor in range(5, 40)),
 )
-# the files of this checkout the server and the run need
-PROJECT_FILES = (
-    "serving/",
-    "runtime/",
-    "preprocessing/",
-    "model_repository/",
-    "perf/__init__.py",
-    "perf/bench.py",
-    "perf/inputs.py",
-    "perf/load_test.py",
-    "perf/gpu_run.py",
-    "perf/install-perf-analyzer",
-    "perf/data/squad.json",
-    "perf/data/long.json",
-)
+# the files of this checkout the run needs beside the project's packages' modules
+RUN_FILES = ("model_repository/", "perf/install-perf-analyzer", "perf/data/squad.json", "perf/data/long.json")
 RUN_SCRIPT = ROOT / "perf" / "gpu_kit_run.sh"
 
 
@@ -95,28 +91,25 @@ class KitError(RuntimeError):
     """The kit cannot be built; the message says why."""
 
 
+def site_packages(python_version: str) -> list[str]:
+    """The kit's own packages on ``python_version``: the server's but those left out, and the pipeline's."""
+    server = server_packages.server_distributions(python_version)
+    return [*(n for n in server if n not in SERVER_PACKAGES_LEFT_OUT), *map(canonicalize_name, PIPELINE_PACKAGES)]
+
+
 def pins(python_version: str) -> dict[str, str]:
     """name -> version of every package the kit carries, for ``python_version``."""
-    found = {}
-    for path in (ROOT / "requirements-server.txt", ROOT / "requirements.txt"):
-        for line in path.read_text().splitlines():
-            line = line.split("#", 1)[0].strip()
-            if not line or line.startswith("-"):
-                continue
-            requirement = Requirement(line)
-            if requirement.marker and not requirement.marker.evaluate(
-                {"python_version": python_version, "python_full_version": f"{python_version}.0"}
-            ):
-                continue
-            version = next((s.version for s in requirement.specifier if s.operator == "=="), None)
-            if version:
-                found[canonicalize_name(requirement.name)] = version
-    wanted = {name: found[name] for name in map(canonicalize_name, SITE_PACKAGES) if name in found}
+    found = server_packages.pins(
+        [server_packages.SERVER_REQUIREMENTS, ROOT / "requirements.txt", ROOT / "requirements-tritonserver.txt"],
+        python_version,
+    )
+    site = site_packages(python_version)
+    wanted = {name: found[name] for name in site if name in found}
     wanted["huggingface-hub"] = HUB_PIN
     wanted["nvidia-pytriton"] = found["nvidia-pytriton"]
     script = (ROOT / "perf" / "install-perf-analyzer").read_text()
     wanted["perf-analyzer"] = re.search(r'VERSION="\$\{PERF_ANALYZER_VERSION:-([^}]+)\}"', script).group(1)
-    missing = {canonicalize_name(n) for n in SITE_PACKAGES} - set(wanted)
+    missing = set(site) - set(wanted)
     if missing:
         raise KitError(f"no pinned version of {', '.join(sorted(missing))} for Python {python_version}")
     return {**wanted, **{canonicalize_name(n): v for n, v in FALLBACK_PINS.items()}}
@@ -212,9 +205,12 @@ def project_files() -> list[str]:
         )
     except (OSError, subprocess.CalledProcessError) as error:
         raise KitError(f"the project's files are listed with git, which failed here: {error}") from error
-    return sorted(
-        {f for f in listed if f and f.startswith(PROJECT_FILES) and "__pycache__" not in f and (ROOT / f).is_file()}
-    )
+    packages = tuple(f"{p}/" for p in server_packages.project_packages())
+
+    def needed(name: str) -> bool:
+        return name.startswith(RUN_FILES) or (name.startswith(packages) and name.endswith(".py"))
+
+    return sorted({f for f in listed if f and needed(f) and "__pycache__" not in f and (ROOT / f).is_file()})
 
 
 def pack(staging: Path, out: Path, level: int) -> None:
@@ -313,7 +309,7 @@ def build(out: Path, python_version: str = "3.12", level: int = 6, cache: Path =
             _empty_pytriton,
             cache,
         ),
-        "site": payload("site", [(found[canonicalize_name(n)], *site) for n in SITE_PACKAGES], level, cache=cache),
+        "site": payload("site", [(found[n], *site) for n in site_packages(python_version)], level, cache=cache),
         "fallback": payload(
             "fallback", [(found[canonicalize_name(n)], *every) for n in FALLBACK_PINS], level, cache=cache
         ),
@@ -341,7 +337,7 @@ def build(out: Path, python_version: str = "3.12", level: int = 6, cache: Path =
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "xz_level": level,
         "packages": {name: wanted[name] for name in sorted(wanted)},
-        "site_packages": [canonicalize_name(n) for n in SITE_PACKAGES],
+        "site_packages": site_packages(python_version),
         "fallback_packages": sorted(canonicalize_name(n) for n in FALLBACK_PINS),
         "payload_bytes": {p.name: p.stat().st_size for p in sorted((out / "payload").iterdir())},
     }

@@ -37,7 +37,7 @@ DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 OPSET = 17
 DEFAULT_TOLERANCE = 1e-3  # max |ONNX - PyTorch| over the check inputs' logits
 PRECISIONS = ("fp32", "int8")
-VARIANTS = ("python", "tensorrt")  # the model step's variants, see serving/variants.py
+VARIANTS = ("python", "tensorrt")  # the model step's variants: model_repository/*/configs/<variant>.pbtxt
 
 
 class ExportError(RuntimeError):
@@ -221,7 +221,9 @@ def _hub_error(model: str, reason: str) -> ExportError:
         f"could not load '{model}' from the Hugging Face hub ({reason}). Without network "
         "access, pass a local checkpoint directory instead (one holding config.json, the weights and the "
         "tokenizer files, e.g. saved with save_pretrained): make serve MODEL=/path/to/checkpoint, or "
-        "python -m serving.export --model /path/to/checkpoint"
+        "python -m serving.export --model /path/to/checkpoint. To try the server without the weights: make "
+        "checkpoint SIZE=base (a random-weight checkpoint of the real shape, in checkpoints/electra-qa-base), then "
+        "make serve MODEL=checkpoints/electra-qa-base"
     )
 
 
@@ -236,7 +238,7 @@ def export(
 ) -> ExportRecord:
     """Export ``model`` into ``repository``; raises ExportError when ONNX and PyTorch disagree.
 
-    ``variant`` is the model step that will run it (serving/variants.py): ``python`` (ONNX Runtime in the
+    ``variant`` is the model step that will run it (its configs/<variant>.pbtxt): ``python`` (ONNX Runtime in the
     Python backend) or ``tensorrt`` (Triton's onnxruntime backend with TensorRT FP16, in the container), which
     gets the plain standard-ONNX graph: TensorRT builds its own fused kernels and cannot take ONNX Runtime's.
     For ``python``, ``optimize`` applies ONNX Runtime's transformer fusions (attention, skip-LayerNorm,

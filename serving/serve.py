@@ -5,7 +5,9 @@
 Uses the ``tritonserver`` binary that PyPI ``nvidia-pytriton`` ships. Its Python backend starts one stub
 process per model instance, running the interpreter found first on PATH: this virtual environment's. The
 stub for this Python version is copied into a private copy of the backend directory (``.triton/``, once).
-The model is exported first when the repository holds no export of it.
+The stubs import the project from this environment's site-packages, where make setup installs it (they
+ignore PYTHONPATH, and put their working directory on sys.path: tritonserver runs in the cache directory, not
+in a checkout). The model is exported first when the repository holds no export of it.
 
 Triton's administrative protocols (shared memory, model repository and configuration, statistics, trace,
 logging) need a key on both gRPC and HTTP: ``--admin-key HEADER=VALUE``, or a random one written to
@@ -37,6 +39,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from serving import stub_compat
@@ -68,14 +71,48 @@ def triton_home() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def backend_directory(cache: Path) -> Path:
-    """A copy of the bundled Python backend with the stub for this interpreter's version."""
+@dataclass(frozen=True)
+class Interpreter:
+    """The Python the stubs run: its version and shared library (the stub of that version links it)."""
+
+    executable: str
+    version: str
+    libdir: str | None
+    soname: str | None
+
+    @classmethod
+    def this(cls) -> Interpreter:
+        return cls(
+            sys.executable,
+            f"{sys.version_info.major}.{sys.version_info.minor}",
+            sysconfig.get_config_var("LIBDIR"),
+            sysconfig.get_config_var("INSTSONAME"),
+        )
+
+    @classmethod
+    def of(cls, executable: str) -> Interpreter:
+        """Another interpreter (a server environment of another Python version, the image's Python)."""
+        probe = "import sys, sysconfig; print(sys.version_info.major, sys.version_info.minor); " + (
+            "print(sysconfig.get_config_var('LIBDIR')); print(sysconfig.get_config_var('INSTSONAME'))"
+        )
+        out = subprocess.run([executable, "-E", "-c", probe], capture_output=True, text=True, check=True).stdout
+        version, libdir, soname = out.splitlines()
+        return cls(executable, version.replace(" ", "."), None if libdir == "None" else libdir, soname)
+
+    @property
+    def stub(self) -> Path:
+        stub = triton_home() / "tritonserver" / "python_backend_stubs" / self.version / "triton_python_backend_stub"
+        if not stub.is_file():
+            raise ServerSetupError(f"nvidia-pytriton ships no Python backend stub for Python {self.version}")
+        return stub
+
+
+def backend_directory(cache: Path, python: Interpreter | None = None) -> Path:
+    """A copy of the bundled Python backend with the stub for ``python``'s version (default: this one's)."""
+    python = python or Interpreter.this()
     home = triton_home() / "tritonserver"
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    stub = home / "python_backend_stubs" / version / "triton_python_backend_stub"
-    if not stub.is_file():
-        raise ServerSetupError(f"nvidia-pytriton ships no Python backend stub for Python {version}")
-    if problem := stub_compat.numpy_problem(sys.executable):  # this stub cannot work with numpy 2
+    version, stub = python.version, python.stub
+    if problem := stub_compat.numpy_problem(python.executable):  # this stub cannot work with numpy 2
         raise ServerSetupError(problem)
     # one directory per Python version, written once and renamed into place: servers running side by side
     # (tests, a restart) never see it half-copied
@@ -130,24 +167,28 @@ def missing_libraries(binary: Path, library_path: list[str]) -> list[str]:
     return [line.split("=>")[0].strip() for line in out.splitlines() if "=> not found" in line]
 
 
-def python_library_path() -> list[str]:
-    """What the Python-backend stub of this Python version needs on LD_LIBRARY_PATH to find libpython: nothing
-    when the system's loader finds it (or the stub bundles it), else this interpreter's own library directory
-    (sysconfig LIBDIR, e.g. a pyenv build) when the shared library (INSTSONAME) is there."""
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    stub = triton_home() / "tritonserver" / "python_backend_stubs" / version / "triton_python_backend_stub"
-    if not stub.is_file():
-        raise ServerSetupError(f"nvidia-pytriton ships no Python backend stub for Python {version}")
+def python_library_path(python: Interpreter | None = None) -> list[str]:
+    """What the Python-backend stub of ``python``'s version (default: this one's) needs on LD_LIBRARY_PATH to
+    find libpython: nothing when the system's loader finds it (or the stub bundles it), else the interpreter's
+    own library directory (sysconfig LIBDIR, e.g. a pyenv build) when the shared library (INSTSONAME) is there."""
+    python = python or Interpreter.this()
+    stub = python.stub
     missing = missing_libraries(stub, [])
     if not missing:
         return []
-    libdir, soname = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("INSTSONAME")
+    libdir, soname = python.libdir, python.soname
     if libdir and soname and (Path(libdir) / soname).is_file() and not missing_libraries(stub, [libdir]):
         return [libdir]
     raise ServerSetupError(
         f"the Python backend stub needs {', '.join(missing)} (not found by the system's "
-        f"loader, nor in {libdir or 'this Python'}): {libpython_hint(version)}"
+        f"loader, nor in {libdir or 'this Python'}): {libpython_hint(python.version)}"
     )
+
+
+def library_path(python: Interpreter | None = None) -> list[str]:
+    """LD_LIBRARY_PATH for tritonserver and the stubs of ``python``: nvidia-pytriton's bundled libraries and
+    libpython."""
+    return [str(triton_home().parent / "nvidia_pytriton.libs"), *python_library_path(python)]
 
 
 def server_command(
@@ -156,9 +197,7 @@ def server_command(
     home = triton_home()
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    libs = [str(home.parent / "nvidia_pytriton.libs"), *python_library_path()]
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (*libs, env.get("LD_LIBRARY_PATH", "")) if p)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT), env.get("PYTHONPATH", "")) if p)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (*library_path(), env.get("LD_LIBRARY_PATH", "")) if p)
     for name, value in MALLOC_ENV.items():
         env.setdefault(name, value)
     command = [
@@ -320,10 +359,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot start tritonserver: {error}", file=sys.stderr)
         return 2
     print(" ".join(command), flush=True)
+    # the stubs put their working directory on sys.path: never a checkout, whose files would shadow the installed
+    # project
+    workdir = args.cache.resolve()
     if args.no_supervise:
+        os.chdir(workdir)
         os.execve(command[0], command, env)
     host = "127.0.0.1" if args.address in ("0.0.0.0", "::") else args.address
-    return Supervisor(command, env, f"http://{host}:{args.http_port}", admin, args.max_server_memory_mb).run()
+    supervisor = Supervisor(command, env, f"http://{host}:{args.http_port}", admin, args.max_server_memory_mb)
+    return supervisor.run(workdir)
 
 
 PR_SET_PDEATHSIG = 1
@@ -410,14 +454,17 @@ class Supervisor:
         while self.stopping is None and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    def run(self) -> int:
+    def run(self, workdir: Path | None = None) -> int:
+        """Serve (tritonserver in ``workdir``) until asked to stop; tritonserver's exit status."""
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         while True:
             # tritonserver gets a process group of its own: a terminal's Ctrl-C, or a signal to the supervisor's
             # group, reaches only the supervisor, which drains first. A guard in that group kills all of it,
             # stubs included, should the supervisor die without stopping it.
-            self.process = subprocess.Popen(self.command, env=self.env, preexec_fn=_in_group(0, signal.SIGKILL))
+            self.process = subprocess.Popen(
+                self.command, env=self.env, cwd=workdir, preexec_fn=_in_group(0, signal.SIGKILL)
+            )
             guard = subprocess.Popen(
                 ["sh", "-c", GUARD_SCRIPT, "guard", str(self.process.pid)],
                 preexec_fn=_in_group(self.process.pid, signal.SIGTERM),

@@ -67,7 +67,13 @@ def numpy2_python(tmp_path_factory) -> Path:
         f"{numpy2}\nimport site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\n"
     )
     probe = subprocess.run(
-        [str(python), "-E", "-c", "import numpy, serving, pytriton; print(numpy.__version__)"],
+        [
+            str(python),
+            "-E",
+            "-c",
+            "import importlib.util, numpy, serving; "
+            "assert importlib.util.find_spec('pytriton'); print(numpy.__version__)",
+        ],
         check=True,
         capture_output=True,
         text=True,

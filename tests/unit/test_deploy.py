@@ -239,7 +239,7 @@ def test_admin_protocols_need_the_key_from_a_secret_or_a_required_variable(rende
     # probes read the health endpoints, which no key guards
     assert {triton[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe")} <= {
         "/v2/health/live",
-        "/v2/health/ready",
+        "/v2/models/electra_qa/ready",
     }
     assert "--admin-key" not in triton["livenessProbe"]["exec"]["command"]
 
@@ -265,7 +265,7 @@ def test_probes_and_a_grace_period_longer_than_tritons_exit_timeout(rendered, ov
     triton = container(rendered[overlay])
     # liveness: /v2/health/live and tritonserver's memory (python -m serving.admin live, in the image)
     assert triton["livenessProbe"]["exec"]["command"][:4] == ["python3", "-m", "serving.admin", "live"]
-    assert triton["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert triton["readinessProbe"]["httpGet"]["path"] == "/v2/models/electra_qa/ready"
     startup = triton["startupProbe"]
     compose_start = COMPOSE["services"]["triton"]["healthcheck"]["start_period"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 15 * 60, "the TensorRT engine build takes minutes"
@@ -278,6 +278,23 @@ def test_probes_and_a_grace_period_longer_than_tritons_exit_timeout(rendered, ov
     assert set(options) == {"--settle-s", "--timeout-s"} and options["--settle-s"] >= 5
     assert pod["terminationGracePeriodSeconds"] > options["--settle-s"] + options["--timeout-s"] + exit_timeout
     assert "--model-control-mode=explicit" in triton["args"]  # the repository API can unload the ensemble
+
+
+def test_liveness_memory_bound_is_per_overlay_and_below_the_pods_memory_limit(rendered):
+    def bound_mb(overlay: str) -> float:
+        command = container(rendered[overlay])["livenessProbe"]["exec"]["command"]
+        return float(command[command.index("--max-memory-mb") + 1])
+
+    def limit_mb(overlay: str) -> float:
+        memory = container(rendered[overlay])["resources"]["limits"]["memory"]
+        assert memory.endswith("Gi")
+        return float(memory[:-2]) * 1024
+
+    assert bound_mb("cpu") == 2048  # make serve's --max-server-memory-mb default: the leak headroom
+    # the GPU step runs TensorRT inside tritonserver: its libraries' host memory on top (not a restart loop)
+    assert bound_mb("gpu") >= bound_mb("cpu") + 4096
+    for overlay in OVERLAYS:  # drained by the probe's restart before the kernel's out-of-memory kill
+        assert bound_mb(overlay) <= 0.6 * limit_mb(overlay)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -60,6 +60,7 @@ def test_export_of_a_hub_id_offline_says_how_to_pass_a_local_directory(tmp_path)
     assert result.returncode == 2
     assert f"could not load '{DEFAULT_MODEL}' from the Hugging Face hub" in result.stderr
     assert "pass a local checkpoint directory" in result.stderr and "MODEL=/path/to/checkpoint" in result.stderr
+    assert "make checkpoint SIZE=base" in result.stderr and "MODEL=checkpoints/electra-qa-base" in result.stderr
 
 
 def test_export_refuses_a_path_that_is_not_a_checkpoint(tmp_path):

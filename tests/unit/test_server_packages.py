@@ -1,0 +1,125 @@
+"""What the server runs is one list (serving.server_packages): the project's packages and requirements-server.txt.
+The modules the model adapters import (and what those import, transitively) and the containers' probe commands
+must all be in it, in the image's build context, and in the GPU kit; nothing relies on PYTHONPATH."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import yaml
+
+from perf import gpu_kit
+from serving import server_packages
+from tests.conftest import ROOT
+from tests.integration.image import build_context
+
+ADAPTERS = sorted(ROOT.glob("model_repository/*/1/model.py"))
+FIRST_PARTY = {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()}
+
+
+def module_file(name: str) -> Path | None:
+    """The file of first-party module ``name`` (a package's __init__.py), if there is one."""
+    path = ROOT.joinpath(*name.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_modules(source: Path) -> set[str]:
+    """The first-party modules a file imports, at any depth of its code (lazy imports in functions too)."""
+    found = set()
+    for node in ast.walk(ast.parse(source.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        found |= {n for n in names if n.split(".")[0] in FIRST_PARTY and module_file(n)}
+    return found
+
+
+def closure(modules: set[str]) -> set[str]:
+    """``modules`` and every first-party module they import, transitively (packages' __init__ included)."""
+    seen, todo = set(), list(modules)
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for parent in (".".join(parts[:i]) for i in range(1, len(parts) + 1)):
+            if parent not in seen and module_file(parent):
+                seen.add(parent)
+                todo.extend(imported_modules(module_file(parent)))
+    return seen
+
+
+def probe_modules() -> set[str]:
+    """The modules the containers run with ``python3 -m`` (the Deployment's probes and hooks)."""
+    text = (ROOT / "deploy" / "k8s" / "base" / "deployment.yaml").read_text()
+    commands = []
+    for node in _walk(yaml.safe_load(text)):
+        if isinstance(node, dict) and isinstance(node.get("command"), list):
+            commands.append(node["command"])
+    return {c[c.index("-m") + 1] for c in commands if "-m" in c}
+
+
+def _walk(node):
+    yield node
+    children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else []
+    for child in children:
+        yield from _walk(child)
+
+
+def server_modules() -> set[str]:
+    adapters = set().union(*(imported_modules(path) for path in ADAPTERS))
+    return closure(adapters | probe_modules())
+
+
+def missing(modules: set[str], packages: list[str]) -> set[str]:
+    return {m for m in modules if m.split(".")[0] not in packages}
+
+
+def test_the_adapters_and_probes_import_only_listed_packages():
+    modules = server_modules()
+    assert {"runtime.backend", "runtime.onnx_runner", "preprocessing.tokenize", "serving.admin"} <= modules
+    assert not missing(modules, server_packages.project_packages())
+
+
+def test_a_list_without_a_package_the_adapters_import_is_caught():
+    packages = [p for p in server_packages.project_packages() if p != "runtime"]
+    assert "runtime.backend" in missing(server_modules(), packages)
+
+
+def test_every_server_module_is_in_the_image_build_context_and_the_gpu_kit():
+    context, kit = set(build_context(ROOT)), set(gpu_kit.project_files())
+    files = {str(module_file(m).relative_to(ROOT)) for m in server_modules()}
+    assert files <= context, files - context
+    assert files <= kit, files - kit
+    assert {"pyproject.toml", "requirements-server.txt"} <= context
+
+
+def test_the_build_context_leaves_out_what_the_image_does_not_need():
+    context = build_context(ROOT)
+    assert not [f for f in context if f.startswith((".git/", ".venv", "model_repository/", "tests/", "checkpoints/"))]
+    assert sum((ROOT / f).stat().st_size for f in context) < 2 * 2**20
+
+
+def test_the_image_installs_the_project_with_its_server_extra_and_no_path_variable():
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    assert "PYTHONPATH" not in re.sub(r"#.*", "", dockerfile)
+    assert re.search(r'pip install [^\n]*"/opt/electra_qa/src\[server\]"', dockerfile)
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert 'optional-dependencies.server = { file = ["requirements-server.txt"] }' in pyproject
+
+
+def test_no_server_code_sets_pythonpath():
+    for path in [*ROOT.glob("serving/*.py"), *ROOT.glob("runtime/*.py"), *ADAPTERS]:
+        assert not re.search(r"""\[["']PYTHONPATH["']\]\s*=""", path.read_text()), path
+
+
+def test_the_gpu_kit_carries_the_servers_packages_but_those_it_names():
+    for version in gpu_kit.PYTHON_VERSIONS:
+        server = server_packages.server_distributions(version)
+        assert set(gpu_kit.SERVER_PACKAGES_LEFT_OUT) <= set(server)  # no stale reasons
+        assert set(server) - set(gpu_kit.SERVER_PACKAGES_LEFT_OUT) <= set(gpu_kit.site_packages(version))
