@@ -80,7 +80,7 @@ class ClientBase:
         timeout_s: float | None = 30.0,
         retry: RetryPolicy = RetryPolicy(),
         tls: TLS | None = None,
-        api_key: str | None = None,
+        api_key: str | tuple[str, str] | None = None,
         api_key_header: str = "x-api-key",
         headers: Mapping[str, str] | None = None,
         channel: ChannelSettings = ChannelSettings(),
@@ -91,7 +91,8 @@ class ClientBase:
         (``channel.lb_policy``, round_robin). ``timeout_s`` bounds each call, retries included; ``retry``
         retries UNAVAILABLE only (on another replica when one is down); ``tls`` turns on gRPC over TLS;
         ``api_key`` answers a server started with ``--api-key HEADER=VALUE`` (Triton's restricted inference
-        protocol); ``headers`` go with every request."""
+        protocol): the value (sent as ``api_key_header``) or a (header, value) pair; ``headers`` go with every
+        request."""
         self.url, self.model, self.timeout_s, self.retry = url, model, timeout_s, retry
         self.target = channel_target(url)
         self.headers = request_headers(headers, api_key, api_key_header)
@@ -229,9 +230,14 @@ class ClientBase:
         raise NotImplementedError
 
 
-def request_headers(headers: Mapping[str, str] | None, api_key: str | None, api_key_header: str) -> dict[str, str]:
-    """Headers for every request; Triton's restricted protocol reads the key from ``triton-grpc-protocol-<header>``."""
+def request_headers(
+    headers: Mapping[str, str] | None, api_key: str | tuple[str, str] | None, api_key_header: str
+) -> dict[str, str]:
+    """Headers for every request; Triton's restricted protocol reads the key from ``triton-grpc-protocol-<header>``
+    (``api_key_header``, or the header of a (header, value) pair)."""
     result = dict(headers or {})
+    if isinstance(api_key, tuple):
+        api_key_header, api_key = api_key
     if api_key is not None:
         result[f"triton-grpc-protocol-{api_key_header}"] = api_key
     return result

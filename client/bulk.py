@@ -1,6 +1,7 @@
 """Answer a file of questions through the server: one answer per line, resumable.
 
     python -m client.bulk IN OUT [--url localhost:8001] [--top-k K] [--batch-size 16] [--in-flight 4]
+                                 [--api-key HEADER=VALUE]   (default: $ELECTRA_QA_API_KEY)
 
 IN is JSON Lines — one ``{"question": ..., "context": ...}`` object per line, with an optional ``id`` (any JSON
 value; else the line number, from 1, is the id) — or a SQuAD-format JSON file (v1.1 or v2.0; ids from the
@@ -38,6 +39,7 @@ from client.connection import RetryPolicy
 from client.errors import InvalidInputError, QAError
 from client.stream import DEFAULT_BATCH_SIZE, DEFAULT_IN_FLIGHT
 from client.sync import TritonQA
+from serving.admin import add_api_key_option
 
 
 @dataclass(frozen=True)
@@ -257,18 +259,20 @@ def run(
     in_flight: int = DEFAULT_IN_FLIGHT,
     timeout_s: float = 300.0,
     retry: RetryPolicy = RetryPolicy(),
+    api_key: tuple[str, str] | None = None,
     progress: bool = True,
     **options: Any,
 ) -> dict[str, Any]:
     """Answer every record of ``source`` not yet in ``out`` into ``out``; a summary (counts, seconds). Raises
-    the ``QAError`` that stopped the run (what is written so far stays, for the next run to resume from)."""
+    the ``QAError`` that stopped the run (what is written so far stays, for the next run to resume from).
+    ``api_key``: (header, value) for a server started with ``--api-key``."""
     records, total = read_records(source)
     out.parent.mkdir(parents=True, exist_ok=True)
     skipped = resume(out, records)
     answered = failed = 0
     started = time.monotonic()
     with (
-        TritonQA(url, timeout_s=timeout_s, retry=retry) as qa,
+        TritonQA(url, timeout_s=timeout_s, retry=retry, api_key=api_key) as qa,
         open(out, "a", encoding="utf-8") as sink,
         Progress(total, skipped, progress) as bar,
         closing(
@@ -325,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help='answer "" where no span beats the no-answer score (SQuAD v2.0)',
     )
+    add_api_key_option(parser)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     urls = args.url or ["localhost:8001"]
@@ -337,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size,
             in_flight=args.in_flight,
             timeout_s=args.timeout_s,
+            api_key=args.api_key,
             progress=not args.no_progress,
             max_answer_len=args.max_answer_len,
             handle_impossible_answer=args.handle_impossible_answer,
