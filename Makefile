@@ -93,11 +93,14 @@ prepost: setup
 	$(BIN)/python -m perf.prepost --tokenizer "$(REPOSITORY)/tokenizer/1/tokenizer.json"
 
 # SQuAD EM/F1 through the running server: make eval DATA=dev-v1.1.json OUT=predictions.json [URL=host:port]
+#   [EVAL_ARGS="--api-key x-api-key=..."]   (bulk, eval and perf: --api-key, else $ELECTRA_QA_API_KEY)
 URL ?= localhost:8001
 OUT ?= predictions.json
+EVAL_ARGS ?=
 eval: setup
 	@test -n "$(DATA)" || { echo "usage: make eval DATA=<SQuAD json> OUT=<predictions json> [URL=$(URL)]" >&2; exit 2; }
-	$(BIN)/python -m evaluation.squad --data "$(DATA)" --out "$(OUT)" --url "$(URL)" --repository "$(REPOSITORY)"
+	$(BIN)/python -m evaluation.squad --data "$(DATA)" --out "$(OUT)" --url "$(URL)" --repository "$(REPOSITORY)" \
+	  $(EVAL_ARGS)
 
 # Answers for a file of questions, one JSON line each, resumable (rerun to continue after an interruption):
 # make bulk IN=<questions .jsonl or SQuAD .json> OUT=<answers .jsonl> [URL=host:port] [BULK_ARGS="--top-k 3"]

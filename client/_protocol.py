@@ -1,18 +1,19 @@
 """What the sync and async clients share: the public methods, request building, response parsing and the
-pipeline call form. No I/O here: ``TritonQA`` and ``AsyncTritonQA`` add only ``_run`` (one call with its
-retries), the one place where one waits and the other awaits, and ``_stream`` / ``_collect``, which drive
-``client.stream``'s window of requests in flight with threads or with asyncio tasks."""
+pipeline call form, and the readiness calls with their deadline (``_readiness``: results to use, or awaitables to
+await). No other I/O here: ``TritonQA`` and ``AsyncTritonQA`` add only ``_run`` (one call with its retries), the
+one place where one waits and the other awaits, and ``_stream`` / ``_collect``, which drive ``client.stream``'s
+window of requests in flight with threads or with asyncio tasks."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from client.answer import Answer
-from client.connection import TLS, ChannelSettings, RetryPolicy, channel_target
+from client.connection import NO_RETRIES, TLS, ChannelSettings, RetryPlan, RetryPolicy, channel_target
 from client.errors import InvalidInputError, ServerError
 from client.stream import DEFAULT_BATCH_SIZE, DEFAULT_IN_FLIGHT, StreamSpec, check_positive
 
@@ -79,7 +80,7 @@ class ClientBase:
         timeout_s: float | None = 30.0,
         retry: RetryPolicy = RetryPolicy(),
         tls: TLS | None = None,
-        api_key: str | None = None,
+        api_key: str | tuple[str, str] | None = None,
         api_key_header: str = "x-api-key",
         headers: Mapping[str, str] | None = None,
         channel: ChannelSettings = ChannelSettings(),
@@ -90,7 +91,8 @@ class ClientBase:
         (``channel.lb_policy``, round_robin). ``timeout_s`` bounds each call, retries included; ``retry``
         retries UNAVAILABLE only (on another replica when one is down); ``tls`` turns on gRPC over TLS;
         ``api_key`` answers a server started with ``--api-key HEADER=VALUE`` (Triton's restricted inference
-        protocol); ``headers`` go with every request."""
+        protocol): the value (sent as ``api_key_header``) or a (header, value) pair; ``headers`` go with every
+        request."""
         self.url, self.model, self.timeout_s, self.retry = url, model, timeout_s, retry
         self.target = channel_target(url)
         self.headers = request_headers(headers, api_key, api_key_header)
@@ -207,6 +209,14 @@ class ClientBase:
     ) -> StreamSpec:
         return StreamSpec(to_pair, lambda pairs: Call(pairs, options), shape, batch_size, in_flight, errors)
 
+    def _readiness(self) -> Iterator[Any]:
+        """The calls ``is_ready`` makes, the server's readiness and then the model's, each started when the
+        previous one has answered and bounded by what is left of ``timeout_s`` (no retries): their results
+        (async clients: awaitables). Raises ``DeadlineExceededError`` when no time is left."""
+        plan = RetryPlan(NO_RETRIES, self.timeout_s)
+        yield self._client.is_server_ready(headers=self.headers, client_timeout=plan.remaining_s())
+        yield self._client.is_model_ready(self.model, headers=self.headers, client_timeout=plan.remaining_s())
+
     def _run(self, call: Call) -> Any:
         """Send one call (with retries) and return ``call.finish(response)``; async clients return an awaitable."""
         raise NotImplementedError
@@ -220,9 +230,14 @@ class ClientBase:
         raise NotImplementedError
 
 
-def request_headers(headers: Mapping[str, str] | None, api_key: str | None, api_key_header: str) -> dict[str, str]:
-    """Headers for every request; Triton's restricted protocol reads the key from ``triton-grpc-protocol-<header>``."""
+def request_headers(
+    headers: Mapping[str, str] | None, api_key: str | tuple[str, str] | None, api_key_header: str
+) -> dict[str, str]:
+    """Headers for every request; Triton's restricted protocol reads the key from ``triton-grpc-protocol-<header>``
+    (``api_key_header``, or the header of a (header, value) pair)."""
     result = dict(headers or {})
+    if isinstance(api_key, tuple):
+        api_key_header, api_key = api_key
     if api_key is not None:
         result[f"triton-grpc-protocol-{api_key_header}"] = api_key
     return result

@@ -20,10 +20,13 @@ class AsyncTritonQA(ClientBase):
     _grpc = grpcclient
 
     async def is_ready(self) -> bool:
+        """Whether the server is up and ``electra_qa`` is ready to answer; False too when the server cannot be
+        reached or gives no answer within ``timeout_s``."""
         try:
-            return await self._client.is_server_ready(headers=self.headers) and await self._client.is_model_ready(
-                self.model, headers=self.headers
-            )
+            for ready in self._readiness():
+                if not await ready:
+                    return False
+            return True
         except Exception:
             return False
 

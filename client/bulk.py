@@ -1,21 +1,23 @@
 """Answer a file of questions through the server: one answer per line, resumable.
 
     python -m client.bulk IN OUT [--url localhost:8001] [--top-k K] [--batch-size 16] [--in-flight 4]
+                                 [--api-key HEADER=VALUE]   (default: $ELECTRA_QA_API_KEY)
 
-IN is JSON Lines — one ``{"question": ..., "context": ...}`` object per line, with an optional ``id`` (else
-the line number, from 1, is the id) — or a SQuAD-format JSON file (v1.1 or v2.0; ids from the dataset). OUT
-gets one JSON object per question, in input order:
+IN is JSON Lines — one ``{"question": ..., "context": ...}`` object per line, with an optional ``id`` (any JSON
+value; else the line number, from 1, is the id) — or a SQuAD-format JSON file (v1.1 or v2.0; ids from the
+dataset); a file that is neither (a SQuAD file cut short) is refused with exit status 2. OUT gets one JSON object
+per question, in input order, in ASCII (other characters as ``\\u`` escapes, so that any string round-trips):
 
     {"id": ..., "answer": "...", "score": 0.93, "start": 17, "end": 29}          (the best answer)
     {"id": ..., "answers": [{"answer": ..., "score": ..., "start": ..., "end": ...}, ...]}   (--top-k K)
     {"id": ..., "error": "InvalidInputError", "message": "..."}                   (an example that cannot be answered)
 
 Questions go ``--batch-size`` per request with ``--in-flight`` requests outstanding (``TritonQA.ask_stream``);
-memory stays flat whatever the size of IN. An invalid example (a line that is not JSON, an empty question, a
-context over the server's limits) gets its error line and the run goes on; any other failure (the server
-unreachable or not answering within ``--timeout-s``, after retries) stops the run with exit status 2.
-Rerunning the same command resumes: OUT is kept up to its last complete line and the questions it answers are
-skipped (their ids are checked against IN's).
+memory stays flat whatever the size of IN. An invalid example (a line that is not UTF-8 or not JSON, a last line
+cut short, an empty question, a context over the server's limits) gets its error line and the run goes on; any
+other failure (the server unreachable or not answering within ``--timeout-s``, after retries) stops the run with
+exit status 2. Rerunning the same command resumes: OUT is kept up to its last complete line and the questions it
+answers are skipped (their ids are checked against IN's, as JSON values: NaN is NaN).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from client.connection import RetryPolicy
 from client.errors import InvalidInputError, QAError
 from client.stream import DEFAULT_BATCH_SIZE, DEFAULT_IN_FLIGHT
 from client.sync import TritonQA
+from serving.admin import add_api_key_option
 
 
 @dataclass(frozen=True)
@@ -50,52 +53,87 @@ class Record:
     problem: str | None = None
 
 
+class InputFileError(Exception):
+    """IN is neither JSON Lines nor SQuAD JSON (a SQuAD file cut short, say): the run is refused."""
+
+
 def read_records(path: Path) -> tuple[Iterator[Record], int]:
-    """The records of a JSON Lines or SQuAD JSON file, read lazily (JSON Lines) and how many there are."""
-    if is_squad(path):
-        dataset = json.loads(path.read_text(encoding="utf-8"))
-        records = list(squad_records(dataset))
-        return iter(records), len(records)
-    with open(path, "rb") as counting:
-        total = sum(1 for line in counting if line.strip())
+    """The records of a JSON Lines or SQuAD JSON file, read lazily (JSON Lines) and how many there are.
+    Raises ``InputFileError`` when the file cannot be read as either."""
+    try:
+        if is_squad(path):
+            records = squad_records(path, load_squad(path))
+            return iter(records), len(records)
+        with open(path, "rb") as counting:
+            total = sum(1 for line in counting if line.strip())
+    except OSError as error:
+        raise InputFileError(f"cannot read {path}: {error.strerror or error}") from None
     return jsonl_records(path), total
 
 
 def is_squad(path: Path) -> bool:
     """SQuAD JSON: the file does not start with one complete JSON object holding a question (pretty-printed
     JSON's first line is just ``{``; the official files are one line holding ``data``)."""
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         for line in f:
             if line.strip():
                 try:
-                    first = json.loads(line)
-                except json.JSONDecodeError:
+                    first = json.loads(line.decode("utf-8", errors="replace"))
+                except (ValueError, RecursionError):
                     return True
                 return isinstance(first, dict) and "data" in first and "question" not in first
     return False
 
 
-def squad_records(dataset: dict) -> Iterator[Record]:
-    for article in dataset["data"]:
-        for paragraph in article["paragraphs"]:
-            for qa in paragraph["qas"]:
-                yield Record(qa["id"], qa["question"], paragraph["context"])
+def load_squad(path: Path) -> Any:
+    """The parsed file; ``InputFileError`` when it is not UTF-8 JSON (cut short, or JSON Lines whose first line
+    is not JSON: the format is told by that line)."""
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise InputFileError(f"{path} is not UTF-8 (byte {error.start + 1}: {error.reason})") from None
+    except (ValueError, RecursionError) as error:
+        raise InputFileError(
+            f"{path} is neither SQuAD JSON ({error}: cut short?) nor JSON Lines (its first line is not a JSON object)"
+        ) from None
+
+
+def squad_records(path: Path, dataset: Any) -> list[Record]:
+    """Every question of a SQuAD dataset with its paragraph's context; ``InputFileError`` when the JSON is not
+    shaped as SQuAD's (``data`` / ``paragraphs`` / ``qas``)."""
+    try:
+        return [
+            Record(qa["id"], qa["question"], paragraph["context"])
+            for article in dataset["data"]
+            for paragraph in article["paragraphs"]
+            for qa in paragraph["qas"]
+        ]
+    except (KeyError, TypeError, IndexError) as error:
+        found = f"no key {error}" if isinstance(error, KeyError) else str(error)
+        raise InputFileError(f"{path} is not SQuAD JSON (data, paragraphs, qas with id, question): {found}") from None
 
 
 def jsonl_records(path: Path) -> Iterator[Record]:
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as error:
-                yield Record(number, problem=f"line {number} is not JSON: {error}")
-                continue
-            if not isinstance(item, dict):
-                yield Record(number, problem=f"line {number} is not a JSON object")
-                continue
-            yield Record(item.get("id", number), item.get("question"), item.get("context"))
+            if line.strip():
+                yield jsonl_record(number, line)
+
+
+def jsonl_record(number: int, line: bytes) -> Record:
+    """Line ``number`` as a record; one with its problem (``line N: ...``) when the line is not UTF-8, not JSON
+    (a line cut short included) or not an object. Its id: the line's ``id``, any JSON value, else ``number``."""
+    try:
+        item = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        return Record(number, problem=f"line {number}: not UTF-8 (byte {error.start + 1}: {error.reason})")
+    except json.JSONDecodeError as error:
+        return Record(number, problem=f"line {number}: not JSON ({error})")
+    except (ValueError, RecursionError) as error:  # JSON, but past Python's limits (digits of an int, nesting)
+        return Record(number, problem=f"line {number}: cannot be read ({error})")
+    if not isinstance(item, dict):
+        return Record(number, problem=f"line {number}: not a JSON object")
+    return Record(item.get("id", number), item.get("question"), item.get("context"))
 
 
 def answer_records(
@@ -148,7 +186,7 @@ def resume(out: Path, records: Iterator[Record]) -> int:
             if not isinstance(written, dict) or "id" not in written:
                 break
             record = next(records, None)
-            if record is None or record.id != written["id"]:
+            if record is None or not same_id(record.id, written["id"]):
                 found = (
                     f"the input has {done} questions"
                     if record is None
@@ -163,6 +201,11 @@ def resume(out: Path, records: Iterator[Record]) -> int:
         with open(out, "r+b") as f:
             f.truncate(keep)
     return done
+
+
+def same_id(a: Any, b: Any) -> bool:
+    """Whether two ids are the same JSON value: compared as JSON (NaN is then NaN, 1 is not 1.0 or true)."""
+    return json.dumps(a) == json.dumps(b)
 
 
 class Progress:
@@ -216,18 +259,20 @@ def run(
     in_flight: int = DEFAULT_IN_FLIGHT,
     timeout_s: float = 300.0,
     retry: RetryPolicy = RetryPolicy(),
+    api_key: tuple[str, str] | None = None,
     progress: bool = True,
     **options: Any,
 ) -> dict[str, Any]:
     """Answer every record of ``source`` not yet in ``out`` into ``out``; a summary (counts, seconds). Raises
-    the ``QAError`` that stopped the run (what is written so far stays, for the next run to resume from)."""
+    the ``QAError`` that stopped the run (what is written so far stays, for the next run to resume from).
+    ``api_key``: (header, value) for a server started with ``--api-key``."""
     records, total = read_records(source)
     out.parent.mkdir(parents=True, exist_ok=True)
     skipped = resume(out, records)
     answered = failed = 0
     started = time.monotonic()
     with (
-        TritonQA(url, timeout_s=timeout_s, retry=retry) as qa,
+        TritonQA(url, timeout_s=timeout_s, retry=retry, api_key=api_key) as qa,
         open(out, "a", encoding="utf-8") as sink,
         Progress(total, skipped, progress) as bar,
         closing(
@@ -241,7 +286,7 @@ def run(
                 raise result
             failed += isinstance(result, QAError)
             answered += not isinstance(result, QAError)
-            lines.append(json.dumps(output_line(record, result), ensure_ascii=False) + "\n")
+            lines.append(json.dumps(output_line(record, result)) + "\n")  # ASCII: any string round-trips
             if len(lines) >= batch_size:
                 flush(sink, lines)
             bar.update(1)
@@ -284,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help='answer "" where no span beats the no-answer score (SQuAD v2.0)',
     )
+    add_api_key_option(parser)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     urls = args.url or ["localhost:8001"]
@@ -296,10 +342,14 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size,
             in_flight=args.in_flight,
             timeout_s=args.timeout_s,
+            api_key=args.api_key,
             progress=not args.no_progress,
             max_answer_len=args.max_answer_len,
             handle_impossible_answer=args.handle_impossible_answer,
         )
+    except InputFileError as error:
+        print(f"refused: {error}", file=sys.stderr)
+        return 2
     except QAError as error:
         print(
             f"stopped: {type(error).__name__}: {error}\nwhat is in {args.out} stays; run the same command again "

@@ -25,11 +25,10 @@ class TritonQA(ClientBase):
     _grpc = grpcclient
 
     def is_ready(self) -> bool:
-        """Whether the server is up and ``electra_qa`` is ready to answer."""
+        """Whether the server is up and ``electra_qa`` is ready to answer; False too when the server cannot be
+        reached or gives no answer within ``timeout_s``."""
         try:
-            return self._client.is_server_ready(headers=self.headers) and self._client.is_model_ready(
-                self.model, headers=self.headers
-            )
+            return all(self._readiness())
         except Exception:
             return False
 

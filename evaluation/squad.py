@@ -6,7 +6,8 @@ Every question goes through the running server the way ``python -m client.bulk``
 (``TritonQA.ask_stream``: ``--concurrency`` requests in flight, each carrying ``--batch`` questions), with a
 progress bar. The predictions file is the official format
 (``{id: answer text}``; for v2.0 the empty string means "no answer", and the server is asked with
-``handle_impossible_answer``). The last line printed is ``EM <x> F1 <y>``.
+``handle_impossible_answer``). The last line printed is ``EM <x> F1 <y>``. A server started with
+``--api-key HEADER=VALUE`` is asked with ``--api-key HEADER=VALUE`` (default: $ELECTRA_QA_API_KEY).
 """
 
 from __future__ import annotations
@@ -19,19 +20,28 @@ from pathlib import Path
 from client import QAError, TritonQA
 from client.bulk import Progress, Record, answer_records
 from evaluation.metric import evaluate, is_v2, questions
+from serving.admin import add_api_key_option
 from serving.export import DEFAULT_MODEL, read_record
 
 CARD = {"model": DEFAULT_MODEL, "exact_match": 85.05, "f1": 91.61}  # the model card's SQuAD v1.1 dev scores
 
 
 def predict(
-    items: list[dict], url: str, concurrency: int, batch: int, impossible: bool, timeout_s: float, progress: bool = True
+    items: list[dict],
+    url: str,
+    concurrency: int,
+    batch: int,
+    impossible: bool,
+    timeout_s: float,
+    progress: bool = True,
+    api_key: tuple[str, str] | None = None,
 ) -> dict[str, str]:
     """Every item's best answer, through the bulk path of ``python -m client.bulk`` (``concurrency`` requests
-    of ``batch`` questions in flight); the first failure raises."""
+    of ``batch`` questions in flight); the first failure raises. ``api_key``: (header, value) for a server
+    started with ``--api-key``."""
     predictions: dict[str, str] = {}
     records = (Record(item["id"], item["question"], item["context"]) for item in items)
-    with TritonQA(url, timeout_s=timeout_s) as qa, Progress(len(items), enabled=progress) as bar:
+    with TritonQA(url, timeout_s=timeout_s, api_key=api_key) as qa, Progress(len(items), enabled=progress) as bar:
         for record, answer in answer_records(
             qa, records, batch_size=batch, in_flight=concurrency, errors="raise", handle_impossible_answer=impossible
         ):
@@ -66,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         default=Path(__file__).resolve().parent.parent / "model_repository",
         help="where to read which weights are served (export.json)",
     )
+    add_api_key_option(parser)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
@@ -77,7 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         predictions = predict(
-            items, args.url, args.concurrency, args.batch, v2, args.timeout_s, progress=not args.no_progress
+            items,
+            args.url,
+            args.concurrency,
+            args.batch,
+            v2,
+            args.timeout_s,
+            progress=not args.no_progress,
+            api_key=args.api_key,
         )
     except QAError as error:
         print(f"evaluation failed: {error.__class__.__name__}: {error}", file=sys.stderr)

@@ -8,7 +8,9 @@ and finally writes
     <out>-breakdown.csv   per composing model and concurrency: queue / compute input / infer / output (us)
     <out>.png             throughput vs p99 latency
 
-and prints a short table last. The run fails when any request failed.
+and prints a short table last. The run fails when any request failed. A server started with
+``--api-key HEADER=VALUE`` is measured with ``--api-key HEADER=VALUE`` (default: $ELECTRA_QA_API_KEY), which
+perf_analyzer sends as the gRPC header ``triton-grpc-protocol-<HEADER>``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from serving.admin import AdminClient, grpc_headers, local_admin_key, parse_header
+from serving.admin import AdminClient, add_api_key_option, grpc_headers, local_admin_key, parse_header
 
 ROOT = Path(__file__).resolve().parent.parent
 PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
@@ -185,7 +187,8 @@ def run(args) -> int:
     perf_analyzer = find_perf_analyzer()
     key = parse_header(args.admin_key) if args.admin_key else local_admin_key(args.url)
     admin = AdminClient(http_url(args.http_url), key)  # statistics and configs are admin protocols
-    headers = grpc_headers(key)  # perf_analyzer reads the model's configuration
+    # perf_analyzer reads the model's configuration (admin key) and infers (the inference key, --api-key)
+    headers = grpc_headers(key) | grpc_headers(args.api_key)
     steps = composing_models(admin, args.model)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -280,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="HEADER=VALUE",
         help="the server's admin key (default: the one a local make serve wrote for this port)",
     )
+    add_api_key_option(parser)
     parser.add_argument("--model", default="electra_qa")
     parser.add_argument("--concurrency", default="1:4:1", help="start:end:step")
     parser.add_argument("--interval-ms", type=int, default=10000, help="perf_analyzer measurement window")

@@ -1,5 +1,6 @@
 """Triton's HTTP API as operators' tools use it: readiness, statistics, model configuration and the model
-repository, with the admin key that ``make serve`` puts on those protocols (``serving.serve``).
+repository, with the admin key that ``make serve`` puts on those protocols (``serving.serve``); and the
+inference key (``serve --api-key``) as the tools that ask the server take it (``add_api_key_option``).
 
     python -m serving.admin drain [--url http://127.0.0.1:8000] [--settle-s 5] [--timeout-s 30]
     python -m serving.admin live [--url http://127.0.0.1:8000] [--max-memory-mb 2048]
@@ -32,6 +33,7 @@ from serving.processes import memory_mb, tritonserver_pids
 PROJECT = Path(__file__).resolve().parent.parent
 ADMIN_HEADER = "x-admin-key"
 ADMIN_KEY_ENV = "ELECTRA_QA_ADMIN_KEY"  # the containers' admin key (docker-compose.yml, deploy/k8s)
+API_KEY_ENV = "ELECTRA_QA_API_KEY"  # the inference key (serve --api-key) of the tools that ask the server
 ENSEMBLE = "electra_qa"
 
 
@@ -44,6 +46,28 @@ def parse_header(value: str) -> tuple[str, str] | None:
     """``HEADER=VALUE`` as a pair; None when malformed."""
     header, _, secret = value.strip().partition("=")
     return (header, secret) if header and secret else None
+
+
+def add_api_key_option(parser: argparse.ArgumentParser) -> None:
+    """``--api-key HEADER=VALUE``, the inference key of a server started with ``--api-key``, defaulting to
+    $ELECTRA_QA_API_KEY (same form), for the tools that ask the server (``client.bulk``, ``evaluation.squad``,
+    ``perf.load_test``): ``args.api_key`` is a (header, value) pair, as ``TritonQA(api_key=...)`` takes it, or
+    None. A malformed key is a usage error (exit status 2) whose message does not repeat it."""
+    parser.add_argument(
+        "--api-key",
+        metavar="HEADER=VALUE",
+        type=api_key,
+        default=os.environ.get(API_KEY_ENV) or None,
+        help=f"the inference key of a server started with --api-key HEADER=VALUE (default: ${API_KEY_ENV})",
+    )
+
+
+def api_key(value: str) -> tuple[str, str]:
+    """``HEADER=VALUE`` as (header, value), as ``serving.serve --api-key`` reads it."""
+    pair = parse_header(value)
+    if pair is None:
+        raise argparse.ArgumentTypeError(f"takes HEADER=VALUE, as the server's --api-key (so does ${API_KEY_ENV})")
+    return pair
 
 
 def local_admin_key(grpc_url: str, cache: Path = PROJECT / ".triton") -> tuple[str, str] | None:

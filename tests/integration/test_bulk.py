@@ -3,6 +3,7 @@ flight, the async stream, and ``python -m client.bulk`` / ``make bulk`` end to e
 
 import asyncio
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -195,7 +196,7 @@ def test_bulk_command_reports_bad_lines_in_place_and_reads_squad_json(triton_ser
     for line in (lines[0], lines[4]):
         assert_same_answers([(x["answer"], x["score"], x["start"], x["end"]) for x in line["answers"]], expected)
     assert lines[1] == {"id": 2, "error": "InvalidInputError", "message": lines[1]["message"]}
-    assert lines[1]["message"].startswith("line 2 is not JSON")
+    assert lines[1]["message"].startswith("line 2: not JSON")
     assert lines[2]["error"] == "InvalidInputError" and lines[2]["message"] == "question is empty or only whitespace"
     assert lines[3]["message"] == "question must be a string, got NoneType"
     assert "3 answered, 2 failed" not in result.stderr and "2 answered, 3 failed" in result.stderr
@@ -232,6 +233,43 @@ def test_bulk_command_reports_bad_lines_in_place_and_reads_squad_json(triton_ser
     lines = read_jsonl(out)
     assert [line["id"] for line in lines] == ["s1", "s2", "s3"]
     assert lines[2]["answer"] == reference(question=CASES["card"][0], context=CASES["card"][1])["answer"]
+
+
+def test_bulk_command_takes_any_json_id_and_bad_bytes_and_resumes_with_them(triton_server, tmp_path):
+    question, context = CASES["squad"]
+    ids = ["\ud800", math.nan, None, 7, 2.5, {"k": "é"}, "ü"]
+    good = [json.dumps({"id": i, "question": question, "context": context}).encode() + b"\n" for i in ids]
+    source, out = tmp_path / "odd.jsonl", tmp_path / "odd-answers.jsonl"
+    source.write_bytes(
+        b"".join(good[:3])
+        + b'{"id": "latin-1", "question": "Qui a \xe9crit?", "context": "Ada."}\n'
+        + b'{"id": "surrogate", "question": "\\udc00?", "context": "Ada."}\n'
+        + b"".join(good[3:])
+        + b'{"id": "cut", "question": "Wh'
+    )
+    result = bulk(source, out, "--url", triton_server.grpc_url, "--batch-size", "2")
+    assert result.returncode == 0, result.stderr
+    assert "7 answered, 3 failed" in result.stderr
+    full = out.read_bytes()
+    assert full.isascii()
+    lines = read_jsonl(out)
+    assert [json.dumps(line["id"]) for line in lines] == [
+        json.dumps(i) for i in ids[:3] + [4, "surrogate"] + ids[3:] + [10]
+    ]
+    errors = {line["message"].split(" (")[0]: line["error"] for line in lines if "error" in line}
+    assert errors == {
+        "line 4: not UTF-8": "InvalidInputError",
+        "question cannot be encoded as UTF-8: surrogates not allowed": "InvalidInputError",
+        "line 10: not JSON": "InvalidInputError",
+    }
+    assert len({line["answer"] for line in lines if "answer" in line}) == 1
+    # interrupted after three lines and part of the fourth: the rerun writes the same file
+    kept = full.splitlines(keepends=True)
+    out.write_bytes(b"".join(kept[:3]) + kept[3][:10])
+    again = bulk(source, out, "--url", triton_server.grpc_url)
+    assert again.returncode == 0 and "4 answered, 3 failed, 3 already in" in again.stderr, again.stderr
+    assert out.read_bytes() == full
+    assert "0 answered, 0 failed, 10 already in" in bulk(source, out, "--url", triton_server.grpc_url).stderr
 
 
 def test_bulk_command_stops_when_the_server_is_gone_and_says_how_to_resume(tmp_path):
