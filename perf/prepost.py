@@ -24,6 +24,7 @@ from tokenizers import Tokenizer
 from perf.inputs import squad_sized_pairs
 from preprocessing import AnswerOptions, QATokenizer, RequestLimits, WindowSettings, read_pairs, tokenize_requests
 from preprocessing.batch import DecoderInput, decode_requests
+from preprocessing.requests import DecoderLimits
 from runtime.backend import config_file_parameters
 
 
@@ -41,6 +42,8 @@ def measure(tokenizer_file: Path, batches: list[int], min_seconds: float, seed: 
     parameters = config_file_parameters(tokenizer_file.parent.parent / "config.pbtxt")
     settings = WindowSettings(max_seq_len=int(parameters["max_seq_len"]), doc_stride=int(parameters["doc_stride"]))
     limits = RequestLimits.from_config(parameters)
+    decoder_config = tokenizer_file.parent.parent.parent / "decoder" / "config.pbtxt"
+    decoder_limits = DecoderLimits.from_config(config_file_parameters(decoder_config), parameters)
     max_windows = int(parameters["max_windows"])
     tokenizer = QATokenizer(tokenizer_file, settings, parallel=parameters["parallel_encoding"] == "true")
     library = Tokenizer.from_file(str(tokenizer_file))
@@ -69,7 +72,9 @@ def measure(tokenizer_file: Path, batches: list[int], min_seconds: float, seed: 
         ]
 
         def decode(decoder_inputs=decoder_inputs):
-            return decode_requests([DecoderInput.checked(*tensors, options) for tensors in decoder_inputs])
+            return decode_requests(
+                [DecoderInput.checked(*tensors, options, decoder_limits) for tensors in decoder_inputs]
+            )
 
         tokenize_us = per_question_us(tokenize, batch, min_seconds)
         decode_us = per_question_us(decode, batch, min_seconds)

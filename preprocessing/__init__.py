@@ -6,7 +6,7 @@ Pure Python (numpy + HF ``tokenizers``); nothing here imports Triton.
 from preprocessing.batch import Budget, DecoderInput, decode_requests, tokenize_requests
 from preprocessing.decode import DecodedAnswers, decode
 from preprocessing.errors import Busy, InputError
-from preprocessing.requests import AnswerOptions, RequestLimits, read_pairs, readable_texts
+from preprocessing.requests import AnswerOptions, DecoderLimits, RequestLimits, read_pairs, readable_texts
 from preprocessing.tokenize import NO_OFFSET, QATokenizer, Windows, WindowSettings
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "Busy",
     "DecodedAnswers",
     "DecoderInput",
+    "DecoderLimits",
     "InputError",
     "NO_OFFSET",
     "QATokenizer",

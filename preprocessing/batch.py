@@ -16,7 +16,7 @@ import numpy as np
 from preprocessing.arrays import stack_padded
 from preprocessing.decode import DecodedAnswers, decode
 from preprocessing.errors import Busy, InputError
-from preprocessing.requests import AnswerOptions, readable_texts
+from preprocessing.requests import AnswerOptions, DecoderLimits, readable_texts
 from preprocessing.tokenize import NO_OFFSET, QATokenizer, Windows
 
 # Requests planned together (one call for their exact token counts where needed) and pairs encoded together, in
@@ -208,14 +208,21 @@ class DecoderInput:
         window_question: np.ndarray,
         window_context: np.ndarray,
         options: AnswerOptions,
+        limits: DecoderLimits,
     ) -> DecoderInput:
         """A decoder request from its tensors, refused with ``InputError`` unless they have the structure the
-        tokenizer and model steps give them: consistent shapes, questions numbered 0, 1, ... with contiguous
-        windows, the context (UTF-8) on each question's first window. Their values (finite logits, offsets
-        within the context) are checked by ``decode_requests``, for all requests at once."""
+        tokenizer and model steps give them: consistent shapes, windows of at most ``limits.max_seq_len`` tokens,
+        questions numbered 0, 1, ... with contiguous windows, the context (UTF-8, within the tokenizer's
+        characters limits) on each question's first window. Their values (finite logits, offsets within the
+        context) are checked by ``decode_requests``, for all requests at once."""
         if start_logits.ndim != 2 or start_logits.shape[0] == 0 or start_logits.shape[1] == 0:
             raise InputError(f"start_logits must be [windows, tokens], got shape {list(start_logits.shape)}")
         n_windows, width = start_logits.shape
+        if width > limits.max_seq_len:
+            raise InputError(
+                f"windows of {width} tokens; the decoder takes at most {limits.max_seq_len} "
+                "(the tokenizer's max_seq_len)"
+            )
         for name, array, shape in (
             ("end_logits", end_logits, (n_windows, width)),
             ("token_offsets", token_offsets, (n_windows, width, 2)),
@@ -232,7 +239,12 @@ class DecoderInput:
                 "window_question must number questions 0, 1, 2, ... with each question's windows next to each other"
             )
         first_windows = np.concatenate(([0], np.flatnonzero(steps) + 1))
-        contexts = readable_texts(window_context[first_windows, 0], "context of window")
+        contexts = readable_texts(window_context[first_windows, 0], "context of window", limits.max_context_chars)
+        total = sum(map(len, contexts))
+        if total > limits.max_request_chars:
+            raise InputError(
+                f"the request's contexts hold {total} characters; the limit is {limits.max_request_chars} per request"
+            )
         return cls(start_logits, end_logits, token_offsets, word_offsets, questions.astype(np.int32), contexts, options)
 
 
@@ -253,7 +265,9 @@ def _invalid_rows(start_logits, end_logits, token_offsets, word_offsets, context
 
 def decode_requests(requests: Sequence[DecoderInput | Exception]) -> list[DecodedAnswers | Exception]:
     """Answers of each request: one vectorised decode over the windows of all requests that share answer
-    options, split per request afterwards (errors given in ``requests`` pass through)."""
+    options, split per request afterwards (errors given in ``requests`` pass through). When decoding them
+    together fails (a ``MemoryError``, any exception), each is decoded alone: only the request that fails
+    alone gets the exception, the others are answered."""
     results: list[DecodedAnswers | Exception | None] = [r if isinstance(r, Exception) else None for r in requests]
     groups: dict[AnswerOptions, list[int]] = {}
     for i, request in enumerate(requests):
@@ -261,25 +275,47 @@ def decode_requests(requests: Sequence[DecoderInput | Exception]) -> list[Decode
             groups.setdefault(request.options, []).append(i)
     for options, members in groups.items():
         parts = [requests[i] for i in members]
-        first_question = np.cumsum([0] + [len(p.contexts) for p in parts])
-        first_window = np.cumsum([0] + [len(p.window_question) for p in parts])
-        tensors = (
-            stack_padded([p.start_logits for p in parts], 0.0),
-            stack_padded([p.end_logits for p in parts], 0.0),
-            stack_padded([p.token_offsets for p in parts], NO_OFFSET),
-            stack_padded([p.word_offsets for p in parts], NO_OFFSET),
-        )
-        window_question = np.concatenate([p.window_question + f for p, f in zip(parts, first_question)])
-        contexts = [c for p in parts for c in p.contexts]
-        context_chars = np.fromiter(map(len, contexts), np.int64, len(contexts))[window_question][:, None]
-        # a request with a bad value is refused; its windows are still decoded with the others (decoding
-        # bad values answers nonsense, never fails) and its answers dropped
-        request_of_window = np.repeat(np.arange(len(parts)), np.diff(first_window))
-        refused = {}
-        for bad_rows, message in _invalid_rows(*tensors, context_chars):
-            for p in np.unique(request_of_window[bad_rows]).tolist():
-                refused.setdefault(p, InputError(message))
-        answers = decode(*tensors, window_question, contexts, options)
-        for p, (i, begin, end) in enumerate(zip(members, first_question[:-1], first_question[1:])):
-            results[i] = refused.get(p) or answers.rows(begin, end)
+        try:
+            answers = _decode_together(parts, options)
+        except Exception as error:  # noqa: BLE001 -- the failing request is found below; its reply holds the error
+            answers = [error] if len(parts) == 1 else None
+        if answers is None:  # outside the except block: the failed attempt's arrays are freed first
+            answers = [_decode_alone(part, options) for part in parts]
+        for i, answer in zip(members, answers):
+            results[i] = answer
     return results  # type: ignore[return-value]
+
+
+def _decode_alone(request: DecoderInput, options: AnswerOptions) -> DecodedAnswers | Exception:
+    try:
+        return _decode_together([request], options)[0]
+    except Exception as error:  # noqa: BLE001 -- becomes that request's error reply
+        return error
+
+
+def _decode_together(parts: Sequence[DecoderInput], options: AnswerOptions) -> list[DecodedAnswers | InputError]:
+    """The answers of requests that share ``options`` from one decode of all their windows, or the
+    ``InputError`` that refuses a request for its values."""
+    first_question = np.cumsum([0] + [len(p.contexts) for p in parts])
+    first_window = np.cumsum([0] + [len(p.window_question) for p in parts])
+    tensors = (
+        stack_padded([p.start_logits for p in parts], 0.0),
+        stack_padded([p.end_logits for p in parts], 0.0),
+        stack_padded([p.token_offsets for p in parts], NO_OFFSET),
+        stack_padded([p.word_offsets for p in parts], NO_OFFSET),
+    )
+    window_question = np.concatenate([p.window_question + f for p, f in zip(parts, first_question)])
+    contexts = [c for p in parts for c in p.contexts]
+    context_chars = np.fromiter(map(len, contexts), np.int64, len(contexts))[window_question][:, None]
+    # a request with a bad value is refused; its windows are still decoded with the others (decoding
+    # bad values answers nonsense, never fails) and its answers dropped
+    request_of_window = np.repeat(np.arange(len(parts)), np.diff(first_window))
+    refused = {}
+    for bad_rows, message in _invalid_rows(*tensors, context_chars):
+        for p in np.unique(request_of_window[bad_rows]).tolist():
+            refused.setdefault(p, InputError(message))
+    answers = decode(*tensors, window_question, contexts, options)
+    return [
+        refused.get(p) or answers.rows(begin, end)
+        for p, (begin, end) in enumerate(zip(first_question[:-1], first_question[1:]))
+    ]

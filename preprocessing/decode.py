@@ -86,9 +86,16 @@ def decode(
         span_ends[rows] = starts[rows] + span_lengths
         positive[rows] = (flat > 0).sum(axis=1)
     # A window with fewer real spans than it asks for: the reference fills up with zero-score spans taken
-    # from its full outer product; replay its exact selection there (short contexts only).
-    for window in np.flatnonzero(positive < per_window):
-        found = _reference_spans(p_start[window], p_end[window], keep[window], per_window, options.max_answer_len)
+    # from its full outer product; replay its exact selection there (short contexts, or probabilities that
+    # underflow to 0). Which zeros it takes is its argpartition's choice over all n x n products, so the replay
+    # needs them: n^2 for a window of n <= L tokens, the product masked by one [L, L] band cut to each window
+    # (the decoder step takes windows of at most the tokenizer's max_seq_len tokens, which bounds it).
+    replayed = np.flatnonzero(positive < per_window)
+    if replayed.size:
+        offset = np.arange(width)[None, :] - np.arange(width)[:, None]
+        band_mask = ((offset >= 0) & (offset < options.max_answer_len)).astype(np.float32)
+    for window in replayed:
+        found = _reference_spans(p_start[window], p_end[window], keep[window], per_window, band_mask)
         n = len(found[0])
         scores[window, :n], starts[window, :n], span_ends[window, :n] = found
         valid[window, n:] = False
@@ -111,10 +118,12 @@ def decode(
     return _merge(contexts, window_question, scores, char_start, char_end, valid, min_null, options)
 
 
-def _reference_spans(p_start, p_end, keep, k, max_answer_len):
-    """The reference's ``decode_spans`` on one window, unpadded: [CLS] question [SEP] context [SEP]."""
-    n = int(np.flatnonzero(keep)[-1]) + 2
-    scores = np.tril(np.triu(np.outer(p_start[:n], p_end[:n])), max_answer_len - 1)
+def _reference_spans(p_start, p_end, keep, k, band_mask):
+    """The reference's ``decode_spans`` on one window, unpadded: [CLS] question [SEP] context [SEP].
+    ``band_mask``: 1 where 0 <= end - start < max_answer_len, else 0 (its ``tril(triu(...))``, same values:
+    the products are finite and non-negative)."""
+    n = min(int(np.flatnonzero(keep)[-1]) + 2, len(p_start))
+    scores = np.outer(p_start[:n], p_end[:n]) * band_mask[:n, :n]
     flat = scores.ravel()
     if k == 1:
         top = np.array([np.argmax(flat)])

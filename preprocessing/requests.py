@@ -26,6 +26,40 @@ class RequestLimits:
 
 
 @dataclass(frozen=True)
+class DecoderLimits:
+    """What one request to the decoder step may hold, which bounds its work: the answer options' bounds (the
+    decoder's own config.pbtxt parameters, which the tokenizer step checks too), and windows and contexts no
+    larger than the tokenizer step makes (its ``max_seq_len`` tokens a window, its characters limits)."""
+
+    max_top_k: int
+    max_answer_len: int
+    max_seq_len: int
+    max_context_chars: int
+    max_request_chars: int
+
+    OWN = ("max_top_k", "max_answer_len")
+    FROM_TOKENIZER = ("max_seq_len", "max_context_chars", "max_request_chars")
+
+    @classmethod
+    def from_config(cls, parameters: Mapping[str, str], tokenizer_parameters: Mapping[str, str]) -> DecoderLimits:
+        """From the decoder's parameters (exactly ``OWN``) and the tokenizer's (``FROM_TOKENIZER`` among them);
+        a missing, unknown or non-positive one raises ``ValueError`` (the model does not load)."""
+        unknown, missing = sorted(set(parameters) - set(cls.OWN)), sorted(set(cls.OWN) - set(parameters))
+        missing += [f"tokenizer's {key}" for key in cls.FROM_TOKENIZER if key not in tokenizer_parameters]
+        if unknown or missing:
+            raise ValueError(
+                f"decoder config parameters: unknown {unknown or 'none'}, missing {missing or 'none'}; "
+                f"the decoder reads {', '.join(cls.OWN)} and the tokenizer's {', '.join(cls.FROM_TOKENIZER)}"
+            )
+        values = {**{k: parameters[k] for k in cls.OWN}, **{k: tokenizer_parameters[k] for k in cls.FROM_TOKENIZER}}
+        limits = cls(**{key: int(value) for key, value in values.items()})
+        bad = [key for key in values if getattr(limits, key) < 1]
+        if bad:
+            raise ValueError(f"decoder limits must be positive integers: {', '.join(bad)}")
+        return limits
+
+
+@dataclass(frozen=True)
 class AnswerOptions:
     """The reference pipeline's post-processing arguments, sent as request parameters of the same names."""
 
@@ -35,9 +69,11 @@ class AnswerOptions:
     align_to_words: bool = True
 
     @classmethod
-    def from_parameters(cls, parameters: Mapping[str, object] | str, max_top_k: int) -> AnswerOptions:
+    def from_parameters(
+        cls, parameters: Mapping[str, object] | str, max_top_k: int, max_answer_len: int
+    ) -> AnswerOptions:
         """Options from a request's parameters (a mapping, or the JSON text the Python backend gives);
-        ``max_top_k`` is the server's limit (the decoder's config)."""
+        ``max_top_k`` and ``max_answer_len`` are the server's limits (the decoder's config)."""
         if isinstance(parameters, str):
             parameters = json.loads(parameters or "{}")
         known = {f.name: f.type for f in fields(cls)}
@@ -57,6 +93,10 @@ class AnswerOptions:
             raise InputError(f"top_k must be at most {max_top_k} (the server's limit), got {options.top_k}")
         if options.max_answer_len < 1:
             raise InputError(f"max_answer_len must be at least 1, got {options.max_answer_len}")
+        if options.max_answer_len > max_answer_len:
+            raise InputError(
+                f"max_answer_len must be at most {max_answer_len} (the server's limit), got {options.max_answer_len}"
+            )
         return options
 
 

@@ -3,9 +3,11 @@ refuses what its predecessor would never send with INVALID_ARGUMENT, fails only 
 and the server keeps serving (no crash, no restart)."""
 
 import re
+import resource
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -14,6 +16,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from tritonclient.utils import InferenceServerException
 
+from runtime.backend import config_file_parameters
+from serving.processes import memory_mb, stub_pids, tritonserver_pids
 from tests.cases import CASES
 from tests.integration import raw
 
@@ -105,14 +109,111 @@ def decoder_tensors(n_windows=1, width=6, context=b"Ada wrote it."):
     }
 
 
+def config(server, model: str) -> dict[str, str]:
+    """The parameters of ``model``'s config.pbtxt in the served repository."""
+    return config_file_parameters(server.repository / model / "config.pbtxt")
+
+
 def test_decoder_answers_well_formed_windows_and_bounds_the_work_of_options(triton_server):
     result = infer(triton_server, "decoder", decoder_tensors(), {"top_k": 2})
     assert result.as_numpy("answer").shape == (1, 2)
     started = time.monotonic()
     assert "top_k must be at most 20" in refused(triton_server, "decoder", decoder_tensors(), {"top_k": 20_000_000})
-    result = infer(triton_server, "decoder", decoder_tensors(n_windows=64, width=384), {"max_answer_len": 10**9})
+    bound = int(config(triton_server, "decoder")["max_answer_len"])
+    width = int(config(triton_server, "tokenizer")["max_seq_len"])
+    result = infer(triton_server, "decoder", decoder_tensors(n_windows=64, width=width), {"max_answer_len": bound})
     assert result.as_numpy("answer").shape == (1, 1)
     assert time.monotonic() - started < 10
+
+
+def test_decoder_refuses_windows_wider_than_the_tokenizer_makes(triton_server):
+    width = int(config(triton_server, "tokenizer")["max_seq_len"])
+    assert infer(triton_server, "decoder", decoder_tensors(width=width)).as_numpy("answer").shape == (1, 1)
+    message = f"windows of {width + 1} tokens; the decoder takes at most {width} (the tokenizer's max_seq_len)"
+    assert message in refused(triton_server, "decoder", decoder_tensors(width=width + 1))
+    started = time.monotonic()  # one 8,000-token window asking for spans of as many tokens: refused at once
+    assert "windows of 8000 tokens" in refused(triton_server, "decoder", decoder_tensors(width=8000))
+    assert time.monotonic() - started < 1
+
+
+def test_decoder_and_ensemble_refuse_max_answer_len_over_the_servers_bound(triton_server):
+    bound = int(config(triton_server, "decoder")["max_answer_len"])
+    assert bound >= int(config(triton_server, "tokenizer")["max_seq_len"])  # every span of a window stays allowed
+    result = infer(triton_server, "decoder", decoder_tensors(), {"max_answer_len": bound})
+    assert result.as_numpy("answer").shape == (1, 1)
+    message = f"max_answer_len must be at most {bound} (the server's limit), got {bound + 1}"
+    assert message in refused(triton_server, "decoder", decoder_tensors(), {"max_answer_len": bound + 1})
+    pair = {"question": raw.strings(["Who wrote it?"]), "context": raw.strings(["Ada wrote it."])}
+    assert message in refused(triton_server, "electra_qa", pair, {"max_answer_len": bound + 1})
+
+
+def contexts_tensors(contexts: list[bytes]) -> dict:
+    """One window per question, each with its context."""
+    tensors = decoder_tensors(n_windows=len(contexts))
+    tensors["window_question"] = np.arange(len(contexts), dtype=np.int32)[:, None]
+    tensors["window_context"] = np.array([[c] for c in contexts], dtype=object)
+    return tensors
+
+
+def test_decoder_refuses_contexts_over_the_tokenizers_limits(triton_server):
+    limits = config(triton_server, "tokenizer")
+    limit, request_limit = int(limits["max_context_chars"]), int(limits["max_request_chars"])
+    context = b"Ada wrote it." + b"x" * (limit - 13)
+    assert infer(triton_server, "decoder", contexts_tensors([context])).as_numpy("answer").shape == (1, 1)
+    assert f"context of window 0 is {limit + 1} characters long; the limit is {limit}" in refused(
+        triton_server, "decoder", contexts_tensors([context + b"x"])
+    )
+    assert f"context of window 0 is {4 * limit + 1} bytes long; the limit is {limit} characters" in refused(
+        triton_server, "decoder", contexts_tensors([b"x" * (4 * limit + 1)])
+    )
+    n = request_limit // limit + 1
+    assert f"the request's contexts hold {n * limit} characters; the limit is {request_limit}" in refused(
+        triton_server, "decoder", contexts_tensors([context] * n)
+    )
+
+
+def decoder_stub(server) -> int:
+    parent = next(iter(tritonserver_pids(int(server.grpc_url.rsplit(":", 1)[1]))))
+    (pid,) = stub_pids(parent, "decoder")  # one instance in the default config
+    return pid
+
+
+@contextmanager
+def private_memory_bound(pid: int, extra_mb: float):
+    """Process ``pid`` may map at most ``extra_mb`` MB of private memory more than it holds now, until the block
+    ends (RLIMIT_DATA: allocations past it fail, in Python with MemoryError; shared memory is not counted)."""
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_DATA)
+    resource.prlimit(pid, resource.RLIMIT_DATA, (int((memory_mb(pid, "VmData") + extra_mb) * 2**20), hard))
+    try:
+        yield
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_DATA, (soft, hard))
+
+
+def full_windows(n_windows: int, width: int, logit: float) -> dict:
+    """``n_windows`` windows of ``width`` tokens, every token but [CLS] one character of the context."""
+    tensors = decoder_tensors(n_windows=n_windows, width=width, context=b"x" * width)
+    tensors["token_offsets"][:, 1:, 0] = np.arange(width - 1)
+    tensors["token_offsets"][:, 1:, 1] = np.arange(1, width)
+    tensors["word_offsets"] = tensors["token_offsets"].copy()
+    for name in ("start_logits", "end_logits"):
+        tensors[name][:, 1:] = logit
+    return tensors
+
+
+def test_decoder_answers_the_widest_windows_of_vanishing_probabilities_quickly_within_bounded_memory(triton_server):
+    width = int(config(triton_server, "tokenizer")["max_seq_len"])
+    n_windows = int(config(triton_server, "tokenizer")["max_windows"])
+    # -1e30: every context probability is exactly 0, the windows take the reference's zero-filled selection
+    tensors = full_windows(n_windows, width, -1e30)
+    with private_memory_bound(decoder_stub(triton_server), 256):
+        started = time.monotonic()
+        result = infer(triton_server, "decoder", tensors, {"top_k": 20})
+        assert time.monotonic() - started < 15
+        assert result.as_numpy("score").shape == (1, 20) and (result.as_numpy("score") == 0).all()
+        started = time.monotonic()  # wider than the model's windows: refused before any work
+        message = refused(triton_server, "decoder", full_windows(1, 8000, -1e30))
+        assert "windows of 8000 tokens" in message and time.monotonic() - started < 1
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from preprocessing import (
     Budget,
     Busy,
     DecoderInput,
+    DecoderLimits,
     InputError,
     QATokenizer,
     decode,
@@ -20,6 +21,10 @@ from preprocessing import (
     tokenize_requests,
 )
 from tests.cases import CASES, LONG_CONTEXT
+
+LIMITS = DecoderLimits(
+    max_top_k=20, max_answer_len=512, max_seq_len=384, max_context_chars=20_000, max_request_chars=40_000
+)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +136,7 @@ def test_requests_decoded_together_equal_each_decoded_alone(tokenizer):
         decoder_request(tokenizer, [q], [c], AnswerOptions(top_k=k), seed=i)
         for i, ((q, c), k) in enumerate(zip(pairs, [1, 3, 1, 3, 1, 1, 3]))
     ]
-    together = decode_requests([DecoderInput.checked(*r) for r in requests])
+    together = decode_requests([DecoderInput.checked(*r, LIMITS) for r in requests])
     for r, got in zip(requests, together):
         alone = decode(*r[:4], r[4][:, 0], [r[5][0, 0].decode()], r[6])
         for name in ("text", "start", "end"):
@@ -143,7 +148,7 @@ def test_requests_decoded_together_equal_each_decoded_alone(tokenizer):
 def test_decoding_stays_bounded_for_any_max_answer_len(tokenizer):
     request = decoder_request(tokenizer, ["Who founded it?"], [LONG_CONTEXT], AnswerOptions(max_answer_len=10**9))
     short = decoder_request(tokenizer, ["Who founded it?"], [LONG_CONTEXT], AnswerOptions(max_answer_len=384))
-    a, b = decode_requests([DecoderInput.checked(*request), DecoderInput.checked(*short)])
+    a, b = decode_requests([DecoderInput.checked(*request, LIMITS), DecoderInput.checked(*short, LIMITS)])
     assert (a.text == b.text).all() and (a.start == b.start).all()
 
 
@@ -165,10 +170,58 @@ def test_decoder_refuses_tensors_no_tokenizer_makes_and_answers_the_others(token
     request = decoder_request(tokenizer, ["Who?", "When?"], ["Ada wrote it.", "In 1843."])
     good = decoder_request(tokenizer, ["Who?"], ["Ada wrote it."])
     try:
-        bad = DecoderInput.checked(*change(request))
+        bad = DecoderInput.checked(*change(request), LIMITS)
     except InputError as error:  # refused for its structure
         assert re.search(message, str(error))
         return
-    results = decode_requests([DecoderInput.checked(*good), bad, DecoderInput.checked(*good)])
+    results = decode_requests([DecoderInput.checked(*good, LIMITS), bad, DecoderInput.checked(*good, LIMITS)])
     assert isinstance(results[1], InputError) and re.search(message, str(results[1]))
     assert results[0].text.shape == results[2].text.shape == (1, 1)
+
+
+def widened(request, width):
+    """``request`` with its windows right-padded to ``width`` tokens (padding as the tokenizer pads)."""
+    pad = width - request[0].shape[1]
+    logits = [np.pad(r, ((0, 0), (0, pad))) for r in request[:2]]
+    offsets = [np.pad(r, ((0, 0), (0, pad), (0, 0)), constant_values=-1) for r in request[2:4]]
+    return (*logits, *offsets, *request[4:])
+
+
+def test_decoder_takes_windows_up_to_the_tokenizers_max_seq_len_and_refuses_wider_ones(tokenizer):
+    request = decoder_request(tokenizer, ["Who?"], ["Ada wrote it."])
+    assert DecoderInput.checked(*widened(request, LIMITS.max_seq_len), LIMITS).start_logits.shape[1] == 384
+    with pytest.raises(InputError, match=r"windows of 385 tokens; the decoder takes at most 384 \(the tokenizer's"):
+        DecoderInput.checked(*widened(request, LIMITS.max_seq_len + 1), LIMITS)
+
+
+def test_decoder_refuses_contexts_over_the_tokenizers_characters_limits(tokenizer):
+    context = "Ada wrote it. " + "x" * (LIMITS.max_context_chars - 14)
+    assert len(DecoderInput.checked(*decoder_request(tokenizer, ["Who?"], [context]), LIMITS).contexts[0]) == 20_000
+    with pytest.raises(InputError, match="context of window 0 is 20001 characters long; the limit is 20000"):
+        DecoderInput.checked(*decoder_request(tokenizer, ["Who?"], [context + "x"]), LIMITS)
+    with pytest.raises(InputError, match="context of window 0 is 80001 bytes long; the limit is 20000 characters"):
+        DecoderInput.checked(*decoder_request(tokenizer, ["Who?"], ["x" * 80_001]), LIMITS)
+    three = decoder_request(tokenizer, ["Who?"] * 3, [context] * 3)
+    with pytest.raises(
+        InputError, match="the request's contexts hold 60000 characters; the limit is 40000 per request"
+    ):
+        DecoderInput.checked(*three, LIMITS)
+
+
+def test_a_request_whose_decoding_fails_fails_alone(tokenizer, monkeypatch):
+    import preprocessing.batch
+
+    def decode_unless_poisoned(*args):
+        if any("poison" in context for context in args[5]):
+            raise MemoryError("Unable to allocate 7.45 GiB")
+        return decode(*args)
+
+    monkeypatch.setattr(preprocessing.batch, "decode", decode_unless_poisoned)
+    good = [decoder_request(tokenizer, [q], [c], seed=i) for i, (q, c) in enumerate(list(CASES.values())[:3])]
+    bad = decoder_request(tokenizer, ["Who?"], ["Ada wrote the poison."])
+    results = decode_requests([DecoderInput.checked(*r, LIMITS) for r in (good[0], bad, good[1], good[2])])
+    assert isinstance(results[1], MemoryError)
+    for r, got in zip(good, results[:1] + results[2:]):
+        alone = decode(*r[:4], r[4][:, 0], [r[5][0, 0].decode()], r[6])
+        assert got.text.tolist() == alone.text.tolist() and got.start.tolist() == alone.start.tolist()
+    assert isinstance(decode_requests([DecoderInput.checked(*bad, LIMITS)])[0], MemoryError)  # alone, too

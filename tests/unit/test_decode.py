@@ -101,3 +101,56 @@ def test_decode_handles_a_window_whose_spans_number_exactly_what_it_asks_for(ans
     # argpartition raises here; found by the fuzz tests)
     decoded = answer(["\x1b"], ["0"], top_k=3)
     assert rows(decoded, 0)[0][0] == "0" and all(t == "0"[s:e] for t, _, s, e in rows(decoded, 0))
+
+
+def degenerate_window(rng, width, question, context, zeros):
+    """Probabilities of one window as ``decode`` holds them: [CLS] (zeroed), question, [SEP], context, [SEP],
+    padding; ``zeros`` of the context's tokens at exactly 0 (logits far below the others)."""
+    keep = np.zeros(width, bool)
+    keep[0] = True
+    keep[question + 2 : question + 2 + context] = True
+    p_start, p_end = (np.where(keep, rng.random(width, np.float32), np.float32(0)) for _ in range(2))
+    p_start[0] = p_end[0] = 0
+    for p in (p_start, p_end):
+        p[rng.choice(np.flatnonzero(keep)[1:], zeros, replace=False)] = 0
+    return p_start, p_end, keep
+
+
+@pytest.mark.parametrize("max_answer_len", [1, 3, 15, 512])
+@pytest.mark.parametrize(("question", "context", "zeros"), [(3, 2, 0), (40, 5, 2), (5, 300, 300), (10, 200, 190)])
+def test_the_zero_filled_windows_replay_the_references_own_span_selection(max_answer_len, question, context, zeros):
+    from transformers.pipelines.question_answering import decode_spans
+
+    from preprocessing.decode import _reference_spans
+
+    rng = np.random.default_rng(question + context + zeros)
+    width = question + context + 3 + 7
+    offset = np.arange(width)[None, :] - np.arange(width)[:, None]
+    band_mask = ((offset >= 0) & (offset < max_answer_len)).astype(np.float32)
+    for k in (1, 12, 50):
+        p_start, p_end, keep = degenerate_window(rng, width, question, context, zeros)
+        n = int(np.flatnonzero(keep)[-1]) + 2
+        scores, starts, ends = _reference_spans(p_start, p_end, keep, k, band_mask)
+        want_starts, want_ends, want_scores = decode_spans(p_start[:n], p_end[:n], k, max_answer_len, keep[:n])
+        assert starts.tolist() == want_starts.tolist() and ends.tolist() == want_ends.tolist()
+        np.testing.assert_array_equal(scores, want_scores)
+
+
+def test_windows_whose_context_probabilities_underflow_decode_within_bounded_memory():
+    import time
+    import tracemalloc
+
+    n_windows, width = 256, 384  # the widest windows the decoder step takes (the tokenizer's max_seq_len)
+    offsets = np.full((n_windows, width, 2), -1, np.int32)
+    offsets[:, 1:-1, 0] = np.arange(width - 2)
+    offsets[:, 1:-1, 1] = np.arange(width - 2) + 1
+    logits = np.full((n_windows, width), -1e30, np.float32)
+    logits[:, 0] = 0  # [CLS] takes all of the softmax: every context probability is exactly 0
+    tracemalloc.start()
+    started = time.monotonic()
+    decoded = decode(logits, logits, offsets, offsets.copy(), np.zeros(n_windows, np.int32), ["x" * width])
+    elapsed, peak = time.monotonic() - started, tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert decoded.text.shape == (1, 1) and decoded.score[0, 0] == 0
+    assert peak < 64e6, f"{peak / 1e6:.0f} MB"
+    assert elapsed < 10

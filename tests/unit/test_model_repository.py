@@ -113,6 +113,18 @@ def test_tokenizer_and_decoder_variants_differ_only_in_instances_and_windows(var
         assert config == default, f"{name}/configs/{variant}.pbtxt"
 
 
+@pytest.mark.parametrize("variant", ["default", *VARIANT_NAMES])
+def test_decoder_limits_load_from_every_variant_and_allow_every_span_of_a_window(variant):
+    from preprocessing import DecoderLimits
+
+    def parameters(name):
+        config = load_variant(name, variant) if variant != "default" else load(name)
+        return {key: value.string_value for key, value in config.parameters.items()}
+
+    limits = DecoderLimits.from_config(parameters("decoder"), parameters("tokenizer"))
+    assert limits.max_answer_len >= limits.max_seq_len  # a span never exceeds a window: any length stays allowed
+
+
 def test_model_step_variants_read_the_files_the_export_writes():
     from runtime.engines import ENGINES
 

@@ -1,6 +1,6 @@
 import pytest
 
-from preprocessing import AnswerOptions, InputError, RequestLimits, read_pairs, readable_texts
+from preprocessing import AnswerOptions, DecoderLimits, InputError, RequestLimits, read_pairs, readable_texts
 
 
 def test_readable_texts_returns_utf8_strings():
@@ -28,11 +28,13 @@ def test_readable_texts_refuses_text_over_the_character_limit():
 
 
 def test_answer_options_default_to_the_pipelines():
-    assert AnswerOptions.from_parameters("", max_top_k=20) == AnswerOptions(1, 15, False, True)
+    assert AnswerOptions.from_parameters("", max_top_k=20, max_answer_len=512) == AnswerOptions(1, 15, False, True)
 
 
 def test_answer_options_read_the_backends_json_parameters():
-    options = AnswerOptions.from_parameters('{"top_k":3,"handle_impossible_answer":true}', max_top_k=20)
+    options = AnswerOptions.from_parameters(
+        '{"top_k":3,"handle_impossible_answer":true}', max_top_k=20, max_answer_len=512
+    )
     assert options == AnswerOptions(top_k=3, handle_impossible_answer=True)
 
 
@@ -46,11 +48,40 @@ def test_answer_options_read_the_backends_json_parameters():
         ({"top_k": 0}, "top_k must be at least 1"),
         ({"top_k": 21}, "top_k must be at most 20"),
         ({"max_answer_len": 0}, "max_answer_len must be at least 1"),
+        ({"max_answer_len": 513}, r"max_answer_len must be at most 512 \(the server's limit\), got 513"),
+        ({"max_answer_len": 10**9}, "max_answer_len must be at most 512"),
     ],
 )
 def test_answer_options_refuse_bad_parameters(parameters, message):
     with pytest.raises(InputError, match=message):
-        AnswerOptions.from_parameters(parameters, max_top_k=20)
+        AnswerOptions.from_parameters(parameters, max_top_k=20, max_answer_len=512)
+
+
+def test_answer_options_take_max_answer_len_up_to_the_servers_limit():
+    assert AnswerOptions.from_parameters({"max_answer_len": 512}, 20, 512).max_answer_len == 512
+
+
+DECODER = {"max_top_k": "20", "max_answer_len": "512"}
+TOKENIZER = {"max_seq_len": "384", "max_context_chars": "1000", "max_request_chars": "2000", "doc_stride": "128"}
+
+
+def test_decoder_limits_come_from_its_config_and_the_tokenizers():
+    assert DecoderLimits.from_config(DECODER, TOKENIZER) == DecoderLimits(20, 512, 384, 1000, 2000)
+
+
+@pytest.mark.parametrize(
+    ("decoder", "tokenizer", "message"),
+    [
+        ({"max_top_k": "20"}, TOKENIZER, r"unknown none, missing \['max_answer_len'\]"),
+        ({**DECODER, "max_answer_length": "9"}, TOKENIZER, r"unknown \['max_answer_length'\], missing none"),
+        (DECODER, {"max_seq_len": "384"}, r"missing \[\"tokenizer's max_context_chars\", \"tokenizer's max_request"),
+        ({**DECODER, "max_answer_len": "0"}, TOKENIZER, "must be positive integers: max_answer_len"),
+        ({**DECODER, "max_answer_len": "many"}, TOKENIZER, "invalid literal"),
+    ],
+)
+def test_decoder_limits_refuse_a_missing_unknown_or_bad_key(decoder, tokenizer, message):
+    with pytest.raises(ValueError, match=message):
+        DecoderLimits.from_config(decoder, tokenizer)
 
 
 def test_request_limits_come_from_config_parameters():

@@ -31,7 +31,8 @@ class TritonPythonModel:
     def initialize(self, args):
         parameters = config_parameters(args)
         self.limits = RequestLimits.from_config(parameters)
-        self.max_top_k = int(sibling_parameters(args, "decoder")["max_top_k"])
+        decoder = sibling_parameters(args, "decoder")  # the answer options' bounds, checked before any work
+        self.max_top_k, self.max_answer_len = int(decoder["max_top_k"]), int(decoder["max_answer_len"])
         settings = WindowSettings(max_seq_len=int(parameters["max_seq_len"]), doc_stride=int(parameters["doc_stride"]))
         self.tokenizer = QATokenizer(
             version_dir(args) / parameters["tokenizer_file"],
@@ -57,7 +58,7 @@ class TritonPythonModel:
         """(questions, contexts, the contexts' raw bytes); options refused here, before any work."""
         contexts = input_array(pb_utils, request, "context", np.object_).ravel()
         questions = input_array(pb_utils, request, "question", np.object_).ravel()
-        AnswerOptions.from_parameters(request.parameters(), self.max_top_k)
+        AnswerOptions.from_parameters(request.parameters(), self.max_top_k, self.max_answer_len)
         return (*read_pairs(questions, contexts, self.limits), contexts)
 
     @staticmethod
