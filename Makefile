@@ -31,7 +31,7 @@ METRICS_PORT ?= 8002
 SIZE ?= tiny
 PYTEST_ARGS ?=
 
-.PHONY: setup lint format checkov serve test export checkpoint bench prepost eval bulk perf perf-analyzer gpu-kit soak clean
+.PHONY: setup lint format checkov system-tools serve test export checkpoint bench prepost eval bulk perf perf-analyzer gpu-kit soak clean
 
 setup: $(sort $(TOOLS_SETUP) $(SERVER_SETUP))
 
@@ -165,7 +165,21 @@ format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: setup lint checkov perf-analyzer
+# What the container tests (tests/integration/test_image.py) run beside the project: the containers' proxy (nginx)
+# and Linux namespaces (util-linux's unshare and nsenter, iproute2's ip); installed with apt-get where missing
+# and allowed.
+SYSTEM_TOOLS := nginx unshare nsenter ip
+system-tools:
+	@missing="$$(for t in $(SYSTEM_TOOLS); do PATH="$$PATH:/usr/sbin:/sbin" command -v $$t >/dev/null || echo $$t; done)"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq nginx-light util-linux iproute2 >/dev/null; \
+	  else \
+	    echo "make test needs $$missing (Debian/Ubuntu: apt-get install nginx-light util-linux iproute2)" >&2; exit 1; \
+	  fi; \
+	fi
+
+test: setup lint checkov perf-analyzer system-tools
 	SERVER_PYTHON="$(PYTHON)" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -26,6 +26,7 @@ import os
 import sys
 import time
 import urllib.request
+from datetime import datetime, timezone
 from pathlib import Path
 
 from serving.processes import memory_mb, tritonserver_pids
@@ -177,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     time.sleep(args.settle_s)
     started = time.monotonic()
+    print(f"drain: unloading {ENSEMBLE} at {datetime.now(timezone.utc).isoformat(timespec='milliseconds')}", flush=True)
     try:
         state = drain(AdminClient(args.url, key, timeout_s=5.0), timeout_s=args.timeout_s)
     except (OSError, ValueError) as error:  # the server is not serving (yet, any more): nothing to drain

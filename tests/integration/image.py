@@ -7,7 +7,8 @@ editable install and no checkout on its path. The base image's own parts are sto
 has of the same release: nvidia-pytriton's tritonserver 2.51 (with the Python-backend stub of the image's Python)
 as ``/opt/tritonserver/bin/tritonserver``, and an entrypoint that runs its arguments as NGC's does.
 
-``Container`` starts a command from that layout the way a container runtime does: in network, PID and mount
+``Container`` starts a command from that layout the way a container runtime does: in network (or another
+container's, as the containers of a pod and compose's ``network_mode: service:...`` share one), PID and mount
 namespaces of its own (only its loopback, the fixed ports 8000-8002 free whatever else runs here; its own /proc,
 so that the probes see only its processes; a fresh /dev/shm), with the image's environment and working directory
 and the volumes mapped. ``exec`` runs a command inside it (``docker compose exec``, a probe or a hook of the
@@ -82,6 +83,7 @@ class Image:
     workdir: str
     release: str  # of the NGC base image
     entrypoint: list[str] = field(default_factory=lambda: [NGC_ENTRYPOINT])
+    stop_signal: int = signal.SIGTERM  # the image's STOPSIGNAL
 
     def host_path(self, path: str) -> str:
         """Where an absolute path of the image lies here."""
@@ -89,6 +91,8 @@ class Image:
 
     @property
     def path_variable(self) -> str:
+        if not self.release:  # a stand-in image of this machine's own programs
+            return SYSTEM_PATH
         return os.pathsep.join(
             [str(self.python.parent), self.host_path(str(Path(NGC_TRITONSERVER).parent)), SYSTEM_PATH]
         )
@@ -96,6 +100,13 @@ class Image:
     def environment(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         """A container's environment: the image's, then the service's."""
         return {"PATH": self.path_variable, "HOME": self.host_path("/root"), **self.env, **(extra or {})}
+
+
+def stand_in(root: Path, stop_signal: int = signal.SIGTERM) -> Image:
+    """An image whose programs are this machine's (nginx for the proxy's image), with an empty filesystem of
+    its own under ``root`` and the image's stop signal."""
+    root.mkdir(parents=True, exist_ok=True)
+    return Image(root, Path(sys.executable), {}, "/", "", entrypoint=[], stop_signal=stop_signal)
 
 
 def build(dockerfile: Path, context: Path, root: Path, build_args: dict[str, str] | None = None) -> Image:
@@ -208,16 +219,28 @@ def _mapped(command: str, image: Image) -> str:
 class Container:
     """A process tree started from an image's layout as a container; see the module's docstring."""
 
-    def __init__(self, image: Image, argv: list[str], env: dict[str, str], volumes: dict[str, Path], log: Path):
+    def __init__(
+        self,
+        image: Image,
+        argv: list[str],
+        env: dict[str, str],
+        volumes: dict[str, Path],
+        log: Path,
+        network_of: Container | None = None,
+    ):
         self.image, self.log, self.volumes = image, log, volumes
         self.env = image.environment(env)
         self.argv = [self._host(a) for a in argv]
-        setup = 'ip link set lo up && mount -t tmpfs -o size=1g,mode=1777 shm /dev/shm && cd "$0" && exec "$@"'
+        network = "" if network_of else "ip link set lo up && "
+        setup = network + 'mount -t tmpfs -o size=1g,mode=1777 shm /dev/shm && cd "$0" && exec "$@"'
+        # a network namespace of its own, or the one of ``network_of``
+        join = ["nsenter", f"--target={network_of.pid}", "--net", "--"] if network_of else []
         with open(log, "ab") as out:
             self.runtime = subprocess.Popen(
                 [
+                    *join,
                     "unshare",
-                    "--net",
+                    *([] if network_of else ["--net"]),
                     "--pid",
                     "--fork",
                     "--mount-proc",
@@ -237,14 +260,16 @@ class Container:
     def _host(self, value: str) -> str:
         """An argument with the image's and the volumes' paths as they lie here."""
         for inside, outside in self.volumes.items():
-            value = re.sub(rf"(?<![\w.-]){re.escape(inside)}(?=/|$)", str(outside), value)
+            value = re.sub(rf"(?<![\w.-]){re.escape(inside)}(?![\w.-])", str(outside), value)
         if value.startswith("/") and os.path.exists(self.image.host_path(value)):
             return self.image.host_path(value)
         return value
 
     def _first_process(self) -> int:
-        """The container's PID 1, as this machine numbers it."""
-        children = Path(f"/proc/{self.runtime.pid}/task/{self.runtime.pid}/children")
+        """The container's PID 1, as this machine numbers it: the child of ``unshare`` (which ``nsenter`` becomes
+        when the container joins another's network)."""
+        pid = self.runtime.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children")
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -285,27 +310,38 @@ class Container:
         """A host command (a client, a probe) on the container's network only."""
         return subprocess.Popen(["nsenter", f"--target={self.pid}", "--net", *argv], **kwargs)
 
-    def http_status(self, port: int, path: str) -> int:
-        """What an HTTP GET of ``path`` on the container's ``port`` answers (0: no answer), as a probe sees it."""
+    def http_status(self, port: int, path: str, body: bytes | None = None) -> int:
+        """What an HTTP GET of ``path`` (a POST of ``body``) on the container's ``port`` answers (0: no answer),
+        as a probe or a client on its network sees it."""
         probe = (
             "import sys, urllib.request, urllib.error\n"
+            "body = sys.stdin.buffer.read() if sys.argv[1] == 'post' else None\n"
             "try:\n"
-            f"    print(urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=3).status)\n"
+            f"    print(urllib.request.urlopen('http://127.0.0.1:{port}{path}', data=body, timeout=10).status)\n"
             "except urllib.error.HTTPError as error:\n"
             "    print(error.code)\n"
             "except OSError:\n"
             "    print(0)\n"
         )
-        process = self.on_network([sys.executable, "-c", probe], stdout=subprocess.PIPE, text=True)
-        out, _ = process.communicate(timeout=30)
+        process = self.on_network(
+            [sys.executable, "-c", probe, "get" if body is None else "post"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        out, _ = process.communicate(body or b"", timeout=60)
         return int(out.strip() or 0)
 
+    def tcp_open(self, port: int) -> bool:
+        """Whether a TCP connection to the container's ``port`` opens (a tcpSocket probe)."""
+        probe = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=3).close()"
+        return self.on_network([sys.executable, "-c", probe], stderr=subprocess.DEVNULL).wait(timeout=30) == 0
+
     def stop(self, grace_s: float = 30) -> float:
-        """``docker stop``: SIGTERM to PID 1, SIGKILL after ``grace_s``; how long it took."""
+        """``docker stop``: the image's stop signal to PID 1, SIGKILL after ``grace_s``; how long it took."""
         started = time.monotonic()
         if self.alive():
             try:
-                os.kill(self.pid, signal.SIGTERM)
+                os.kill(self.pid, self.image.stop_signal)
             except ProcessLookupError:
                 pass
             try:

@@ -5,6 +5,11 @@ results as JSON on standard output.
         -> [[text, score, start, end], ...]
     python -m tests.integration.netns_client load URL SECONDS CONCURRENCY  < [question, context]
         -> [{"sent": t, "done": t, "error": null or "ErrorType: message"}, ...]   (wall-clock seconds)
+    python -m tests.integration.netns_client large URL BYTES
+        -> "ErrorType: message" of one question whose context has BYTES bytes, or null when answered
+    python -m tests.integration.netns_client idle URL CONNECTIONS SECONDS
+        -> {"answered": bool, "open_after": n}: CONNECTIONS idle TCP connections opened, a question asked
+           beside them, then how many the server still holds open SECONDS later
 
 ``load`` asks without retries, so that each call's own outcome shows.
 """
@@ -12,6 +17,8 @@ results as JSON on standard output.
 from __future__ import annotations
 
 import json
+import resource
+import socket
 import sys
 import threading
 import time
@@ -48,7 +55,50 @@ def load(url: str, seconds: float, concurrency: int) -> list:
     return calls
 
 
+def large(url: str, size: int) -> str | None:
+    with TritonQA(url, timeout_s=60, retry=NO_RETRIES) as qa:
+        try:
+            qa.ask("What is it?", "a" * size)
+        except QAError as failure:
+            return f"{type(failure).__name__}: {failure}"
+    return None
+
+
+def still_open(connection: socket.socket) -> bool:
+    """Whether the server still holds ``connection`` open (what it sent first, e.g. HTTP/2's settings, read)."""
+    connection.setblocking(False)
+    try:
+        while connection.recv(65536):
+            pass
+        return False  # b"": closed by the server
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        connection.close()
+
+
+def idle(url: str, connections: int, seconds: float) -> dict:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, connections + 256)), hard))
+    host, port = url.rsplit(":", 1)
+    sockets = [socket.create_connection((host, int(port)), timeout=5) for _ in range(connections)]
+    with TritonQA(url, timeout_s=30) as qa:
+        answered = bool(qa.ask("What is it?", "It is a small test."))
+    time.sleep(seconds)
+    open_after = sum(still_open(s) for s in sockets)
+    return {"answered": answered, "open_after": open_after}
+
+
 if __name__ == "__main__":
     command, url, *rest = sys.argv[1:]
-    result = ask(url) if command == "ask" else load(url, float(rest[0]), int(rest[1]))
+    if command == "ask":
+        result = ask(url)
+    elif command == "load":
+        result = load(url, float(rest[0]), int(rest[1]))
+    elif command == "large":
+        result = large(url, int(rest[0]))
+    else:
+        result = idle(url, int(rest[0]), float(rest[1]))
     json.dump(result, sys.stdout)

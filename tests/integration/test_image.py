@@ -17,9 +17,13 @@ import json
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -33,13 +37,18 @@ from serving.export import copy_repository
 from serving.export import main as export_main
 from tests.cases import CASES
 from tests.conftest import ROOT, as_list, assert_same_answers
-from tests.integration.image import Container, Image, build
+from tests.integration.image import Container, Image, build, stand_in
 
 pytestmark = pytest.mark.integration
 
 COMPOSE = PyCompose.from_yaml((ROOT / "docker-compose.yml").read_text()).to_dict()
-HTTP, GRPC = 8000, 8001  # the containers' ports
+HTTP, GRPC = 8000, 8001  # the containers' ports (their proxy's)
+# the nginx image's own command, its configuration file named (the path compose and the pod mount it at), and
+# its stop signal (STOPSIGNAL SIGQUIT: a graceful stop)
+NGINX_COMMAND = ["nginx", "-c", "/etc/nginx/nginx.conf", "-g", "daemon off;"]
+NGINX_STOP = signal.SIGQUIT
 READY_TIMEOUT_S = 300
+MARGIN_S = 0.05
 
 
 def interpolate(value: str, env: dict[str, str]) -> str:
@@ -124,29 +133,63 @@ def test_the_layout_has_the_project_installed_not_a_checkout_on_a_path(image):
     assert "PYTHONPATH" not in image.env
 
 
-@pytest.fixture(scope="module")
-def compose_cpu(image, tmp_path_factory, tiny_checkpoint):
+def compose_proxy(triton: Container, name: str, log: Path) -> Container:
+    """The compose proxy service ``name`` in ``triton``'s network namespace, its configuration mounted."""
+    service = COMPOSE["services"][name]
+    (volume,) = service["volumes"]
+    source, target, _ = volume.split(":")
+    return Container(
+        stand_in(log.parent / "nginx-image", NGINX_STOP),
+        NGINX_COMMAND,
+        {},
+        {target: ROOT / source},
+        log,
+        network_of=triton,
+    )
+
+
+def deep_json(depth: int) -> bytes:
+    """An inference body whose parameters nest ``depth`` deep (Triton's JSON parser recurses on it)."""
+    return b'{"parameters":{"x":' + b"[" * depth + b"]" * depth + b'},"inputs":[]}'
+
+
+def test_compose_cpu_service_behind_its_proxy(image, tmp_path_factory, tiny_checkpoint, reference):
     repository = exported(tmp_path_factory, tiny_checkpoint)
-    log = tmp_path_factory.mktemp("compose-cpu") / "triton-cpu.log"
-    container, key = compose_container(image, "triton-cpu", repository, log)
-    healthcheck = COMPOSE["services"]["triton-cpu"]["healthcheck"]["test"]
-    assert healthcheck[0] == "CMD"
-    wait_until(lambda: container.exec(healthcheck[1:]).returncode == 0, READY_TIMEOUT_S, container, "healthy")
-    yield container
-    container.stop()
+    workdir = tmp_path_factory.mktemp("compose-cpu")
+    triton, _ = compose_container(image, "triton-cpu", repository, workdir / "triton-cpu.log")
+    assert COMPOSE["services"]["proxy-cpu"]["network_mode"] == "service:triton-cpu"
+    proxy = compose_proxy(triton, "proxy-cpu", workdir / "proxy-cpu.log")
+    try:
+        healthcheck = COMPOSE["services"]["triton-cpu"]["healthcheck"]["test"]
+        assert healthcheck[0] == "CMD"
+        wait_until(lambda: triton.exec(healthcheck[1:]).returncode == 0, READY_TIMEOUT_S, triton, "healthy")
+        wait_until(lambda: triton.http_status(HTTP, "/v2/health/ready") == 200, 30, proxy, "the proxy")
 
+        # questions through the proxy's gRPC port, answered as the pipeline answers them
+        pairs = [CASES["squad"], CASES["emoji"], CASES["long"]]
+        got = on_network(triton, "ask", f"127.0.0.1:{GRPC}", stdin=pairs)
+        for (question, context), answer in zip(pairs, got):
+            assert_same_answers([tuple(answer)], as_list(reference(question=question, context=context)))
+        assert "ModuleNotFoundError" not in triton.log.read_text()
+        assert str(ROOT) not in triton.env.get("PATH", "") and "PYTHONPATH" not in triton.env
 
-def test_compose_cpu_service_answers_as_the_pipeline(compose_cpu, reference):
-    pairs = [CASES["squad"], CASES["emoji"], CASES["long"]]
-    got = on_network(compose_cpu, "ask", f"127.0.0.1:{GRPC}", stdin=pairs)
-    for (question, context), answer in zip(pairs, got):
-        assert_same_answers([tuple(answer)], as_list(reference(question=question, context=context)))
-
-
-def test_compose_cpu_service_runs_without_a_path_variable(compose_cpu):
-    log = compose_cpu.log.read_text()
-    assert "ModuleNotFoundError" not in log and "PYTHONPATH" not in " ".join(compose_cpu.argv)
-    assert str(ROOT) not in (compose_cpu.env.get("PATH", "") + compose_cpu.env.get("PYTHONPATH", ""))
+        # Triton listens on loopback only; what callers send reaches it through the proxy's bounds
+        assert {"--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1"} <= set(
+            triton.argv
+        )
+        for _ in range(2):  # the body that crashes tritonserver's JSON parser never reaches it
+            assert triton.http_status(HTTP, "/v2/models/electra_qa/infer", deep_json(200_000)) == 413
+        assert triton.http_status(HTTP, "/v2/models/electra_qa/infer", deep_json(10)) == 403  # no POST at all
+        refused = on_network(triton, "large", f"127.0.0.1:{GRPC}", str(17 * 2**20), stdin=None)
+        assert refused.startswith("InvalidInputError") and "16 MiB" in refused, refused
+        held = on_network(triton, "idle", f"127.0.0.1:{GRPC}", "2000", "12", stdin=None)
+        assert held == {"answered": True, "open_after": 0}  # idle connections are cut after 10 s
+        assert triton.http_status(8002, "/metrics") == 200
+        (answer,) = on_network(triton, "ask", f"127.0.0.1:{GRPC}", stdin=[CASES["squad"]])
+        assert triton.alive() and proxy.alive()
+    finally:
+        proxy.stop()
+        triton.stop()
 
 
 def test_tensorrt_service_loads_every_model_but_electra_and_its_config_names_the_export(
@@ -194,77 +237,118 @@ def expand(value: str, env: dict[str, str]) -> str:
     return re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), value)
 
 
-@pytest.fixture(scope="module")
-def pod(image, tmp_path_factory, tiny_checkpoint):
-    (deployment,) = [d for d in kubectl_kustomize("cpu") if d["kind"] == "Deployment"]
-    spec = deployment["spec"]["template"]["spec"]
-    (container,) = spec["containers"]
-    key = secrets.token_hex(16)
+def container_env(container: dict, key: str) -> dict[str, str]:
+    """A container's environment as the kubelet sets it: values expanded, the Secret's key stood in by ``key``."""
     env = {}
-    for variable in container["env"]:
+    for variable in container.get("env", []):
         secret = variable.get("valueFrom", {}).get("secretKeyRef")
         env[variable["name"]] = key if secret else expand(variable["value"], env)
+    return env
+
+
+@pytest.fixture(scope="module")
+def pod(image, tmp_path_factory, tiny_checkpoint):
+    """The cpu overlay's pod: its triton container, then its proxy container in the same network namespace."""
+    (deployment,) = [d for d in kubectl_kustomize("cpu") if d["kind"] == "Deployment"]
+    spec = deployment["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in spec["containers"]}
+    assert set(containers) == {"triton", "proxy"}
+    triton, proxy = containers["triton"], containers["proxy"]
+    env = container_env(triton, secrets.token_hex(16))
     repository = exported(tmp_path_factory, tiny_checkpoint)
-    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    argv = image.entrypoint + [expand(a, env) for a in container.get("command", []) + container["args"]]
-    log = tmp_path_factory.mktemp("pod") / "triton.log"
-    running = Container(image, argv, env, {mounts["models"]: repository}, log)
-    yield running, container, spec
-    running.stop()
+    mounts = {m["name"]: m["mountPath"] for m in triton["volumeMounts"]}
+    argv = image.entrypoint + [expand(a, env) for a in triton.get("command", []) + triton["args"]]
+    workdir = tmp_path_factory.mktemp("pod")
+    running = {"triton": Container(image, argv, env, {mounts["models"]: repository}, workdir / "triton.log")}
+    assert "command" not in proxy and "args" not in proxy  # the nginx image's own command
+    (config,) = [m for m in proxy["volumeMounts"] if m["name"] == "proxy-config"]
+    assert config["subPath"] == "nginx.conf"  # the ConfigMap made from deploy/k8s/base/nginx.conf
+    running["proxy"] = Container(
+        stand_in(workdir / "nginx-image", NGINX_STOP),
+        NGINX_COMMAND,
+        container_env(proxy, ""),
+        {config["mountPath"]: ROOT / "deploy" / "k8s" / "base" / "nginx.conf"},
+        workdir / "proxy.log",
+        network_of=running["triton"],
+    )
+    yield running, containers, spec
+    for name in ("proxy", "triton"):
+        running[name].stop()
 
 
-def probe(running: Container, container: dict, name: str) -> bool:
-    """One run of the container's probe ``name``, as the kubelet runs it."""
+def probe(running: Container, container: dict, name: str, ports: dict[str, int]) -> bool:
+    """One run of the container's probe ``name``, as the kubelet runs it (``ports``: the pod's, by name)."""
     probe = container[name]
     if "exec" in probe:
         return running.exec(probe["exec"]["command"], timeout_s=probe["timeoutSeconds"]).returncode == 0
-    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    return running.http_status(ports[probe["httpGet"]["port"]], probe["httpGet"]["path"]) == 200
+    if "tcpSocket" in probe:
+        port = probe["tcpSocket"]["port"]
+        return running.tcp_open(ports.get(port, port))
+    port = probe["httpGet"]["port"]
+    return running.http_status(ports.get(port, port), probe["httpGet"]["path"]) == 200
 
 
 def test_kubernetes_cpu_pod_probes_and_prestop_drain(pod, reference):
-    running, container, spec = pod
+    running, containers, spec = pod
+    ports = {p["name"]: p["containerPort"] for c in containers.values() for p in c.get("ports", [])}
+    triton, container = running["triton"], containers["triton"]
     startup = container["startupProbe"]
     limit_s = startup["periodSeconds"] * startup["failureThreshold"]
-    wait_until(lambda: probe(running, container, "startupProbe"), limit_s, running, "startup probe")
-    wait_until(lambda: probe(running, container, "readinessProbe"), 60, running, "readiness probe")
-    assert probe(running, container, "livenessProbe")
+    wait_until(lambda: probe(triton, container, "startupProbe", ports), limit_s, triton, "startup probe")
+    for name, one in running.items():
+        ready = partial(probe, one, containers[name], "readinessProbe", ports)
+        wait_until(ready, 60, one, f"{name} readiness")
+        assert probe(one, containers[name], "livenessProbe", ports), name
 
     # liveness fails past its memory bound: the same command with a bound below what tritonserver holds
     live = container["livenessProbe"]["exec"]["command"]
     bound = live.index("--max-memory-mb") + 1
     below = [*live[:bound], "1", *live[bound + 1 :]]
-    failed = running.exec(below)
+    failed = triton.exec(below)
     assert failed.returncode == 1 and "private memory" in failed.stderr, failed.stderr
 
     question, context = CASES["squad"]
-    (answer,) = on_network(running, "ask", f"127.0.0.1:{GRPC}", stdin=[[question, context]])
+    (answer,) = on_network(triton, "ask", f"127.0.0.1:{GRPC}", stdin=[[question, context]])
     assert_same_answers([tuple(answer)], as_list(reference(question=question, context=context)))
 
-    # preStop under load: calls in flight when the ensemble is unloaded finish; later ones are refused clearly
+    # termination under load: both containers' preStop hooks at once, as the kubelet runs them; calls in flight
+    # when the ensemble is unloaded finish, later ones are refused clearly
     pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
     settle_s = float(pre_stop[pre_stop.index("--settle-s") + 1])
-    load = container_load(running, seconds=settle_s + 4)
+    load = container_load(triton, seconds=settle_s + 4)
     started = time.time()
-    drained = running.exec(pre_stop, timeout_s=spec["terminationGracePeriodSeconds"])
+    with ThreadPoolExecutor(2) as hooks:
+        runs = {
+            name: hooks.submit(one.exec, containers[name]["lifecycle"]["preStop"]["exec"]["command"], 60)
+            for name, one in running.items()
+        }
+        drained, quit_proxy = runs["triton"].result(), runs["proxy"].result()
+    assert drained.returncode == 0 and "UNLOADING" not in drained.stdout, drained.stdout + drained.stderr
+    assert quit_proxy.returncode == 0, quit_proxy.stderr
+    # then each container's stop signal: the proxy stops gracefully while calls are still coming
+    grace_s = spec["terminationGracePeriodSeconds"]
+    proxy_exit_s = running["proxy"].stop(grace_s=grace_s - (time.time() - started))
     drain_s = time.time() - started
     calls = load.result()
-    assert drained.returncode == 0 and "UNLOADING" not in drained.stdout, drained.stdout + drained.stderr
     failures = [c for c in calls if c["error"]]
     assert failures, "no call was refused after the drain"
     assert all(c["error"].startswith("ServerUnavailableError") for c in failures), failures[:3]
-    # the hook unloads only after its settle time: no call failed before
-    assert min(c["sent"] for c in failures) >= started + settle_s
-    # a call admitted before the unload and answered after calls were already being refused was in flight
-    # through the unload: it finished
-    first_refused = min(c["done"] for c in failures)
-    assert [c for c in calls if not c["error"] and c["done"] > first_refused], "no call was in flight at the unload"
-    assert not probe(running, container, "readinessProbe")  # the ensemble is gone: not ready
-    assert probe(running, container, "livenessProbe")  # but alive: no restart while draining
+    # the hooks act only after their settle time: no call failed before
+    # calls in flight when the ensemble was unloaded (the hook says when: just before it asks) finished; only
+    # calls sent after it are refused (MARGIN_S: the unload request's own way to Triton)
+    unloaded_at = datetime.fromisoformat(re.search(r"unloading \S+ at (\S+)", drained.stdout).group(1)).timestamp()
+    assert not [c for c in failures if c["sent"] < unloaded_at - MARGIN_S][:3], "a call sent before the unload failed"
+    spanning = [c for c in calls if not c["error"] and c["sent"] < unloaded_at and c["done"] > unloaded_at + MARGIN_S]
+    assert spanning, "no call was in flight through the unload"
+    # the ensemble is gone: the pod is not ready, and Triton itself says so; alive, so no restart while draining
+    assert not probe(triton, container, "readinessProbe", ports)
+    http = next(a for a in container["args"] if a.startswith("--http-port=")).split("=")[1]
+    assert triton.http_status(int(http), container["readinessProbe"]["httpGet"]["path"]) != 200
+    assert probe(triton, container, "livenessProbe", ports)
 
-    exit_s = running.stop(grace_s=spec["terminationGracePeriodSeconds"] - drain_s)
-    assert not running.alive()
-    assert drain_s + exit_s < spec["terminationGracePeriodSeconds"]
+    exit_s = triton.stop(grace_s=grace_s - drain_s)
+    assert not any(one.alive() for one in running.values())
+    assert drain_s + exit_s < grace_s and proxy_exit_s < grace_s
 
 
 class container_load:

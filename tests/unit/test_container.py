@@ -24,7 +24,7 @@ def parse(text: str) -> model_config_pb2.ModelConfig:
 
 
 def test_compose_file_is_valid_compose_specification(compose):
-    assert set(compose["services"]) == {"triton", "triton-cpu", "sdk", "prometheus", "grafana"}
+    assert set(compose["services"]) == {"triton", "triton-cpu", "proxy", "proxy-cpu", "sdk", "prometheus", "grafana"}
 
 
 @pytest.mark.parametrize(
@@ -98,3 +98,20 @@ def _seconds(duration) -> float:
     value = str(duration)
     units = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3}
     return sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", value))
+
+
+def test_the_proxys_grpc_body_limit_admits_every_request_within_the_servers_limits():
+    conf = (ROOT / "deploy" / "k8s" / "base" / "nginx.conf").read_text()
+    grpc = conf[conf.index("listen 8001") : conf.index("listen 8000")]
+    limit_mib = int(re.search(r"client_max_body_size (\d+)m;", grpc).group(1))
+    tokenizer = parse((REPOSITORY / "tokenizer" / "config.pbtxt").read_text())
+    max_chars = int(tokenizer.parameters["max_request_chars"].string_value)
+    assert 4 * max_chars < limit_mib * 2**20 <= 4 * 4 * max_chars  # UTF-8 at most 4 bytes a character
+    assert f"larger than {limit_mib} MiB" in grpc
+    # Triton listens on loopback only, where the proxy reaches it
+    for service in ("triton", "triton-cpu"):
+        entrypoint = PyCompose.from_yaml(COMPOSE).to_dict()["services"][service]["entrypoint"]
+        assert {"--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1"} <= set(
+            entrypoint
+        )
+        assert "--grpc-port=8101" in entrypoint and "server 127.0.0.1:8101;" in conf

@@ -81,10 +81,11 @@ def one(docs: list[dict], kind: str, name: str | None = None) -> dict:
     return found[0]
 
 
-def container(docs: list[dict]) -> dict:
+def container(docs: list[dict], name: str = "triton") -> dict:
+    """The Deployment's container ``name``: triton, or proxy (its front, the only one with ports)."""
     containers = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
-    assert len(containers) == 1
-    return containers[0]
+    assert sorted(c["name"] for c in containers) == ["proxy", "triton"]
+    return next(c for c in containers if c["name"] == name)
 
 
 # --- rendering, schemas, security scan -------------------------------------------------------------------
@@ -104,6 +105,7 @@ def test_overlay_renders_the_whole_deployment(rendered, overlay):
             "PodDisruptionBudget",
             "HorizontalPodAutoscaler",
             "NetworkPolicy",
+            "ConfigMap",
         ]
     )
     assert {d["metadata"].get("namespace") for d in rendered[overlay] if d["kind"] != "Namespace"} == {"electra-qa"}
@@ -129,7 +131,7 @@ def test_schema_validation_rejects_a_broken_deployment(rendered, breakage):
     if breakage == "unknown field":
         pod["terminationGracePeriod"] = 45
     else:
-        pod["containers"][0]["ports"][0]["containerPort"] = "eight thousand"
+        next(c for c in pod["containers"] if "ports" in c)["ports"][0]["containerPort"] = "eight thousand"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[-1], strict=True)
 
@@ -274,8 +276,13 @@ def test_probes_and_a_grace_period_longer_than_tritons_exit_timeout(rendered, ov
     # preStop drains as make serve's supervisor does: settle, unload the ensemble, wait for it (bounded)
     pre_stop = triton["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[:4] == ["python3", "-m", "serving.admin", "drain"]
-    options = dict(zip(pre_stop[4::2], map(float, pre_stop[5::2])))
-    assert set(options) == {"--settle-s", "--timeout-s"} and options["--settle-s"] >= 5
+    options = dict(zip(pre_stop[4::2], pre_stop[5::2]))
+    assert set(options) == {"--settle-s", "--timeout-s", "--url"} and float(options["--settle-s"]) >= 5
+    # the drain and liveness talk to Triton itself on loopback (the proxy passes no POST)
+    http_port = next(a for a in triton["args"] if a.startswith("--http-port=")).split("=")[1]
+    live = triton["livenessProbe"]["exec"]["command"]
+    assert options["--url"] == live[live.index("--url") + 1] == f"http://127.0.0.1:{http_port}"
+    options = {k: float(v) for k, v in options.items() if k != "--url"}
     assert pod["terminationGracePeriodSeconds"] > options["--settle-s"] + options["--timeout-s"] + exit_timeout
     assert "--model-control-mode=explicit" in triton["args"]  # the repository API can unload the ensemble
 
@@ -346,8 +353,14 @@ def test_object_storage_component_reads_the_repository_from_a_bucket_with_a_cred
 def test_services_headless_grpc_and_clusterip_http_and_metrics(rendered, overlay):
     docs = rendered[overlay]
     pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
-    ports = {p["name"]: p["containerPort"] for p in container(docs)["ports"]}
+    ports = {p["name"]: p["containerPort"] for p in container(docs, "proxy")["ports"]}
     assert ports == {"http": 8000, "grpc": 8001, "metrics": 8002}
+    # Triton itself listens on loopback only, behind the proxy
+    triton = container(docs)
+    assert "ports" not in triton
+    assert {"--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1"} <= set(
+        triton["args"]
+    )
     grpc = one(docs, "Service", "electra-qa-grpc")["spec"]
     assert grpc["clusterIP"] == "None" and [p["port"] for p in grpc["ports"]] == [8001]
     http = one(docs, "Service", "electra-qa")["spec"]
