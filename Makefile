@@ -65,13 +65,13 @@ $(SERVER_SETUP): requirements-server.txt requirements-tritonserver.txt pyproject
 endif
 
 # On another Python than .venv's, .venv exports (when the repository holds no export of MODEL yet) and the
-# server-only environment serves.
+# server-only environment serves. Not echoed: serving.serve prints its command line with the keys redacted.
 serve: $(SERVER_SETUP) $(if $(filter --no-export,$(SERVE_ARGS)),,$(TOOLS_SETUP))
 ifneq ($(SERVER_VENV),$(VENV))
 	$(if $(filter --no-export,$(SERVE_ARGS)),,$(BIN)/python -m serving.export --if-needed --model "$(MODEL)" \
 	  --repository "$(REPOSITORY)" --precision $(PRECISION))
 endif
-	$(SERVER_BIN)/python -m serving.serve --model "$(MODEL)" --repository "$(REPOSITORY)" --precision $(PRECISION) \
+	@$(SERVER_BIN)/python -m serving.serve --model "$(MODEL)" --repository "$(REPOSITORY)" --precision $(PRECISION) \
 	  --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT) --device $(DEVICE) \
 	  $(if $(filter $(VENV),$(SERVER_VENV)),,--no-export) $(SERVE_ARGS)
 

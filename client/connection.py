@@ -22,11 +22,15 @@ class RetryPolicy:
     Only ``ServerUnavailableError`` is retried — the server is down, restarting, or shedding load (Triton
     answers UNAVAILABLE for those) — never invalid input, authentication failures or deadlines. All attempts
     together stay within the call's ``timeout_s``.
+
+    The default retries for about 14 s (the expected sum of its waits; at most 1 s each, so an answer follows
+    within a second of the server's return): long enough to ride through a restart of ``make serve``'s
+    tritonserver (a few seconds), within the default ``timeout_s`` (30 s).
     """
 
-    attempts: int = 3
+    attempts: int = 30
     backoff_s: float = 0.1
-    max_backoff_s: float = 2.0
+    max_backoff_s: float = 1.0
 
     def delay_s(self, retry: int) -> float:
         return random.uniform(0.0, min(self.max_backoff_s, self.backoff_s * 2**retry))
@@ -43,13 +47,19 @@ class ChannelSettings:
     ``lb_policy`` is gRPC's load-balancing policy over the addresses the target resolves to: ``round_robin``
     (the default) spreads calls over every replica and skips those whose connection is down; with one
     address it behaves as ``pick_first``, gRPC's own default, which sends everything to the first address
-    that connects."""
+    that connects.
+
+    ``initial_reconnect_backoff_s`` / ``max_reconnect_backoff_s`` bound how long a connection that went down
+    waits before its next attempt; until then gRPC fails calls at once (gRPC's own maximum, 120 s, would keep a
+    client failing long after a restarted server is back)."""
 
     max_message_bytes: int = 2**31 - 1
     keepalive_time_s: float = 30.0
     keepalive_timeout_s: float = 10.0
     keepalive_without_calls: bool = True
     lb_policy: str = "round_robin"
+    initial_reconnect_backoff_s: float = 0.1
+    max_reconnect_backoff_s: float = 1.0
 
     def channel_args(self) -> list[tuple[str, int | str]]:
         return [
@@ -60,6 +70,8 @@ class ChannelSettings:
             ("grpc.keepalive_timeout_ms", int(self.keepalive_timeout_s * 1000)),
             ("grpc.keepalive_permit_without_calls", int(self.keepalive_without_calls)),
             ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.initial_reconnect_backoff_ms", int(self.initial_reconnect_backoff_s * 1000)),
+            ("grpc.max_reconnect_backoff_ms", int(self.max_reconnect_backoff_s * 1000)),
         ]
 
 

@@ -68,3 +68,32 @@ def memory_mb(pid: int, field: str = "RssAnon") -> float:
 def family(pids: set[int]) -> set[int]:
     """``pids`` and their children."""
     return set(pids) | {p.pid for p in processes() if p.ppid in pids}
+
+
+def running(pids: set[int]) -> set[int]:
+    """Those of ``pids`` still running: not gone, not a zombie (a dead child its parent has not reaped yet).
+    Reads only their own /proc entries: cheap enough to ask every few tens of milliseconds."""
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state not in ("Z", "X"):
+            alive.add(pid)
+    return alive
+
+
+def mapped_shm(pids: set[int]) -> set[str]:
+    """The /dev/shm files ``pids`` map (the Python backend's shared-memory regions, for a stub)."""
+    regions = set()
+    for pid in pids:
+        try:
+            maps = Path(f"/proc/{pid}/maps").read_text()
+        except OSError:
+            continue
+        for line in maps.splitlines():
+            path = line.split(maxsplit=5)[5:]
+            if path and path[0].startswith("/dev/shm/"):
+                regions.add(path[0].removesuffix(" (deleted)"))
+    return regions

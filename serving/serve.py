@@ -16,12 +16,17 @@ logging) need a key on both gRPC and HTTP: ``--admin-key HEADER=VALUE``, or a ra
 This process then supervises tritonserver. Ctrl-C / SIGTERM drain it: the ensemble is unloaded first, so new
 requests are refused (UNAVAILABLE, which clients retry elsewhere) while every request in flight finishes
 through the composing models, then tritonserver stops (its own shutdown stops every model at once and would
-fail ensemble requests between two steps). When a Python-backend stub process dies (killed, out of memory),
-which this Triton build neither reports nor repairs (its health endpoints stay green while every request to
-that model fails), the server is restarted gracefully. So it is when tritonserver's own memory stays above
+fail ensemble requests between two steps). Whenever tritonserver ends without being asked to (a crash, a
+signal, any exit status) a new one is started at once, with a bounded back-off when that keeps happening soon
+after starting. When a Python-backend stub process dies (killed, out of memory), which this Triton build
+neither reports nor repairs (its health endpoints stay green while every request to that model fails),
+tritonserver is killed and restarted. It is restarted, drained, when its own memory stays above
 ``--max-server-memory-mb``: Triton 2.51's gRPC frontend never frees a call whose client went away while the
 response was being written (a ModelStreamInfer or ModelInfer whose responses are never read, then dropped),
-and its shutdown then waits out the exit timeout; the restart bounds what such calls can hold.
+and its shutdown then waits out the exit timeout; the restart bounds what such calls can hold. The Python
+backend's shared-memory regions are made owner-only as they appear and removed once their server has ended
+(``serving.shm``). gRPC and HTTP listen on 127.0.0.1 unless ``--address`` says otherwise; the printed command
+lines show keys as <redacted> (tritonserver's own /proc/<pid>/cmdline still holds them).
 ``--no-supervise`` execs tritonserver instead.
 """
 
@@ -42,10 +47,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving import stub_compat
+from serving import shm, stub_compat
 from serving.admin import ADMIN_HEADER, AdminClient, admin_key_file, parse_header
 from serving.export import DEFAULT_MODEL, DEFAULT_REPOSITORY, PRECISIONS, is_current
-from serving.processes import memory_mb, stub_pids
+from serving.processes import mapped_shm, memory_mb, processes, running, stub_pids
 
 PROJECT = Path(__file__).resolve().parent.parent
 ENSEMBLE = "electra_qa"
@@ -58,6 +63,10 @@ MAX_SERVER_MEMORY_MB = 2048
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1048576"}
 # Triton's protocols (gRPC) / APIs (HTTP) that only operators use: closed to clients without the admin key
 ADMIN_PROTOCOLS = ("shared-memory", "model-repository", "model-config", "statistics", "trace", "logging")
+# the flags that carry a key (tritonserver's protocols:header=value, serve's header=value), and what printed
+# command lines show of it
+KEY_FLAGS = ("--grpc-restricted-protocol", "--http-restricted-api", "--api-key", "--admin-key")
+REDACTED = "<redacted>"
 
 
 class ServerSetupError(RuntimeError):
@@ -265,6 +274,24 @@ def security_args(args: argparse.Namespace, admin: tuple[str, str]) -> list[str]
     return extra
 
 
+def redacted(command: list[str]) -> list[str]:
+    """``command`` as it may be shown: the keys' values in its KEY_FLAGS replaced by REDACTED
+    (``--flag=[protocols:]header=value`` and ``--flag [protocols:]header=value``)."""
+    shown = []
+    for i, arg in enumerate(command):
+        flag, sep, spec = arg.partition("=")
+        if sep and flag in KEY_FLAGS:
+            arg = f"{flag}={_redacted_spec(spec)}"
+        elif i and command[i - 1] in KEY_FLAGS:
+            arg = _redacted_spec(arg)
+        shown.append(arg)
+    return shown
+
+
+def _redacted_spec(spec: str) -> str:
+    return f"{spec.partition('=')[0]}={REDACTED}"  # neither protocols nor headers contain "="
+
+
 def gpu_visible() -> bool:
     """Whether the NVIDIA driver shows a GPU here."""
     return any(Path("/proc/driver/nvidia/gpus").glob("*"))
@@ -288,7 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--cache", type=Path, default=PROJECT / ".triton")
-    parser.add_argument("--address", default="0.0.0.0", help="interface for gRPC and HTTP (127.0.0.1: local only)")
+    parser.add_argument(
+        "--address", default="127.0.0.1", help="interface for gRPC and HTTP (default: loopback; 0.0.0.0: all)"
+    )
     parser.add_argument("--tls-cert", type=Path, help="serve gRPC over TLS with this PEM certificate ...")
     parser.add_argument("--tls-key", type=Path, help="... and this PEM private key")
     parser.add_argument("--tls-client-ca", type=Path, help="mutual TLS: accept clients signed by this CA")
@@ -315,7 +344,9 @@ def main(argv: list[str] | None = None) -> int:
         default=MAX_SERVER_MEMORY_MB,
         help="restart tritonserver (drained) when its private memory stays above this (0: never)",
     )
-    parser.add_argument("--no-supervise", action="store_true", help="exec tritonserver, no stub watchdog")
+    parser.add_argument(
+        "--no-supervise", action="store_true", help="exec tritonserver: no restarts, no shared-memory upkeep"
+    )
     parser.add_argument(
         "--check",
         action="store_true",
@@ -324,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("tritonserver_args", nargs="*", help="passed on to tritonserver (after --)")
     args = parser.parse_args(argv)
+    if not args.check:  # make does not echo this command line: its keys are shown here as REDACTED
+        given = sys.argv[1:] if argv is None else argv
+        print(" ".join(redacted([sys.executable, "-m", "serving.serve", *given])), flush=True)
 
     if args.check:
         try:
@@ -358,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     except ServerSetupError as error:
         print(f"cannot start tritonserver: {error}", file=sys.stderr)
         return 2
-    print(" ".join(command), flush=True)
+    print(" ".join(redacted(command)), flush=True)
     # the stubs put their working directory on sys.path: never a checkout, whose files would shadow the installed
     # project
     workdir = args.cache.resolve()
@@ -388,14 +422,22 @@ def _in_group(group: int, death_signal: int):
 
 
 class Supervisor:
-    """Runs tritonserver; drains and stops it on SIGINT/SIGTERM; restarts it when one of its stub processes
-    dies, or when its private memory stays above ``max_memory_mb`` for MEMORY_GRACE_S (a leak: calls Triton
-    2.51 never frees; a burst of large requests passes within seconds): drained first, so no ensemble request
-    is lost."""
+    """Runs tritonserver and keeps it serving until asked to stop: drains and stops it on SIGINT/SIGTERM, and
+    starts it again whenever it ends without being asked to (a crash, a signal, any exit status), at once, with
+    a bounded back-off when it keeps ending soon after starting (BACKOFF_S). It kills and restarts it when one of
+    its stub processes dies, and restarts it, drained first so no ensemble request is lost, when its private
+    memory stays above ``max_memory_mb`` for MEMORY_GRACE_S (a leak: calls Triton 2.51 never frees; a burst of
+    large requests passes within seconds). The exit watch runs from the start; the stubs are watched from the
+    first readiness (loading starts short-lived ones). Each server's shared-memory regions are made owner-only as
+    they appear and removed once it has exited (``serving.shm``). Only a first server that ends before it was
+    ever ready (a setup error: a port taken, a model that fails to load) ends the supervisor, with its status."""
 
-    POLL_S = 1.0
+    TICK_S = 0.05  # exit, stubs and new shared-memory regions
+    POLL_S = 0.5  # memory
     RESTART_GRACE_S = 5.0
     MEMORY_GRACE_S = 10.0
+    STABLE_S = 60.0  # a server that ran less before ending counts towards the back-off
+    BACKOFF_S = (0.0, 1.0, 2.0, 4.0, 8.0, 10.0)  # before the 1st, 2nd, ... restart of servers that ran < STABLE_S
 
     def __init__(
         self, command: list[str], env: dict[str, str], http_url: str, admin: tuple[str, str], max_memory_mb: float = 0
@@ -404,6 +446,8 @@ class Supervisor:
         self.server = AdminClient(http_url, admin, timeout_s=2.0)
         self.stopping: int | None = None  # the signal asked to stop with
         self.process: subprocess.Popen | None = None
+        self.starts = 0
+        self.served = False  # whether a server it started has been ready
 
     def _on_signal(self, signum, _frame) -> None:
         # make passes a terminal's Ctrl-C or a SIGTERM on to this process as well: one drain serves them all
@@ -429,7 +473,7 @@ class Supervisor:
                     break
                 time.sleep(0.05)
         except (OSError, ValueError) as error:  # not serving yet, or gone: just stop it
-            print(f"serve: draining skipped ({error})", file=sys.stderr, flush=True)
+            log(f"draining skipped ({error})")
 
     def _over_memory(self, since: float | None) -> float | None:
         """When tritonserver's private memory went above the limit (and has stayed there), else None."""
@@ -439,8 +483,8 @@ class Supervisor:
         return since if since is not None else time.monotonic()
 
     def _restart_stop(self) -> None:
-        """Stop tritonserver for a restart: gracefully, but a model whose stub is dead never finishes
-        unloading, so after RESTART_GRACE_S it is killed (the guard then takes the stubs it leaves)."""
+        """Stop tritonserver for a restart: gracefully, but after RESTART_GRACE_S it is killed (calls Triton
+        leaked keep it from exiting; the guard then takes the stubs it leaves)."""
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
         try:
@@ -454,59 +498,116 @@ class Supervisor:
         while self.stopping is None and time.monotonic() < deadline:
             time.sleep(0.05)
 
+    def _start(self, workdir: Path | None, prefix: str) -> subprocess.Popen:
+        """Start tritonserver (its Python backend's regions named with ``prefix``) and its guard; the guard.
+
+        tritonserver gets a process group of its own: a terminal's Ctrl-C, or a signal to the supervisor's group,
+        reaches only the supervisor, which drains first. The guard in that group kills all of it, stubs included,
+        should the supervisor die without stopping it."""
+        self.process = subprocess.Popen(
+            [*self.command, shm.backend_config(prefix)],
+            env=self.env,
+            cwd=workdir,
+            preexec_fn=_in_group(0, signal.SIGKILL),
+        )
+        return subprocess.Popen(
+            ["sh", "-c", GUARD_SCRIPT, "guard", str(self.process.pid)],
+            preexec_fn=_in_group(self.process.pid, signal.SIGTERM),
+        )
+
+    def _serve_once(self, workdir: Path | None) -> tuple[int, bool]:
+        """Start one tritonserver and watch it until it has ended: its exit status, and whether to start another.
+        Its stubs are killed with it and its shared-memory regions removed."""
+        self.starts += 1
+        prefix = shm.prefix_for(os.getpid(), self.starts)
+        guard = self._start(workdir, prefix)
+        try:
+            restart = self._watch(prefix)
+        finally:
+            status = self.process.wait()
+            guard.terminate()  # takes down any stub tritonserver left behind
+            guard.wait()
+            shm.remove(prefix)
+        return status, restart
+
+    def _watch(self, prefix: str) -> bool:
+        """Watch the running tritonserver every TICK_S until it ends or must: whether to start another (False:
+        asked to stop, it has been told to)."""
+        assert self.process is not None
+        stubs: set[int] | None = None  # armed once the server is ready (loading starts short-lived stubs)
+        over_memory: float | None = None  # since when tritonserver's memory is above the limit
+        next_poll = time.monotonic()
+        while True:
+            shm.protect(prefix)
+            if self.stopping is not None:
+                self._drain_and_stop()
+                return False
+            status = self.process.poll()
+            if status is not None:
+                log(f"tritonserver ended ({exit_reason(status)}); restarting tritonserver")
+                return True
+            if stubs is None:
+                stubs = stub_pids(self.process.pid) if self.server.ready() else None
+                self.served = self.served or stubs is not None
+            elif dead := stubs - running(stubs):
+                log(f"Python-backend stub process(es) {sorted(dead)} died; killing and restarting tritonserver")
+                self.process.kill()  # a model whose stub is dead never finishes unloading
+                return True
+            elif time.monotonic() >= next_poll:
+                next_poll = time.monotonic() + self.POLL_S
+                over_memory = self._over_memory(over_memory)
+                if over_memory is not None and time.monotonic() - over_memory >= self.MEMORY_GRACE_S:
+                    log(
+                        f"tritonserver holds {memory_mb(self.process.pid):.0f} MB of private memory "
+                        f"(limit {self.max_memory_mb:.0f} MB, --max-server-memory-mb); restarting it"
+                    )
+                    self._drain()  # the ensemble's requests finish; calls Triton leaked keep it from exiting,
+                    self._restart_stop()  # so it is killed after RESTART_GRACE_S
+                    return True
+            time.sleep(self.TICK_S)
+
+    def _backoff_s(self, quick: int) -> float:
+        """The wait before the next start after ``quick`` servers in a row ended within STABLE_S."""
+        return self.BACKOFF_S[min(quick, len(self.BACKOFF_S)) - 1] if quick else 0.0
+
     def run(self, workdir: Path | None = None) -> int:
         """Serve (tritonserver in ``workdir``) until asked to stop; tritonserver's exit status."""
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        if orphans := shm.remove_orphans(mapped_shm({p.pid for p in processes()})):
+            log(f"removed {len(orphans)} shared-memory region(s) of supervisors that were killed")
+        quick = 0  # servers in a row that ended within STABLE_S of starting
         while True:
-            # tritonserver gets a process group of its own: a terminal's Ctrl-C, or a signal to the supervisor's
-            # group, reaches only the supervisor, which drains first. A guard in that group kills all of it,
-            # stubs included, should the supervisor die without stopping it.
-            self.process = subprocess.Popen(
-                self.command, env=self.env, cwd=workdir, preexec_fn=_in_group(0, signal.SIGKILL)
-            )
-            guard = subprocess.Popen(
-                ["sh", "-c", GUARD_SCRIPT, "guard", str(self.process.pid)],
-                preexec_fn=_in_group(self.process.pid, signal.SIGTERM),
-            )
-            stubs: set[int] | None = None  # armed once the server is ready (loading starts short-lived stubs)
-            restart = False
-            over_memory: float | None = None  # since when tritonserver's memory is above the limit
-            while self.process.poll() is None:
-                self._sleep(self.POLL_S)
-                if self.stopping is not None:
-                    self._drain_and_stop()
-                    break
-                if stubs is None:
-                    stubs = stub_pids(self.process.pid) if self.server.ready() else None
-                    continue
-                dead = stubs - stub_pids(self.process.pid)
-                if dead:
-                    print(
-                        f"serve: Python-backend stub process(es) {sorted(dead)} died; restarting tritonserver",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    self._restart_stop()
-                    restart = True
-                    break
-                over_memory = self._over_memory(over_memory)
-                if over_memory is not None and time.monotonic() - over_memory >= self.MEMORY_GRACE_S:
-                    print(
-                        f"serve: tritonserver holds {memory_mb(self.process.pid):.0f} MB of private memory "
-                        f"(limit {self.max_memory_mb:.0f} MB, --max-server-memory-mb); restarting it",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    self._drain()  # the ensemble's requests finish; calls Triton leaked keep it from exiting,
-                    self._restart_stop()  # so it is killed after RESTART_GRACE_S
-                    restart = True
-                    break
-            status = self.process.wait()
-            guard.terminate()  # takes down any stub tritonserver left behind
-            guard.wait()
-            if self.stopping is not None or not restart:  # asked to stop, or tritonserver ended by itself
+            started = time.monotonic()
+            status, restart = self._serve_once(workdir)
+            if not restart or self.stopping is not None:
                 return status
+            if not self.served:
+                log("tritonserver ended before it was ever ready; not restarting it (see its log above)")
+                return status
+            quick = quick + 1 if time.monotonic() - started < self.STABLE_S else 0
+            if delay := self._backoff_s(quick):
+                log(
+                    f"{quick} tritonserver starts in a row ended within {self.STABLE_S:.0f} s (a crash loop?); "
+                    f"the next one in {delay:.0f} s"
+                )
+                self._sleep(delay)
+                if self.stopping is not None:
+                    return status
+
+
+def exit_reason(status: int) -> str:
+    """A Popen return code in words."""
+    if status < 0:
+        try:
+            return f"killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"killed by signal {-status}"
+    return f"exit status {status}"
+
+
+def log(message: str) -> None:
+    print(f"serve: {message}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,19 @@
-"""Faults: the server killed under load and restarted, a Python-backend stub killed, a graceful shutdown.
-Each test runs its own server (it gets killed)."""
+"""Faults: the server killed under load and restarted, tritonserver crashed or killed under make serve's
+supervisor, a Python-backend stub killed, a graceful shutdown. Each test runs its own server (it gets killed)."""
 
 import os
 import signal
 import threading
 import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 
 from client import QAError, RetryPolicy, TritonQA
 from perf.inputs import long_document
-from serving.processes import stub_pids, tritonserver_pids
+from serving.admin import AdminClient
+from serving.processes import mapped_shm, stub_pids, tritonserver_pids
 from serving.serve import Supervisor
 from tests.cases import CASES
 from tests.integration.conftest import free_port, launch, stop
@@ -66,7 +69,7 @@ def test_killed_python_stub_is_replaced_and_the_next_requests_succeed(own_server
     servers, _ = own_server
     server = servers[0]
     tritonserver = next(iter(tritonserver_pids(int(server.grpc_url.rsplit(":", 1)[1]))))
-    time.sleep(2 * Supervisor.POLL_S)  # the watchdog arms on its first poll after the server is ready
+    time.sleep(Supervisor.POLL_S)  # the stub watch arms at the first readiness
     stubs = stub_pids(tritonserver)
     assert len(stubs) >= 3  # tokenizer, electra, decoder
     os.kill(sorted(stubs)[0], signal.SIGKILL)
@@ -108,3 +111,108 @@ def test_graceful_shutdown_finishes_in_flight_requests(own_server):
     with TritonQA(server.grpc_url, timeout_s=2) as qa:  # and it is gone
         with pytest.raises(QAError):
             qa.ask(*CASES["card"])
+
+
+# --- make serve's supervisor: tritonserver ending without being asked to ---------------------------------
+
+# a gRPC question right after a restart: the client's reconnection and the default retries
+RESTART_BOUND_S = 10.0  # tritonserver gone -> a new one ready (measured 2.2-3.3 s on 2 cores, tiny model)
+
+
+def grpc_port(server) -> int:
+    return int(server.grpc_url.rsplit(":", 1)[1])
+
+
+def tritonserver_of(server) -> int:
+    pids = tritonserver_pids(grpc_port(server))
+    assert len(pids) == 1, pids
+    return next(iter(pids))
+
+
+def wait_for_a_new_tritonserver(server, old: int, bound_s: float = RESTART_BOUND_S) -> float:
+    """Seconds until a tritonserver other than ``old`` serves ``server``'s port and is ready."""
+    started, admin = time.monotonic(), AdminClient(server.http_url.replace("localhost", "127.0.0.1"))
+    while time.monotonic() - started < bound_s:
+        if tritonserver_pids(grpc_port(server)) - {old} and admin.ready():
+            return time.monotonic() - started
+        assert server.alive(), f"make serve ended; its log:\n{server.log.read_text()[-3000:]}"
+        time.sleep(0.01)
+    pytest.fail(f"no new tritonserver ready within {bound_s} s; its log:\n{server.log.read_text()[-3000:]}")
+
+
+def deep_json_body(depth: int = 200_000) -> bytes:
+    """An inference body whose parameters nest ``depth`` arrays deep: Triton 2.51's recursive JSON parser
+    overflows tritonserver's stack on it (SIGSEGV; 100,000 deep survives)."""
+    return ('{"parameters":{"x":' + "[" * depth + "]" * depth + '},"inputs":[]}').encode()
+
+
+def crash_over_http(server) -> None:
+    url = f"{server.http_url.replace('localhost', '127.0.0.1')}/v2/models/electra_qa/infer"
+    request = urllib.request.Request(url, data=deep_json_body(), method="POST")
+    with pytest.raises(OSError):  # the connection closes without a response
+        urllib.request.urlopen(request, timeout=30)
+
+
+def test_a_body_that_crashes_tritonserver_sent_again_after_each_restart_never_ends_make_serve(own_server):
+    """The body that crashes tritonserver, sent again the moment each new server is ready (before a
+    supervisor that watched only after its first poll would see it): the supervisor starts a new one every
+    time (its back-off growing: 0, 1, 2 s), and the last one answers."""
+    server = own_server[0][0]
+    for crash in range(3):
+        old = tritonserver_of(server)
+        crash_over_http(server)
+        wait_for_a_new_tritonserver(server, old, RESTART_BOUND_S + crash * 2)
+    assert server.alive()
+    with TritonQA(server.grpc_url) as qa:
+        assert qa.ask(*CASES["card"]).text
+    log = server.log.read_text()
+    assert log.count("tritonserver ended (killed by SIGSEGV); restarting tritonserver") == 3
+    assert "a crash loop?); the next one in 2 s" in log
+
+
+def test_tritonserver_killed_is_restarted_at_once_and_default_clients_see_no_failure(own_server):
+    """SIGKILL to tritonserver alone: the supervisor starts a new one at once; clients with the default
+    retries (RetryPolicy(), timeout_s=30) ride through: every call is answered."""
+    server = own_server[0][0]
+    outcomes, lock, stop_event = [], threading.Lock(), threading.Event()
+
+    def ask_with_defaults():
+        with TritonQA(server.grpc_url) as qa:
+            keep_asking(qa, stop_event, outcomes, lock)
+
+    workers = [threading.Thread(target=ask_with_defaults) for _ in range(2)]
+    for w in workers:
+        w.start()
+    time.sleep(1.0)
+    old = tritonserver_of(server)
+    os.kill(old, signal.SIGKILL)
+    restart_s = wait_for_a_new_tritonserver(server, old)
+    time.sleep(2.0)
+    stop_event.set()
+    for w in workers:
+        w.join(timeout=60)
+    failures = [o.result for o in outcomes if isinstance(o.result, QAError)]
+    assert not failures, f"{len(failures)} of {len(outcomes)} calls failed, first: {failures[0]!r}"
+    assert len(outcomes) > 20 and restart_s < RESTART_BOUND_S
+    assert "tritonserver ended (killed by SIGKILL); restarting tritonserver" in server.log.read_text()
+
+
+def test_a_dead_stub_gets_tritonserver_killed_at_once_and_its_shared_memory_removed(own_server):
+    """A stub killed: the supervisor kills tritonserver within a tick (a model whose stub is dead never
+    unloads: a graceful stop would only wait), starts a new one, and removes the dead server's /dev/shm
+    regions."""
+    server = own_server[0][0]
+    old = tritonserver_of(server)
+    time.sleep(Supervisor.POLL_S)  # the stub watch arms at the first readiness
+    stubs = stub_pids(old)
+    regions = mapped_shm(stubs)
+    assert len(stubs) >= 3 and len(regions) >= 3  # tokenizer, electra, decoder: a region each
+    killed = time.monotonic()
+    os.kill(sorted(stubs)[0], signal.SIGKILL)
+    while old in tritonserver_pids(grpc_port(server)):
+        assert time.monotonic() - killed < 1.0, "tritonserver was not killed at once"
+        time.sleep(0.01)
+    wait_for_a_new_tritonserver(server, old)
+    assert not [r for r in regions if Path(r).exists()], "the dead server's shared memory is left in /dev/shm"
+    with TritonQA(server.grpc_url) as qa:
+        assert qa.ask(*CASES["squad"]).text

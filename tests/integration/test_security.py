@@ -2,15 +2,18 @@
 the test setup: the right client answers; no TLS, no key or a wrong key is refused — and never retried."""
 
 import json
+import stat
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from client import TLS, AuthenticationError, RetryPolicy, ServerUnavailableError, TritonQA
+from serving.processes import mapped_shm, processes, stub_pids, tritonserver_pids
 from tests.cases import CASES
 from tests.integration.certs import make_certificates
 from tests.integration.conftest import launch, stop
@@ -139,3 +142,37 @@ def test_the_api_key_also_guards_http_inference(secure_server):
     assert http_status(url, "POST", body) == 403
     assert http_status(url, "POST", body, {"x-api-key": "wrong"}) == 403
     assert http_status(url, "POST", body, {"x-api-key": KEY}) == 200
+
+
+def tritonserver_of(server):
+    """The tritonserver process serving ``server`` (its argv included)."""
+    pids = tritonserver_pids(int(server.grpc_url.rsplit(":", 1)[1]))
+    return next(p for p in processes() if p.pid in pids)
+
+
+def test_the_printed_commands_show_no_key(secure_server):
+    """make serve's log: serve's own command line and tritonserver's, the keys' values shown as <redacted>
+    (tritonserver takes them as flags: /proc/<pid>/cmdline still shows them to this machine's users)."""
+    server, _ = secure_server
+    log = server.log.read_text()
+    assert KEY not in log and server.admin_key[1] not in log
+    assert "--api-key x-api-key=<redacted>" in log
+    assert "--grpc-restricted-protocol=inference:x-api-key=<redacted>" in log
+    assert "--http-restricted-api=shared-memory,model-repository,model-config,statistics,trace,logging:" in log
+
+
+def test_the_shared_memory_of_the_python_backend_is_owner_only(triton_server, qa):
+    """The regions each stub passes its tensors through (/dev/shm, 0644 as the backend creates them): 0600
+    once make serve's supervisor has seen them, also after requests have grown them."""
+    assert qa.ask(*CASES["card"]).text
+    stubs = stub_pids(tritonserver_of(triton_server).pid)
+    regions = mapped_shm(stubs)
+    assert len(regions) >= len(stubs) >= 3
+    modes = {region: oct(stat.S_IMODE(Path(region).stat().st_mode)) for region in regions}
+    assert set(modes.values()) == {"0o600"}, modes
+
+
+def test_make_serve_listens_on_loopback_unless_told_otherwise(triton_server):
+    """The session's server, started without --address: gRPC and HTTP bound to 127.0.0.1."""
+    argv = tritonserver_of(triton_server).argv
+    assert b"--grpc-address=127.0.0.1" in argv and b"--http-address=127.0.0.1" in argv
