@@ -6,7 +6,14 @@ Pure Python (numpy + HF ``tokenizers``); nothing here imports Triton.
 from preprocessing.batch import Budget, DecoderInput, decode_requests, tokenize_requests
 from preprocessing.decode import DecodedAnswers, decode
 from preprocessing.errors import Busy, InputError
-from preprocessing.requests import AnswerOptions, DecoderLimits, RequestLimits, read_pairs, readable_texts
+from preprocessing.requests import (
+    TOKENIZER_PARAMETERS,
+    AnswerOptions,
+    DecoderLimits,
+    RequestLimits,
+    read_pairs,
+    readable_texts,
+)
 from preprocessing.tokenize import NO_OFFSET, QATokenizer, Windows, WindowSettings
 
 __all__ = [
@@ -20,6 +27,7 @@ __all__ = [
     "NO_OFFSET",
     "QATokenizer",
     "RequestLimits",
+    "TOKENIZER_PARAMETERS",
     "Windows",
     "WindowSettings",
     "decode",

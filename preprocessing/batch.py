@@ -20,42 +20,80 @@ from preprocessing.requests import AnswerOptions, DecoderLimits, readable_texts
 from preprocessing.tokenize import NO_OFFSET, QATokenizer, Windows
 
 # Requests planned together (one call for their exact token counts where needed) and pairs encoded together, in
-# characters: the steps at which a time budget is checked (100,000 characters take ~0.2 s to encode on 2 cores)
+# characters (100,000 characters take ~0.2 s to encode on 2 cores)
 PLAN_GROUP_CHARS = 200_000
 CHUNK_CHARS = 100_000
 
 
 class Budget:
-    """The time one ``execute`` may spend: no request is started that would end past it (as predicted from the
-    step's pace so far, in seconds per unit of work — characters for the tokenizer, tokens for the model step),
-    except the first."""
+    """The time one ``execute`` may spend: no request is started that would end past it, as predicted from the
+    step's pace so far — seconds per unit of each kind of work it does (for the tokenizer, characters counted
+    while planning and characters encoded; for the model step, tokens) — except the first. With
+    ``request_seconds``, also the longest one request may take: a request whose work alone is predicted longer
+    is refused (``InputError``: it would never fit), whichever place it has in its batch."""
 
-    def __init__(self, seconds: float, min_work: int = 10_000):
-        self.seconds, self.min_work = seconds, min_work
-        self.seconds_per_unit: float | None = None  # learned from the work done
+    def __init__(self, seconds: float, min_work: int = 10_000, request_seconds: float | None = None):
+        self.seconds, self.min_work, self.request_seconds = seconds, min_work, request_seconds
+        self.paces: dict[str, float] = {}  # seconds per unit of each kind of work, learned from the work done
 
-    def learn(self, work: int, elapsed: float) -> None:
+    def learn(self, kind: str, work: int, elapsed: float) -> None:
         if work >= self.min_work:  # small pieces of work measure overheads more than pace
-            pace = elapsed / work
-            self.seconds_per_unit = pace if self.seconds_per_unit is None else 0.8 * self.seconds_per_unit + 0.2 * pace
+            pace, known = elapsed / work, self.paces.get(kind)
+            self.paces[kind] = pace if known is None else 0.8 * known + 0.2 * pace
 
-    def allows(self, started: float, work: int) -> bool:
-        """Whether ``work``, begun now, ends within the budget of an execute that began at ``started``."""
-        return time.monotonic() - started + work * (self.seconds_per_unit or 0.0) < self.seconds
+    def predict(self, **work: int) -> float:
+        """Seconds that ``work`` (units of each kind) takes at the paces learned (nothing for a kind not yet
+        measured)."""
+        return sum(units * self.paces.get(kind, 0.0) for kind, units in work.items())
 
-    def select(self, requests: Sequence[object], work: Sequence[int], started: float, step: str) -> list[object]:
-        """``requests`` (errors pass through), smallest ``work`` first, as far as they fit in the budget
-        together (the first always does); the others replaced by ``Busy``."""
+    def fits(self, started: float, seconds: float) -> bool:
+        """Whether work of ``seconds``, begun now, ends within the budget of an execute that began at ``started``."""
+        return time.monotonic() - started + seconds < self.seconds
+
+    def busy(self, step: str) -> Busy:
+        return Busy(
+            f"the {step} step had no time left for this request in its batch (budget {self.seconds:g} s, "
+            f"overload); retry"
+        )
+
+    def select(
+        self, requests: Sequence[object], costs: Sequence[float], started: float, step: str, begun: bool = False
+    ) -> list[object]:
+        """``requests`` (errors pass through), in the order given, as far as they fit in the budget together with
+        their predicted ``costs`` in seconds (the first always does, unless the execute has ``begun`` other work);
+        the others replaced by ``Busy``."""
         kept: list[object] = list(requests)
-        total = 0
-        for i in sorted((i for i, r in enumerate(requests) if not isinstance(r, Exception)), key=work.__getitem__):
-            if total and not self.allows(started, total + work[i]):
-                kept[i] = Busy(
-                    f"the {step} step had no time left for this request in its batch (budget "
-                    f"{self.seconds:g} s, overload); retry"
-                )
+        total = 0.0
+        for i, request in enumerate(requests):
+            if isinstance(request, Exception):
+                continue
+            if begun and not self.fits(started, total + costs[i]):
+                kept[i] = self.busy(step)
             else:
-                total += work[i]
+                total += costs[i]
+                begun = True
+        return kept
+
+    def select_smallest(self, requests: Sequence[object], work: Sequence[int], started: float, step: str, kind: str):
+        """``requests`` (errors pass through), smallest ``work`` (units of ``kind``) first, as far as they fit in the
+        budget together (see ``select``); a request over ``request_seconds`` alone gets an ``InputError`` naming
+        the limit."""
+        kept: list[object] = list(requests)
+        pace = self.paces.get(kind)
+        for i, request in enumerate(requests):
+            predicted = work[i] * (pace or 0.0)
+            if isinstance(request, Exception) or self.request_seconds is None:
+                continue
+            if predicted > self.request_seconds:
+                kept[i] = InputError(
+                    f"the request's {work[i]:,} {kind} would take the {step} step about {predicted:.1f} s at its "
+                    f"measured pace ({1 / pace:,.0f} {kind}/s); the limit is {self.request_seconds:g} s per request "
+                    f"(the {step} step's max_request_ms): send shorter contexts or fewer questions"
+                )
+        order = sorted(range(len(requests)), key=work.__getitem__)
+        chosen = self.select([kept[i] for i in order], [work[i] * (pace or 0.0) for i in order], started, step)
+        for i, result in zip(order, chosen):
+            kept[i] = result
         return kept
 
 
@@ -69,16 +107,18 @@ def tokenize_requests(
     ``requests`` pass through).
 
     Every request is planned first (window bounds from character counts, exact token counts only where they
-    matter), so nothing over ``max_windows`` is encoded. The pairs then go through the tokenizer together — in
-    a few calls, each of at most ``max_windows`` planned windows (which bounds the memory a batch of large
-    requests takes) and ``CHUNK_CHARS`` characters, or one pair; a request whose windows go over the limit is
-    refused.
+    matter, stopped once a text is surely over the limit), so nothing over ``max_windows`` is encoded. The pairs
+    then go through the tokenizer together — in a few calls, each of at most ``max_windows`` planned windows
+    (which bounds the memory a batch of large requests takes) and ``CHUNK_CHARS`` characters, or one pair; a
+    request whose windows go over the limit is refused.
 
-    Smaller requests go first. With a ``budget``, once a request is done no other is started that would end past
-    the budget: those left get ``Busy`` (UNAVAILABLE, which clients retry). One execute handed many large
-    requests — an overload, or requests whose callers have given up (Triton 2.51 does not cancel ensemble
-    requests) — then takes about the budget, or one large request alone, not the sum of them all; and small
-    requests batched with large ones are answered without waiting for them.
+    Smaller requests go first. With a ``budget``, once any work is done no request is started whose work —
+    the characters its plan may count exactly, then those it encodes — would end past the budget: those left
+    get ``Busy`` (UNAVAILABLE, which clients retry), whether or not they would have been refused at planning.
+    One execute handed many large requests — an overload, requests whose callers have given up (Triton 2.51
+    does not cancel ensemble requests), or requests over the limits that only an exact count refuses — then
+    takes about the budget, or one large request alone, not the sum of them all; and small requests batched
+    with large ones are answered without waiting for them.
     """
     started = time.monotonic()
     results: list[Windows | Exception | None] = list(requests)
@@ -86,18 +126,18 @@ def tokenize_requests(
     size = {r: sum(map(len, requests[r][0])) + sum(map(len, requests[r][1])) for r in readable}
     readable.sort(key=size.__getitem__)
     parts: dict[int, list[Windows]] = {}
-
-    def busy() -> Busy:
-        return Busy(
-            f"the tokenizer step had no time left for this request in its batch (budget {budget.seconds:g} s, "
-            f"overload); retry"
-        )
+    begun = False  # whether this execute has done any work yet: the first request always runs
 
     for group in _groups(readable, size, PLAN_GROUP_CHARS):
-        if budget is not None and parts and not budget.allows(started, sum(size[r] for r in group)):
-            for r in group:
-                results[r] = busy()
-            continue
+        if budget is not None:
+            counting = dict(zip(group, tokenizer.counting_chars([requests[r] for r in group], max_windows)))
+            costs = [budget.predict(counted=counting[r], encoded=size[r]) for r in group]
+            for r, kept in zip(group, budget.select([requests[r] for r in group], costs, started, "tokenizer", begun)):
+                if isinstance(kept, Busy):
+                    results[r] = kept
+            group = [r for r in group if not isinstance(results[r], Busy)]
+            begun = begun or bool(group)
+        plan_started = time.monotonic()
         pairs: list[tuple[int, str, str, int]] = []  # (request, question, context, planned windows)
         for r, planned in zip(group, tokenizer.plan_requests([requests[r] for r in group], max_windows)):
             if isinstance(planned, InputError):
@@ -106,12 +146,9 @@ def tokenize_requests(
             questions, contexts = requests[r]
             pairs.extend(zip([r] * len(questions), questions, contexts, planned.tolist()))
             results[r] = None
+        if budget is not None:
+            budget.learn("counted", sum(counting[r] for r in group), time.monotonic() - plan_started)
         for chunk in _chunks(pairs, max_windows, CHUNK_CHARS):
-            if budget is not None and parts:  # requests begun are finished; the others may not fit
-                unstarted = {pair[0] for pair in chunk if pair[0] not in parts and results[pair[0]] is None}
-                if unstarted and not budget.allows(started, sum(len(q) + len(c) for _, q, c, _ in chunk)):
-                    for r in unstarted:
-                        results[r] = busy()
             chunk = [pair for pair in chunk if results[pair[0]] is None]
             chunk_started = time.monotonic()
             for r, windows in _encode_chunk(tokenizer, chunk).items():
@@ -127,7 +164,7 @@ def tokenize_requests(
                             f"{max_windows} per request"
                         )
             if budget is not None and chunk:
-                budget.learn(sum(len(q) + len(c) for _, q, c, _ in chunk), time.monotonic() - chunk_started)
+                budget.learn("encoded", sum(len(q) + len(c) for _, q, c, _ in chunk), time.monotonic() - chunk_started)
     for r, request_parts in parts.items():
         if results[r] is None:
             results[r] = Windows.concatenate(request_parts)

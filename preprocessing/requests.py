@@ -25,6 +25,17 @@ class RequestLimits:
         return cls(**{f.name: int(parameters[f.name]) for f in fields(cls) if f.name in parameters})
 
 
+# the tokenizer config's parameters, every one required (runtime.backend.checked_parameters)
+TOKENIZER_PARAMETERS = (
+    "tokenizer_file",
+    "max_seq_len",
+    "doc_stride",
+    *(f.name for f in fields(RequestLimits)),
+    "parallel_encoding",
+    "batch_budget_ms",
+)
+
+
 @dataclass(frozen=True)
 class DecoderLimits:
     """What one request to the decoder step may hold, which bounds its work: the answer options' bounds (the

@@ -15,8 +15,9 @@ share to its own longest window).
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -32,6 +33,10 @@ NO_OFFSET = -1
 # into up to three jamo (measured: every code point alone gives at most 3 tokens), and every WordPiece token
 # covers at least one normalised character. Used to bound work from character counts before tokenizing.
 MAX_TOKENS_PER_CHAR = 3
+# Texts longer than this are counted in pieces of about this many characters, cut after a space, so that a count
+# stops once a text is surely over a limit (QATokenizer.token_counts): a 1,000,000-character context over
+# max_windows is refused after counting about as much of it as the limit takes, plus one piece
+COUNT_PIECE_CHARS = 100_000
 
 
 @dataclass(frozen=True)
@@ -131,12 +136,39 @@ class QATokenizer:
         if probe.type_ids[:3] != [0, 0, 0]:
             raise ValueError(f"{tokenizer_file}: the question's type ids are not 0 ({probe.type_ids})")
         self._context_type, self._last_type = probe.type_ids[3], probe.type_ids[4]
+        # BERT's normaliser and pre-tokenizer split words at spaces before WordPiece: a text's tokens are then
+        # those of its pieces cut after a space, and a long text can be counted piece by piece (token_counts)
+        config = json.loads(self._tokenizer.to_str())
+        self._counts_add_up = (config.get("normalizer") or {}).get("type") == "BertNormalizer" and (
+            config.get("pre_tokenizer") or {}
+        ).get("type") == "BertPreTokenizer"
 
-    def token_counts(self, texts: Sequence[str]) -> np.ndarray:
-        """Token counts of texts on their own (no special tokens), from one tokenizer call."""
+    def token_counts(self, texts: Sequence[str], limits: Sequence[int] | None = None) -> np.ndarray:
+        """Token counts of texts on their own (no special tokens), the short ones from one tokenizer call.
+
+        With ``limits`` (one per text), a text longer than ``COUNT_PIECE_CHARS`` is counted in pieces cut after
+        a space (where the tokenizer's words split at spaces), stopping once its count exceeds its limit: such
+        a count is of a prefix — below the text's, still over the limit."""
+        texts = list(texts)
+        counts = np.zeros(len(texts), dtype=np.int64)
+        pieced = [i for i, text in enumerate(texts) if limits is not None and self._pieced(text)]
+        whole = sorted(set(range(len(texts))) - set(pieced))
+        if whole:
+            counts[whole] = self._count([texts[i] for i in whole])
+        for i in pieced:
+            for piece in _pieces(texts[i], COUNT_PIECE_CHARS):
+                counts[i] += self._count([piece])[0]
+                if counts[i] > limits[i]:  # type: ignore[index]
+                    break
+        return counts
+
+    def _pieced(self, text: str) -> bool:
+        """Whether ``token_counts`` with a limit counts ``text`` in pieces (and may stop early)."""
+        return self._counts_add_up and len(text) > COUNT_PIECE_CHARS
+
+    def _count(self, texts: list[str]) -> list[int]:
         # the ids alone: without offsets the library encodes about twice as fast (long contexts are counted)
-        encodings = self._tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
-        return np.array([len(e) for e in encodings], dtype=np.int64)
+        return [len(e) for e in self._tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
 
     def plan(self, questions: Sequence[str], contexts: Sequence[str], max_windows: int) -> np.ndarray:
         """Upper bounds on the windows each pair of one request makes (see ``plan_requests``); raises its
@@ -146,19 +178,42 @@ class QATokenizer:
             raise planned
         return planned
 
-    def plan_requests(
-        self, requests: Sequence[tuple[Sequence[str], Sequence[str]]], max_windows: int
-    ) -> list[np.ndarray | InputError]:
-        """Per request, upper bounds on the windows each of its pairs makes, found without encoding the pairs
-        (exact token counts only of texts long enough to matter, in one tokenizer call for all requests); or
-        the ``InputError`` naming the first pair the reference pipeline cannot window, or saying that the
-        request surely makes more than ``max_windows`` windows."""
-        settings = self.settings
+    def counting_chars(self, requests: Sequence[tuple[Sequence[str], Sequence[str]]], max_windows: int) -> list[int]:
+        """Per request, the characters ``plan_requests`` may count exactly — what planning it costs, at most:
+        the texts whose character bounds alone do not settle its plan (found from character counts alone)."""
+        sizes, questions, contexts, question_tokens, context_tokens = self._bounds(requests)
+        room = self.settings.max_seq_len - self.special_tokens - question_tokens
+        unsure = self._unsure(context_tokens, room, max_windows)
+        question_chars, context_chars = question_tokens // MAX_TOKENS_PER_CHAR, context_tokens // MAX_TOKENS_PER_CHAR
+        chars = np.where((room <= self.settings.doc_stride) | unsure, question_chars, 0)
+        chars += np.where(unsure, context_chars, 0)
+        return [int(chars[begin:end].sum()) for begin, end in _spans(sizes)]
+
+    def _bounds(self, requests: Sequence[tuple[Sequence[str], Sequence[str]]]):
+        """(questions per request, all questions, all contexts, and upper bounds on their tokens)."""
         sizes = [len(questions) for questions, _ in requests]
         questions = [q for qs, _ in requests for q in qs]
         contexts = [c for _, cs in requests for c in cs]
         question_tokens = np.fromiter(map(len, questions), np.int64, len(questions)) * MAX_TOKENS_PER_CHAR
         context_tokens = np.fromiter(map(len, contexts), np.int64, len(contexts)) * MAX_TOKENS_PER_CHAR
+        return sizes, questions, contexts, question_tokens, context_tokens
+
+    def _unsure(self, context_tokens: np.ndarray, room: np.ndarray, max_windows: int) -> np.ndarray:
+        """Pairs whose (bounded) tokens leave the question little room, or make more than ``max_windows``."""
+        stride = self.settings.doc_stride
+        over = windows_of_pair(context_tokens, room, stride) > max_windows
+        return (room <= stride) & (context_tokens > room) | over
+
+    def plan_requests(
+        self, requests: Sequence[tuple[Sequence[str], Sequence[str]]], max_windows: int
+    ) -> list[np.ndarray | InputError]:
+        """Per request, upper bounds on the windows each of its pairs makes, found without encoding the pairs
+        (exact token counts only of texts long enough to matter, in one tokenizer call for all requests, a long
+        context's stopped once it is surely over the limit); or the ``InputError`` naming the first pair the
+        reference pipeline cannot window, or saying that the request surely makes more than ``max_windows``
+        windows."""
+        settings = self.settings
+        sizes, questions, contexts, question_tokens, context_tokens = self._bounds(requests)
         room_for_context = settings.max_seq_len - self.special_tokens
         # exact question lengths where the bound alone could leave the context no more room than the stride
         counted = room_for_context - question_tokens <= settings.doc_stride
@@ -166,19 +221,24 @@ class QATokenizer:
             question_tokens[counted] = self.token_counts([questions[i] for i in np.flatnonzero(counted)])
         room = room_for_context - question_tokens
         # exact lengths of both texts where the question leaves little room, or the bound alone is over the limit
-        unsure = (room <= settings.doc_stride) & (context_tokens > room) | (
-            windows_of_pair(context_tokens, room, settings.doc_stride) > max_windows
-        )
+        unsure = self._unsure(context_tokens, room, max_windows)
+        stopped = np.zeros(len(contexts), dtype=bool)  # counts of a prefix, over the limit
         if unsure.any():
             recount = unsure & ~counted
             if recount.any():
                 question_tokens[recount] = self.token_counts([questions[i] for i in np.flatnonzero(recount)])
                 room = room_for_context - question_tokens
-            context_tokens[unsure] = self.token_counts([contexts[i] for i in np.flatnonzero(unsure)])
+            # a context is surely refused past `room` tokens when that leaves no room, else past max_windows windows
+            step = np.maximum(room - settings.doc_stride, 1)
+            limits = np.where(room <= settings.doc_stride, room, room + (max_windows - 1) * step)
+            which = np.flatnonzero(unsure)
+            context_tokens[which] = self.token_counts([contexts[i] for i in which], limits[which].tolist())
+            stopped[which] = [self._pieced(contexts[i]) for i in which]
+            stopped &= context_tokens > limits
         windows = windows_of_pair(context_tokens, room, settings.doc_stride)
         no_room = leaves_no_room(context_tokens, room, settings.doc_stride)
         results: list[np.ndarray | InputError] = []
-        for begin, end in zip(np.cumsum([0] + sizes[:-1]).tolist(), np.cumsum(sizes).tolist()):
+        for begin, end in _spans(sizes):
             results.append(windows[begin:end])
             if not unsure[begin:end].any():
                 continue
@@ -187,8 +247,8 @@ class QATokenizer:
                 results[-1] = InputError(
                     f"question {q} is {question_tokens[i]} tokens long: it leaves {max(room[i], 0)} tokens of a "
                     f"{settings.max_seq_len}-token window for the context, which must exceed the doc_stride of "
-                    f"{settings.doc_stride} when the context ({context_tokens[i]} tokens) does not fit in one "
-                    f"window"
+                    f"{settings.doc_stride} when the context ({'at least ' if stopped[i] else ''}{context_tokens[i]} "
+                    f"tokens) does not fit in one window"
                 )
             exact = windows[begin:end][unsure[begin:end]].sum()
             if exact > max_windows and not isinstance(results[-1], InputError):
@@ -284,6 +344,21 @@ class QATokenizer:
             word_offsets=_word_offsets(token_offsets, word_ids),
             window_question=window_question,
         )
+
+
+def _spans(sizes: list[int]) -> list[tuple[int, int]]:
+    """[begin, end) of each request's pairs among all requests' pairs, from the pairs per request."""
+    ends = np.cumsum(sizes).tolist()
+    return list(zip([0, *ends[:-1]], ends))
+
+
+def _pieces(text: str, size: int) -> Iterator[str]:
+    """``text`` in consecutive pieces of at least ``size`` characters (but the last), each cut after a space."""
+    begin = 0
+    while begin < len(text):
+        end = text.find(" ", begin + size) + 1 or len(text)
+        yield text[begin:end]
+        begin = end
 
 
 def _word_offsets(token_offsets: np.ndarray, word_ids: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import re
 import threading
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,19 @@ def config_parameters(args: Mapping[str, str]) -> dict[str, str]:
     """The ``parameters { key: ... value: { string_value: ... } }`` of a model's config.pbtxt."""
     config = json.loads(args["model_config"])
     return {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+
+
+def checked_parameters(args: Mapping[str, str], model: str, known: Iterable[str]) -> dict[str, str]:
+    """The config's ``parameters``, which must be exactly ``known``: a missing or unknown one raises
+    ``ValueError`` (the model does not load) rather than letting a default in code stand for it."""
+    parameters, known = config_parameters(args), set(known)
+    unknown, missing = sorted(set(parameters) - known), sorted(known - set(parameters))
+    if unknown or missing:
+        raise ValueError(
+            f"{model} config parameters: unknown {unknown or 'none'}, missing {missing or 'none'}; "
+            f"the {model} step reads {', '.join(sorted(known))}"
+        )
+    return parameters
 
 
 def config_file_parameters(path: Path) -> dict[str, str]:

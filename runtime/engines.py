@@ -4,10 +4,31 @@ GPU). Both take the same windows and give the same logits (``run``)."""
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
+
+from preprocessing.batch import Budget
+
 ENGINES = ("onnxruntime", "torch")
+# the electra config's parameters, every one required (runtime.backend.checked_parameters)
+PARAMETERS = (
+    "engine",
+    "onnx_file",
+    "checkpoint_dir",
+    "device",
+    "precision",
+    "intra_op_threads",
+    "max_windows_per_run",
+    "max_tokens_per_run",
+    "length_bucket",
+    "cuda_graphs",
+    "batch_budget_ms",
+    "max_request_ms",
+)
 
 
 def make_runner(parameters: Mapping[str, str], version_dir: Path, device_id: str | None = None):
@@ -41,3 +62,31 @@ def make_runner(parameters: Mapping[str, str], version_dir: Path, device_id: str
         runner.warmup()  # kernels initialised and CUDA graphs captured before the first request
         return runner
     raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+
+
+def step_budget(parameters: Mapping[str, str], runner, max_seq_len: int) -> Budget | None:
+    """The model step's time budget from its config: ``batch_budget_ms`` per execute, ``max_request_ms`` per
+    request (0: none; None when both are 0). With a request limit, the step's pace is measured before the first
+    request (``measure_pace``, windows of the tokenizer's ``max_seq_len`` tokens), so that the very first
+    request over the limit is refused too; it is learned on from every execute."""
+    batch_ms, request_ms = int(parameters["batch_budget_ms"]), int(parameters["max_request_ms"])
+    if not batch_ms and not request_ms:
+        return None
+    budget = Budget(batch_ms / 1000 if batch_ms else math.inf, min_work=1000, request_seconds=request_ms / 1000 or None)
+    if request_ms:
+        budget.learn("tokens", *measure_pace(runner, int(parameters["max_windows_per_run"]), max_seq_len))
+    return budget
+
+
+def measure_pace(runner, windows: int, width: int) -> tuple[int, float]:
+    """(tokens, seconds) of one run of ``windows`` windows of ``width`` tokens: the faster of two, after a first
+    run that warms the engine up (the other steps load on the same cores meanwhile)."""
+    ones = np.ones((windows, width), dtype=np.int64)
+    batch = [(ones, ones, np.zeros_like(ones))]
+    runner.run(batch)
+    times = []
+    for _ in range(2):
+        started = time.perf_counter()
+        runner.run(batch)
+        times.append(time.perf_counter() - started)
+    return windows * width, min(times)

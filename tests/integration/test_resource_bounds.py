@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -22,8 +23,9 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from client import QAError, TritonQA
+from client import InvalidInputError, QAError, TritonQA
 from perf.inputs import long_document, squad_sized_pairs
+from serving.export import copy_repository
 from serving.processes import memory_mb, stub_pids, tritonserver_pids
 from tests.cases import CASES
 from tests.conftest import ROOT
@@ -241,6 +243,32 @@ def test_a_flood_of_maximal_requests_refuses_or_answers_normal_ones_in_time_and_
     assert after and all(outcome == "answered" for _, outcome in after), log
 
 
+def test_many_oversized_contexts_at_once_leave_normal_callers_their_deadlines(triton_server):
+    """100 concurrent 1,000,000-character contexts over max_windows that only an exact token count refuses
+    ("a " is a token per 2 characters: ~2,000 windows), from callers sending no timeout: each execute counts at
+    most one of them (as far as the limit takes) before its budget is spent, the others in its batch get
+    UNAVAILABLE at once, and a normal caller (2 s deadline) asking all along is answered every time. (Before,
+    planning was outside the budget: each was counted in full, ~0.5 s, and normal callers waited ~45 s.)"""
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    inputs = tensors("electra_qa", "Who?", "a " * 500_000, batched=False)
+    outcomes: list[str] = []
+    started = time.monotonic()
+    for _ in range(100):
+        client.async_infer(
+            "electra_qa",
+            inputs,
+            lambda result, error: outcomes.append(str(error and error.status())),
+            client_timeout=60,
+        )
+    log = []
+    while (len(outcomes) < 100 or time.monotonic() - started < 8) and time.monotonic() - started < 40:
+        log.append(timed_normal_request(triton_server.grpc_url))
+    assert len(outcomes) == 100, f"{len(outcomes)} of the oversized requests answered in 40 s"
+    assert set(outcomes) <= {"StatusCode.UNAVAILABLE", "StatusCode.INVALID_ARGUMENT"}, set(outcomes)
+    assert log and all(outcome == "answered" for outcome, _ in log), log
+    assert max(latency for _, latency in log) < 2.0, log
+
+
 # --- what errors tell clients -----------------------------------------------------------------------------
 
 
@@ -297,3 +325,50 @@ def test_errors_of_malformed_calls_name_no_server_paths(triton_server):
     for message in messages:
         assert message and not any(p in message for p in paths), message
         assert "/" not in message, message
+
+
+# --- one request too long for the model step ----------------------------------------------------------------
+
+REQUEST_LIMIT_MS = 100  # ~70 windows at the tiny model's pace on 2 cores (~700 windows/s)
+
+
+@pytest.fixture(scope="module")
+def request_limited_server(tmp_path_factory, tiny_checkpoint, triton_server):
+    """A server whose model step takes at most REQUEST_LIMIT_MS per request: the tiny model stands in for one
+    ~60 times slower (the base model on 2 cores takes about as long for 1 window as the tiny one for 70)."""
+    workdir = tmp_path_factory.mktemp("request-limited")
+    repository = copy_repository(ROOT / "model_repository", workdir / "model_repository")
+    config = repository / "electra" / "config.pbtxt"
+    limit = f'{{ key: "max_request_ms" value: {{ string_value: "{REQUEST_LIMIT_MS}" }} }}'
+    text, found = re.subn(r'\{ key: "max_request_ms" value: \{ string_value: "\d+" \} \}', limit, config.read_text())
+    assert found == 1
+    config.write_text(text)
+    server = launch(workdir, tiny_checkpoint, repository)
+    yield server
+    stop(server.process)
+
+
+def model_tokens(server) -> float:
+    text = urllib.request.urlopen(f"{server.metrics_url}/metrics", timeout=10).read().decode()
+    return float(re.search(r'electra_qa_model_tokens_total\{kind="real"\} (\S+)', text).group(1))
+
+
+def test_a_request_too_long_for_the_model_steps_limit_is_refused_before_it_runs(request_limited_server):
+    """A 300,000-character context (~330 windows: ~0.5 s of the tiny model, 2 minutes of the base model on 2 cores)
+    is refused with INVALID_ARGUMENT naming max_request_ms, without running (no model tokens counted), while
+    normal callers are answered; a context within the limit is answered."""
+    url = request_limited_server.grpc_url
+    before = model_tokens(request_limited_server)
+    with ThreadPoolExecutor(4) as pool, TritonQA(url, timeout_s=30) as qa:
+        normal = [pool.submit(timed_normal_request, url, 10) for _ in range(8)]
+        started = time.monotonic()
+        with pytest.raises(
+            InvalidInputError, match=r"the limit is 0\.1 s per request \(the electra step's max_request_ms\)"
+        ):
+            qa.ask("Who shipped grain?", long_document(300_000))
+        refused_s = time.monotonic() - started
+        assert all(f.result()[0] == "answered" for f in normal)
+        ran = model_tokens(request_limited_server) - before
+        assert ran < 20 * 384, f"{ran:.0f} tokens ran"  # the normal requests' windows only
+        assert qa.ask("Who shipped grain?", long_document(10_000)).text  # ~11 windows: within the limit
+    assert refused_s < 5.0, refused_s

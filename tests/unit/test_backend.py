@@ -94,3 +94,16 @@ def test_memory_trimmer_trims_after_large_work_only():
     while trimmer.trims == 0 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert trims == [0] and trimmer.trims == 1
+
+
+def test_a_missing_or_unknown_config_parameter_fails_loading():
+    import json
+
+    from runtime.backend import checked_parameters
+
+    def args(**parameters):
+        return {"model_config": json.dumps({"parameters": {k: {"string_value": v} for k, v in parameters.items()}})}
+
+    assert checked_parameters(args(a="1", b="2"), "electra", ("a", "b")) == {"a": "1", "b": "2"}
+    with pytest.raises(ValueError, match=r"electra config parameters: unknown \['c'\], missing \['b'\]"):
+        checked_parameters(args(a="1", c="3"), "electra", ("a", "b"))

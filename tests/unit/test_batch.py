@@ -78,7 +78,7 @@ def test_large_requests_are_encoded_in_slices_and_refused_over_the_window_limit(
 
 def test_under_a_budget_small_requests_go_first_and_large_ones_wait_for_another_batch(tokenizer):
     budget = Budget(0.25)
-    budget.seconds_per_unit = 1e-3  # as if measured: 1 ms per character, any long context is over the budget
+    budget.paces["encoded"] = 1e-5  # as if measured: 10 µs per character, any long context is over the budget
     big = (["Who shipped grain?"], [long_document(150_000)])  # a tokenizer call of its own (CHUNK_CHARS)
     small = [(["Who?"], ["Ada wrote it."]), (["What?"], [CASES["squad"][1]])]
     results = tokenize_requests(tokenizer, [big, *small, InputError("refused earlier")], 1024, budget)
@@ -97,19 +97,63 @@ def test_under_a_budget_small_requests_go_first_and_large_ones_wait_for_another_
 def test_the_budget_learns_the_tokenizers_pace(tokenizer):
     budget = Budget(10.0)
     tokenize_requests(tokenizer, [(["When?"], [long_document(20_000)])], 1024, budget)
-    assert budget.seconds_per_unit is not None and 0 < budget.seconds_per_unit < 1e-3
+    assert 0 < budget.paces["encoded"] < 1e-3 and "counted" not in budget.paces  # nothing to count exactly
     started = time.monotonic()
-    assert budget.allows(started, 1000) and not budget.allows(started - 10, 0)
+    assert budget.fits(started, budget.predict(encoded=1000)) and not budget.fits(started - 10, 0)
+    # an exact count while planning: its pace is learned too, per character the plan may count
+    tokenize_requests(tokenizer, [(["When?"], ["a " * 100_000])], 8, budget)
+    assert 0 < budget.paces["counted"] < 1e-3
 
 
 def test_a_budget_selects_the_smallest_requests_that_fit_and_refuses_the_rest():
     budget = Budget(1.0)
-    budget.seconds_per_unit = 0.1  # 10 units a second
+    budget.paces["tokens"] = 0.1  # 10 tokens a second
     error = InputError("bad")
-    kept = budget.select(["a", "b", error, "c", "d"], [6, 2, 0, 3, 1], time.monotonic(), "electra")
-    assert kept[1:4] == ["b", error, "c"] and kept[4] == "d"  # 1 + 2 + 3 units: 0.6 s
+    kept = budget.select_smallest(["a", "b", error, "c", "d"], [6, 2, 0, 3, 1], time.monotonic(), "electra", "tokens")
+    assert kept[1:4] == ["b", error, "c"] and kept[4] == "d"  # 1 + 2 + 3 tokens: 0.6 s
     assert isinstance(kept[0], Busy) and "the electra step had no time left" in str(kept[0])
-    assert budget.select(["big", "bigger"], [50, 60], time.monotonic(), "electra")[0] == "big"  # the first runs
+    chosen = budget.select_smallest(["big", "bigger"], [50, 60], time.monotonic(), "electra", "tokens")
+    assert chosen[0] == "big" and isinstance(chosen[1], Busy)  # the first runs
+    # an execute that has begun other work starts nothing more past its budget
+    assert isinstance(budget.select(["big"], [5.0], time.monotonic(), "tokenizer", begun=True)[0], Busy)
+
+
+def test_a_request_over_the_per_request_limit_is_refused_wherever_it_stands_in_its_batch():
+    budget = Budget(1.0, request_seconds=2.0)
+    kept = budget.select_smallest(["huge", "small"], [30, 1], time.monotonic(), "electra", "tokens")
+    assert kept == ["huge", "small"]  # no pace measured yet: nothing is predicted over the limit
+    budget.paces["tokens"] = 0.1
+    kept = budget.select_smallest(["huge", "alone"], [30, 19], time.monotonic(), "electra", "tokens")
+    assert isinstance(kept[0], InputError) and kept[1] == "alone"  # 3 s: over the limit; 1.9 s: the first, it runs
+    assert str(kept[0]) == (
+        "the request's 30 tokens would take the electra step about 3.0 s at its measured pace (10 tokens/s); the "
+        "limit is 2 s per request (the electra step's max_request_ms): send shorter contexts or fewer questions"
+    )
+    unlimited = Budget(1.0)
+    unlimited.paces["tokens"] = 0.1
+    assert unlimited.select_smallest(["huge"], [10**6], time.monotonic(), "electra", "tokens") == ["huge"]
+
+
+def test_requests_refused_at_planning_count_against_the_budget(tokenizer):
+    # contexts over max_windows that only an exact token count refuses (their character bound is not over:
+    # "a " is 1 token per 2 characters, the bound 3 per character), each counted until surely over the limit
+    oversized = [(["Who?"], ["a " * 150_000]) for _ in range(20)]
+    small = (["Who?"], ["Ada wrote it."])
+    budget = Budget(0.25)
+    started = time.monotonic()
+    results = tokenize_requests(tokenizer, [*oversized, small], 8, budget)
+    elapsed = time.monotonic() - started
+    same_windows(results[-1], tokenizer.encode(*small))  # the smallest first
+    refused = [r for r in results[:-1] if isinstance(r, InputError)]
+    busy = [r for r in results[:-1] if isinstance(r, Busy)]
+    assert refused and all("the limit is 8 per request" in str(r) for r in refused)
+    assert len(busy) >= 15 and len(refused) + len(busy) == 20, (len(refused), len(busy))
+    assert elapsed < 1.5, elapsed  # each counted alone: ~0.1 s (the first piece); all 20 in full: ~6 s
+    # once the pace is known, a request whose counting would not fit is not planned: Busy, not INVALID_ARGUMENT
+    budget.paces["counted"] = 1e-3
+    results = tokenize_requests(tokenizer, [small, oversized[0]], 8, budget)
+    same_windows(results[0], tokenizer.encode(*small))
+    assert isinstance(results[1], Busy)
 
 
 def decoder_request(tokenizer, questions, contexts, options=AnswerOptions(), seed=0):

@@ -170,3 +170,18 @@ def test_tensor_names_in_code_are_the_configs():
         (name, np.dtype(t).name, rank) for name, t, rank in tensors.DECODER_INPUTS
     ]
     assert tuple(o.name for o in decoder.output) == tensors.ANSWER_OUTPUTS == OUTPUT_NAMES
+
+
+@pytest.mark.parametrize("variant", ["default", *VARIANT_NAMES])
+def test_the_python_steps_configs_hold_exactly_the_parameters_their_models_read(variant):
+    # a missing or unknown one fails the model's loading (runtime.backend.checked_parameters)
+    from preprocessing import TOKENIZER_PARAMETERS, DecoderLimits
+    from runtime.engines import PARAMETERS
+
+    for name, known in (("tokenizer", TOKENIZER_PARAMETERS), ("electra", PARAMETERS), ("decoder", DecoderLimits.OWN)):
+        path = REPOSITORY / name / "configs" / f"{variant}.pbtxt"
+        if variant != "default" and not path.is_file():
+            continue
+        config = load_variant(name, variant) if variant != "default" else load(name)
+        if config.backend == "python":
+            assert sorted(config.parameters) == sorted(known), f"{name} {variant}"

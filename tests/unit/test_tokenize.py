@@ -1,11 +1,14 @@
 import random
+import time
 
 import numpy as np
 import pytest
 from tokenizers import Tokenizer
 from transformers import AutoTokenizer
 
+from perf.inputs import long_document
 from preprocessing import NO_OFFSET, InputError, QATokenizer, WindowSettings
+from preprocessing.tokenize import COUNT_PIECE_CHARS
 from tests.cases import CASES, LONG_CONTEXT
 
 
@@ -133,6 +136,37 @@ def test_a_long_question_with_a_context_that_fits_its_room_is_answered(tokenizer
 def test_plan_refuses_contexts_over_the_window_limit_before_encoding_them(tokenizer):
     with pytest.raises(InputError, match=r"the contexts make at least \d+ windows of 384 tokens; the limit is 8"):
         tokenizer.plan(["Who?"], [LONG_CONTEXT * 2], max_windows=8)
+
+
+def test_long_texts_counted_in_pieces_count_as_many_tokens_as_whole(tokenizer):
+    rng = random.Random(7)
+    texts = [
+        _random_text(rng, 40_000),
+        "東京は日本の首都です。 Ünïcödé accents, ﬁ ligatures\ttabs\nand lines. " * 3_000,
+        long_document(250_000),
+    ]
+    whole = tokenizer.token_counts(texts)
+    assert tokenizer.token_counts(texts, [10**9] * len(texts)).tolist() == whole.tolist()
+    assert all(len(text) > COUNT_PIECE_CHARS for text in texts)
+
+
+def test_a_count_stops_once_the_text_is_over_its_limit(tokenizer):
+    text = "a " * 500_000  # 500,000 tokens
+    started = time.monotonic()
+    stopped = tokenizer.token_counts([text, "a b c"], [1000, 1])
+    assert 1000 < stopped[0] <= COUNT_PIECE_CHARS and stopped[1] == 3  # one piece; short texts counted whole
+    assert time.monotonic() - started < 0.5
+    # planning refuses it as surely: at least as many windows as the counted prefix makes
+    with pytest.raises(InputError, match=r"the contexts make at least \d+ windows of 384 tokens; the limit is 8 "):
+        tokenizer.plan(["Who?"], [text], max_windows=8)
+    question = " ".join(["why"] * 299) + "?"  # leaves 81 tokens of room: refused past 81 context tokens
+    with pytest.raises(InputError, match=r"when the context \(at least \d+ tokens\) does not fit in one window"):
+        tokenizer.plan([question], [text], max_windows=1024)
+
+
+def test_planning_counts_exactly_only_what_the_bounds_leave_open(tokenizer):
+    requests = [(["Who?"], [CASES["squad"][1]]), (["Who?"], ["a " * 150_000]), ([" ".join(["why"] * 299)], ["A."])]
+    assert tokenizer.counting_chars(requests, 1024) == [0, 300_004, len(requests[2][0][0]) + 2]
 
 
 def test_context_without_any_token_is_refused(tokenizer):

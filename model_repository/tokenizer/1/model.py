@@ -4,6 +4,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from preprocessing import (
+    TOKENIZER_PARAMETERS,
     AnswerOptions,
     Budget,
     QATokenizer,
@@ -15,7 +16,7 @@ from preprocessing import (
 from runtime.backend import (
     MemoryTrimmer,
     attempt,
-    config_parameters,
+    checked_parameters,
     input_array,
     reply,
     response,
@@ -29,7 +30,7 @@ TRIM_AFTER_CHARS = 100_000
 
 class TritonPythonModel:
     def initialize(self, args):
-        parameters = config_parameters(args)
+        parameters = checked_parameters(args, "tokenizer", TOKENIZER_PARAMETERS)
         self.limits = RequestLimits.from_config(parameters)
         decoder = sibling_parameters(args, "decoder")  # the answer options' bounds, checked before any work
         self.max_top_k, self.max_answer_len = int(decoder["max_top_k"]), int(decoder["max_answer_len"])
@@ -40,7 +41,7 @@ class TritonPythonModel:
             parallel=parameters["parallel_encoding"] == "true",
         )
         self.trimmer = MemoryTrimmer(TRIM_AFTER_CHARS)
-        budget_ms = int(parameters.get("batch_budget_ms", "0"))
+        budget_ms = int(parameters["batch_budget_ms"])
         self.budget = Budget(budget_ms / 1000) if budget_ms else None
 
     def execute(self, requests):
