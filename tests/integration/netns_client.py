@@ -7,6 +7,9 @@ results as JSON on standard output.
         -> [{"sent": t, "done": t, "error": null or "ErrorType: message"}, ...]   (wall-clock seconds)
     python -m tests.integration.netns_client large URL BYTES
         -> "ErrorType: message" of one question whose context has BYTES bytes, or null when answered
+    python -m tests.integration.netns_client unfinished HOST:PORT
+        -> what the server answers (its status line, or "" when it closes) to a POST that announces 2 GB and
+           sends 1 MB of it, within 15 s
     python -m tests.integration.netns_client idle URL CONNECTIONS SECONDS
         -> {"answered": bool, "open_after": n}: CONNECTIONS idle TCP connections opened, a question asked
            beside them, then how many the server still holds open SECONDS later
@@ -64,6 +67,17 @@ def large(url: str, size: int) -> str | None:
     return None
 
 
+def unfinished(address: str) -> str:
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=15) as connection:
+        head = b"POST /v2/models/electra_qa/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000000\r\n\r\n"
+        try:
+            connection.sendall(head + b"{" * 2**20)
+        except OSError:  # refused before all of it was sent
+            pass
+        return connection.recv(4096).split(b"\r\n", 1)[0].decode()
+
+
 def still_open(connection: socket.socket) -> bool:
     """Whether the server still holds ``connection`` open (what it sent first, e.g. HTTP/2's settings, read)."""
     connection.setblocking(False)
@@ -97,6 +111,8 @@ if __name__ == "__main__":
         result = ask(url)
     elif command == "load":
         result = load(url, float(rest[0]), int(rest[1]))
+    elif command == "unfinished":
+        result = unfinished(url)
     elif command == "large":
         result = large(url, int(rest[0]))
     else:
