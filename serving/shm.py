@@ -56,24 +56,24 @@ def protect(prefix: str, directory: Path = SHM_DIR) -> list[Path]:
 def remove(prefix: str, directory: Path = SHM_DIR) -> list[Path]:
     """Remove the regions named with ``prefix`` (those of a server that has exited); those removed. A stub still
     mapping one keeps its memory until it exits."""
-    removed = []
-    for region in regions(prefix, directory):
-        try:
-            region.unlink()
-            removed.append(region)
-        except OSError:
-            continue
-    return removed
+    return _unlink(regions(prefix, directory))
 
 
 def remove_orphans(mapped: set[str], directory: Path = SHM_DIR) -> list[Path]:
     """Remove the regions of supervisors that are gone (killed before they could remove them) that no process maps
     (``mapped``: the paths every process maps, ``serving.processes.mapped_shm``); those removed."""
-    removed = []
+    orphans = []
     for region in regions(BACKEND_PREFIX, directory):
         match = SUPERVISED.match(region.name)
-        if not match or Path(f"/proc/{match[1]}").exists() or str(region) in mapped:
-            continue
+        if match and not Path(f"/proc/{match[1]}").exists() and str(region) not in mapped:
+            orphans.append(region)
+    return _unlink(orphans)
+
+
+def _unlink(found: list[Path]) -> list[Path]:
+    """Remove ``found``; those removed (one removed meanwhile is skipped)."""
+    removed = []
+    for region in found:
         try:
             region.unlink()
             removed.append(region)
