@@ -53,3 +53,9 @@ def refused(server, model: str, tensors, parameters=None, status: str = "StatusC
         infer(server, model, tensors, parameters)
     assert error.value.status() == status, error.value.message()
     return error.value.message()
+
+
+def deep_json_body(depth: int = 200_000) -> bytes:
+    """An inference body whose parameters nest ``depth`` arrays deep: Triton 2.51's recursive JSON parser
+    overflows tritonserver's stack on it (SIGSEGV; 100,000 deep survives)."""
+    return ('{"parameters":{"x":' + "[" * depth + "]" * depth + '},"inputs":[]}').encode()

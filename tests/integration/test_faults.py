@@ -18,6 +18,7 @@ from serving.serve import Supervisor
 from tests.cases import CASES
 from tests.integration.conftest import free_port, launch, stop
 from tests.integration.load import keep_asking
+from tests.integration.raw import deep_json_body
 
 CALL_TIMEOUT_S = 5.0
 
@@ -138,12 +139,6 @@ def wait_for_a_new_tritonserver(server, old: int, bound_s: float = RESTART_BOUND
         assert server.alive(), f"make serve ended; its log:\n{server.log.read_text()[-3000:]}"
         time.sleep(0.01)
     pytest.fail(f"no new tritonserver ready within {bound_s} s; its log:\n{server.log.read_text()[-3000:]}")
-
-
-def deep_json_body(depth: int = 200_000) -> bytes:
-    """An inference body whose parameters nest ``depth`` arrays deep: Triton 2.51's recursive JSON parser
-    overflows tritonserver's stack on it (SIGSEGV; 100,000 deep survives)."""
-    return ('{"parameters":{"x":' + "[" * depth + "]" * depth + '},"inputs":[]}').encode()
 
 
 def crash_over_http(server) -> None:

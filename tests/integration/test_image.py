@@ -38,6 +38,7 @@ from serving.export import main as export_main
 from tests.cases import CASES
 from tests.conftest import ROOT, as_list, assert_same_answers
 from tests.integration.image import Container, Image, build, stand_in
+from tests.integration.raw import deep_json_body
 
 pytestmark = pytest.mark.integration
 
@@ -148,11 +149,6 @@ def compose_proxy(triton: Container, name: str, log: Path) -> Container:
     )
 
 
-def deep_json(depth: int) -> bytes:
-    """An inference body whose parameters nest ``depth`` deep (Triton's JSON parser recurses on it)."""
-    return b'{"parameters":{"x":' + b"[" * depth + b"]" * depth + b'},"inputs":[]}'
-
-
 def test_compose_cpu_service_behind_its_proxy(image, tmp_path_factory, tiny_checkpoint, reference):
     repository = exported(tmp_path_factory, tiny_checkpoint)
     workdir = tmp_path_factory.mktemp("compose-cpu")
@@ -178,8 +174,8 @@ def test_compose_cpu_service_behind_its_proxy(image, tmp_path_factory, tiny_chec
             triton.argv
         )
         for _ in range(2):  # the body that crashes tritonserver's JSON parser never reaches it
-            assert triton.http_status(HTTP, "/v2/models/electra_qa/infer", deep_json(200_000)) == 413
-        assert triton.http_status(HTTP, "/v2/models/electra_qa/infer", deep_json(10)) == 403  # no POST at all
+            assert triton.http_status(HTTP, "/v2/models/electra_qa/infer", deep_json_body(200_000)) == 413
+        assert triton.http_status(HTTP, "/v2/models/electra_qa/infer", deep_json_body(10)) == 403  # no POST at all
         # a body announced at 2 GB is refused from its headers: nothing of it is held
         assert on_network(triton, "unfinished", f"127.0.0.1:{HTTP}", stdin=None).startswith("HTTP/1.1 413")
         refused = on_network(triton, "large", f"127.0.0.1:{GRPC}", str(17 * 2**20), stdin=None)
