@@ -68,6 +68,15 @@ def squad_sized_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
     return pairs
 
 
+def questions_about_one_context(n: int, per_context: int = 5, seed: int = 0) -> list[tuple[list[str], str]]:
+    """``n`` requests of ``per_context`` SQuAD-sized questions about one context each (the pipeline's "many
+    questions, one context" call)."""
+    pairs = squad_sized_pairs(n * per_context, seed)
+    return [
+        ([q for q, _ in pairs[i * per_context : (i + 1) * per_context]], pairs[i * per_context][1]) for i in range(n)
+    ]
+
+
 def long_document(n_chars: int = 140_000) -> str:
     """A context of ``n_chars`` characters (~27,000 tokens, ~115 windows) of distinct sentences."""
     sentences, i = [], 0

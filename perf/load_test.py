@@ -7,6 +7,9 @@ and finally writes
     <out>.csv             perf_analyzer's verbose CSV, one row per concurrency
     <out>-breakdown.csv   per composing model and concurrency: queue / compute input / infer / output (us)
     <out>.png             throughput vs p99 latency
+    <out>-cpu.csv         per concurrency: CPU microseconds per answered request of tritonserver and of each
+                          Python-backend stub (when the server runs on this machine), beside the bare tokenizer
+                          library's microseconds per pair on the same pairs (one core), and their ratios
 
 and prints a short table last. The run fails when any request failed. A server started with
 ``--api-key HEADER=VALUE`` is measured with ``--api-key HEADER=VALUE`` (default: $ELECTRA_QA_API_KEY), which
@@ -17,16 +20,23 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from statistics import median
 
+from perf import prepost, process_cpu
 from serving.admin import AdminClient, add_api_key_option, grpc_headers, local_admin_key, parse_header
 
 ROOT = Path(__file__).resolve().parent.parent
+# the processes of the serving stack outside the model step (tritonserver and the pre/post-processing steps)
+OUTSIDE_MODEL_STEP = ("tritonserver", "tokenizer", "decoder")
+# pairs per bare tokenizer call: about what the tokenizer step receives per execute at concurrency 32
+BARE_BATCH = 32
 PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
 
 
@@ -114,12 +124,15 @@ def measure(
     steps: list[str],
     csv_path: Path,
     request_count: int | None = None,
-) -> tuple[dict, list[dict]]:
+    processes: list[process_cpu.Process] | None = None,
+) -> tuple[dict, list[dict], dict[str, float]]:
     """One perf_analyzer run at ``concurrency``: its CSV row (with the ensemble's server successes and failures
     added) and per composing model the breakdown of its server time (``steps``) over the run. Its measurement
     windows last ``interval_ms``, or, with ``request_count``, that many requests (slow requests, e.g. long
-    documents, then never leave a window empty)."""
+    documents, then never leave a window empty). Third: CPU microseconds per answered request of each of the
+    server's ``processes`` over the run."""
     before = settled_statistics(admin)
+    cpu_before = process_cpu.snapshot(processes or [])
     window = (
         ["--measurement-mode", "count_windows", "--measurement-request-count", str(request_count)]
         if request_count
@@ -154,6 +167,7 @@ def measure(
     if result.returncode != 0:
         raise PerfAnalyzerError(result.returncode, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     after = settled_statistics(admin)
+    cpu_after = process_cpu.snapshot(processes or [])
     with open(csv_path) as f:
         row = list(csv.DictReader(f))[-1]
     csv_path.unlink()
@@ -180,7 +194,33 @@ def measure(
                 **{f"{p}_us": round(d[f"{p}_ns"] / n / 1000, 1) for p in PHASES},
             }
         )
-    return row, breakdown
+    cpu = process_cpu.per_request_us(cpu_before, cpu_after, ensemble["success_count"])
+    return row, breakdown, cpu
+
+
+def data_pairs(data: Path) -> list[tuple[str, str]]:
+    """The (question, context) pairs of a perf_analyzer input file, in order."""
+    entries = json.loads(data.read_text())["data"]
+    return [(q, c) for e in entries for q, c in zip(e["question"]["content"], e["context"]["content"])]
+
+
+def cpu_rows(cpu: dict[int, dict[str, float]], bare_us: float | None) -> list[dict]:
+    """Per concurrency and process, CPU us per request, and as a multiple of the bare tokenizer call; plus the
+    sums the targets are stated in: outside the model step (tritonserver, tokenizer, decoder) and all."""
+    rows = []
+    for concurrency, per_process in cpu.items():
+        by_model: dict[str, float] = {}
+        for name, us in per_process.items():
+            model = process_cpu.Process(0, name).model
+            by_model[model] = by_model.get(model, 0.0) + us
+        outside = sum(us for model, us in by_model.items() if model in OUTSIDE_MODEL_STEP)
+        entries = [*per_process.items(), ("outside the model step", outside), ("all", sum(per_process.values()))]
+        for name, us in entries:
+            ratio = round(us / bare_us, 2) if bare_us else None
+            rows.append(
+                {"concurrency": concurrency, "process": name, "cpu_us_per_request": us, "x_bare_tokenizer": ratio}
+            )
+    return rows
 
 
 def run(args) -> int:
@@ -190,13 +230,17 @@ def run(args) -> int:
     # perf_analyzer reads the model's configuration (admin key) and infers (the inference key, --api-key)
     headers = grpc_headers(key) | grpc_headers(args.api_key)
     steps = composing_models(admin, args.model)
+    processes = process_cpu.server_processes(grpc_port(args.url))
+    if not processes:
+        print(f"no server listening on {args.url} runs on this machine: no CPU accounting", file=sys.stderr)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     start, end, step = (int(x) for x in args.concurrency.split(":"))
-    rows, breakdown, failed = [], [], 0
+    rows, breakdown, cpu, failed = [], [], {}, 0
+    bare = bare_tokenizer_us(args) if processes else []  # before the sweep, and after it
     for concurrency in range(start, end + 1, step):
         try:
-            row, steps_breakdown = measure(
+            row, steps_breakdown, cpu[concurrency] = measure(
                 perf_analyzer,
                 admin,
                 headers,
@@ -209,6 +253,7 @@ def run(args) -> int:
                 args.stability_percentage,
                 steps,
                 out.with_name(f"{out.stem}-c{concurrency}.csv"),
+                processes=processes,
             )
         except PerfAnalyzerError as error:
             print(error, file=sys.stderr)
@@ -227,6 +272,15 @@ def run(args) -> int:
         writer.writerows(breakdown)
     plot(rows, out.with_suffix(".png"), args)
     print(table(rows, breakdown, steps))
+    if processes:
+        bare += bare_tokenizer_us(args)
+        bare_us = round(median(bare), 1) if bare else None
+        costs = cpu_rows(cpu, bare_us)
+        with open(out.with_name(f"{out.stem}-cpu.csv"), "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(costs[0]))
+            writer.writeheader()
+            writer.writerows(costs)
+        print(cpu_table(costs, bare_us))
     if failed:
         print(f"{failed} requests failed on the server", file=sys.stderr)
         return 1
@@ -253,6 +307,29 @@ def table(rows: list[dict], breakdown: list[dict], steps: list[str]) -> str:
             f"{int(row['p99 latency']) / 1000:>7.1f}   " + "  ".join(parts)
         )
     return "\n".join(lines)
+
+
+def bare_tokenizer_us(args) -> list[float]:
+    """Measurements of the bare tokenizer library's CPU us per pair on the run's pairs (none without the
+    served tokenizer.json here)."""
+    if not args.tokenizer.is_file():
+        return []
+    return prepost.library_us(args.tokenizer, data_pairs(args.data), BARE_BATCH, 2.0)
+
+
+def cpu_table(costs: list[dict], bare_us: float | None) -> str:
+    bare = f"{bare_us:.0f} us per pair" if bare_us else "not measured (no tokenizer.json here)"
+    lines = [f"CPU us per answered request (bare tokenizer library, one core, same pairs, median of 10: {bare})"]
+    for c in dict.fromkeys(r["concurrency"] for r in costs):
+        lines.append(f"  concurrency {c}")
+        for r in (r for r in costs if r["concurrency"] == c):
+            ratio = f"  {r['x_bare_tokenizer']:.2f} x" if r["x_bare_tokenizer"] is not None else ""
+            lines.append(f"    {r['process']:<24} {r['cpu_us_per_request']:>8.0f}{ratio}")
+    return "\n".join(lines)
+
+
+def grpc_port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1]) if ":" in url else 8001
 
 
 def plot(rows: list[dict], path: Path, args) -> None:
@@ -296,6 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--data", type=Path, default=ROOT / "perf" / "data" / "squad.json")
     parser.add_argument("--out", default=str(ROOT / "perf" / "results" / "perf"))
+    parser.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=ROOT / "model_repository" / "tokenizer" / "1" / "tokenizer.json",
+        help="the served tokenizer, for the bare tokenizer library's cost on the same pairs",
+    )
     return run(parser.parse_args(argv))
 
 

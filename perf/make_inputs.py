@@ -1,6 +1,7 @@
 """Write perf_analyzer ``--input-data`` files for ``electra_qa`` (string tensors, one question per request).
 
-python -m perf.make_inputs        # -> perf/data/squad.json (200 SQuAD-sized pairs), perf/data/long.json
+python -m perf.make_inputs        # -> perf/data/squad.json (200 SQuAD-sized pairs), perf/data/long.json,
+                                  #    perf/data/five_questions.json (200 requests of 5 questions, one context)
 """
 
 from __future__ import annotations
@@ -8,15 +9,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from perf.inputs import long_document, squad_sized_pairs
+from perf.inputs import long_document, questions_about_one_context, squad_sized_pairs
 
 DATA = Path(__file__).resolve().parent / "data"
 
 
 def perf_analyzer_data(pairs: list[tuple[str, str]]) -> dict:
+    return shared_context_data([([q], c) for q, c in pairs])
+
+
+def shared_context_data(requests: list[tuple[list[str], str]]) -> dict:
+    """Requests of several questions, each about the request's one context (sent once per question)."""
     return {
         "data": [
-            {"question": {"content": [q], "shape": [1]}, "context": {"content": [c], "shape": [1]}} for q, c in pairs
+            {
+                "question": {"content": questions, "shape": [len(questions)]},
+                "context": {"content": [context] * len(questions), "shape": [len(questions)]},
+            }
+            for questions, context in requests
         ]
     }
 
@@ -27,8 +37,10 @@ def main() -> None:
         "squad.json": squad_sized_pairs(200),
         "long.json": [("Who received the grain shipped in 1057?", long_document())],
     }
-    for name, pairs in files.items():
-        (DATA / name).write_text(json.dumps(perf_analyzer_data(pairs), ensure_ascii=False, indent=1) + "\n")
+    data = {name: perf_analyzer_data(pairs) for name, pairs in files.items()}
+    data["five_questions.json"] = shared_context_data(questions_about_one_context(200, 5))
+    for name, content in data.items():
+        (DATA / name).write_text(json.dumps(content, ensure_ascii=False, indent=1) + "\n")
         print(DATA / name)
 
 

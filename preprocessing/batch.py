@@ -18,6 +18,7 @@ from preprocessing.decode import DecodedAnswers, decode
 from preprocessing.errors import Busy, InputError
 from preprocessing.requests import AnswerOptions, DecoderLimits, readable_texts
 from preprocessing.tokenize import NO_OFFSET, QATokenizer, Windows
+from runtime.tensors import window_questions
 
 # Requests planned together (one call for their exact token counts where needed) and pairs encoded together, in
 # characters (100,000 characters take ~0.2 s to encode on 2 cores)
@@ -238,51 +239,43 @@ class DecoderInput:
     @classmethod
     def checked(
         cls,
-        start_logits: np.ndarray,
-        end_logits: np.ndarray,
-        token_offsets: np.ndarray,
-        word_offsets: np.ndarray,
-        window_question: np.ndarray,
+        logits: np.ndarray,
+        offsets: np.ndarray,
         window_context: np.ndarray,
         options: AnswerOptions,
         limits: DecoderLimits,
     ) -> DecoderInput:
-        """A decoder request from its tensors, refused with ``InputError`` unless they have the structure the
-        tokenizer and model steps give them: consistent shapes, windows of at most ``limits.max_seq_len`` tokens,
-        questions numbered 0, 1, ... with contiguous windows, the context (UTF-8, within the tokenizer's
-        characters limits) on each question's first window. Their values (finite logits, offsets within the
-        context) are checked by ``decode_requests``, for all requests at once."""
-        if start_logits.ndim != 2 or start_logits.shape[0] == 0 or start_logits.shape[1] == 0:
-            raise InputError(f"start_logits must be [windows, tokens], got shape {list(start_logits.shape)}")
-        n_windows, width = start_logits.shape
+        """A decoder request from its tensors (``runtime.tensors``: ``logits`` [W, L, 2], ``offsets`` [W, L, 4],
+        ``window_context`` [W, 1]), refused with ``InputError`` unless they have the structure the tokenizer and
+        model steps give them: consistent shapes, windows of at most ``limits.max_seq_len`` tokens, the context
+        (UTF-8, within the tokenizer's characters limits) on each question's first window and only there (the
+        first window opens a question). Their values (finite logits, offsets within the context) are checked by
+        ``decode_requests``, for all requests at once."""
+        if logits.ndim != 3 or logits.shape[0] == 0 or logits.shape[1] == 0 or logits.shape[2] != 2:
+            raise InputError(f"logits must be [windows, tokens, 2], got shape {list(logits.shape)}")
+        n_windows, width, _ = logits.shape
         if width > limits.max_seq_len:
             raise InputError(
                 f"windows of {width} tokens; the decoder takes at most {limits.max_seq_len} "
                 "(the tokenizer's max_seq_len)"
             )
         for name, array, shape in (
-            ("end_logits", end_logits, (n_windows, width)),
-            ("token_offsets", token_offsets, (n_windows, width, 2)),
-            ("word_offsets", word_offsets, (n_windows, width, 2)),
-            ("window_question", window_question, (n_windows, 1)),
+            ("offsets", offsets, (n_windows, width, 4)),
             ("window_context", window_context, (n_windows, 1)),
         ):
             if array.shape != shape:
-                raise InputError(f"{name} must have shape {list(shape)} like start_logits, got {list(array.shape)}")
-        questions = window_question[:, 0]
-        steps = np.diff(questions)
-        if questions[0] != 0 or ((steps != 0) & (steps != 1)).any():
-            raise InputError(
-                "window_question must number questions 0, 1, 2, ... with each question's windows next to each other"
-            )
-        first_windows = np.concatenate(([0], np.flatnonzero(steps) + 1))
+                raise InputError(f"{name} must have shape {list(shape)} like logits, got {list(array.shape)}")
+        questions = window_questions(window_context)
+        if questions[0] != 0:
+            raise InputError("window_context must hold the context on the first window of each question")
+        first_windows = np.concatenate(([0], np.flatnonzero(np.diff(questions)) + 1))
         contexts = readable_texts(window_context[first_windows, 0], "context of window", limits.max_context_chars)
         total = sum(map(len, contexts))
         if total > limits.max_request_chars:
             raise InputError(
                 f"the request's contexts hold {total} characters; the limit is {limits.max_request_chars} per request"
             )
-        return cls(start_logits, end_logits, token_offsets, word_offsets, questions.astype(np.int32), contexts, options)
+        return cls(logits[..., 0], logits[..., 1], offsets[..., :2], offsets[..., 2:], questions, contexts, options)
 
 
 def _invalid_rows(start_logits, end_logits, token_offsets, word_offsets, context_chars) -> list[tuple[np.ndarray, str]]:
@@ -293,10 +286,11 @@ def _invalid_rows(start_logits, end_logits, token_offsets, word_offsets, context
             "start_logits and end_logits must be finite",
         )
     ]
-    for name, offsets in (("token_offsets", token_offsets), ("word_offsets", word_offsets)):
+    for name, offsets in (("token", token_offsets), ("word", word_offsets)):
         begin, end = offsets[..., 0], offsets[..., 1]
         ok = ((begin == NO_OFFSET) & (end == NO_OFFSET)) | ((0 <= begin) & (begin <= end) & (end <= context_chars))
-        checks.append((~ok.all(axis=1), f"{name} must be character spans within their context, or {NO_OFFSET} pairs"))
+        message = f"offsets: the {name} spans must be character spans within their context, or {NO_OFFSET} pairs"
+        checks.append((~ok.all(axis=1), message))
     return checks
 
 

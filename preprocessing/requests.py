@@ -33,6 +33,7 @@ TOKENIZER_PARAMETERS = (
     *(f.name for f in fields(RequestLimits)),
     "parallel_encoding",
     "batch_budget_ms",
+    "context_cache_tokens",
 )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -29,6 +30,7 @@ from preprocessing.arrays import stack_padded
 from preprocessing.errors import InputError
 
 NO_OFFSET = -1
+NO_WORD = -1  # the word id of a token of no word (the library's None)
 # Upper bound on the tokens one character of text can become: BERT's normalizer decomposes a Hangul syllable
 # into up to three jamo (measured: every code point alone gives at most 3 tokens), and every WordPiece token
 # covers at least one normalised character. Used to bound work from character counts before tokenizing.
@@ -113,12 +115,80 @@ def windows_of_pair(context_tokens: np.ndarray, room: np.ndarray, doc_stride: in
     return 1 + np.maximum(0, -(-(context_tokens - room) // step))
 
 
+@dataclass(frozen=True)
+class ContextTokens:
+    """A context's tokens on their own (no special tokens): ids, character spans, word ids (``NO_WORD``)."""
+
+    ids: np.ndarray  # [T] int32
+    offsets: np.ndarray  # [T, 2] int32
+    words: np.ndarray  # [T] int32 (16 bytes a token in all)
+
+    @classmethod
+    def of(cls, encoding) -> ContextTokens:
+        n = len(encoding.ids)
+        return cls(
+            ids=np.array(encoding.ids, dtype=np.int32),
+            offsets=np.array(encoding.offsets, dtype=np.int32).reshape(n, 2),
+            words=np.array([NO_WORD if w is None else w for w in encoding.word_ids], dtype=np.int32),
+        )
+
+    @property
+    def tokens(self) -> int:
+        return len(self.ids)
+
+
+class ContextCache:
+    """The tokens of recently seen contexts, keyed by the context's text, least recently used dropped first once
+    they hold more than ``max_tokens`` tokens (0: nothing kept). "Many questions about one document" then
+    encodes the document once, across requests as within one."""
+
+    def __init__(self, max_tokens: int):
+        self.max_tokens, self.tokens = max_tokens, 0
+        self._entries: OrderedDict[str, ContextTokens] = OrderedDict()
+        self.hits = self.misses = 0  # lookups since the last take_counts
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, context: str) -> ContextTokens | None:
+        found = self._entries.get(context)
+        if found is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+            self._entries.move_to_end(context)
+        return found
+
+    def take_counts(self) -> dict[str, int]:
+        """Lookups by result ("hit", "miss") since the last call."""
+        counts = {"hit": self.hits, "miss": self.misses}
+        self.hits = self.misses = 0
+        return counts
+
+    def put(self, context: str, tokens: ContextTokens) -> None:
+        if tokens.tokens > self.max_tokens or context in self._entries:
+            return
+        self._entries[context] = tokens
+        self.tokens += tokens.tokens
+        while self.tokens > self.max_tokens:
+            _, dropped = self._entries.popitem(last=False)
+            self.tokens -= dropped.tokens
+
+
 class QATokenizer:
     """A fast (HF ``tokenizers``) tokenizer that turns (question, context) pairs into windows."""
 
-    def __init__(self, tokenizer_file: str | Path, settings: WindowSettings = WindowSettings(), parallel: bool = True):
+    def __init__(
+        self,
+        tokenizer_file: str | Path,
+        settings: WindowSettings = WindowSettings(),
+        parallel: bool = True,
+        cache_tokens: int = 0,
+    ):
         """``parallel``: whether the tokenizer library encodes a batch on all cores (its thread pool, for the
-        whole process); off, each call encodes on the calling thread alone."""
+        whole process); off, each call encodes on the calling thread alone. ``cache_tokens``: the context
+        tokens kept across calls (``ContextCache``; 0: none)."""
+        self.cache = ContextCache(cache_tokens)
         # the library reads this before its first parallel call, once per process
         os.environ["TOKENIZERS_PARALLELISM"] = "true" if parallel else "false"
         self.settings = settings
@@ -258,6 +328,24 @@ class QATokenizer:
                 )
         return results
 
+    def _encode_texts(
+        self, questions: Sequence[str], contexts: list[str]
+    ) -> tuple[list[list[int]], list[ContextTokens]]:
+        """(the ids of each question, the tokens of each context), from one tokenizer call for the questions and
+        the contexts not in the cache."""
+        found = [self.cache.get(c) for c in contexts]
+        missing = [c for c, tokens in zip(contexts, found) if tokens is None]
+        try:
+            encodings = self._tokenizer.encode_batch([*questions, *missing], add_special_tokens=False)
+        except Exception as error:  # plan() keeps texts the tokenizer refuses from getting here
+            raise InputError(f"the tokenizer rejected the input: {error}") from error
+        new = iter(encodings[len(questions) :])
+        for i, tokens in enumerate(found):
+            if tokens is None:
+                found[i] = tokens = ContextTokens.of(next(new))
+                self.cache.put(contexts[i], tokens)
+        return [e.ids for e in encodings[: len(questions)]], found  # type: ignore[return-value]
+
     def encode(self, questions: Sequence[str], contexts: Sequence[str]) -> Windows:
         """Windows for every (question, context) pair, from one tokenizer call. Pairs are expected to have
         passed ``plan``.
@@ -273,13 +361,12 @@ class QATokenizer:
         if len(questions) != len(contexts):
             raise InputError(f"{len(questions)} questions but {len(contexts)} contexts; they must pair up")
         n = len(questions)
-        try:
-            encodings = self._tokenizer.encode_batch([*questions, *contexts], add_special_tokens=False)
-        except Exception as error:  # plan() keeps texts the tokenizer refuses from getting here
-            raise InputError(f"the tokenizer rejected the input: {error}") from error
-        question_encodings, context_encodings = encodings[:n], encodings[n:]
-        question_len = np.fromiter(map(len, question_encodings), np.int64, n)
-        context_len = np.fromiter(map(len, context_encodings), np.int64, n)
+        distinct = list(dict.fromkeys(contexts))  # each context encoded once, however many questions it has
+        context_of = np.fromiter(map({c: i for i, c in enumerate(distinct)}.__getitem__, contexts), np.int64, n)
+        question_ids, encoded = self._encode_texts(questions, distinct)
+        question_len = np.fromiter(map(len, question_ids), np.int64, n)
+        distinct_len = np.fromiter((len(e.ids) for e in encoded), np.int64, len(encoded))
+        context_len = distinct_len[context_of]
         for q in np.flatnonzero(context_len == 0)[:1]:
             raise InputError(f"context {q} holds no token the model can read")
         settings = self.settings
@@ -306,36 +393,26 @@ class QATokenizer:
         in_context = (position >= q_len + 2) & (position < lengths[:, None] - 1)
         last = position == lengths[:, None] - 1
 
-        # each real token's index into the flat token lists of all questions / all contexts
+        # each real token's index into the flat token lists of all questions / all distinct contexts
         question_start = np.cumsum(question_len) - question_len
-        context_start = np.cumsum(context_len) - context_len
+        context_start = (np.cumsum(distinct_len) - distinct_len)[context_of]
         question_index = (question_start[window_question][:, None] + position - 1)[in_question]
         context_index = (context_start[window_question] + begin)[:, None] + position - q_len - 2
         context_index = context_index[in_context]
 
-        def flat(encodings, attribute: str, dtype, count: int, per_token: int = 1) -> np.ndarray:
-            values = chain.from_iterable(getattr(e, attribute) for e in encodings)
-            if per_token > 1:
-                values = chain.from_iterable(values)
-            return np.fromiter(values, dtype, count * per_token)
-
-        n_questions_tokens, n_context_tokens = int(question_len.sum()), int(context_len.sum())
         input_ids = np.full(filled.shape, self.pad_id, dtype=np.int64)
         input_ids[filled] = self._separator
         input_ids[:, 0] = self._first
-        input_ids[in_question] = flat(question_encodings, "ids", np.int64, n_questions_tokens)[question_index]
-        input_ids[in_context] = flat(context_encodings, "ids", np.int64, n_context_tokens)[context_index]
+        flat_questions = np.fromiter(chain.from_iterable(question_ids), np.int64, int(question_len.sum()))
+        input_ids[in_question] = flat_questions[question_index]
+        input_ids[in_context] = np.concatenate([e.ids for e in encoded])[context_index]
         token_type_ids = np.zeros(filled.shape, dtype=np.int64)
         token_type_ids[in_context] = self._context_type
         token_type_ids[last] = self._last_type
         token_offsets = np.full((*filled.shape, 2), NO_OFFSET, dtype=np.int32)
-        token_offsets[in_context] = flat(context_encodings, "offsets", np.int32, n_context_tokens, 2).reshape(-1, 2)[
-            context_index
-        ]
-        # word ids are None for tokens of no word: NaN in a float array
-        context_words = np.array(list(chain.from_iterable(e.word_ids for e in context_encodings)), dtype=float)
-        word_ids = np.full(filled.shape, np.nan)
-        word_ids[in_context] = context_words[context_index]
+        token_offsets[in_context] = np.concatenate([e.offsets for e in encoded])[context_index]
+        word_ids = np.full(filled.shape, NO_WORD, dtype=np.int64)
+        word_ids[in_context] = np.concatenate([e.words for e in encoded])[context_index]
         return Windows(
             input_ids=input_ids,
             attention_mask=filled.astype(np.int64),
@@ -370,7 +447,8 @@ def _word_offsets(token_offsets: np.ndarray, word_ids: np.ndarray) -> np.ndarray
     rows, width = word_ids.shape
     flat_words = word_ids.ravel()
     run_starts = np.ones(rows * width, dtype=bool)
-    same_as_previous = flat_words[1:] == flat_words[:-1]  # nan never equals nan: unknown words stand alone
+    # tokens of no word stand alone
+    same_as_previous = (flat_words[1:] == flat_words[:-1]) & (flat_words[1:] != NO_WORD)
     same_as_previous[width - 1 :: width] = False  # a run never crosses into the next window
     run_starts[1:] = ~same_as_previous
     run_of = np.cumsum(run_starts) - 1
@@ -378,5 +456,5 @@ def _word_offsets(token_offsets: np.ndarray, word_ids: np.ndarray) -> np.ndarray
     last = np.r_[first[1:] - 1, rows * width - 1]
     flat_offsets = token_offsets.reshape(-1, 2)
     spans = np.stack([flat_offsets[first, 0][run_of], flat_offsets[last, 1][run_of]], axis=1)
-    spans[np.isnan(flat_words)] = NO_OFFSET
+    spans[flat_words == NO_WORD] = NO_OFFSET
     return spans.reshape(rows, width, 2).astype(np.int32)

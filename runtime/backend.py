@@ -146,3 +146,37 @@ class MemoryTrimmer:
             self._due.clear()
             self._trim(0)  # ctypes releases the GIL: the stub keeps serving
             self.trims += 1
+
+
+class Counters:
+    """Prometheus counters of a step (a ``pb_utils.MetricFamily`` COUNTER, one metric per label value), added to
+    in ``execute`` at no cost and sent to Triton every ``interval_s`` by a thread of their own: each
+    ``Metric.increment`` is a round trip to the server process (measured: ~5% of the tokenizer stub's CPU when
+    made in every execute)."""
+
+    def __init__(self, pb_utils: Any, name: str, description: str, label: str, values: Iterable[str], interval_s=1.0):
+        self.family = pb_utils.MetricFamily(  # must outlive its Metric objects
+            name=name, description=description, kind=pb_utils.MetricFamily.COUNTER
+        )
+        self.metrics = {value: self.family.Metric(labels={label: value}) for value in values}
+        self.interval_s = interval_s
+        self._pending = dict.fromkeys(self.metrics, 0)
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=f"{name}-flush", daemon=True)
+        self._thread.start()
+
+    def add(self, value: str, count: int) -> None:
+        with self._lock:
+            self._pending[value] += count
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, dict.fromkeys(self.metrics, 0)
+        for value, count in pending.items():
+            if count:
+                self.metrics[value].increment(count)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval_s)
+            self.flush()

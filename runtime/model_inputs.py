@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from preprocessing.errors import InputError
-from runtime.tensors import MODEL_INPUTS as INPUT_NAMES
+from runtime.tensors import GRAPH_INPUTS, unpack_tokens
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def check_windows(
 ) -> None:
     """Raises ``InputError`` unless the three ``[W, L]`` int64 tensors are windows the model can run:
     ids in the vocabulary, token types in range, each mask row ones then zeros (at least one token)."""
-    for name, array in zip(INPUT_NAMES, (input_ids, attention_mask, token_type_ids)):
+    for name, array in zip(GRAPH_INPUTS, (input_ids, attention_mask, token_type_ids)):
         if array.dtype != np.int64 or array.ndim != 2:
             raise InputError(f"{name} must be int64 [windows, tokens], got {array.dtype.name} {list(array.shape)}")
         if array.shape != input_ids.shape:
@@ -53,24 +53,25 @@ def check_windows(
     if width > limits.max_position_embeddings:
         raise InputError(f"windows of {width} tokens; the model takes at most {limits.max_position_embeddings}")
     if input_ids.min() < 0 or input_ids.max() >= limits.vocab_size:
-        raise InputError(f"input_ids must be in [0, {limits.vocab_size}), the model's vocabulary")
+        raise InputError(f"token ids must be in [0, {limits.vocab_size}), the model's vocabulary")
     if token_type_ids.min() < 0 or token_type_ids.max() >= limits.type_vocab_size:
-        raise InputError(f"token_type_ids must be in [0, {limits.type_vocab_size})")
+        raise InputError(f"token types must be in [0, {limits.type_vocab_size})")
     if (
         ((attention_mask != 0) & (attention_mask != 1)).any()
         or (attention_mask[:, 0] != 1).any()
         or (attention_mask[:, 1:] > attention_mask[:, :-1]).any()
     ):
-        raise InputError("each attention_mask row must be ones followed by zeros, starting with a one")
+        raise InputError("each window's attention must be ones followed by zeros, starting with a one")
 
 
 def read_windows(pb_utils: Any, request: Any, limits: ModelLimits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The request's (input_ids, attention_mask, token_type_ids), checked."""
-    tensors = []
-    for name in INPUT_NAMES:
-        tensor = pb_utils.get_input_tensor_by_name(request, name)
-        if tensor is None:
-            raise InputError(f"the request has no input '{name}'")
-        tensors.append(tensor.as_numpy())
-    check_windows(*tensors, limits)
-    return tuple(tensors)
+    """The request's (input_ids, attention_mask, token_type_ids), unpacked from its ``tokens`` and checked."""
+    tensor = pb_utils.get_input_tensor_by_name(request, "tokens")
+    if tensor is None:
+        raise InputError("the request has no input 'tokens'")
+    tokens = tensor.as_numpy()
+    if tokens.dtype != np.int64 or tokens.ndim != 2:
+        raise InputError(f"tokens must be int64 [windows, tokens], got {tokens.dtype.name} {list(tokens.shape)}")
+    windows = unpack_tokens(tokens)
+    check_windows(*windows, limits)
+    return windows

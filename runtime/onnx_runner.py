@@ -14,8 +14,8 @@ import numpy as np
 
 from preprocessing.arrays import stack_padded
 from runtime.model_inputs import PaddingStats
-from runtime.tensors import MODEL_INPUTS as INPUT_NAMES
-from runtime.tensors import MODEL_OUTPUTS as OUTPUT_NAMES
+from runtime.tensors import GRAPH_INPUTS as INPUT_NAMES
+from runtime.tensors import GRAPH_OUTPUTS as OUTPUT_NAMES
 
 
 class OnnxQARunner:

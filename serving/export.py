@@ -28,9 +28,10 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from runtime.backend import config_file_parameters
-from runtime.tensors import MODEL_INPUTS as INPUT_NAMES
-from runtime.tensors import MODEL_OUTPUTS as OUTPUT_NAMES
+from runtime.tensors import GRAPH_INPUTS, GRAPH_OUTPUTS, MODEL_INPUTS, MODEL_OUTPUTS, pack_tokens, unpack_tokens
 
 DEFAULT_MODEL = "valhalla/electra-base-discriminator-finetuned_squadv1"
 DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
@@ -267,7 +268,7 @@ def export(
     with tempfile.TemporaryDirectory(dir=model_dir) as scratch:
         if onnx:
             max_abs_diff, served_diff, fused = _export_onnx(
-                tokenizer, network, Path(scratch), tolerance, optimize and variant == "python", precision
+                tokenizer, network, Path(scratch), tolerance, optimize and variant == "python", precision, variant
             )
             os.replace(Path(scratch) / "model.onnx", files.onnx_file)
         else:
@@ -300,10 +301,13 @@ def export(
 
 
 def _export_onnx(
-    tokenizer, network, scratch: Path, tolerance: float, optimize: bool, precision: str
+    tokenizer, network, scratch: Path, tolerance: float, optimize: bool, precision: str, variant: str = "python"
 ) -> tuple[float, float | None, dict]:
     """``scratch/model.onnx`` from ``network``, checked against its PyTorch logits: (max abs difference, the int8
-    graph's when ``precision`` is int8, fused operator counts)."""
+    graph's when ``precision`` is int8, fused operator counts). The ``python`` variant's graph takes the three
+    standard inputs and gives both logits (the names ONNX Runtime's fusions recognise; the Python-backend step
+    unpacks ``tokens`` itself); the ``tensorrt`` variant's takes the step's own ``tokens`` and gives ``logits``
+    [B, L, 2] (``runtime.tensors``), unpacked and stacked inside the graph, for Triton's native backend."""
     import torch
 
     sample = tokenizer(
@@ -313,32 +317,39 @@ def _export_onnx(
         return_tensors="pt",
         return_token_type_ids=True,
     )
-    inputs = tuple(sample[name] for name in INPUT_NAMES)
-    dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES + OUTPUT_NAMES}
+    inputs = tuple(sample[name] for name in GRAPH_INPUTS)
+    packed = variant == "tensorrt"
+    wrapper = _PackedLogits(network) if packed else _LogitsOnly(network)
+    input_names, output_names = (MODEL_INPUTS, MODEL_OUTPUTS) if packed else (GRAPH_INPUTS, GRAPH_OUTPUTS)
+    graph_inputs = (pack_tokens(*inputs),) if packed else inputs
+    dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in input_names + output_names}
     onnx_path = scratch / "model.onnx"
     with torch.no_grad(), warnings.catch_warnings():
         # the TorchScript exporter on purpose: its graph is the one ONNX Runtime's BERT fusions recognise (and the
         # result is checked against PyTorch below); its deprecation notice says nothing to act on here
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            _LogitsOnly(network),
-            inputs,
+            wrapper,
+            graph_inputs,
             str(onnx_path),
-            input_names=list(INPUT_NAMES),
-            output_names=list(OUTPUT_NAMES),
+            input_names=list(input_names),
+            output_names=list(output_names),
             dynamic_axes=dynamic_axes,
             opset_version=OPSET,
             dynamo=False,
         )
         fused = _fuse_transformer_ops(onnx_path, network.config) if optimize else {}
-        expected = [t.numpy() for t in network(**dict(zip(INPUT_NAMES, inputs)), return_dict=False)[:2]]
-    max_abs_diff = _max_abs_diff(onnx_path, {n: t.numpy() for n, t in zip(INPUT_NAMES, inputs)}, expected)
+        expected = [t.numpy() for t in network(**dict(zip(GRAPH_INPUTS, inputs)), return_dict=False)[:2]]
+    if packed:
+        expected = [np.stack(expected, axis=-1)]
+    feeds = {n: t.numpy() for n, t in zip(input_names, graph_inputs)}
+    max_abs_diff = _max_abs_diff(onnx_path, feeds, expected, output_names)
     print(f"ONNX vs PyTorch logits: max abs difference {max_abs_diff:.3g} (tolerance {tolerance:g})")
     if not max_abs_diff <= tolerance:
         raise ExportError(f"ONNX logits differ from PyTorch by {max_abs_diff:.3g} > tolerance {tolerance:g}")
     served_diff = None
     if precision == "int8":
-        served_diff = _quantize_int8(onnx_path, {n: t.numpy() for n, t in zip(INPUT_NAMES, inputs)}, expected)
+        served_diff = _quantize_int8(onnx_path, feeds, expected)
         print(f"int8 vs PyTorch logits: max abs difference {served_diff:.3g} (recorded, not checked)")
     return max_abs_diff, served_diff, fused
 
@@ -359,6 +370,27 @@ class _LogitsOnly:
                     input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=False
                 )
                 return out[0], out[1]
+
+        return Wrapper().eval()
+
+
+class _PackedLogits:
+    """Wraps the HF model for the ``tensorrt`` variant: ``tokens`` [B, L] in, ``logits`` [B, L, 2] out."""
+
+    def __new__(cls, network):
+        import torch
+
+        class Wrapper(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.network = network
+
+            def forward(self, tokens):
+                input_ids, attention_mask, token_type_ids = unpack_tokens(tokens)
+                out = self.network(
+                    input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=False
+                )
+                return torch.stack((out[0], out[1]), dim=-1)
 
         return Wrapper().eval()
 
@@ -393,12 +425,11 @@ def _quantize_int8(onnx_path: Path, feeds: dict, expected: list) -> float:
     return _max_abs_diff(onnx_path, feeds, expected)
 
 
-def _max_abs_diff(onnx_path: Path, feeds: dict, expected: list) -> float:
-    import numpy as np
+def _max_abs_diff(onnx_path: Path, feeds: dict, expected: list, outputs=GRAPH_OUTPUTS) -> float:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = session.run(list(OUTPUT_NAMES), feeds)
+    got = session.run(list(outputs), feeds)
     return float(max(np.abs(g - e).max() for g, e in zip(got, expected)))
 
 

@@ -111,11 +111,8 @@ def test_a_bad_request_to_the_decoder_does_not_fail_good_ones_in_its_batch(trito
     from concurrent.futures import ThreadPoolExecutor
 
     bad = {
-        "start_logits": np.zeros((1, 4), np.float32),
-        "end_logits": np.zeros((1, 4), np.float32),
-        "token_offsets": np.full((1, 4, 2), 7, np.int32),
-        "word_offsets": np.full((1, 4, 2), 7, np.int32),
-        "window_question": np.zeros((1, 1), np.int32),
+        "logits": np.zeros((1, 4, 2), np.float32),
+        "offsets": np.full((1, 4, 4), 7, np.int32),
         "window_context": np.array([[b"abc"]], dtype=object),
     }
 

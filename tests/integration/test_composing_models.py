@@ -17,6 +17,7 @@ from hypothesis.extra import numpy as hnp
 from tritonclient.utils import InferenceServerException
 
 from runtime.backend import config_file_parameters
+from runtime.tensors import ATTENTION_BIT, pack_tokens, unpack_tokens
 from serving.processes import memory_mb, stub_pids, tritonserver_pids
 from tests.cases import CASES
 from tests.integration import raw
@@ -35,13 +36,18 @@ infer, refused = raw.infer, raw.refused
 
 
 def windows(n=2, width=12, mask=None):
+    """The model step's input: ``tokens`` of ``n`` windows of ``width`` tokens (``runtime.tensors``)."""
     ids = np.full((n, width), 2000, np.int64)
     ids[:, 0], ids[:, -1] = 101, 102
-    return {
-        "input_ids": ids,
-        "attention_mask": np.ones((n, width), np.int64) if mask is None else mask,
-        "token_type_ids": np.zeros((n, width), np.int64),
-    }
+    return model_input(ids, np.ones((n, width), np.int64) if mask is None else mask)
+
+
+def model_input(ids, mask, types=None):
+    return {"tokens": pack_tokens(ids, mask, np.zeros_like(ids) if types is None else types)}
+
+
+def unpacked(w):
+    return dict(zip(("ids", "mask", "types"), unpack_tokens(w["tokens"])))
 
 
 def token_metric(server) -> dict:
@@ -50,27 +56,44 @@ def token_metric(server) -> dict:
     return {kind: float(v) for kind, v in re.findall(r'electra_qa_model_tokens_total\{kind="(\w+)"\} (\S+)', text)}
 
 
+def settled_token_metric(server, interval_s=1.5) -> dict:
+    """The token metric once it stops changing: the step sends its counts every second (runtime.backend.Counters),
+    so a read right after a call may not hold it yet."""
+    current = token_metric(server)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        time.sleep(interval_s)
+        latest = token_metric(server)
+        if latest == current and latest:
+            return latest
+        current = latest
+    return current
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda w: {**w, "attention_mask": -np.ones_like(w["attention_mask"])}, "attention_mask row must be ones"),
+        (lambda w: model_input(unpacked(w)["ids"], -unpacked(w)["mask"]), "attention must be ones followed by zeros"),
         (
-            lambda w: {**w, "attention_mask": np.c_[np.zeros((2, 1), np.int64), w["attention_mask"][:, 1:]]},
-            "attention_mask row must be ones",
+            lambda w: model_input(unpacked(w)["ids"], np.c_[np.zeros((2, 1), np.int64), unpacked(w)["mask"][:, 1:]]),
+            "attention must be ones followed by zeros",
         ),
-        (lambda w: {**w, "input_ids": w["input_ids"] + 40_000}, "input_ids must be in [0, 30522)"),
-        (lambda w: {**w, "input_ids": -w["input_ids"]}, "input_ids must be in [0, 30522)"),
-        (lambda w: {**w, "token_type_ids": w["token_type_ids"] + 7}, "token_type_ids must be in [0, 2)"),
+        (lambda w: {"tokens": w["tokens"] + 2 * ATTENTION_BIT}, "attention must be ones followed by zeros"),
+        (lambda w: {"tokens": w["tokens"] + 40_000}, "token ids must be in [0, 30522)"),
+        (lambda w: {"tokens": -w["tokens"]}, "token ids must be in [0, 30522)"),
+        (lambda w: {"tokens": w["tokens"].astype(np.int32)}, "but model 'electra' expects 'INT64'"),
         (lambda w: windows(width=513), "windows of 513 tokens; the model takes at most 512"),
     ],
 )
 def test_model_step_refuses_windows_the_tokenizer_never_makes(triton_server, change, message):
-    before = token_metric(triton_server)
+    before = settled_token_metric(triton_server)
     for _ in range(4):  # repeated: a crash or a poisoned process would show on the next call
         assert message in refused(triton_server, "electra", change(windows()))
-    assert token_metric(triton_server) == before  # refused requests never reach the metrics
-    logits = infer(triton_server, "electra", windows()).as_numpy("start_logits")
-    assert logits.shape == (2, 12) and np.isfinite(logits).all()
+    logits = infer(triton_server, "electra", windows()).as_numpy("logits")
+    assert logits.shape == (2, 12, 2) and np.isfinite(logits).all()
+    # the metrics count the answered windows' 24 tokens and nothing of the refused requests (sent each second)
+    after = settled_token_metric(triton_server)
+    assert {kind: after[kind] - before.get(kind, 0) for kind in after} == {"real": 24, "executed": 24}
 
 
 def test_a_bad_request_batched_with_good_ones_fails_alone(triton_server):
@@ -81,9 +104,9 @@ def test_a_bad_request_batched_with_good_ones_fails_alone(triton_server):
     def call(i):
         w = windows(n=3, width=8 + i % 5)
         if i % 4 == 0:
-            w["attention_mask"] = -w["attention_mask"]
+            w = model_input(unpacked(w)["ids"], -unpacked(w)["mask"])
         try:
-            return infer(triton_server, "electra", w).as_numpy("start_logits").shape
+            return infer(triton_server, "electra", w).as_numpy("logits").shape[:2]
         except InferenceServerException as error:
             return error.status()
 
@@ -97,14 +120,12 @@ def test_a_bad_request_batched_with_good_ones_fails_alone(triton_server):
 
 
 def decoder_tensors(n_windows=1, width=6, context=b"Ada wrote it."):
-    offsets = np.full((n_windows, width, 2), -1, np.int32)
-    offsets[:, 1:4] = [[0, 3], [4, 9], [10, 12]]
+    """The decoder step's input (``runtime.tensors``): ``n_windows`` windows of one question."""
+    offsets = np.full((n_windows, width, 4), -1, np.int32)
+    offsets[:, 1:4] = [[0, 3, 0, 3], [4, 9, 4, 9], [10, 12, 10, 12]]
     return {
-        "start_logits": np.zeros((n_windows, width), np.float32),
-        "end_logits": np.zeros((n_windows, width), np.float32),
-        "token_offsets": offsets,
-        "word_offsets": offsets.copy(),
-        "window_question": np.zeros((n_windows, 1), np.int32),
+        "logits": np.zeros((n_windows, width, 2), np.float32),
+        "offsets": offsets,
         "window_context": np.array([[context]] + [[b""]] * (n_windows - 1), dtype=object),
     }
 
@@ -150,7 +171,6 @@ def test_decoder_and_ensemble_refuse_max_answer_len_over_the_servers_bound(trito
 def contexts_tensors(contexts: list[bytes]) -> dict:
     """One window per question, each with its context."""
     tensors = decoder_tensors(n_windows=len(contexts))
-    tensors["window_question"] = np.arange(len(contexts), dtype=np.int32)[:, None]
     tensors["window_context"] = np.array([[c] for c in contexts], dtype=object)
     return tensors
 
@@ -193,11 +213,9 @@ def private_memory_bound(pid: int, extra_mb: float):
 def full_windows(n_windows: int, width: int, logit: float) -> dict:
     """``n_windows`` windows of ``width`` tokens, every token but [CLS] one character of the context."""
     tensors = decoder_tensors(n_windows=n_windows, width=width, context=b"x" * width)
-    tensors["token_offsets"][:, 1:, 0] = np.arange(width - 1)
-    tensors["token_offsets"][:, 1:, 1] = np.arange(1, width)
-    tensors["word_offsets"] = tensors["token_offsets"].copy()
-    for name in ("start_logits", "end_logits"):
-        tensors[name][:, 1:] = logit
+    tensors["offsets"][:, 1:, 0] = tensors["offsets"][:, 1:, 2] = np.arange(width - 1)
+    tensors["offsets"][:, 1:, 1] = tensors["offsets"][:, 1:, 3] = np.arange(1, width)
+    tensors["logits"][:, 1:] = logit
     return tensors
 
 
@@ -219,11 +237,15 @@ def test_decoder_answers_the_widest_windows_of_vanishing_probabilities_quickly_w
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda t: {**t, "window_question": t["window_question"] + 3}, "window_question must number questions"),
-        (lambda t: {**t, "token_offsets": t["token_offsets"] + 1000}, "token_offsets must be character spans"),
+        (
+            lambda t: {**t, "window_context": np.array([[b""]], dtype=object)},
+            "window_context must hold the context on the first window of each question",
+        ),
+        (lambda t: {**t, "offsets": t["offsets"] + 1000}, "the token spans must be character spans"),
         (lambda t: {**t, "window_context": np.array([[b"\xff\xfe"]], dtype=object)}, "not valid UTF-8"),
-        (lambda t: {**t, "end_logits": t["end_logits"][:, :3]}, "end_logits must have shape"),
-        (lambda t: {**t, "start_logits": np.full_like(t["start_logits"], np.inf)}, "must be finite"),
+        (lambda t: {**t, "offsets": t["offsets"][:, :3]}, "offsets must have shape"),
+        (lambda t: {**t, "logits": t["logits"][..., :1]}, "unexpected shape for input 'logits'"),
+        (lambda t: {**t, "logits": np.full_like(t["logits"], np.inf)}, "must be finite"),
     ],
 )
 def test_decoder_refuses_tensors_no_tokenizer_or_model_makes(triton_server, change, message):
@@ -243,34 +265,30 @@ def test_tokenizer_called_directly_checks_like_the_ensemble(triton_server):
 @given(
     ids=hnp.arrays(np.int64, st.tuples(st.integers(1, 4), st.integers(1, 20)), elements=st.integers(-(2**40), 2**40)),
     mask_value=st.sampled_from([-1, 0, 1, 2]),
+    raw_tokens=st.booleans(),
 )
-def test_model_step_fuzz_answers_or_refuses(triton_server, ids, mask_value):
-    mask = np.full_like(ids, mask_value)
+def test_model_step_fuzz_answers_or_refuses(triton_server, ids, mask_value, raw_tokens):
+    tokens = {"tokens": ids} if raw_tokens else model_input(ids % 30522, np.full_like(ids, mask_value))
     try:
-        result = infer(
-            triton_server, "electra", {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        )
+        result = infer(triton_server, "electra", tokens)
     except InferenceServerException as error:
         assert error.status() == "StatusCode.INVALID_ARGUMENT", error.message()
     else:
-        assert result.as_numpy("start_logits").shape == ids.shape
+        assert result.as_numpy("logits").shape == (*ids.shape, 2)
     assert triton_server.alive()
 
 
 @FUZZ
 @given(
-    offsets=hnp.arrays(np.int32, (2, 5, 2), elements=st.integers(-3, 40)),
-    questions=hnp.arrays(np.int32, (2, 1), elements=st.integers(-1, 2)),
+    offsets=hnp.arrays(np.int32, (2, 5, 4), elements=st.integers(-3, 40)),
+    contexts=st.lists(st.sampled_from([b"", b"Some context here.", b"Another one.", b" "]), min_size=2, max_size=2),
     top_k=st.integers(-1, 25),
 )
-def test_decoder_fuzz_answers_or_refuses(triton_server, offsets, questions, top_k):
+def test_decoder_fuzz_answers_or_refuses(triton_server, offsets, contexts, top_k):
     tensors = {
-        "start_logits": np.zeros((2, 5), np.float32),
-        "end_logits": np.ones((2, 5), np.float32),
-        "token_offsets": offsets,
-        "word_offsets": offsets,
-        "window_question": questions,
-        "window_context": np.array([[b"Some context here."], [b"Another one."]], dtype=object),
+        "logits": np.stack((np.zeros((2, 5), np.float32), np.ones((2, 5), np.float32)), axis=-1),
+        "offsets": offsets,
+        "window_context": np.array([[c] for c in contexts], dtype=object),
     }
     try:
         result = infer(triton_server, "decoder", tensors, {"top_k": top_k})

@@ -185,7 +185,7 @@ def test_the_tokenizer_gives_back_the_memory_of_a_large_batch(triton_server):
     before = memory_mb(pid)
     inputs = tensors("tokenizer", "Who shipped grain?", long_document(900_000), batched=True)  # 996 windows
     for _ in range(2):
-        assert client.infer("tokenizer", inputs).as_numpy("input_ids").shape[0] > 900
+        assert client.infer("tokenizer", inputs).as_numpy("tokens").shape[0] > 900
     time.sleep(1)
     assert memory_mb(pid) < before + 40, f"{before:.0f} MB before"
 
@@ -300,8 +300,8 @@ def test_errors_of_malformed_calls_name_no_server_paths(triton_server):
             "tokenizer",
             [tensor("question", np.array([[1.0]], np.float32), "FP32"), tensor("context", text(1, 1), "BYTES")],
         ),
-        grpc_error(triton_server, "electra", [tensor("input_ids", np.ones((1, 4), np.int32), "INT32")]),
-        grpc_error(triton_server, "decoder", [tensor("start_logits", np.ones((1, 4), np.float32), "FP32")]),
+        grpc_error(triton_server, "electra", [tensor("tokens", np.ones((1, 4), np.int32), "INT32")]),
+        grpc_error(triton_server, "decoder", [tensor("logits", np.ones((1, 4), np.float32), "FP32")]),
         grpc_error(
             triton_server,
             "electra_qa",

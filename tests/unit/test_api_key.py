@@ -78,7 +78,7 @@ def test_make_eval_passes_the_key_to_its_client(monkeypatch, tmp_path):
 def test_make_perf_sends_the_key_to_perf_analyzer_as_a_grpc_header(monkeypatch, tmp_path):
     seen = {}
 
-    def measure(perf_analyzer, admin, headers, *args):
+    def measure(perf_analyzer, admin, headers, *args, **kwargs):
         seen.update(headers)
         raise perf.load_test.PerfAnalyzerError(3, "stop here")
 

@@ -20,6 +20,7 @@ from preprocessing import (
     decode_requests,
     tokenize_requests,
 )
+from runtime.tensors import window_questions, window_tensors
 from tests.cases import CASES, LONG_CONTEXT
 
 LIMITS = DecoderLimits(
@@ -158,21 +159,20 @@ def test_requests_refused_at_planning_count_against_the_budget(tokenizer):
 
 
 def decoder_request(tokenizer, questions, contexts, options=AnswerOptions(), seed=0):
+    """(logits, offsets, window_context, options): what the decoder step receives for these pairs."""
     windows = tokenizer.encode(questions, contexts)
     rng = np.random.default_rng(seed)
-    start, end = (rng.normal(size=windows.input_ids.shape).astype(np.float32) * 4 for _ in range(2))
-    first = np.r_[True, windows.window_question[1:] != windows.window_question[:-1]]
-    context_bytes = np.array([c.encode() for c in contexts], dtype=object)[windows.window_question]
-    window_context = np.where(first, context_bytes, b"").astype(object)[:, None]
-    return (
-        start,
-        end,
-        windows.token_offsets,
-        windows.word_offsets,
-        windows.window_question[:, None],
-        window_context,
-        options,
-    )
+    logits = rng.normal(size=(*windows.input_ids.shape, 2)).astype(np.float32) * 4
+    sent = window_tensors(windows, np.array([c.encode() for c in contexts], dtype=object))
+    return logits, sent["offsets"], sent["window_context"], options
+
+
+def decoded_alone(request):
+    """``decode`` itself on one request's tensors."""
+    logits, offsets, window_context, options = request
+    questions = window_questions(window_context)
+    contexts = [c.decode() for c in window_context[:, 0] if c]
+    return decode(logits[..., 0], logits[..., 1], offsets[..., :2], offsets[..., 2:], questions, contexts, options)
 
 
 def test_requests_decoded_together_equal_each_decoded_alone(tokenizer):
@@ -183,11 +183,11 @@ def test_requests_decoded_together_equal_each_decoded_alone(tokenizer):
     ]
     together = decode_requests([DecoderInput.checked(*r, LIMITS) for r in requests])
     for r, got in zip(requests, together):
-        alone = decode(*r[:4], r[4][:, 0], [r[5][0, 0].decode()], r[6])
+        alone = decoded_alone(r)
         for name in ("text", "start", "end"):
             np.testing.assert_array_equal(getattr(got, name), getattr(alone, name))
         np.testing.assert_allclose(got.score, alone.score, rtol=1e-6)  # sums over a wider, padded row
-        assert got.text.shape == (1, r[6].top_k)
+        assert got.text.shape == (1, r[3].top_k)
 
 
 def test_decoding_stays_bounded_for_any_max_answer_len(tokenizer):
@@ -200,15 +200,20 @@ def test_decoding_stays_bounded_for_any_max_answer_len(tokenizer):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda r: (r[0][:, :-1],) + r[1:], "end_logits must have shape"),
+        (lambda r: (r[0][:, :-1],) + r[1:], r"offsets must have shape \[2, \d+, 4\] like logits"),
+        (lambda r: (r[0][..., :1],) + r[1:], r"logits must be \[windows, tokens, 2\]"),
         (lambda r: (np.full_like(r[0], np.nan),) + r[1:], "must be finite"),
-        (lambda r: r[:4] + (r[4] + 1,) + r[5:], "window_question must number questions 0, 1, 2"),
-        (lambda r: r[:5] + (np.full_like(r[5], b""),) + r[6:], "context of window 0 is empty"),
+        (lambda r: r[:2] + (np.r_[[[b""]], r[2][1:]],) + r[3:], "must hold the context on the first window"),
+        (lambda r: r[:2] + (np.full_like(r[2], b""),) + r[3:], "window_context must hold the context on the first"),
+        (lambda r: r[:2] + (np.full_like(r[2], b"\xff"),) + r[3:], "context of window 0 is not valid UTF-8"),
         (
-            lambda r: r[:2] + (np.where(r[2] >= 0, r[2] + 10_000, r[2]),) + r[3:],
-            "token_offsets must be character spans",
+            lambda r: (r[0], np.where(r[1] >= 0, r[1] + 10_000, r[1])) + r[2:],
+            "the token spans must be character spans",
         ),
-        (lambda r: r[:3] + (np.full_like(r[3], -5),) + r[4:], "word_offsets must be character spans"),
+        (
+            lambda r: (r[0], np.concatenate((r[1][..., :2], np.full_like(r[1][..., 2:], -5)), axis=2)) + r[2:],
+            "the word spans must be character spans",
+        ),
     ],
 )
 def test_decoder_refuses_tensors_no_tokenizer_makes_and_answers_the_others(tokenizer, change, message):
@@ -227,9 +232,9 @@ def test_decoder_refuses_tensors_no_tokenizer_makes_and_answers_the_others(token
 def widened(request, width):
     """``request`` with its windows right-padded to ``width`` tokens (padding as the tokenizer pads)."""
     pad = width - request[0].shape[1]
-    logits = [np.pad(r, ((0, 0), (0, pad))) for r in request[:2]]
-    offsets = [np.pad(r, ((0, 0), (0, pad), (0, 0)), constant_values=-1) for r in request[2:4]]
-    return (*logits, *offsets, *request[4:])
+    logits = np.pad(request[0], ((0, 0), (0, pad), (0, 0)))
+    offsets = np.pad(request[1], ((0, 0), (0, pad), (0, 0)), constant_values=-1)
+    return (logits, offsets, *request[2:])
 
 
 def test_decoder_takes_windows_up_to_the_tokenizers_max_seq_len_and_refuses_wider_ones(tokenizer):
@@ -267,6 +272,6 @@ def test_a_request_whose_decoding_fails_fails_alone(tokenizer, monkeypatch):
     results = decode_requests([DecoderInput.checked(*r, LIMITS) for r in (good[0], bad, good[1], good[2])])
     assert isinstance(results[1], MemoryError)
     for r, got in zip(good, results[:1] + results[2:]):
-        alone = decode(*r[:4], r[4][:, 0], [r[5][0, 0].decode()], r[6])
+        alone = decoded_alone(r)
         assert got.text.tolist() == alone.text.tolist() and got.start.tolist() == alone.start.tolist()
     assert isinstance(decode_requests([DecoderInput.checked(*bad, LIMITS)])[0], MemoryError)  # alone, too

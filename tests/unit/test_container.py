@@ -89,7 +89,7 @@ def test_tensorrt_variant_runs_onnxruntime_with_tensorrt_fp16_and_a_profile_for_
     accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator[0]
     assert accelerator.name == "tensorrt" and accelerator.parameters["precision_mode"] == "FP16"
     assert accelerator.parameters["trt_engine_cache_enable"] == "1"
-    assert f"input_ids:{config.max_batch_size}x384" in accelerator.parameters["trt_profile_max_shapes"]
+    assert f"tokens:{config.max_batch_size}x384" in accelerator.parameters["trt_profile_max_shapes"]
 
 
 def _seconds(duration) -> float:

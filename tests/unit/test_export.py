@@ -42,6 +42,46 @@ def test_exported_onnx_has_dynamic_batch_and_sequence_axes(repository, tiny_chec
     }
 
 
+def test_the_tensorrt_variant_graph_takes_the_steps_packed_tokens_and_gives_the_same_logits(
+    repository, tiny_checkpoint, tmp_path
+):
+    """The container's native backend gets the step's own tensors: ``tokens`` in (unpacked inside the graph),
+    ``logits`` [B, L, 2] out, equal to the Python-backend graph's on the three standard inputs."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from runtime.tensors import pack_tokens
+
+    if not is_current(repository, str(tiny_checkpoint)):
+        export(str(tiny_checkpoint), repository)
+    packed_repository = copy_repository(ROOT / "model_repository", tmp_path / "tensorrt")
+    export(str(tiny_checkpoint), packed_repository, variant="tensorrt")
+    packed_graph = packed_repository / "electra" / "1" / "model.onnx"
+    graph = onnx.load(str(packed_graph)).graph
+    names = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
+    assert names == {"tokens": ["batch", "sequence"]} and [o.name for o in graph.output] == ["logits"]
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 30522, (3, 20))
+    ids[:, 0], ids[:, 5] = 101, 102  # a literal [SEP] and [PAD] inside the text stay what they are
+    ids[1, 3], ids[2, 12] = 102, 0
+    mask = (np.arange(20) < np.array([[20], [14], [9]])).astype(np.int64)
+    types = ((np.arange(20) > 5) & (mask == 1)).astype(np.int64)
+    ids = np.where(mask == 1, ids, 0)
+    cpu = ["CPUExecutionProvider"]
+    (logits,) = ort.InferenceSession(str(packed_graph), providers=cpu).run(
+        None, {"tokens": pack_tokens(ids, mask, types)}
+    )
+    plain = ort.InferenceSession(str(repository / "electra" / "1" / "model.onnx"), providers=cpu)
+    start, end = plain.run(
+        ["start_logits", "end_logits"], {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    )
+    real = mask == 1
+    np.testing.assert_allclose(logits[..., 0][real], start[real], atol=1e-4)
+    np.testing.assert_allclose(logits[..., 1][real], end[real], atol=1e-4)
+
+
 def test_a_different_checkpoint_is_not_current(repository, tiny_checkpoint, tmp_path):
     other = build_random_checkpoint(tmp_path / "other", "tiny", seed=1)
     assert not is_current(repository, str(other))

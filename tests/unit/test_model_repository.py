@@ -54,8 +54,8 @@ def test_model_step_batches_ragged_windows_dynamically():
     electra = load("electra")
     assert electra.max_batch_size > 0 and electra.HasField("dynamic_batching")
     assert all(i.allow_ragged_batch for i in electra.input)
-    assert [i.name for i in electra.input] == ["input_ids", "attention_mask", "token_type_ids"]
-    assert [o.name for o in electra.output] == ["start_logits", "end_logits"]
+    assert [i.name for i in electra.input] == ["tokens"]
+    assert [o.name for o in electra.output] == ["logits"]
 
 
 def test_tokenizer_window_limit_fits_the_model_steps_batch():
@@ -100,7 +100,7 @@ def test_windows_per_request_fit_every_batch_they_go_into(variant):
     max_windows = int(models["tokenizer"].parameters["max_windows"].string_value)
     assert max_windows <= models["electra"].max_batch_size and max_windows <= models["decoder"].max_batch_size
     for accelerator in models["electra"].optimization.execution_accelerators.gpu_execution_accelerator:
-        assert f"input_ids:{max_windows}x" in accelerator.parameters["trt_profile_max_shapes"]
+        assert f"tokens:{max_windows}x" in accelerator.parameters["trt_profile_max_shapes"]
 
 
 @pytest.mark.parametrize("variant", VARIANT_NAMES)

@@ -19,14 +19,19 @@ def test_prepost_reports_each_steps_cost_per_question_for_each_batch_size(tiny_c
         == 0
     )
 
-    rows = json.loads(out.read_text())
+    report = json.loads(out.read_text())
+    rows = report["batches"]
     assert [r["batch"] for r in rows] == [1, 4]
     for r in rows:
         assert 0 < r["tokenizer_library_us"] and 0 < r["decoder_step_us"]
         assert (
             abs(r["tokenizer_and_decoder_us"] - r["tokenizer_step_us"] - r["decoder_step_us"]) <= 0.2
         )  # each rounded to 0.1
-    assert "tokenizer+decoder us/q" in capsys.readouterr().out
+    shared = report["shared_context"]
+    assert shared["questions_per_request"] == 5 and 0 < shared["shared_context_us_per_question"]
+    assert shared["ratio"] == round(shared["shared_context_us_per_question"] / shared["one_question_per_request_us"], 3)
+    printed = capsys.readouterr().out
+    assert "tokenizer+decoder us/q" in printed and "5 questions about one context per request" in printed
 
 
 def test_prepost_says_what_to_do_without_an_exported_tokenizer(tmp_path, capsys):

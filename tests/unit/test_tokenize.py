@@ -253,3 +253,32 @@ def test_windows_are_cut_exactly_as_the_tokenizer_library_truncates_with_a_strid
             assert got.token_type_ids[row, :n].tolist() == type_ids
             assert [tuple(s) for s in got.token_offsets[row, :n].tolist()] == spans
             assert [tuple(s) for s in got.word_offsets[row, :n].tolist()] == word_spans
+
+
+def test_questions_about_one_context_get_the_windows_each_pair_gets_alone(tiny_checkpoint):
+    tokenizer = QATokenizer(tiny_checkpoint / "tokenizer.json", cache_tokens=100_000)
+    questions = ["Who founded it?", "When?", "Where was it founded and by whom, exactly?", "Why?", "What [SEP] is it?"]
+    together = tokenizer.encode(questions, [LONG_CONTEXT] * len(questions))
+    assert tokenizer.cache.take_counts() == {"hit": 0, "miss": 1}  # the shared context is encoded once
+    alone = QATokenizer(tiny_checkpoint / "tokenizer.json")  # no cache
+    for i, question in enumerate(questions):
+        expected, got = alone.encode([question], [LONG_CONTEXT]), together.select(i, 1)
+        for name in ("input_ids", "attention_mask", "token_type_ids", "token_offsets", "word_offsets"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(expected, name))
+    again = tokenizer.encode(questions[:2], [LONG_CONTEXT, "Ada wrote it."])  # a later call: from the cache
+    assert tokenizer.cache.take_counts() == {"hit": 1, "miss": 1}
+    np.testing.assert_array_equal(again.select(0, 1).input_ids, together.select(0, 1).input_ids)
+
+
+def test_the_context_cache_keeps_the_most_recently_used_within_its_tokens(tiny_checkpoint):
+    tokenizer = QATokenizer(tiny_checkpoint / "tokenizer.json", cache_tokens=20)
+    contexts = ["one two three four five six seven", "eight nine ten eleven twelve", "a b c d e f g h i j k"]
+    for context in contexts:  # 7, 5 and 11 tokens: the first is dropped for the third
+        tokenizer.encode(["Who?"], [context])
+    assert len(tokenizer.cache) == 2 and tokenizer.cache.tokens == 16
+    tokenizer.encode(["Who?"], [contexts[1]])
+    tokenizer.encode(["Who?"], [contexts[0]])
+    assert tokenizer.cache.take_counts() == {"hit": 1, "miss": 4}
+    tokenizer.encode(["Who?"], [" ".join(["word"] * 21)])  # larger than the whole cache: not kept
+    assert tokenizer.cache.tokens <= 20 and len(tokenizer.cache) == 2
+    assert QATokenizer(tiny_checkpoint / "tokenizer.json").cache.max_tokens == 0  # off unless asked for

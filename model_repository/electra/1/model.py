@@ -2,9 +2,10 @@
 
 import time
 
+import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from runtime.backend import attempt, checked_parameters, reply, response, sibling_parameters, version_dir
+from runtime.backend import Counters, attempt, checked_parameters, reply, response, sibling_parameters, version_dir
 from runtime.engines import PARAMETERS, make_runner, step_budget
 from runtime.model_inputs import ModelLimits, read_windows
 
@@ -19,13 +20,13 @@ class TritonPythonModel:
         max_seq_len = int(sibling_parameters(args, "tokenizer")["max_seq_len"])
         self.budget = step_budget(parameters, self.runner, max_seq_len)
         pb_utils.Logger.log_info(f"electra: {parameters['engine']} on {self.runner.device}")
-        self.token_metrics = pb_utils.MetricFamily(  # must outlive its Metric objects
-            name="electra_qa_model_tokens_total",
-            description="Tokens through the ELECTRA step: real (window tokens) and executed (with padding)",
-            kind=pb_utils.MetricFamily.COUNTER,
+        self.token_counts = Counters(
+            pb_utils,
+            "electra_qa_model_tokens_total",
+            "Tokens through the ELECTRA step: real (window tokens) and executed (with padding)",
+            "kind",
+            ("real", "executed"),
         )
-        self.real_tokens = self.token_metrics.Metric(labels={"kind": "real"})
-        self.executed_tokens = self.token_metrics.Metric(labels={"kind": "executed"})
 
     def execute(self, requests):
         started = time.monotonic()
@@ -42,8 +43,8 @@ class TritonPythonModel:
             return [reply(pb_utils, "electra", w if isinstance(w, Exception) else ran, self._pack) for w in windows]
         logits, tokens = ran
         if tokens is not None:  # counted from validated windows only
-            self.real_tokens.increment(tokens.real_tokens)
-            self.executed_tokens.increment(tokens.executed_tokens)
+            self.token_counts.add("real", tokens.real_tokens)
+            self.token_counts.add("executed", tokens.executed_tokens)
         logits = iter(logits)
         return [
             reply(pb_utils, "electra", w if isinstance(w, Exception) else next(logits), self._pack) for w in windows
@@ -51,5 +52,4 @@ class TritonPythonModel:
 
     @staticmethod
     def _pack(logits):
-        start, end = logits
-        return response(pb_utils, {"start_logits": start, "end_logits": end})
+        return response(pb_utils, {"logits": np.stack(logits, axis=-1)})

@@ -14,6 +14,7 @@ from preprocessing import (
     tokenize_requests,
 )
 from runtime.backend import (
+    Counters,
     MemoryTrimmer,
     attempt,
     checked_parameters,
@@ -23,6 +24,7 @@ from runtime.backend import (
     sibling_parameters,
     version_dir,
 )
+from runtime.tensors import window_tensors
 
 # an execute that read this many characters gives the memory it freed back to the system (runtime.backend)
 TRIM_AFTER_CHARS = 100_000
@@ -39,6 +41,14 @@ class TritonPythonModel:
             version_dir(args) / parameters["tokenizer_file"],
             settings,
             parallel=parameters["parallel_encoding"] == "true",
+            cache_tokens=int(parameters["context_cache_tokens"]),
+        )
+        self.cache_counts = Counters(
+            pb_utils,
+            "electra_qa_context_cache_total",
+            "Contexts the tokenizer step looked up in its cache of context encodings, by result",
+            "result",
+            ("hit", "miss"),
         )
         self.trimmer = MemoryTrimmer(TRIM_AFTER_CHARS)
         budget_ms = int(parameters["batch_budget_ms"])
@@ -53,6 +63,8 @@ class TritonPythonModel:
             for w, r in zip(windows, raw)
         ]
         self.trimmer.after(sum(len(c) for t in texts if not isinstance(t, Exception) for c in t[1]))
+        for result, count in self.tokenizer.cache.take_counts().items():
+            self.cache_counts.add(result, count)
         return replies
 
     def _read(self, request):
@@ -64,18 +76,4 @@ class TritonPythonModel:
 
     @staticmethod
     def _pack(result):
-        windows, raw_contexts = result
-        first = np.concatenate(([True], windows.window_question[1:] != windows.window_question[:-1]))
-        window_context = np.where(first, raw_contexts[windows.window_question], b"").astype(object)
-        return response(
-            pb_utils,
-            {
-                "input_ids": windows.input_ids,
-                "attention_mask": windows.attention_mask,
-                "token_type_ids": windows.token_type_ids,
-                "token_offsets": windows.token_offsets,
-                "word_offsets": windows.word_offsets,
-                "window_question": windows.window_question[:, None],
-                "window_context": window_context[:, None],
-            },
-        )
+        return response(pb_utils, window_tensors(*result))
