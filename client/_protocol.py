@@ -6,6 +6,7 @@ window of requests in flight with threads or with asyncio tasks."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -55,7 +56,7 @@ class Call:
         return {
             "model_name": model,
             "inputs": build_inputs(grpc_module, self.pairs),
-            "outputs": [grpc_module.InferRequestedOutput(name) for name in OUTPUT_NAMES],
+            "outputs": requested_outputs(grpc_module),
             "parameters": self.options.parameters(),
             "headers": dict(headers),
             "client_timeout": timeout_s,
@@ -243,6 +244,12 @@ def request_headers(
     return result
 
 
+@functools.cache
+def requested_outputs(grpc_module: Any) -> list:
+    """The outputs every call asks for, built once per module (they are only read when a request is sent)."""
+    return [grpc_module.InferRequestedOutput(name) for name in OUTPUT_NAMES]
+
+
 def build_inputs(grpc_module: Any, pairs: Sequence[tuple[str, str]]) -> list:
     """``question`` and ``context`` BYTES tensors of shape [N] for a module with ``InferInput``
     (``tritonclient.grpc`` or ``tritonclient.grpc.aio``)."""
@@ -263,13 +270,11 @@ def parse_answers(result: Any, n_questions: int) -> list[list[Answer]]:
     text, score, start, end = (result.as_numpy(name) for name in OUTPUT_NAMES)
     if text.shape[0] != n_questions or not text.shape == score.shape == start.shape == end.shape:
         raise ServerError(f"the server answered shape {list(text.shape)} for {n_questions} questions")
+    # plain Python values first (one conversion per array, not per element)
+    rows = zip(text.tolist(), score.tolist(), start.tolist(), end.tolist())
     return [
-        [
-            Answer(t.decode("utf-8") if isinstance(t, bytes) else str(t), float(s), int(b), int(e))
-            for t, s, b, e in zip(text[q], score[q], start[q], end[q])
-            if b >= 0
-        ]
-        for q in range(n_questions)
+        [Answer(t.decode("utf-8") if isinstance(t, bytes) else str(t), s, b, e) for t, s, b, e in zip(*row) if b >= 0]
+        for row in rows
     ]
 
 
