@@ -31,7 +31,7 @@ METRICS_PORT ?= 8002
 SIZE ?= tiny
 PYTEST_ARGS ?=
 
-.PHONY: setup lint format checkov system-tools serve test export checkpoint bench prepost eval bulk perf perf-analyzer gpu-kit soak clean
+.PHONY: setup lint format checkov system-tools serve test export checkpoint bench prepost eval bulk perf perf-analyzer gpu-kit soak instances clean
 
 setup: $(sort $(TOOLS_SETUP) $(SERVER_SETUP))
 
@@ -139,6 +139,13 @@ KIT_PYTHON ?= 3.12
 KIT_ARGS ?=
 gpu-kit: setup
 	$(BIN)/python -m perf.gpu_kit --out "$(KIT)" --python-version $(KIT_PYTHON) $(KIT_ARGS)
+
+# Instances of the tokenizer and decoder steps for a host of CORES cores (optionally RATE requests/s), from the CPU
+# costs make perf measured (perf/instances.py): make instances CORES=16 [RATE=9000] [PERF_CPU=...-cpu.csv]
+PERF_CPU ?= $(PERF_OUT)-cpu.csv
+instances: setup
+	@test -n "$(CORES)" || { echo "usage: make instances CORES=<cores of the serving host> [RATE=<requests/s>]" >&2; exit 2; }
+	$(BIN)/python -m perf.instances --cpu "$(PERF_CPU)" --cores $(CORES) $(if $(RATE),--rate $(RATE))
 
 # A bounded soak at twice the measured capacity against a running server (minutes; not in make test).
 SOAK_ARGS ?=

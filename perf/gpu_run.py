@@ -247,7 +247,14 @@ def perf_analyzer_binary(work: Path | None) -> str:
     )
 
 
-def served_row(setup: str, row: dict, breakdown: list[dict], gpu_mib: int | None, kind: str = "questions") -> dict:
+def served_row(
+    setup: str,
+    row: dict,
+    breakdown: list[dict],
+    gpu_mib: int | None,
+    kind: str = "questions",
+    cpu_us: dict[str, float] | None = None,
+) -> dict:
     """A table row from perf_analyzer's CSV row and load_test's per-step breakdown."""
     per_step = {b["model"]: b for b in breakdown}
     time_us = {
@@ -265,6 +272,7 @@ def served_row(setup: str, row: dict, breakdown: list[dict], gpu_mib: int | None
         "requests_per_execute": {s: per_step[s]["requests_per_execution"] for s in STEPS},
         "windows_per_s": per_step["electra"]["inferences_per_compute_s"],
         "gpu_mib": gpu_mib,
+        "cpu_us": cpu_us or {},
         "successes": int(row["Server Successes"]),
         "failures": int(row["Server Failures"]),
         "perf_analyzer": row,
@@ -278,6 +286,7 @@ def run_served(args, device: str, repository: Path, pairs: list[tuple[str, str]]
     the end of its output) and the run goes on: ``errors`` lists what failed."""
     from perf.bench import Server
     from perf.load_test import PerfAnalyzerError, composing_models, measure
+    from perf.process_cpu import server_processes
     from serving.admin import grpc_headers, local_admin_key
 
     result = {"startup_s": None, "startup_gpu_mib": None, "rows": [], "answers": [], "errors": []}
@@ -327,7 +336,7 @@ def run_served(args, device: str, repository: Path, pairs: list[tuple[str, str]]
         for setup, concurrency, data, request_count, kind in runs:
             try:
                 with GpuMemory(device == "gpu") as memory:
-                    row, breakdown = measure(
+                    row, breakdown, cpu_us = measure(
                         perf_analyzer,
                         server.admin,
                         headers,
@@ -341,12 +350,13 @@ def run_served(args, device: str, repository: Path, pairs: list[tuple[str, str]]
                         steps,
                         args.out / f"perf-c{concurrency}-{kind}.csv",
                         request_count,
+                        processes=server_processes(int(server.grpc.rsplit(":", 1)[1])),
                     )
             except PerfAnalyzerError as error:
                 log(f"{setup}: {error}")
                 result["errors"].append(f"{setup}: perf_analyzer exited with {error.returncode}")
                 continue
-            result["rows"].append(served_row(setup, row, breakdown, memory.peak, kind))
+            result["rows"].append(served_row(setup, row, breakdown, memory.peak, kind, cpu_us))
             log(render_row(result["rows"][-1], None, None))
     finally:
         server.stop()
@@ -438,8 +448,22 @@ COLUMNS = (
     "tokenizer / electra / decoder share",
     "req/execute tok / electra / dec",
     "electra windows/s",
+    "CPU us/request: tritonserver / tokenizer / electra / decoder",
     "GPU memory MiB",
 )
+
+
+def cpu_cell(cpu_us: dict[str, float] | None) -> str:
+    """CPU us per request of tritonserver and of each step (its instances summed), from ``perf.process_cpu``."""
+    from perf.process_cpu import Process
+
+    if not cpu_us:
+        return ""
+    per: dict[str, float] = {}
+    for name, us in cpu_us.items():
+        model = Process(0, name).model
+        per[model] = per.get(model, 0.0) + us
+    return " / ".join(f"{per.get(s, 0):.0f}" for s in ("tritonserver", *STEPS))
 
 
 def render_row(row: dict, one: dict | None, batched: dict | None) -> str:
@@ -460,6 +484,7 @@ def render_row(row: dict, one: dict | None, batched: dict | None) -> str:
         " / ".join(f"{row['share'][s]:.0%}" for s in STEPS) if "share" in row else "",
         " / ".join(f"{row['requests_per_execute'][s]:.1f}" for s in STEPS) if "share" in row else "",
         f"{row['windows_per_s']:.0f}" if "windows_per_s" in row else "",
+        cpu_cell(row.get("cpu_us")),
         "n/a" if row.get("gpu_mib") is None else str(row["gpu_mib"]),
     ]
     return " | ".join(cells)
@@ -497,7 +522,8 @@ def render(report: dict) -> str:
         "",
         "q/s of the document row: documents per second; its x pipeline: the pipeline's time for the same "
         "document over the served p50. Shares: queue + compute per request of each step (Triton's statistics); "
-        "electra windows/s: windows per second of the model step's own compute.",
+        "electra windows/s: windows per second of the model step's own compute; CPU us/request: each server "
+        "process's CPU time over the run (/proc) per answered request, a step's instances summed.",
         "",
         f"Same answers as the pipeline (text, start, end; one question per call): {parity['same']}/"
         f"{parity['compared']} ({parity['share']:.1%}); contract >= {parity['contract']:.0%} on this device: "

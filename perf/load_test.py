@@ -204,9 +204,10 @@ def data_pairs(data: Path) -> list[tuple[str, str]]:
     return [(q, c) for e in entries for q, c in zip(e["question"]["content"], e["context"]["content"])]
 
 
-def cpu_rows(cpu: dict[int, dict[str, float]], bare_us: float | None) -> list[dict]:
-    """Per concurrency and process, CPU us per request, and as a multiple of the bare tokenizer call; plus the
-    sums the targets are stated in: outside the model step (tritonserver, tokenizer, decoder) and all."""
+def cpu_rows(cpu: dict[int, dict[str, float]], bare_us: float | None, questions_per_request: float = 1.0) -> list[dict]:
+    """Per concurrency and process, CPU us per request (and per question), and per request as a multiple of the
+    bare tokenizer call on one pair; plus the sums the targets are stated in: outside the model step
+    (tritonserver, tokenizer, decoder) and all."""
     rows = []
     for concurrency, per_process in cpu.items():
         by_model: dict[str, float] = {}
@@ -218,7 +219,13 @@ def cpu_rows(cpu: dict[int, dict[str, float]], bare_us: float | None) -> list[di
         for name, us in entries:
             ratio = round(us / bare_us, 2) if bare_us else None
             rows.append(
-                {"concurrency": concurrency, "process": name, "cpu_us_per_request": us, "x_bare_tokenizer": ratio}
+                {
+                    "concurrency": concurrency,
+                    "process": name,
+                    "cpu_us_per_request": us,
+                    "cpu_us_per_question": round(us / questions_per_request, 1),
+                    "x_bare_tokenizer": ratio,
+                }
             )
     return rows
 
@@ -275,7 +282,8 @@ def run(args) -> int:
     if processes:
         bare += bare_tokenizer_us(args)
         bare_us = round(median(bare), 1) if bare else None
-        costs = cpu_rows(cpu, bare_us)
+        pairs, requests = data_pairs(args.data), len(json.loads(args.data.read_text())["data"])
+        costs = cpu_rows(cpu, bare_us, len(pairs) / max(requests, 1))
         with open(out.with_name(f"{out.stem}-cpu.csv"), "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(costs[0]))
             writer.writeheader()
@@ -320,11 +328,13 @@ def bare_tokenizer_us(args) -> list[float]:
 def cpu_table(costs: list[dict], bare_us: float | None) -> str:
     bare = f"{bare_us:.0f} us per pair" if bare_us else "not measured (no tokenizer.json here)"
     lines = [f"CPU us per answered request (bare tokenizer library, one core, same pairs, median of 10: {bare})"]
+    per_question_shown = any(r["cpu_us_per_question"] != r["cpu_us_per_request"] for r in costs)
     for c in dict.fromkeys(r["concurrency"] for r in costs):
         lines.append(f"  concurrency {c}")
         for r in (r for r in costs if r["concurrency"] == c):
             ratio = f"  {r['x_bare_tokenizer']:.2f} x" if r["x_bare_tokenizer"] is not None else ""
-            lines.append(f"    {r['process']:<24} {r['cpu_us_per_request']:>8.0f}{ratio}")
+            per_question = f"  ({r['cpu_us_per_question']:.0f} per question)" if per_question_shown else ""
+            lines.append(f"    {r['process']:<24} {r['cpu_us_per_request']:>8.0f}{ratio}{per_question}")
     return "\n".join(lines)
 
 
