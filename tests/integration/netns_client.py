@@ -19,6 +19,7 @@ results as JSON on standard output.
 
 from __future__ import annotations
 
+import itertools
 import json
 import resource
 import socket
@@ -36,15 +37,18 @@ def ask(url: str) -> list:
 
 
 def load(url: str, seconds: float, concurrency: int) -> list:
+    """Calls for ``seconds``, ``concurrency`` at a time, each with a context of its own (the stdin's, numbered), so
+    that every call encodes its document (none is answered from the tokenizer's cache of contexts)."""
     question, context = json.load(sys.stdin)
     calls, lock, stop = [], threading.Lock(), time.time() + seconds
+    numbers = itertools.count()
 
     def worker() -> None:
         with TritonQA(url, timeout_s=60, retry=NO_RETRIES) as qa:
             while time.time() < stop:
                 sent, error = time.time(), None
                 try:
-                    qa.ask(question, context)
+                    qa.ask(question, f"{context} Call {next(numbers)}.")
                 except QAError as failure:
                     error = f"{type(failure).__name__}: {failure}"
                 with lock:
