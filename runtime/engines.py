@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from preprocessing.batch import Budget
+from runtime.tensors import pack_tokens
 
 ENGINES = ("onnxruntime", "torch")
 # the electra config's parameters, every one required (runtime.backend.checked_parameters)
@@ -82,7 +83,7 @@ def measure_pace(runner, windows: int, width: int) -> tuple[int, float]:
     """(tokens, seconds) of one run of ``windows`` windows of ``width`` tokens: the faster of two, after a first
     run that warms the engine up (the other steps load on the same cores meanwhile)."""
     ones = np.ones((windows, width), dtype=np.int64)
-    batch = [(ones, ones, np.zeros_like(ones))]
+    batch = [pack_tokens(ones, ones, np.zeros_like(ones))]
     runner.run(batch)
     times = []
     for _ in range(2):

@@ -64,14 +64,13 @@ def check_windows(
         raise InputError("each window's attention must be ones followed by zeros, starting with a one")
 
 
-def read_windows(pb_utils: Any, request: Any, limits: ModelLimits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The request's (input_ids, attention_mask, token_type_ids), unpacked from its ``tokens`` and checked."""
+def read_tokens(pb_utils: Any, request: Any, limits: ModelLimits) -> np.ndarray:
+    """The request's ``tokens`` [W, L] (packed: ``runtime.tensors``), checked."""
     tensor = pb_utils.get_input_tensor_by_name(request, "tokens")
     if tensor is None:
         raise InputError("the request has no input 'tokens'")
     tokens = tensor.as_numpy()
     if tokens.dtype != np.int64 or tokens.ndim != 2:
         raise InputError(f"tokens must be int64 [windows, tokens], got {tokens.dtype.name} {list(tokens.shape)}")
-    windows = unpack_tokens(tokens)
-    check_windows(*windows, limits)
-    return windows
+    check_windows(*unpack_tokens(tokens), limits)
+    return tokens

@@ -16,6 +16,7 @@ from preprocessing.arrays import stack_padded
 from runtime.model_inputs import PaddingStats
 from runtime.tensors import GRAPH_INPUTS as INPUT_NAMES
 from runtime.tensors import GRAPH_OUTPUTS as OUTPUT_NAMES
+from runtime.tensors import unpack_tokens
 
 
 class OnnxQARunner:
@@ -41,25 +42,21 @@ class OnnxQARunner:
     def device(self) -> str:
         return "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
 
-    def run(self, requests: Sequence[Sequence[np.ndarray]]) -> tuple[list[tuple[np.ndarray, np.ndarray]], PaddingStats]:
-        """``requests``: per request (input_ids, attention_mask, token_type_ids), each ``[W_i, L_i]``.
-        Returns per request (start_logits, end_logits), each ``[W_i, L_i]`` float32, and the tokens run."""
-        counts = [len(r[0]) for r in requests]
-        stacked = [stack_padded([r[k] for r in requests], 0) for k in range(len(INPUT_NAMES))]
+    def run(self, requests: Sequence[np.ndarray]) -> tuple[list[np.ndarray], PaddingStats]:
+        """``requests``: per request its windows' packed ``tokens`` (``runtime.tensors``), ``[W_i, L_i]`` int64.
+        Returns per request its logits ``[W_i, L_i, 2]`` float32, and the tokens run."""
+        stacked = unpack_tokens(stack_padded(requests, 0))  # padding packs to 0: pad id 0, no attention
         lengths = stacked[1].sum(axis=1)
-        start = np.zeros(stacked[0].shape, np.float32)
-        end = np.zeros(stacked[0].shape, np.float32)
+        logits = np.zeros((*stacked[0].shape, 2), np.float32)
         order = np.argsort(-lengths, kind="stable")
         executed = 0
         for begin in range(0, len(order), self.max_windows_per_run):
             chunk = order[begin : begin + self.max_windows_per_run]
             width = int(lengths[chunk].max())
             feeds = {name: tensor[chunk, :width] for name, tensor in zip(INPUT_NAMES, stacked)}
-            start[chunk, :width], end[chunk, :width] = self.session.run(list(OUTPUT_NAMES), feeds)
+            start, end = self.session.run(list(OUTPUT_NAMES), feeds)
+            logits[chunk, :width] = np.stack((start, end), axis=-1)
             executed += len(chunk) * width
-        bounds = np.cumsum(counts)[:-1]
-        logits = [
-            (s[:, : r[0].shape[1]], e[:, : r[0].shape[1]])
-            for s, e, r in zip(np.split(start, bounds), np.split(end, bounds), requests)
-        ]
-        return logits, PaddingStats(real_tokens=int(lengths.sum()), executed_tokens=executed)
+        bounds = np.cumsum([len(r) for r in requests])[:-1]
+        out = [np.ascontiguousarray(part[:, : r.shape[1]]) for part, r in zip(np.split(logits, bounds), requests)]
+        return out, PaddingStats(real_tokens=int(lengths.sum()), executed_tokens=executed)

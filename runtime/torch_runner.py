@@ -20,14 +20,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from preprocessing.arrays import stack_padded
 from runtime.electra_encoder import ElectraForQA, read_checkpoint
 from runtime.model_inputs import PaddingStats
+from runtime.tensors import ATTENTION_BIT, unpack_tokens
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class TorchQARunner:
-    """``run(requests)`` -> (per request (start_logits, end_logits), each ``[W_i, L_i]`` float32; PaddingStats).
+    """``run(requests)`` -> (per request its logits ``[W_i, L_i, 2]`` float32; PaddingStats).
 
     ``checkpoint``: directory with ``config.json`` and ``model.safetensors`` of an ``ElectraForQuestionAnswering``.
     ``device``: ``auto`` (CUDA when torch sees a GPU, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
@@ -95,54 +97,61 @@ class TorchQARunner:
     def device(self) -> str:
         return self._device.type
 
-    def run(self, requests: Sequence[Sequence[np.ndarray]]) -> tuple[list[tuple[np.ndarray, np.ndarray]], PaddingStats]:
-        """``requests``: per request (input_ids, attention_mask, token_type_ids), each ``[W_i, L_i]`` integers,
-        right padded. Returns per request (start_logits, end_logits), each ``[W_i, L_i]`` float32 (positions
-        past a window's tokens hold arbitrary values), and the tokens run."""
+    def run(self, requests: Sequence[np.ndarray]) -> tuple[list[np.ndarray], PaddingStats]:
+        """``requests``: per request its windows' packed ``tokens`` (``runtime.tensors``), ``[W_i, L_i]`` int64,
+        right padded. Returns per request its logits ``[W_i, L_i, 2]`` float32 (positions past a window's tokens
+        hold arbitrary values), and the tokens run.
+
+        Host work is per execute, not per run: the windows are stacked, sorted and copied to the device once,
+        unpacked there (inside the CUDA graph when one replays), and the logits of every run are gathered on the
+        device and copied back once; the runs are queued without waiting for each other."""
         if not requests:
             return [], PaddingStats(real_tokens=0, executed_tokens=0)
-        counts = [r[0].shape[0] for r in requests]
-        full_width = max(r[0].shape[1] for r in requests)
+        stacked = stack_padded(requests, 0)  # padding packs to 0: pad id 0, no attention
+        full_width = stacked.shape[1]
         if full_width > self.max_position_embeddings:
             raise ValueError(f"windows of {full_width} tokens; the model takes at most {self.max_position_embeddings}")
-        stacked = np.zeros((3, sum(counts), full_width), np.int64)
-        row = 0
-        for request, count in zip(requests, counts):
-            for k in range(3):
-                stacked[k, row : row + count, : request[k].shape[1]] = request[k]
-            row += count
-        lengths = stacked[1].sum(axis=1)
-        logits = np.zeros((len(lengths), full_width, 2), np.float32)
+        lengths = (stacked >= ATTENTION_BIT).sum(axis=1)
         order = np.argsort(-lengths, kind="stable")
-        executed = 0
+        runs = self._plan(lengths[order], full_width)
         with self._lock, torch.inference_mode():
-            begin = 0
-            while begin < len(order):
-                width = self._bucket_width(max(int(lengths[order[begin]]), 1))
-                count = min(self.max_windows_per_run, max(1, self.max_tokens_per_run // width), len(order) - begin)
-                chunk = order[begin : begin + count]
-                begin += count
-                batch = self._graph_batch(count, width)
-                inputs = np.zeros((3, batch, width), np.int64)
+            tokens = torch.from_numpy(stacked[order]).to(self._device)  # one copy to the device, sorted
+            logits = torch.zeros((len(order), full_width, 2), dtype=torch.float32, device=self._device)
+            for begin, count, batch, width in runs:
                 used = min(width, full_width)
-                inputs[:, :count, :used] = stacked[:, chunk, :used]
-                inputs[1, count:, 0] = 1  # dummy windows hold one token: no row is fully masked
+                inputs = tokens[begin : begin + count, :used]
+                if batch > count or width > used:
+                    inputs = torch.zeros((batch, width), dtype=tokens.dtype, device=self._device)
+                    inputs[:count, :used] = tokens[begin : begin + count, :used]
+                    inputs[count:, 0] = ATTENTION_BIT  # dummy windows hold one token: no row is fully masked
                 ran = self._forward(inputs, graph=self._graph_eligible(batch, width))
-                logits[chunk, :used] = ran[:count, :used]
-                executed += batch * width
-        bounds = np.cumsum(counts)[:-1]
-        out = [
-            (np.ascontiguousarray(part[:, : r[0].shape[1], 0]), np.ascontiguousarray(part[:, : r[0].shape[1], 1]))
-            for part, r in zip(np.split(logits, bounds), requests)
-        ]
+                logits[begin : begin + count, :used] = ran[:count, :used]
+            sorted_logits = logits.cpu().numpy()  # one copy back, the only wait for the device
+        unsorted = np.empty_like(sorted_logits)
+        unsorted[order] = sorted_logits
+        bounds = np.cumsum([len(r) for r in requests])[:-1]
+        out = [np.ascontiguousarray(part[:, : r.shape[1]]) for part, r in zip(np.split(unsorted, bounds), requests)]
+        executed = sum(batch * width for _, _, batch, width in runs)
         return out, PaddingStats(real_tokens=int(lengths.sum()), executed_tokens=executed)
+
+    def _plan(self, lengths: np.ndarray, full_width: int) -> list[tuple[int, int, int, int]]:
+        """The runs over windows of ``lengths`` (longest first): (first window, windows, batch executed, width)."""
+        runs, begin = [], 0
+        while begin < len(lengths):
+            width = self._bucket_width(max(int(lengths[begin]), 1))
+            count = min(self.max_windows_per_run, max(1, self.max_tokens_per_run // width), len(lengths) - begin)
+            runs.append((begin, count, self._graph_batch(count, width), width))
+            begin += count
+        return runs
 
     def warmup(self) -> int:
         """Run the network once (initialising kernels and libraries) and, with CUDA graphs, capture the graph of
         every (batch, length) bucket, largest first, up to ``max_cuda_graphs``. Returns the graphs captured."""
         with self._lock, torch.inference_mode():
             width = min(self.length_bucket * -(-128 // self.length_bucket), self.max_position_embeddings)
-            self._forward(_dummy(1, width), graph=False)
+            self._forward(_dummy_tensor(1, width, self._device), graph=False)
+            if self._device.type == "cuda":
+                torch.cuda.synchronize(self._device)
             if not self.cuda_graphs:
                 return 0
             shapes = sorted(
@@ -175,20 +184,24 @@ class TorchQARunner:
                     return batch if self._graph_eligible(batch, width) else count
         return count
 
-    def _forward(self, inputs: np.ndarray, graph: bool) -> np.ndarray:
-        """logits [batch, width, 2] float32 of ``inputs`` [3, batch, width] (ids, mask, token types)."""
-        host = torch.from_numpy(inputs)
+    def _forward(self, tokens: torch.Tensor, graph: bool) -> torch.Tensor:
+        """logits [batch, width, 2] float32 on the device, of packed ``tokens`` [batch, width] there."""
         if graph:  # only ever with cuda_graphs, on CUDA
             try:
-                return self._graphs.get(*inputs.shape[1:]).replay(host).cpu().numpy()
+                return self._graphs.get(*tokens.shape).replay(tokens)
             except RuntimeError as error:  # a capture this GPU or driver refuses: serve eagerly from now on
                 warnings.warn(f"CUDA graphs turned off after a failed capture or replay: {error}", stacklevel=2)
                 self.cuda_graphs = False
-        return self.model(*host.to(self._device)).float().cpu().numpy()
+        return _packed_forward(self.model, tokens)
+
+
+def _packed_forward(model: ElectraForQA, tokens: torch.Tensor) -> torch.Tensor:
+    return model(*unpack_tokens(tokens)).float()
 
 
 class _CapturedRun:
-    """One CUDA graph of the network at a fixed (batch, width), with its static input and output tensors."""
+    """One CUDA graph of the network, its tokens unpacked in it, at a fixed (batch, width), with its static input
+    and output tensors."""
 
     def __init__(self, model: ElectraForQA, device: torch.device, batch: int, width: int, pool) -> None:
         self.inputs = _dummy_tensor(batch, width, device)
@@ -196,14 +209,14 @@ class _CapturedRun:
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):  # warm-up outside capture: kernel selection, library handles
             for _ in range(2):
-                model(*self.inputs)
+                _packed_forward(model, self.inputs)
         torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph, pool=pool, capture_error_mode="thread_local"):
-            self.outputs = model(*self.inputs).float()
+            self.outputs = _packed_forward(model, self.inputs)
 
-    def replay(self, host: torch.Tensor) -> torch.Tensor:
-        self.inputs.copy_(host)
+    def replay(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.inputs.copy_(tokens)
         self.graph.replay()
         return self.outputs
 
@@ -250,11 +263,8 @@ def _powers_of_two_below(limit: int) -> list[int]:
     return sizes
 
 
-def _dummy(batch: int, width: int) -> np.ndarray:
-    inputs = np.zeros((3, batch, width), np.int64)
-    inputs[1, :, 0] = 1
-    return inputs
-
-
 def _dummy_tensor(batch: int, width: int, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(_dummy(batch, width)).to(device)
+    """Packed tokens [batch, width] of windows holding one token each."""
+    tokens = torch.zeros((batch, width), dtype=torch.int64, device=device)
+    tokens[:, 0] = ATTENTION_BIT
+    return tokens

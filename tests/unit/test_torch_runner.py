@@ -12,6 +12,7 @@ import torch
 from runtime.electra_encoder import UnsupportedCheckpoint
 from runtime.model_inputs import PaddingStats
 from runtime.onnx_runner import OnnxQARunner
+from runtime.tensors import ATTENTION_BIT, pack_tokens, unpack_tokens
 from runtime.torch_runner import TorchQARunner
 from tests.conftest import ROOT
 
@@ -51,13 +52,23 @@ def reference_logits(model, request) -> tuple[np.ndarray, np.ndarray]:
     return out.start_logits.numpy(), out.end_logits.numpy()
 
 
+def packed(requests) -> list[np.ndarray]:
+    """The runners' input: each request's windows as packed ``tokens``."""
+    return [pack_tokens(*request) for request in requests]
+
+
+def start_end(logits):
+    """(start, end) of a runner's logits [W, L, 2], or of the reference's pair."""
+    return (logits[..., 0], logits[..., 1]) if isinstance(logits, np.ndarray) else logits
+
+
 def assert_same_logits(got, expected, requests, atol=ATOL) -> None:
     """Equal on every window's real tokens (padded positions are the decoder's to mask)."""
     assert len(got) == len(expected) == len(requests)
-    for (start, end), (want_start, want_end), request in zip(got, expected, requests):
+    for logits, reference, request in zip(got, expected, requests):
+        assert logits.shape == (*request[0].shape, 2) and logits.dtype == np.float32 and logits.flags.c_contiguous
         mask = request[1].astype(bool)
-        for have, want in ((start, want_start), (end, want_end)):
-            assert have.shape == request[0].shape and have.dtype == np.float32
+        for have, want in zip(start_end(logits), start_end(reference)):
             np.testing.assert_allclose(have[mask], want[mask], rtol=0, atol=atol)
 
 
@@ -105,14 +116,15 @@ def test_logits_equal_transformers_on_ragged_requests(tiny_checkpoint, hf_model,
     runner = TorchQARunner(tiny_checkpoint, device="cpu", **knobs)
     assert runner.device == "cpu" and runner.precision == "fp32"
     requests = ragged_requests()
-    got, _ = runner.run(requests)
+    got, _ = runner.run(packed(requests))
     assert_same_logits(got, [reference_logits(hf_model, r) for r in requests], requests)
 
 
 def test_logits_equal_onnx_runtime(tiny_checkpoint, onnx_file):
     requests = ragged_requests()
-    onnx_logits, onnx_tokens = OnnxQARunner(onnx_file, device="cpu", max_windows_per_run=8).run(requests)
-    torch_logits, torch_tokens = TorchQARunner(tiny_checkpoint, device="cpu", max_windows_per_run=8).run(requests)
+    tokens = packed(requests)
+    onnx_logits, onnx_tokens = OnnxQARunner(onnx_file, device="cpu", max_windows_per_run=8).run(tokens)
+    torch_logits, torch_tokens = TorchQARunner(tiny_checkpoint, device="cpu", max_windows_per_run=8).run(tokens)
     assert_same_logits(torch_logits, onnx_logits, requests)
     assert torch_tokens == onnx_tokens  # same runs: exact widths on CPU, 8 windows per run
 
@@ -124,8 +136,8 @@ def test_a_window_gets_the_same_logits_alone_as_batched_with_longer_ones(tiny_ch
     batched = tuple(
         np.concatenate([np.pad(a, ((0, 0), (0, 83))), b]) for a, b in zip(alone, windows(rng, [100, 64], 100))
     )
-    ((start, end),) = runner.run([alone])[0]
-    ((start_b, end_b),) = runner.run([batched])[0]
+    start, end = start_end(runner.run(packed([alone]))[0][0])
+    start_b, end_b = start_end(runner.run(packed([batched]))[0][0])
     np.testing.assert_allclose(start_b[0, :17], start[0], rtol=0, atol=1e-5)
     np.testing.assert_allclose(end_b[0, :17], end[0], rtol=0, atol=1e-5)
 
@@ -134,12 +146,13 @@ def test_padding_stats_count_real_and_executed_tokens(tiny_checkpoint):
     rng = np.random.default_rng(0)
     requests = [windows(rng, [10, 3], 12), windows(rng, [7, 1], 7)]
     # sorted 10, 7, 3, 1; runs of 2 windows at widths rounded up to 8: [10, 7] at 16, [3, 1] at 8
-    _, tokens = TorchQARunner(tiny_checkpoint, device="cpu", max_windows_per_run=2, length_bucket=8).run(requests)
+    runner = TorchQARunner(tiny_checkpoint, device="cpu", max_windows_per_run=2, length_bucket=8)
+    _, tokens = runner.run(packed(requests))
     assert tokens == PaddingStats(real_tokens=21, executed_tokens=2 * 16 + 2 * 8)
     # at most 12 executed tokens per run, exact widths: [10] at 10, [7] at 7, [3, 1] at 3
-    _, tokens = TorchQARunner(tiny_checkpoint, device="cpu", max_tokens_per_run=12).run(requests)
+    _, tokens = TorchQARunner(tiny_checkpoint, device="cpu", max_tokens_per_run=12).run(packed(requests))
     assert tokens == PaddingStats(real_tokens=21, executed_tokens=10 + 7 + 2 * 3)
-    assert TorchQARunner(tiny_checkpoint, device="cpu").run([]) == ([], PaddingStats(0, 0))
+    assert TorchQARunner(tiny_checkpoint, device="cpu").run(packed([])) == ([], PaddingStats(0, 0))
 
 
 def test_run_shapes_with_graph_buckets_pad_batches_with_dummy_windows(tiny_checkpoint, hf_model):
@@ -156,19 +169,19 @@ def test_run_shapes_with_graph_buckets_pad_batches_with_dummy_windows(tiny_check
             shapes.append((batch, width))
             return self
 
-        def replay(self, host):
-            assert (host[1, :, 0] == 1).all()  # dummy windows hold a token
-            return runner.model(*host).float()
+        def replay(self, tokens):
+            assert (tokens[:, 0] >= ATTENTION_BIT).all()  # dummy windows hold a token
+            return runner.model(*unpack_tokens(tokens)).float()
 
     runner._graphs = EagerGraphs()
     rng = np.random.default_rng(5)
     requests = [windows(rng, [120, 90, 60, 50, 40, 30], 120), windows(rng, [20, 10, 5], 20)]
-    got, tokens = runner.run(requests)
+    got, tokens = runner.run(packed(requests))
     assert_same_logits(got, [reference_logits(hf_model, r) for r in requests], requests)
     # 120 -> width 128, past the graphs' lengths: eager, 8 windows (the most per run); then [5] at width 32: graph
     assert shapes == [(1, 32)] and tokens == PaddingStats(real_tokens=425, executed_tokens=8 * 128 + 1 * 32)
     requests = [windows(rng, [90, 60, 50], 90), windows(rng, [20, 10], 20)]
-    got, tokens = runner.run(requests)
+    got, tokens = runner.run(packed(requests))
     assert_same_logits(got, [reference_logits(hf_model, r) for r in requests], requests)
     # [90, 60, 50, 20, 10] in one run at width 96, padded to the batch bucket 8
     assert shapes == [(1, 32), (8, 96)] and tokens == PaddingStats(real_tokens=230, executed_tokens=8 * 96)
@@ -177,10 +190,10 @@ def test_run_shapes_with_graph_buckets_pad_batches_with_dummy_windows(tiny_check
 @pytest.mark.parametrize("precision,atol", [("bf16", 0.3), ("fp16", 0.05)])  # logits reach ~12
 def test_half_precisions_on_cpu_stay_close(tiny_checkpoint, precision, atol):
     requests = ragged_requests()
-    expected, _ = TorchQARunner(tiny_checkpoint, device="cpu").run(requests)
+    expected, _ = TorchQARunner(tiny_checkpoint, device="cpu").run(packed(requests))
     try:
         runner = TorchQARunner(tiny_checkpoint, device="cpu", precision=precision)
-        got, _ = runner.run(requests)
+        got, _ = runner.run(packed(requests))
     except (RuntimeError, NotImplementedError) as error:
         pytest.skip(f"{precision} on this CPU: {error}")
     assert runner.precision == precision
@@ -230,7 +243,7 @@ def test_bad_arguments_are_refused(tiny_checkpoint, tmp_path):
         assert TorchQARunner(tiny_checkpoint).device == "cpu"
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="at most 512"):
-        TorchQARunner(tiny_checkpoint, device="cpu").run([windows(rng, [513], 513)])
+        TorchQARunner(tiny_checkpoint, device="cpu").run(packed([windows(rng, [513], 513)]))
 
 
 @pytest.mark.parametrize("embedding_size", [768, 128])
@@ -252,7 +265,7 @@ def test_base_shaped_layers_equal_transformers(tmp_path, embedding_size):
     model = ElectraForQuestionAnswering(config).eval()
     model.save_pretrained(tmp_path)
     requests = ragged_requests(vocab=1000)[:3]
-    got, _ = TorchQARunner(tmp_path, device="cpu").run(requests)
+    got, _ = TorchQARunner(tmp_path, device="cpu").run(packed(requests))
     assert_same_logits(got, [reference_logits(model, r) for r in requests], requests)
 
 
@@ -264,7 +277,7 @@ def test_cuda_fp16_stays_close_to_fp32_with_and_without_graphs(tiny_checkpoint, 
     assert runner.warmup() == (48 if cuda_graphs else 0)  # batch 1, 2, 4, 8 x widths 32, 64, ... 384
     requests = ragged_requests()
     for _ in range(2):  # captured, then replayed
-        got, _ = runner.run(requests)
+        got, _ = runner.run(packed(requests))
         assert_same_logits(got, [reference_logits(hf_model, r) for r in requests], requests, atol=0.05)
-    exact, _ = TorchQARunner(tiny_checkpoint, device="cuda", precision="fp32").run(requests)
+    exact, _ = TorchQARunner(tiny_checkpoint, device="cuda", precision="fp32").run(packed(requests))
     assert_same_logits(exact, [reference_logits(hf_model, r) for r in requests], requests, atol=1e-3)

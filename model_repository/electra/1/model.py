@@ -2,12 +2,11 @@
 
 import time
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from runtime.backend import Counters, attempt, checked_parameters, reply, response, sibling_parameters, version_dir
 from runtime.engines import PARAMETERS, make_runner, step_budget
-from runtime.model_inputs import ModelLimits, read_windows
+from runtime.model_inputs import ModelLimits, read_tokens
 
 
 class TritonPythonModel:
@@ -30,15 +29,15 @@ class TritonPythonModel:
 
     def execute(self, requests):
         started = time.monotonic()
-        windows = [attempt(read_windows, pb_utils, request, self.limits) for request in requests]
+        windows = [attempt(read_tokens, pb_utils, request, self.limits) for request in requests]
         if self.budget is not None:
-            sizes = [0 if isinstance(w, Exception) else w[0].size for w in windows]
+            sizes = [0 if isinstance(w, Exception) else w.size for w in windows]
             windows = self.budget.select_smallest(windows, sizes, started, "electra", "tokens")
         valid = [w for w in windows if not isinstance(w, Exception)]
         run_started = time.monotonic()
         ran = attempt(self.runner.run, valid) if valid else ([], None)
         if self.budget is not None and valid:
-            self.budget.learn("tokens", sum(w[0].size for w in valid), time.monotonic() - run_started)
+            self.budget.learn("tokens", sum(w.size for w in valid), time.monotonic() - run_started)
         if isinstance(ran, Exception):  # the model run failed: every request it held gets the error
             return [reply(pb_utils, "electra", w if isinstance(w, Exception) else ran, self._pack) for w in windows]
         logits, tokens = ran
@@ -52,4 +51,4 @@ class TritonPythonModel:
 
     @staticmethod
     def _pack(logits):
-        return response(pb_utils, {"logits": np.stack(logits, axis=-1)})
+        return response(pb_utils, {"logits": logits})
