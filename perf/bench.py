@@ -1,11 +1,14 @@
 """``make bench``: the served ensemble against ``pipeline('question-answering')``, same machine, same run.
 
-Same weights (the full-size random checkpoint: the real model's compute), same inputs (SQuAD-sized pairs,
-plus one 140,000-character document). The pipeline is called as the model card calls it, one question at a
-time, before and after the served runs (the ratio uses the mean: speed drifts on a shared machine); the server
-is called through ``TritonQA`` over gRPC at several concurrencies. Prints a table
-(throughput, p50/p99 latency, ratio to the pipeline, per-step share of server time, padding executed) and
-writes ``perf/results/bench-<label>.{json,md,png}``.
+Same weights (the full-size random checkpoint: the real model's compute), same inputs (SQuAD-sized pairs, the
+parity tests' edge cases, plus one 140,000-character document). The pipeline is called as the model card calls
+it, one question at a time, in fp32 before and after the served runs (the ratio uses the mean: speed drifts on a
+shared machine) and in bf16 (``torch_dtype=torch.bfloat16``, the one argument a user would add) where the CPU has
+bf16 matrix units; bare OpenVINO in bf16 on the exported graph, one question at a time, is the in-process
+alternative a user would tune to. The server is called through ``TritonQA`` over gRPC at several concurrencies,
+for every precision this CPU supports. Prints a table (throughput, p50/p99 latency, ratio to the fp32 pipeline,
+per-step share of server time, padding executed, share of answers equal to the fp32 pipeline's) and writes
+``perf/results/bench-<label>.{json,md,png}``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -25,10 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
+from perf.cases import CASES
 from perf.inputs import long_document, squad_sized_pairs
+from runtime.cpu import describe
 from serving.admin import AdminClient, local_admin_key
 from serving.checkpoints import build_random_checkpoint
-from serving.export import PRECISIONS, copy_repository, export, is_current
+from serving.export import GRAPH_PRECISIONS, PRECISIONS, copy_repository, export, is_current
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ("tokenizer", "electra", "decoder")
@@ -36,14 +40,7 @@ LONG_QUESTION = "Who received the grain shipped in 1057?"
 
 
 def machine_label() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
+    """``<cores> cores of <CPU model> (<its matrix units>)[, GPU <name>]``."""
     gpu = ""
     if shutil.which("nvidia-smi"):
         gpu = (
@@ -52,7 +49,7 @@ def machine_label() -> str:
             .splitlines()[0:1]
         )
         gpu = f", GPU {gpu[0]}" if gpu else ""
-    return f"{os.cpu_count()} cores of {cpu}{gpu}"
+    return f"{os.cpu_count()} cores of {describe()}{gpu}"
 
 
 def percentiles(latencies_s: list[float]) -> tuple[float, float]:
@@ -68,13 +65,19 @@ def bench_pipeline(
     device: int = -1,
     batch_size: int | None = None,
     min_questions: int = 0,
+    precision: str = "fp32",
 ) -> dict:
-    """The model card's pipeline on ``device`` (-1: CPU, 0: the first GPU), fp32: one question per call, or with
-    ``batch_size`` that many questions per call (batched by the pipeline itself), for ``duration_s`` and at least
-    ``min_questions``. Latencies are per call; ``answers`` follow ``pairs`` (cycled)."""
+    """The model card's pipeline on ``device`` (-1: CPU, 0: the first GPU), in ``precision`` (fp32, or bf16 as
+    ``torch_dtype=torch.bfloat16``): one question per call, or with ``batch_size`` that many questions per call
+    (batched by the pipeline itself), for ``duration_s`` and at least ``min_questions``. Latencies are per call;
+    ``answers`` follow ``pairs`` (cycled), ``edge_answers`` the parity tests' edge cases."""
+    import torch
     from transformers import pipeline
 
-    nlp = pipeline("question-answering", model=str(checkpoint), tokenizer=str(checkpoint), device=device)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+    nlp = pipeline(
+        "question-answering", model=str(checkpoint), tokenizer=str(checkpoint), device=device, torch_dtype=dtype
+    )
     per_call = batch_size or 1
 
     def call(first: int) -> list[dict]:
@@ -98,6 +101,9 @@ def bench_pipeline(
         "p50_ms": percentiles(latencies)[0],
         "p99_ms": percentiles(latencies)[1],
         "answers": [(a["answer"], a["start"], a["end"]) for a in answers],
+        "edge_answers": [
+            (a["answer"], a["start"], a["end"]) for a in (nlp({"question": q, "context": c}) for q, c in CASES.values())
+        ],
     }
     if with_long:
         context = long_document()
@@ -226,20 +232,76 @@ def prepare(checkpoint: Path, repository: Path, precision: str) -> None:
     if not current:
         shutil.rmtree(repository, ignore_errors=True)
     copy_repository(ROOT / "model_repository", repository, over_existing=True)
-    config = repository / "electra" / "config.pbtxt"
     limit = re.compile(r'(\{ key: "max_request_ms" value: \{ string_value: )"\d+"')
-    config.write_text(limit.sub(r'\1"0"', config.read_text(), count=1))
+    for config in (repository / "electra").glob("**/*.pbtxt"):  # config.pbtxt and its variants
+        config.write_text(limit.sub(r'\1"0"', config.read_text(), count=1))
     if not current:
         export(str(checkpoint), repository, precision=precision)
 
 
-def bench_precision(args, precision: str, pairs) -> tuple[list[dict], dict | None]:
+def cpu_precisions() -> list[str]:
+    """The precisions this CPU serves: fp32 and int8 everywhere, bf16 where it has bf16 matrix units."""
+    import openvino
+
+    bf16 = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return [p for p in PRECISIONS if p != "bf16" or bf16]
+
+
+def bench_bare_openvino(repository: Path, pairs, duration_s: float) -> dict:
+    """OpenVINO alone in bf16 on the exported graph, one question at a time, in this process: the tokenizer
+    library's windows of the question (the pipeline's truncation and stride), one inference over them, the best
+    start and end read off (no span search: a lower bound of what answering costs this way)."""
+    import openvino
+
+    from perf.prepost import library_tokenizer
+
+    tokenizer = library_tokenizer(repository / "tokenizer" / "1" / "tokenizer.json")
+    core = openvino.Core()
+    graph = core.read_model(str(repository / "electra" / "1" / "model.onnx"))
+    compiled = core.compile_model(graph, "CPU", {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+
+    def answer(question: str, context: str) -> None:
+        encoding = tokenizer.encode(question, context)
+        windows = [encoding, *encoding.overflowing]
+        width = max(len(w.ids) for w in windows)
+        feeds = {
+            name: np.array([getattr(w, field) + [0] * (width - len(w.ids)) for w in windows], np.int64)
+            for name, field in (
+                ("input_ids", "ids"),
+                ("attention_mask", "attention_mask"),
+                ("token_type_ids", "type_ids"),
+            )
+        }
+        outputs = request.infer(feeds)
+        for logits in outputs.values():
+            np.argmax(logits, axis=1)
+
+    for question, context in pairs[:3]:
+        answer(question, context)
+    latencies, start = [], time.perf_counter()
+    while time.perf_counter() - start < duration_s:
+        t = time.perf_counter()
+        answer(*pairs[len(latencies) % len(pairs)])
+        latencies.append(time.perf_counter() - t)
+    p50, p99 = percentiles(latencies)
+    return {"throughput_qps": len(latencies) / (time.perf_counter() - start), "p50_ms": p50, "p99_ms": p99}
+
+
+def bench_precision(args, precision: str, pairs) -> tuple[list[dict], dict | None, list[tuple]]:
+    """The served runs at ``precision`` (its own server, the export of its graph), the long document's, and the
+    answers to the edge cases."""
     from client import TritonQA
 
-    repository = args.work / precision / "model_repository"
+    repository = args.work / GRAPH_PRECISIONS[precision] / "model_repository"
     prepare(args.checkpoint, repository, precision)
     server = Server(
-        repository, args.grpc_port, args.grpc_port + 1, args.grpc_port + 2, repository.parent / "server.log"
+        repository,
+        args.grpc_port,
+        args.grpc_port + 1,
+        args.grpc_port + 2,
+        repository.parent / f"server-{precision}.log",
+        ("--precision", precision),
     )
     try:
         with TritonQA(server.grpc, timeout_s=600) as qa:
@@ -249,6 +311,7 @@ def bench_precision(args, precision: str, pairs) -> tuple[list[dict], dict | Non
             for concurrency in args.concurrency:
                 print(f"served {precision}, concurrency {concurrency}...", flush=True)
                 runs.append({"precision": precision, **bench_served(server, pairs, concurrency, args.duration_s)})
+            edge = [(a.text, a.start, a.end) for a in (qa.ask(q, c) for q, c in CASES.values())]
             long_run = None
             if not args.no_long:
                 t = time.perf_counter()
@@ -260,7 +323,11 @@ def bench_precision(args, precision: str, pairs) -> tuple[list[dict], dict | Non
                 }
     finally:
         server.stop()
-    return runs, long_run
+    return runs, long_run, edge
+
+
+def same_share(got: list, expected: list) -> float:
+    return sum(tuple(g) == tuple(e) for g, e in zip(got, expected)) / max(1, len(expected))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,13 +339,17 @@ def main(argv: list[str] | None = None) -> int:
         help="built (random, full size) when missing",
     )
     parser.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench")
-    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
+    parser.add_argument(
+        "--precisions", nargs="+", choices=PRECISIONS, help="served (default: every one this CPU supports)"
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--duration-s", type=float, default=30.0)
     parser.add_argument("--no-long", action="store_true", help="skip the 140,000-character document")
     parser.add_argument("--label", default="cpu")
     parser.add_argument("--grpc-port", type=int, default=18001)
     args = parser.parse_args(argv)
+    supported = cpu_precisions()
+    precisions = args.precisions or supported
 
     if not (args.checkpoint / "config.json").exists():
         print(f"building the full-size random checkpoint in {args.checkpoint}", flush=True)
@@ -287,11 +358,20 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_label()
     print(f"machine: {machine}\npipeline (transformers 4.57.6, in-process, one question per call)...", flush=True)
     reference = bench_pipeline(args.checkpoint, pairs, args.duration_s, not args.no_long)
-    runs, long_runs = [], []
-    for precision in args.precisions:
-        precision_runs, long_run = bench_precision(args, precision, pairs)
+    competitors = []  # the pipeline in bf16 and bare OpenVINO bf16, where this CPU has bf16 units
+    if "bf16" in supported:
+        print("pipeline in bf16 (torch_dtype=torch.bfloat16)...", flush=True)
+        bf16 = bench_pipeline(args.checkpoint, pairs, args.duration_s, with_long=False, precision="bf16")
+        competitors.append({"setup": "pipeline, torch_dtype=torch.bfloat16, in-process", **bf16})
+    runs, long_runs, edges = [], [], {}
+    for precision in precisions:
+        precision_runs, long_run, edges[precision] = bench_precision(args, precision, pairs)
         runs += precision_runs
         long_runs += [long_run] if long_run else []
+    if "bf16" in supported:
+        print("bare OpenVINO in bf16, one question at a time...", flush=True)
+        bare = bench_bare_openvino(args.work / "fp32" / "model_repository", pairs, args.duration_s)
+        competitors.append({"setup": "bare OpenVINO bf16 on the exported graph, in-process", **bare})
     # the pipeline again after the served runs: on a shared machine speed drifts, so the ratio uses the mean
     print("pipeline again...", flush=True)
     again = bench_pipeline(args.checkpoint, pairs, args.duration_s, with_long=False)
@@ -299,15 +379,23 @@ def main(argv: list[str] | None = None) -> int:
     reference["throughput_qps"] = (reference["throughput_qps"] + again["throughput_qps"]) / 2
 
     expected = dict(enumerate(reference.pop("answers")))
+    expected_edge = reference.pop("edge_answers")
     for run in runs:
         got = run.pop("answers")
         common = [i for i in got if i in expected]  # inputs both answered
         run["agreement"] = sum(got[i] == tuple(expected[i]) for i in common) / max(1, len(common))
+        run["edge_agreement"] = same_share(edges[run["precision"]], expected_edge)
+    for competitor in competitors:
+        if "answers" in competitor:
+            got = competitor.pop("answers")
+            competitor["agreement"] = same_share(got, [expected[i % len(expected)] for i in range(len(got))])
+            competitor["edge_agreement"] = same_share(competitor.pop("edge_answers"), expected_edge)
     report = {
         "machine": machine,
         "label": args.label,
         "inputs": "SQuAD-sized (~149 tokens)",
         "pipeline": reference,
+        "competitors": competitors,
         "served": runs,
         "long": long_runs,
         "date": time.strftime("%Y-%m-%d"),
@@ -325,21 +413,30 @@ def main(argv: list[str] | None = None) -> int:
 def render(report: dict) -> str:
     ref = report["pipeline"]
     lines = [
-        f"Machine: {report['machine']} ({report['date']}); inputs: {report['inputs']}.",
+        f"Machine: {report['machine']} ({report['date']}); inputs: {report['inputs']}; answers compared with the "
+        f"fp32 pipeline's (SQuAD-sized pairs / the {len(CASES)} edge cases).",
         "",
         "| setup | throughput (q/s) | p50 (ms) | p99 (ms) | × pipeline | tokenizer / electra / decoder share "
         "| queue share | padding | same answer |",
         "|---|---|---|---|---|---|---|---|---|",
-        f"| pipeline, in-process (mean of {' and '.join(f'{q:.2f}' for q in ref['throughput_before_after_qps'])}, "
-        f"before and after) | {ref['throughput_qps']:.2f} | {ref['p50_ms']:.0f} | {ref['p99_ms']:.0f} | 1.00 | | | | |",
+        f"| pipeline fp32, in-process (mean of {' and '.join(f'{q:.2f}' for q in ref['throughput_before_after_qps'])}, "
+        f"before and after) | {ref['throughput_qps']:.2f} | {ref['p50_ms']:.0f} | {ref['p99_ms']:.0f} | 1.00 "
+        "| | | | 100% / 100% |",
     ]
+    for other in report.get("competitors", []):
+        same = f"{other['agreement']:.0%} / {other['edge_agreement']:.0%}" if "agreement" in other else "(not decoded)"
+        lines.append(
+            f"| {other['setup']} | {other['throughput_qps']:.2f} | {other['p50_ms']:.0f} | {other['p99_ms']:.0f} "
+            f"| {other['throughput_qps'] / ref['throughput_qps']:.2f} | | | | {same} |"
+        )
     for run in report["served"]:
         share = " / ".join(f"{run['share'][s]:.0%}" for s in STEPS)
         lines.append(
             f"| served {run['precision']}, concurrency {run['concurrency']} | {run['throughput_qps']:.2f} "
             f"| {run['p50_ms']:.0f} "
             f"| {run['p99_ms']:.0f} | {run['throughput_qps'] / ref['throughput_qps']:.2f} | {share} "
-            f"| {run['queue_share']:.0%} | {run['padding_fraction']:.1%} | {run['agreement']:.0%} |"
+            f"| {run['queue_share']:.0%} | {run['padding_fraction']:.1%} "
+            f"| {run['agreement']:.0%} / {run.get('edge_agreement', float('nan')):.0%} |"
         )
     for run in report["long"]:
         same = tuple(run["answer"]) == tuple(ref["long_answer"])

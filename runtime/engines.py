@@ -1,6 +1,7 @@
 """The model step's engine, as its config.pbtxt chooses it: ONNX Runtime on the exported graph (the CPU
-default, exact parity), or PyTorch on the exported checkpoint (fp16, fused attention and length buckets on a
-GPU). Both take the same windows and give the same logits (``run``)."""
+default, exact parity), OpenVINO on the same graph (bf16 on CPUs with bf16 matrix units: configs/bf16.pbtxt), or
+PyTorch on the exported checkpoint (fp16, fused attention and length buckets on a GPU). All take the same windows
+and give the same logits (``run``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 from preprocessing.batch import Budget
 from runtime.tensors import pack_tokens
 
-ENGINES = ("onnxruntime", "torch")
+ENGINES = ("onnxruntime", "openvino", "torch")
 # the electra config's parameters, every one required (runtime.backend.checked_parameters)
 PARAMETERS = (
     "engine",
@@ -42,6 +43,17 @@ def make_runner(parameters: Mapping[str, str], version_dir: Path, device_id: str
         return OnnxQARunner(
             version_dir / parameters["onnx_file"],
             device=device,
+            intra_op_threads=int(parameters["intra_op_threads"]),
+            max_windows_per_run=int(parameters["max_windows_per_run"]),
+        )
+    if engine == "openvino":
+        from runtime.openvino_runner import OpenVinoQARunner
+
+        if device != "cpu":
+            raise ValueError(f"engine openvino runs on the CPU (device cpu), got device {device!r}")
+        return OpenVinoQARunner(
+            version_dir / parameters["onnx_file"],
+            precision=parameters["precision"],
             intra_op_threads=int(parameters["intra_op_threads"]),
             max_windows_per_run=int(parameters["max_windows_per_run"]),
         )

@@ -1,4 +1,6 @@
-"""The ELECTRA step: runs the exported ONNX model over windows of many requests, length-aware.
+"""The ELECTRA step on the exported ONNX graph: ONNX Runtime (``OnnxQARunner``, the CPU default, exact parity)
+or OpenVINO (``runtime.openvino_runner``, bf16 on CPUs with bf16 matrix units), over windows of many requests,
+length-aware.
 
 Windows of all requests in a dynamic batch are sorted by length and run in chunks of at most
 ``max_windows_per_run``, each padded only to its own longest window; the logits go back to each request
@@ -19,28 +21,19 @@ from runtime.tensors import GRAPH_OUTPUTS as OUTPUT_NAMES
 from runtime.tensors import unpack_tokens
 
 
-class OnnxQARunner:
-    def __init__(
-        self, onnx_file: str | Path, device: str = "auto", intra_op_threads: int = 0, max_windows_per_run: int = 8
-    ):
-        import onnxruntime as ort
+class GraphRunner:
+    """``run(requests)`` over the exported graph; an engine gives ``_infer`` (one run of ``[n, width]`` feeds)."""
 
-        available = ort.get_available_providers()
-        if device == "cuda" and "CUDAExecutionProvider" not in available:
-            raise RuntimeError(f"device=cuda but onnxruntime offers only {available} (install onnxruntime-gpu)")
-        use_cuda = device in ("auto", "cuda") and "CUDAExecutionProvider" in available
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = intra_op_threads
-        # no busy-waiting between runs: the tokenizer and decoder steps share these cores
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(onnx_file), options, providers=providers)
+    device = "cpu"
+
+    def __init__(self, max_windows_per_run: int):
+        if max_windows_per_run < 1:
+            raise ValueError(f"max_windows_per_run must be >= 1, got {max_windows_per_run}")
         self.max_windows_per_run = max_windows_per_run
 
-    @property
-    def device(self) -> str:
-        return "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+    def _infer(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(start_logits, end_logits) ``[n, width]`` of the graph's ``feeds`` (``INPUT_NAMES``, ``[n, width]``)."""
+        raise NotImplementedError
 
     def run(self, requests: Sequence[np.ndarray]) -> tuple[list[np.ndarray], PaddingStats]:
         """``requests``: per request its windows' packed ``tokens`` (``runtime.tensors``), ``[W_i, L_i]`` int64.
@@ -53,10 +46,36 @@ class OnnxQARunner:
         for begin in range(0, len(order), self.max_windows_per_run):
             chunk = order[begin : begin + self.max_windows_per_run]
             width = int(lengths[chunk].max())
-            feeds = {name: tensor[chunk, :width] for name, tensor in zip(INPUT_NAMES, stacked)}
-            start, end = self.session.run(list(OUTPUT_NAMES), feeds)
+            start, end = self._infer({name: tensor[chunk, :width] for name, tensor in zip(INPUT_NAMES, stacked)})
             logits[chunk, :width] = np.stack((start, end), axis=-1)
             executed += len(chunk) * width
         bounds = np.cumsum([len(r) for r in requests])[:-1]
         out = [np.ascontiguousarray(part[:, : r.shape[1]]) for part, r in zip(np.split(logits, bounds), requests)]
         return out, PaddingStats(real_tokens=int(lengths.sum()), executed_tokens=executed)
+
+
+class OnnxQARunner(GraphRunner):
+    """ONNX Runtime on the exported graph: on the CPU, or on CUDA with onnxruntime-gpu (``device``)."""
+
+    def __init__(
+        self, onnx_file: str | Path, device: str = "auto", intra_op_threads: int = 0, max_windows_per_run: int = 8
+    ):
+        import onnxruntime as ort
+
+        super().__init__(max_windows_per_run)
+        available = ort.get_available_providers()
+        if device == "cuda" and "CUDAExecutionProvider" not in available:
+            raise RuntimeError(f"device=cuda but onnxruntime offers only {available} (install onnxruntime-gpu)")
+        use_cuda = device in ("auto", "cuda") and "CUDAExecutionProvider" in available
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = intra_op_threads
+        # no busy-waiting between runs: the tokenizer and decoder steps share these cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(onnx_file), options, providers=providers)
+        self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        start, end = self.session.run(list(OUTPUT_NAMES), feeds)
+        return start, end

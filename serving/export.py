@@ -37,7 +37,9 @@ DEFAULT_MODEL = "valhalla/electra-base-discriminator-finetuned_squadv1"
 DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 OPSET = 17
 DEFAULT_TOLERANCE = 1e-3  # max |ONNX - PyTorch| over the check inputs' logits
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "bf16", "int8")
+# the graph each precision serves: bf16 is the fp32 graph, run in bf16 by OpenVINO (electra/configs/bf16.pbtxt)
+GRAPH_PRECISIONS = {"fp32": "fp32", "bf16": "fp32", "int8": "int8"}
 VARIANTS = ("python", "tensorrt")  # the model step's variants: model_repository/*/configs/<variant>.pbtxt
 
 
@@ -146,7 +148,7 @@ def is_current(repository: Path, model: str, precision: str = "fp32", variant: s
     return record.model_limits is not None and (record.model, record.fingerprint, record.precision, record.variant) == (
         name,
         fingerprint,
-        precision,
+        GRAPH_PRECISIONS.get(precision, precision),
         variant,
     )
 
@@ -244,6 +246,7 @@ def export(
     gets the plain standard-ONNX graph: TensorRT builds its own fused kernels and cannot take ONNX Runtime's.
     For ``python``, ``optimize`` applies ONNX Runtime's transformer fusions (attention, skip-LayerNorm,
     embedding-LayerNorm, bias-GELU) offline, so that the served graph is the fused one that was checked against PyTorch.
+    ``precision="bf16"`` exports the fp32 graph, which the bf16 config's OpenVINO engine runs in bf16.
     ``precision="int8"`` (opt-in) then quantizes the MatMul weights to int8 (dynamic quantization, VNNI
     kernels): much faster on CPU, but answers may differ from the reference; the tolerance check applies to
     the fp32 graph and the int8 graph's difference is only recorded. ``onnx=False`` skips the ONNX graph (and
@@ -251,6 +254,7 @@ def export(
     engine reads."""
     if precision not in PRECISIONS:
         raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision}")
+    precision = GRAPH_PRECISIONS[precision]
     if variant not in VARIANTS:
         raise ExportError(f"variant must be one of {', '.join(VARIANTS)}, got {variant}")
     if variant == "tensorrt" and precision != "fp32":
@@ -443,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         "--precision",
         choices=PRECISIONS,
         default="fp32",
-        help="int8: opt-in dynamic quantization (faster on CPU; answers may differ)",
+        help="bf16: the fp32 graph, which OpenVINO runs in bf16; int8: opt-in dynamic quantization (faster on "
+        "CPU; answers may differ)",
     )
     parser.add_argument(
         "--variant",

@@ -297,10 +297,18 @@ def gpu_visible() -> bool:
     return any(Path("/proc/driver/nvidia/gpus").glob("*"))
 
 
-def device_args(args: argparse.Namespace) -> list[str]:
-    """tritonserver's --model-config-name for the device: the configs/gpu.pbtxt variants on a GPU."""
+def config_args(args: argparse.Namespace) -> list[str]:
+    """tritonserver's --model-config-name for the device and precision: the configs/gpu.pbtxt variants on a GPU,
+    electra/configs/bf16.pbtxt (OpenVINO, on the CPU's bf16 matrix units) for precision bf16."""
     if any(a.startswith("--model-config-name") for a in args.tritonserver_args):
         return []  # chosen explicitly
+    if args.precision == "bf16":
+        if args.device == "gpu":
+            raise ServerSetupError(
+                "precision bf16 is the CPU's (OpenVINO on its bf16 matrix units); on a GPU the model step runs in "
+                "fp16 whatever the export's precision: serve DEVICE=gpu with PRECISION=fp32"
+            )
+        return ["--model-config-name=bf16"]
     gpu = args.device == "gpu" or (args.device == "auto" and gpu_visible())
     return ["--model-config-name=gpu"] if gpu else []
 
@@ -309,7 +317,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local checkpoint directory to serve")
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="of the export (int8: opt-in)")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="fp32: exact parity (default); bf16: OpenVINO in bf16 on a CPU with bf16 matrix units (AMX-BF16, "
+        "AVX512-BF16; refused on others); int8: opt-in quantized graph",
+    )
     parser.add_argument("--no-export", action="store_true", help="serve the repository as it is")
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--http-port", type=int, default=8000)
@@ -386,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             args.grpc_port,
             args.http_port,
             args.metrics_port,
-            security_args(args, admin) + device_args(args) + args.tritonserver_args,
+            security_args(args, admin) + config_args(args) + args.tritonserver_args,
             args.cache,
         )
     except ServerSetupError as error:

@@ -7,7 +7,7 @@ import time
 from typing import NamedTuple
 
 from client import Answer, QAError, TritonQA
-from tests.cases import CASES
+from perf.cases import CASES
 
 
 class Outcome(NamedTuple):

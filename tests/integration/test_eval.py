@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tests.cases import CASES
+from perf.cases import CASES
 from tests.conftest import ROOT
 
 

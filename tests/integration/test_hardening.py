@@ -7,8 +7,8 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from client import NO_RETRIES, DeadlineExceededError, RetryPolicy, ServerUnavailableError, TritonQA
+from perf.cases import CASES
 from perf.inputs import long_document
-from tests.cases import CASES
 from tests.integration import raw
 from tests.integration.conftest import free_port
 

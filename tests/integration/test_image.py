@@ -32,10 +32,10 @@ from compose_spec import PyCompose
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from perf.cases import CASES
 from perf.inputs import long_document
 from serving.export import copy_repository
 from serving.export import main as export_main
-from tests.cases import CASES
 from tests.conftest import ROOT, as_list, assert_same_answers
 from tests.integration.image import Container, Image, build, stand_in
 from tests.integration.raw import deep_json_body
@@ -49,6 +49,7 @@ HTTP, GRPC = 8000, 8001  # the containers' ports (their proxy's)
 NGINX_COMMAND = ["nginx", "-c", "/etc/nginx/nginx.conf", "-g", "daemon off;"]
 NGINX_STOP = signal.SIGQUIT
 READY_TIMEOUT_S = 300
+BF16_UNITS = "BF16" in __import__("openvino").Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 MARGIN_S = 0.05
 
 
@@ -79,12 +80,15 @@ def exported(tmp_path_factory, checkpoint: Path, *args: str) -> Path:
     return repository
 
 
-def compose_container(image: Image, name: str, repository: Path, log: Path, **override) -> tuple[Container, str]:
+def compose_container(
+    image: Image, name: str, repository: Path, log: Path, variables: dict[str, str] | None = None, **override
+) -> tuple[Container, str]:
     """The compose service ``name`` started from the layout: its entrypoint and command (``override``: flags
-    replaced), its environment with a new admin key, its volume of the model repository."""
+    replaced) with compose's ``variables`` set, its environment with a new admin key, its volume of the model
+    repository."""
     service = COMPOSE["services"][name]
     key = secrets.token_hex(16)
-    env = {"ELECTRA_QA_ADMIN_KEY": key}
+    env = {"ELECTRA_QA_ADMIN_KEY": key, **(variables or {})}
     argv = [interpolate(a, env) for a in service["entrypoint"] + service.get("command", [])]
     for old, new in override.items():
         argv = [x for a in argv for x in (new if a == old else [a])]
@@ -187,6 +191,33 @@ def test_compose_cpu_service_behind_its_proxy(image, tmp_path_factory, tiny_chec
         assert triton.alive() and proxy.alive()
     finally:
         proxy.stop()
+        triton.stop()
+
+
+def test_compose_cpu_service_in_bf16_runs_openvino_in_the_images_python(image, tmp_path_factory, tiny_checkpoint):
+    """``ELECTRA_QA_CPU_CONFIG=bf16``: the image's own Python runs the model step on OpenVINO in bf16 where the CPU
+    has bf16 matrix units, and refuses to start, naming the CPU, where it has none."""
+    repository = exported(tmp_path_factory, tiny_checkpoint)
+    workdir = tmp_path_factory.mktemp("compose-cpu-bf16")
+    triton, _ = compose_container(
+        image, "triton-cpu", repository, workdir / "triton.log", {"ELECTRA_QA_CPU_CONFIG": "bf16"}
+    )
+    try:
+        assert "--model-config-name=bf16" in triton.argv
+        if not BF16_UNITS:
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while triton.alive() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert not triton.alive(), "a CPU without bf16 units: the server should have refused to start"
+            assert "precision bf16 needs a CPU with bf16 matrix units" in triton.log.read_text()
+            return
+        healthcheck = COMPOSE["services"]["triton-cpu"]["healthcheck"]["test"]
+        wait_until(lambda: triton.exec(healthcheck[1:]).returncode == 0, READY_TIMEOUT_S, triton, "healthy")
+        question, context = CASES["squad"]
+        ((text, _, start, end),) = on_network(triton, "ask", "127.0.0.1:8101", stdin=[(question, context)])
+        assert context[start:end] == text
+        assert "electra: openvino on cpu, bf16" in triton.log.read_text()
+    finally:
         triton.stop()
 
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from client import AsyncTritonQA, QAError, TritonQA
-from tests.cases import CASES
+from perf.cases import CASES
 from tests.integration.conftest import launch, stop, wait_ready
 from tests.integration.load import keep_asking
 

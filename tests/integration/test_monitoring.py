@@ -4,7 +4,7 @@ checked against a live /metrics scrape of the embedded server (after it answered
 import re
 import urllib.request
 
-from tests.cases import CASES
+from perf.cases import CASES
 from tests.monitoring import GPU_ONLY_METRICS, adapter_queries, dashboard_queries, metric_names
 
 

@@ -4,7 +4,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 from client import TritonQA
-from tests.cases import CASES, LONG_CONTEXT
+from perf.cases import CASES, LONG_CONTEXT
 
 
 def test_model_card_snippet_migrated_to_triton_qa(triton_server):

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
+from perf.cases import CASES
 from serving.export import copy_repository
-from tests.cases import CASES
 from tests.conftest import ROOT, as_list, assert_same_answers
 from tests.integration.conftest import launch, stop
 

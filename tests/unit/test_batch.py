@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 
+from perf.cases import CASES, LONG_CONTEXT
 from perf.inputs import long_document
 from preprocessing import (
     AnswerOptions,
@@ -21,7 +22,6 @@ from preprocessing import (
     tokenize_requests,
 )
 from runtime.tensors import window_questions, window_tensors
-from tests.cases import CASES, LONG_CONTEXT
 
 LIMITS = DecoderLimits(
     max_top_k=20, max_answer_len=512, max_seq_len=384, max_context_chars=20_000, max_request_chars=40_000

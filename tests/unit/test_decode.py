@@ -3,8 +3,8 @@ import pytest
 import torch
 from transformers import AutoModelForQuestionAnswering
 
+from perf.cases import CASES
 from preprocessing import AnswerOptions, QATokenizer, decode
-from tests.cases import CASES
 from tests.conftest import as_list, assert_same_answers
 
 OPTIONS = [

@@ -31,7 +31,7 @@ from tests.monitoring import (
 
 K8S = ROOT / "deploy" / "k8s"
 MONITORING = ROOT / "deploy" / "monitoring"
-OVERLAYS = ("gpu", "cpu")
+OVERLAYS = ("gpu", "cpu", "cpu-bf16")
 # the oldest Kubernetes minor these manifests are meant for, and the newest schemas kubernetes-validate ships
 KUBERNETES_VERSIONS = ("1.29.0", "1.37.0")
 CHECKOV = Path(os.environ.get("CHECKOV", ROOT / ".venv-checkov" / "bin" / "checkov"))
@@ -181,12 +181,10 @@ def test_every_accepted_checkov_finding_is_justified():
 
 def compose_command(service: str) -> list[str]:
     """``tritonserver`` and its arguments as a compose service runs them: the shared entrypoint's (after the NGC
-    image's own entrypoint script) and its command's, without ``--model-config-name=cpu`` (there is no cpu
-    variant: Triton then loads every model's own config.pbtxt, as with no name)."""
+    image's own entrypoint script) and its command's."""
     service = COMPOSE["services"][service]
     assert service["entrypoint"][:2] == ["/opt/nvidia/nvidia_entrypoint.sh", "tritonserver"]
-    assert not list((ROOT / "model_repository").glob("*/configs/cpu.pbtxt"))
-    return [a for a in service["entrypoint"][1:] + service["command"] if a != "--model-config-name=cpu"]
+    return service["entrypoint"][1:] + service["command"]
 
 
 def variables_named(arg: str) -> str:
@@ -195,7 +193,7 @@ def variables_named(arg: str) -> str:
     return re.sub(r"\$\((\w+)\)|\$\{(\w+)(?::?[-?][^}]*)?\}", lambda m: f"${{{m.group(1) or m.group(2)}}}", arg)
 
 
-@pytest.mark.parametrize(("overlay", "service"), [("gpu", "triton"), ("cpu", "triton-cpu")])
+@pytest.mark.parametrize(("overlay", "service"), [("gpu", "triton"), ("cpu", "triton-cpu"), ("cpu-bf16", "triton-cpu")])
 def test_tritonserver_flags_mirror_docker_compose(rendered, overlay, service):
     triton = container(rendered[overlay])
     env = {e["name"]: e.get("value") for e in triton["env"]}
@@ -212,6 +210,27 @@ def test_tritonserver_flags_mirror_docker_compose(rendered, overlay, service):
         "--metrics-config=summary_latencies=true",
     } <= set(args)
     assert ("--model-config-name=tensorrt" in args) == (overlay == "gpu")
+
+
+def test_the_cpu_model_step_variant_is_chosen_alike_in_compose_and_kubernetes(rendered):
+    """One variable, ELECTRA_QA_CPU_CONFIG: unset in compose and ``cpu`` in the cpu overlay (no configs/cpu.pbtxt:
+    every model's own config.pbtxt, ONNX Runtime in fp32), ``bf16`` in the cpu-bf16 overlay (electra's
+    configs/bf16.pbtxt, OpenVINO in bf16); the cpu-bf16 overlay differs from cpu in that, its label and its
+    autoscaling target only."""
+    (chosen,) = [a for a in COMPOSE["services"]["triton-cpu"]["command"] if a.startswith("--model-config-name=")]
+    assert chosen == "--model-config-name=${ELECTRA_QA_CPU_CONFIG:-cpu}"
+    assert not list((ROOT / "model_repository").glob("*/configs/cpu.pbtxt"))
+    assert (ROOT / "model_repository" / "electra" / "configs" / "bf16.pbtxt").is_file()
+    cpu, bf16 = (copy.deepcopy(rendered[o]) for o in ("cpu", "cpu-bf16"))
+    for docs, value in ((cpu, "cpu"), (bf16, "bf16")):
+        triton = container(docs)
+        assert "--model-config-name=$(ELECTRA_QA_CPU_CONFIG)" in triton["args"]
+        (variable,) = [e for e in triton["env"] if e["name"] == "ELECTRA_QA_CPU_CONFIG"]
+        assert variable["value"] == value
+        variable["value"] = None
+        one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"].pop("app.kubernetes.io/variant")
+        one(docs, "HorizontalPodAutoscaler")["spec"].pop("metrics")
+    assert bf16 == cpu
 
 
 def test_variables_are_compared_whatever_their_syntax():
@@ -253,7 +272,7 @@ def test_deployment_runs_the_compose_image(rendered):
 
 
 def test_gpu_overlay_requests_one_gpu_and_the_cpu_overlay_none(rendered):
-    gpu, cpu = (container(rendered[o])["resources"] for o in OVERLAYS)
+    gpu, cpu = (container(rendered[o])["resources"] for o in ("gpu", "cpu"))
     assert gpu["limits"]["nvidia.com/gpu"] == 1 and gpu["requests"]["nvidia.com/gpu"] == 1
     assert "nvidia.com/gpu" not in cpu["limits"] and "nvidia.com/gpu" not in cpu["requests"]
     for resources in (gpu, cpu):  # Guaranteed QoS
@@ -416,12 +435,14 @@ def test_hpa_targets_follow_from_the_benchmarks(rendered):
     p99_goal_ms = float(re.search(r"p99 ≤ (\d+) ms", gpu_section).group(1))
     per_gpu = float(re.search(r"≥ ([\d,]+) q/s", gpu_section).group(1).replace(",", ""))
     per_cpu_pod = float(re.search(r"fp32 ≈ ([\d.]+) q/s", benchmarks).group(1))
-    gpu, cpu = (hpa_targets(rendered[o]) for o in OVERLAYS)
+    per_bf16_pod = float(re.search(r"bf16 ≈ ([\d.]+) q/s", benchmarks).group(1))
+    gpu, cpu, bf16 = (hpa_targets(rendered[o]) for o in OVERLAYS)
     # a mean queue wait whose p99 (≈ 4.6 × the mean for queueing's exponential tail) fits half the p99 goal
     assert 4.6 * gpu[QUEUE_METRIC] / 1000 <= p99_goal_ms / 2
     # 70 % of a pod's capacity in windows/s (one SQuAD-sized question is one window)
     assert gpu[LOAD_METRIC] == pytest.approx(0.7 * per_gpu, rel=0.02)
     assert cpu[LOAD_METRIC] == pytest.approx(0.7 * per_cpu_pod, rel=0.02)
+    assert bf16[LOAD_METRIC] == pytest.approx(0.7 * per_bf16_pod, rel=0.02)
     assert cpu[QUEUE_METRIC] > gpu[QUEUE_METRIC]
 
 

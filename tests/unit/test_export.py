@@ -27,6 +27,9 @@ def test_export_writes_the_onnx_model_and_tokenizer_checked_against_pytorch(repo
     assert record.fused_operators["Attention"] == 2  # one fused attention per layer of the tiny model
     assert read_record(repository) == record
     assert is_current(repository, str(tiny_checkpoint))
+    # bf16 serves this same fp32 graph (OpenVINO converts it at load): nothing to export again; int8 is another graph
+    assert is_current(repository, str(tiny_checkpoint), "bf16")
+    assert not is_current(repository, str(tiny_checkpoint), "int8")
 
 
 def test_exported_onnx_has_dynamic_batch_and_sequence_axes(repository, tiny_checkpoint):

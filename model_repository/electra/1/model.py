@@ -18,7 +18,10 @@ class TritonPythonModel:
         # take longer than max_request_ms at the measured pace is refused (INVALID_ARGUMENT); the others UNAVAILABLE
         max_seq_len = int(sibling_parameters(args, "tokenizer")["max_seq_len"])
         self.budget = step_budget(parameters, self.runner, max_seq_len)
-        pb_utils.Logger.log_info(f"electra: {parameters['engine']} on {self.runner.device}")
+        precision = getattr(self.runner, "precision", None)  # of the engines that choose one
+        pb_utils.Logger.log_info(
+            f"electra: {parameters['engine']} on {self.runner.device}" + (f", {precision}" if precision else "")
+        )
         self.token_counts = Counters(
             pb_utils,
             "electra_qa_model_tokens_total",

@@ -1,5 +1,5 @@
-"""Question/context pairs shared by the parity tests: short and long (many-window) contexts, accented,
-CJK and emoji text. Random-weight models answer arbitrarily, so only parity with the reference counts."""
+"""Question/context pairs shared by the parity tests and ``make bench``: short and long (many-window) contexts,
+accented, CJK and emoji text. Random-weight models answer arbitrarily, so only parity with the reference counts."""
 
 CARD_CONTEXT = "42 is the answer to life the universe and everything."
 CARD_QUESTION = "What is the answer to life the universe and everything?"
