@@ -19,16 +19,16 @@ from client.errors import (
 from client.sync import TritonQA
 
 __all__ = [
+    "NO_RETRIES",
+    "TLS",
     "Answer",
     "AsyncTritonQA",
     "AuthenticationError",
     "ChannelSettings",
-    "NO_RETRIES",
-    "RetryPolicy",
-    "TLS",
     "DeadlineExceededError",
     "InvalidInputError",
     "QAError",
+    "RetryPolicy",
     "ServerError",
     "ServerUnavailableError",
     "TritonQA",

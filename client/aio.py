@@ -31,6 +31,7 @@ class AsyncTritonQA(ClientBase):
             return False
 
     async def close(self) -> None:
+        """Close the gRPC channel (``async with`` does it on exit)."""
         await self._client.close()
 
     async def __aenter__(self) -> AsyncTritonQA:

@@ -28,7 +28,7 @@ import json
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,7 +145,7 @@ def answer_records(
     in_flight: int = DEFAULT_IN_FLIGHT,
     errors: str = "return",
     **options: Any,
-) -> Iterator[tuple[Record, Answer | list[Answer] | QAError]]:
+) -> Generator[tuple[Record, Answer | list[Answer] | QAError], None, None]:
     """Each record with its result (``TritonQA.ask_stream``), lazily, in input order."""
     pending: deque[Record] = deque()
 

@@ -33,6 +33,7 @@ class RetryPolicy:
     max_backoff_s: float = 1.0
 
     def delay_s(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (from 0): full jitter up to the capped exponential back-off."""
         return random.uniform(0.0, min(self.max_backoff_s, self.backoff_s * 2**retry))
 
 
@@ -62,6 +63,7 @@ class ChannelSettings:
     max_reconnect_backoff_s: float = 1.0
 
     def channel_args(self) -> list[tuple[str, int | str]]:
+        """These settings as gRPC channel arguments."""
         return [
             ("grpc.lb_policy_name", self.lb_policy),
             ("grpc.max_send_message_length", self.max_message_bytes),
@@ -128,8 +130,10 @@ def _resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as error:
         raise ValueError(f"cannot resolve {host!r}: {error}") from None
-    ips = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
-    v4 = [ip for ip in ips if ip.version == 4]
+    ips: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = list(
+        dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos)
+    )
+    v4: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip for ip in ips if ip.version == 4]
     return v4 or ips
 
 
@@ -142,6 +146,7 @@ class TLS:
     certificate_chain: str | None = None
 
     def client_kwargs(self) -> dict:
+        """These settings as tritonclient's ``InferenceServerClient`` TLS keyword arguments."""
         return {
             "ssl": True,
             "root_certificates": self.root_certificates,

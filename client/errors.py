@@ -10,11 +10,16 @@ class QAError(Exception):
 
 
 class InvalidInputError(QAError, ValueError):
-    """The server refused the request (gRPC INVALID_ARGUMENT): fix the input; retrying will not help."""
+    """The server refused the request (gRPC INVALID_ARGUMENT, OUT_OF_RANGE, or RESOURCE_EXHAUSTED: a message over
+    the size gRPC accepts): fix the input; retrying will not help. From the many-questions calls, ``example`` is
+    the refused example's position in the input and ``reason`` the server's message without it."""
+
+    example: int | None = None
+    reason: str | None = None
 
 
 class ServerUnavailableError(QAError, ConnectionError):
-    """The server cannot be reached or is not serving (gRPC UNAVAILABLE)."""
+    """The server cannot be reached or is not serving (gRPC UNAVAILABLE, or ABORTED: a call to try again)."""
 
 
 class AuthenticationError(QAError, PermissionError):
@@ -34,12 +39,24 @@ class ServerError(QAError):
         self.status = status
 
 
-_BY_STATUS = {
-    "INVALID_ARGUMENT": InvalidInputError,
-    "UNAUTHENTICATED": AuthenticationError,
-    "PERMISSION_DENIED": AuthenticationError,
-    "UNAVAILABLE": ServerUnavailableError,
+# every gRPC status code but OK (tests/unit/test_client.py holds it to grpc.StatusCode)
+_BY_STATUS: dict[str, type[QAError]] = {
+    "ABORTED": ServerUnavailableError,
+    "ALREADY_EXISTS": ServerError,
+    "CANCELLED": ServerError,
+    "DATA_LOSS": ServerError,
     "DEADLINE_EXCEEDED": DeadlineExceededError,
+    "FAILED_PRECONDITION": ServerError,
+    "INTERNAL": ServerError,
+    "INVALID_ARGUMENT": InvalidInputError,
+    "NOT_FOUND": ServerError,
+    "OUT_OF_RANGE": InvalidInputError,
+    "PERMISSION_DENIED": AuthenticationError,
+    "RESOURCE_EXHAUSTED": InvalidInputError,
+    "UNAUTHENTICATED": AuthenticationError,
+    "UNAVAILABLE": ServerUnavailableError,
+    "UNIMPLEMENTED": ServerError,
+    "UNKNOWN": ServerError,
 }
 
 
@@ -58,7 +75,7 @@ def translate(error: Exception) -> QAError:
         return ServerUnavailableError(message)
     if status == "INTERNAL" and re.search(r"Stub process '.*' is not healthy", message):
         return ServerUnavailableError(message)  # a Python-backend process died; `make serve` restarts the server
-    kind = _BY_STATUS.get(status)
-    if kind is not None:
-        return kind(message)
-    return ServerError(f"{status or 'error'}: {message}", status or None)
+    kind = _BY_STATUS.get(status, ServerError)
+    if kind is ServerError:
+        return ServerError(f"{status or 'error'}: {message}", status or None)
+    return kind(message)

@@ -99,7 +99,7 @@ class Settlement:
         if not self._queue:
             return None
         self._asking = self._queue.popleft()
-        return self._make_call([self.chunk.slots[i] for i in self._asking])
+        return self._make_call([s for i in self._asking if not isinstance(s := self.chunk.slots[i], QAError)])
 
     def answered(self, answers: list[list[Answer]]) -> None:
         for i, answer in zip(self._asking, answers):

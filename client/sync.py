@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -33,6 +33,7 @@ class TritonQA(ClientBase):
             return False
 
     def close(self) -> None:
+        """Close the gRPC channel (``with`` does it on exit)."""
         self._client.close()
 
     def __enter__(self) -> TritonQA:
@@ -54,9 +55,11 @@ class TritonQA(ClientBase):
                     raise error from raw
             time.sleep(delay_s)
 
-    def _stream(self, examples: Iterable, spec: StreamSpec) -> Iterator[Any]:
+    def _stream(self, examples: Iterable | AsyncIterable, spec: StreamSpec) -> Iterator[Any]:
         """``client.stream.Window`` driven by a pool of ``in_flight`` threads (gRPC calls wait outside the GIL);
         the input is read in the caller's thread."""
+        if not isinstance(examples, Iterable):
+            raise TypeError(f"TritonQA streams an iterable, got {type(examples).__name__} (async: AsyncTritonQA)")
         window, source = Window(spec), iter(examples)
         pool = ThreadPoolExecutor(max_workers=spec.in_flight, thread_name_prefix="TritonQA-stream")
         try:

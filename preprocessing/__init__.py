@@ -17,6 +17,8 @@ from preprocessing.requests import (
 from preprocessing.tokenize import NO_OFFSET, QATokenizer, Windows, WindowSettings
 
 __all__ = [
+    "NO_OFFSET",
+    "TOKENIZER_PARAMETERS",
     "AnswerOptions",
     "Budget",
     "Busy",
@@ -24,15 +26,13 @@ __all__ = [
     "DecoderInput",
     "DecoderLimits",
     "InputError",
-    "NO_OFFSET",
     "QATokenizer",
     "RequestLimits",
-    "TOKENIZER_PARAMETERS",
-    "Windows",
     "WindowSettings",
+    "Windows",
     "decode",
     "decode_requests",
-    "readable_texts",
     "read_pairs",
+    "readable_texts",
     "tokenize_requests",
 ]

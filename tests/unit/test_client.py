@@ -34,6 +34,27 @@ def test_translate_maps_grpc_status_to_the_exception_hierarchy(status, kind):
     assert type(error) is kind and isinstance(error, QAError)
 
 
+def test_every_grpc_status_but_ok_has_its_exception():
+    import grpc
+
+    from client.errors import _BY_STATUS
+
+    assert set(_BY_STATUS) == {code.name for code in grpc.StatusCode} - {"OK"}
+    assert list(_BY_STATUS) == sorted(_BY_STATUS)
+    for status, kind in _BY_STATUS.items():
+        error = translate(InferenceServerException("boom", status=f"StatusCode.{status}"))
+        assert type(error) is kind and "boom" in str(error)
+        if kind is ServerError:
+            assert error.status == status
+    # what retrying could fix is retried (ServerUnavailableError); what the input must fix, never
+    assert [s for s, k in _BY_STATUS.items() if k is ServerUnavailableError] == ["ABORTED", "UNAVAILABLE"]
+    assert [s for s, k in _BY_STATUS.items() if k is InvalidInputError] == [
+        "INVALID_ARGUMENT",
+        "OUT_OF_RANGE",
+        "RESOURCE_EXHAUSTED",
+    ]
+
+
 def test_translate_drops_the_ensemble_prefix_from_messages():
     error = translate(
         InferenceServerException(
@@ -226,3 +247,13 @@ def test_the_client_connects_to_the_target_of_its_replicas():
 
     with TritonQA(["127.0.0.1:9001", "127.0.0.1:9002"]) as qa:
         assert qa.url == ["127.0.0.1:9001", "127.0.0.1:9002"] and qa.target == "ipv4:127.0.0.1:9001,127.0.0.1:9002"
+
+
+def test_the_sync_client_refuses_an_async_iterable_naming_its_twin():
+    from client import TritonQA
+
+    async def examples():
+        yield {"question": "What?", "context": "Something."}
+
+    with TritonQA("127.0.0.1:9") as qa, pytest.raises(TypeError, match="AsyncTritonQA"):
+        next(iter(qa.ask_stream(examples())))
