@@ -116,7 +116,7 @@ bulk: setup
 perf-analyzer: .perf-analyzer/bin/perf_analyzer
 .perf-analyzer/bin/perf_analyzer:
 	bash perf/install-perf-analyzer .perf-analyzer
-	@test -x $@ || { echo "perf_analyzer did not install (see README)" >&2; exit 1; }
+	@test -x $@ || { echo "perf_analyzer did not install (see docs/performance.md)" >&2; exit 1; }
 
 # make perf [URL=localhost:8001] [HTTP_URL=localhost:8000] [PERF_MODEL=electra_qa] [CONCURRENCY=1:4:1]
 #           [INTERVAL_MS=10000] [PERF_DATA=perf/data/squad.json]   (HTTP_URL: the same server's, for its statistics)

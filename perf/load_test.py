@@ -50,7 +50,7 @@ def find_perf_analyzer() -> str:
             return candidate
     raise SystemExit(
         "perf_analyzer not found: run `make perf-analyzer`, set PERF_ANALYZER, or use the compose "
-        "`sdk` service (see README)"
+        "`sdk` service (see docs/deploy.md)"
     )
 
 

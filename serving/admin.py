@@ -13,7 +13,7 @@ of $ELECTRA_QA_ADMIN_KEY (header x-admin-key).
 
 ``live`` is the containers' liveness check: tritonserver answers ``/v2/health/live`` (open, no key) and its
 private memory is at most ``--max-memory-mb`` — what ``make serve``'s supervisor restarts it for: Triton 2.51
-keeps calls whose clients went away with their responses unread, for good (README, "Limits and failures").
+keeps calls whose clients went away with their responses unread, for good (docs/architecture.md, "Limits and failures").
 
 Needs only the standard library: it runs in Triton's image.
 """

@@ -36,3 +36,22 @@ def assert_same_answers(got: list[tuple[str, float, int, int]], expected: list[d
     assert [(t, s, e) for t, _, s, e in got] == [(x["answer"], x["start"], x["end"]) for x in expected]
     for (_, score, _, _), x in zip(got, expected):
         assert math.isclose(score, x["score"], rel_tol=SCORE_RTOL), (score, x["score"])
+
+
+DOCS = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
+
+
+def code_blocks(language: str) -> list[tuple[str, str]]:
+    """(``file:line``, text) of every fenced ``language`` block of README.md and docs/*.md."""
+    blocks = []
+    for path in DOCS:
+        lines, inside = path.read_text().split("\n"), None
+        for number, line in enumerate(lines, start=1):
+            if inside is None and line.strip() == f"```{language}":
+                inside, start = [], number
+            elif inside is not None and line.strip() == "```":
+                blocks.append((f"{path.relative_to(ROOT)}:{start}", "\n".join(inside)))
+                inside = None
+            elif inside is not None:
+                inside.append(line)
+    return blocks

@@ -74,7 +74,7 @@ def image(tmp_path_factory) -> Image:
 
 
 def exported(tmp_path_factory, checkpoint: Path, *args: str) -> Path:
-    """The model repository as README says to export it for a service (``make export MODEL=... [VARIANT=...]``)."""
+    """The model repository as docs/deploy.md says to export it (``make export MODEL=... [VARIANT=...]``)."""
     repository = copy_repository(ROOT / "model_repository", tmp_path_factory.mktemp("models") / "model_repository")
     assert export_main(["--model", str(checkpoint), "--repository", str(repository), *args]) == 0
     return repository

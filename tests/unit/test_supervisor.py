@@ -71,8 +71,8 @@ def test_exit_reasons_in_words():
 
 
 def test_default_retries_outlast_a_restart_and_reconnect_within_a_second():
-    """A restart of make serve's tritonserver takes 2-4 s (tiny model, 2 cores; README "Limits and failures"):
-    the default policy's expected waits add up to well over that, each at most 1 s."""
+    """A restart of make serve's tritonserver takes 2-4 s (tiny model, 2 cores; docs/architecture.md, "Limits and
+    failures"): the default policy's expected waits add up to well over that, each at most 1 s."""
     policy = RetryPolicy()
     expected_s = sum(min(policy.max_backoff_s, policy.backoff_s * 2**retry) / 2 for retry in range(policy.attempts - 1))
     assert expected_s > 10.0 and policy.max_backoff_s <= 1.0

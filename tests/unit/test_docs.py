@@ -1,0 +1,71 @@
+"""The shell blocks of README.md and docs/: every ``make`` target and variable they use exists in the Makefile,
+every ``python -m`` tool takes the options they pass, every compose service, path and overlay they name exists.
+(The Python blocks run against the test server: tests/integration/test_docs.py.)"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, code_blocks
+
+MAKEFILE = (ROOT / "Makefile").read_text()
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+BLOCKS = code_blocks("bash")
+
+
+def commands(block: str) -> list[list[str]]:
+    """The block's commands, comments and trailing ``&`` dropped, continuation lines joined, ``&&`` split."""
+    text = re.sub(r"\\\n\s*", " ", block)
+    out = []
+    for line in text.split("\n"):
+        line = line.split(" #")[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        for part in line.strip("()").split("&&"):
+            words = shlex.split(part.replace("<", "_").replace(">", "_"))
+            while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):  # VAR=value before the command
+                words = words[1:]
+            out.append([w for w in words if w != "&"])
+    return out
+
+
+def test_the_docs_have_shell_blocks():
+    assert len(BLOCKS) >= 8
+
+
+@pytest.mark.parametrize(("where", "block"), BLOCKS, ids=[w for w, _ in BLOCKS])
+def test_shell_blocks_name_what_exists(where, block):
+    for words in commands(block):
+        tool, args = words[0], words[1:]
+        if tool == "make":
+            target, *assignments = args
+            assert re.search(rf"^{re.escape(target)}:", MAKEFILE, re.M), f"{where}: no make target {target}"
+            for assignment in assignments:
+                name = assignment.split("=", 1)[0]
+                assert f"$({name})" in MAKEFILE, f"{where}: make {target} has no variable {name}"
+        elif tool == "python" and args[0] == "-m":
+            usage = subprocess.run(
+                [sys.executable, "-m", args[1], "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120
+            )
+            assert usage.returncode == 0, f"{where}: python -m {args[1]} --help failed:\n{usage.stderr}"
+            for option in (a.split("=")[0] for a in args[2:] if a.startswith("--")):
+                assert option in usage.stdout, f"{where}: python -m {args[1]} takes no {option}"
+        elif tool == "docker" and args[:1] == ["compose"]:
+            services = [a for a in args[2:] if not a.startswith("-")]
+            assert set(services) <= set(COMPOSE["services"]), f"{where}: no compose service in {services}"
+        elif tool == "docker":
+            assert args[0] in ("tag", "push"), f"{where}: docker {args[0]}"
+        elif tool in ("kubectl", "helm", "kustomize", "cd"):
+            for path in [a for a in args if "/" in a and not a.startswith(("registry.", "electra-qa-", "prometheus-"))]:
+                path = path.split("=")[-1]
+                assert (ROOT / path).exists(), f"{where}: {tool} names {path}, which does not exist"
+        elif tool == "bash":
+            assert args[0] == "gpu-kit/run.sh" and (ROOT / "perf" / "gpu_kit_run.sh").exists()
+        else:
+            pytest.fail(f"{where}: a shell command this test does not check: {' '.join(words)}")
