@@ -257,3 +257,17 @@ def test_the_sync_client_refuses_an_async_iterable_naming_its_twin():
 
     with TritonQA("127.0.0.1:9") as qa, pytest.raises(TypeError, match="AsyncTritonQA"):
         next(iter(qa.ask_stream(examples())))
+
+
+def test_the_clients_copy_of_server_side_settings_is_the_tokenizers_config():
+    """The pipeline arguments the client accepts only at the server's values (doc_stride, max_seq_len) are the
+    tokenizer's config's, in every config variant."""
+    from client._protocol import SERVER_SIDE
+    from runtime.backend import config_file_parameters
+    from tests.conftest import ROOT
+
+    tokenizer = ROOT / "model_repository" / "tokenizer"
+    for config in (tokenizer / "config.pbtxt", *sorted((tokenizer / "configs").glob("*.pbtxt"))):
+        parameters = config_file_parameters(config)
+        for name in ("doc_stride", "max_seq_len"):
+            assert SERVER_SIDE[name] == int(parameters[name]), f"{config.name}: {name}"
