@@ -14,8 +14,8 @@ class InvalidInputError(QAError, ValueError):
     the size gRPC accepts): fix the input; retrying will not help. From the many-questions calls, ``example`` is
     the refused example's position in the input and ``reason`` the server's message without it."""
 
-    example: int | None = None
-    reason: str | None = None
+    example: int  # set on the errors of the many-questions calls only
+    reason: str
 
 
 class ServerUnavailableError(QAError, ConnectionError):
