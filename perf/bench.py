@@ -241,9 +241,9 @@ def prepare(checkpoint: Path, repository: Path, precision: str) -> None:
 
 def cpu_precisions() -> list[str]:
     """The precisions this CPU serves: fp32 and int8 everywhere, bf16 where it has bf16 matrix units."""
-    import openvino
+    from runtime.openvino_runner import bf16_units
 
-    bf16 = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    bf16 = bf16_units()
     return [p for p in PRECISIONS if p != "bf16" or bf16]
 
 
@@ -288,13 +288,19 @@ def bench_bare_openvino(repository: Path, pairs, duration_s: float) -> dict:
     return {"throughput_qps": len(latencies) / (time.perf_counter() - start), "p50_ms": p50, "p99_ms": p99}
 
 
+def bench_repository(args, precision: str) -> Path:
+    """The bench's model repository for ``precision`` (one per exported graph: bf16 serves fp32's), prepared."""
+    repository = args.work / GRAPH_PRECISIONS[precision] / "model_repository"
+    prepare(args.checkpoint, repository, precision)
+    return repository
+
+
 def bench_precision(args, precision: str, pairs) -> tuple[list[dict], dict | None, list[tuple]]:
     """The served runs at ``precision`` (its own server, the export of its graph), the long document's, and the
     answers to the edge cases."""
     from client import TritonQA
 
-    repository = args.work / GRAPH_PRECISIONS[precision] / "model_repository"
-    prepare(args.checkpoint, repository, precision)
+    repository = bench_repository(args, precision)
     server = Server(
         repository,
         args.grpc_port,
@@ -370,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         long_runs += [long_run] if long_run else []
     if "bf16" in supported:
         print("bare OpenVINO in bf16, one question at a time...", flush=True)
-        bare = bench_bare_openvino(args.work / "fp32" / "model_repository", pairs, args.duration_s)
+        bare = bench_bare_openvino(bench_repository(args, "bf16"), pairs, args.duration_s)
         competitors.append({"setup": "bare OpenVINO bf16 on the exported graph, in-process", **bare})
     # the pipeline again after the served runs: on a shared machine speed drifts, so the ratio uses the mean
     print("pipeline again...", flush=True)

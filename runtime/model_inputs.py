@@ -23,6 +23,13 @@ class PaddingStats:
     executed_tokens: int
 
 
+def per_request(logits: np.ndarray, requests) -> list[np.ndarray]:
+    """``logits`` [sum W_i, L, 2] of the requests' windows stacked in order, as each request's own
+    ``[W_i, L_i, 2]`` (contiguous: each becomes a response tensor)."""
+    bounds = np.cumsum([len(r) for r in requests])[:-1]
+    return [np.ascontiguousarray(part[:, : r.shape[1]]) for part, r in zip(np.split(logits, bounds), requests)]
+
+
 @dataclass(frozen=True)
 class ModelLimits:
     """The exported model's own limits, recorded by the export in ``export.json``."""

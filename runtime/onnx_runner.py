@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from preprocessing.arrays import stack_padded
-from runtime.model_inputs import PaddingStats
+from runtime.model_inputs import PaddingStats, per_request
 from runtime.tensors import GRAPH_INPUTS as INPUT_NAMES
 from runtime.tensors import GRAPH_OUTPUTS as OUTPUT_NAMES
 from runtime.tensors import unpack_tokens
@@ -49,9 +49,7 @@ class GraphRunner:
             start, end = self._infer({name: tensor[chunk, :width] for name, tensor in zip(INPUT_NAMES, stacked)})
             logits[chunk, :width] = np.stack((start, end), axis=-1)
             executed += len(chunk) * width
-        bounds = np.cumsum([len(r) for r in requests])[:-1]
-        out = [np.ascontiguousarray(part[:, : r.shape[1]]) for part, r in zip(np.split(logits, bounds), requests)]
-        return out, PaddingStats(real_tokens=int(lengths.sum()), executed_tokens=executed)
+        return per_request(logits, requests), PaddingStats(real_tokens=int(lengths.sum()), executed_tokens=executed)
 
 
 class OnnxQARunner(GraphRunner):

@@ -21,6 +21,15 @@ class UnsupportedPrecision(RuntimeError):
     """The precision asked for needs matrix units this CPU lacks."""
 
 
+def bf16_units(core=None) -> bool:
+    """Whether OpenVINO finds bf16 matrix units on this CPU (``OPTIMIZATION_CAPABILITIES`` lists ``BF16``)."""
+    if core is None:
+        import openvino as ov
+
+        core = ov.Core()
+    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
 class OpenVinoQARunner(GraphRunner):
     """``precision``: ``bf16`` (needs bf16 matrix units: OpenVINO's ``OPTIMIZATION_CAPABILITIES`` lists ``BF16``)
     or ``fp32`` (set explicitly: OpenVINO's own default on such CPUs is bf16). ``intra_op_threads``: the engine's
@@ -36,7 +45,7 @@ class OpenVinoQARunner(GraphRunner):
         if precision not in INFERENCE_PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(INFERENCE_PRECISIONS)}; got {precision!r}")
         core = ov.Core()
-        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        if precision == "bf16" and not bf16_units(core):
             raise UnsupportedPrecision(
                 f"precision bf16 needs a CPU with bf16 matrix units (AMX-BF16 or AVX512-BF16); this one has none: "
                 f"{describe()}. Serve fp32 on it (make serve PRECISION=fp32)"

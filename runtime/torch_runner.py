@@ -22,7 +22,7 @@ import torch
 
 from preprocessing.arrays import stack_padded
 from runtime.electra_encoder import ElectraForQA, read_checkpoint
-from runtime.model_inputs import PaddingStats
+from runtime.model_inputs import PaddingStats, per_request
 from runtime.tensors import ATTENTION_BIT, unpack_tokens
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -113,28 +113,25 @@ class TorchQARunner:
             raise ValueError(f"windows of {full_width} tokens; the model takes at most {self.max_position_embeddings}")
         lengths = (stacked >= ATTENTION_BIT).sum(axis=1)
         order = np.argsort(-lengths, kind="stable")
-        runs = self._plan(lengths[order], full_width)
+        runs = self._plan(lengths[order])
         with self._lock, torch.inference_mode():
             tokens = torch.from_numpy(stacked[order]).to(self._device)  # one copy to the device, sorted
             logits = torch.zeros((len(order), full_width, 2), dtype=torch.float32, device=self._device)
             for begin, count, batch, width in runs:
                 used = min(width, full_width)
                 inputs = tokens[begin : begin + count, :used]
-                if batch > count or width > used:
-                    inputs = torch.zeros((batch, width), dtype=tokens.dtype, device=self._device)
+                if batch > count or width > used:  # padded to the run's shape; the dummy windows hold one token each
+                    inputs = _dummy_tensor(batch, width, self._device)
                     inputs[:count, :used] = tokens[begin : begin + count, :used]
-                    inputs[count:, 0] = ATTENTION_BIT  # dummy windows hold one token: no row is fully masked
                 ran = self._forward(inputs, graph=self._graph_eligible(batch, width))
                 logits[begin : begin + count, :used] = ran[:count, :used]
             sorted_logits = logits.cpu().numpy()  # one copy back, the only wait for the device
         unsorted = np.empty_like(sorted_logits)
         unsorted[order] = sorted_logits
-        bounds = np.cumsum([len(r) for r in requests])[:-1]
-        out = [np.ascontiguousarray(part[:, : r.shape[1]]) for part, r in zip(np.split(unsorted, bounds), requests)]
         executed = sum(batch * width for _, _, batch, width in runs)
-        return out, PaddingStats(real_tokens=int(lengths.sum()), executed_tokens=executed)
+        return per_request(unsorted, requests), PaddingStats(real_tokens=int(lengths.sum()), executed_tokens=executed)
 
-    def _plan(self, lengths: np.ndarray, full_width: int) -> list[tuple[int, int, int, int]]:
+    def _plan(self, lengths: np.ndarray) -> list[tuple[int, int, int, int]]:
         """The runs over windows of ``lengths`` (longest first): (first window, windows, batch executed, width)."""
         runs, begin = [], 0
         while begin < len(lengths):

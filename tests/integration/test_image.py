@@ -34,6 +34,7 @@ from tritonclient.grpc import model_config_pb2
 
 from perf.cases import CASES
 from perf.inputs import long_document
+from runtime.openvino_runner import bf16_units
 from serving.export import copy_repository
 from serving.export import main as export_main
 from tests.conftest import ROOT, as_list, assert_same_answers
@@ -49,7 +50,7 @@ HTTP, GRPC = 8000, 8001  # the containers' ports (their proxy's)
 NGINX_COMMAND = ["nginx", "-c", "/etc/nginx/nginx.conf", "-g", "daemon off;"]
 NGINX_STOP = signal.SIGQUIT
 READY_TIMEOUT_S = 300
-BF16_UNITS = "BF16" in __import__("openvino").Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+BF16_UNITS = bf16_units()
 MARGIN_S = 0.05
 
 

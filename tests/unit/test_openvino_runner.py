@@ -8,14 +8,10 @@ import pytest
 
 from runtime.cpu import describe, matrix_units
 from runtime.onnx_runner import OnnxQARunner
-from runtime.openvino_runner import OpenVinoQARunner, UnsupportedPrecision
+from runtime.openvino_runner import OpenVinoQARunner, UnsupportedPrecision, bf16_units
 from tests.unit.test_torch_runner import assert_same_logits, onnx_file, packed, ragged_requests  # noqa: F401
 
 openvino = pytest.importorskip("openvino")
-
-
-def bf16_units() -> bool:
-    return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def test_fp32_logits_equal_onnx_runtime_on_ragged_requests(onnx_file):  # noqa: F811
