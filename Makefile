@@ -19,12 +19,14 @@ SERVER_BIN := $(SERVER_VENV)/bin
 SERVER_SETUP := $(SERVER_VENV)/.installed-py$(SERVER_VERSION)
 MODEL ?= valhalla/electra-base-discriminator-finetuned_squadv1
 REPOSITORY ?= model_repository
-PRECISION ?= fp32
-# cpu: the default configs (ONNX Runtime on the CPU); gpu: configs/gpu.pbtxt (torch fp16 on the GPU); auto: gpu
-# when an NVIDIA GPU is visible
-DEVICE ?= auto
+# the model step (serving/engines.py, docs/serving.md): onnxruntime | openvino | torch | tensorrt (make export
+# only: the NGC image's); auto = torch when an NVIDIA GPU is visible, else the CPU engine computing in PRECISION.
+# PRECISION: what it computes in, empty = the engine's default (onnxruntime fp32 | int8, openvino bf16, torch and
+# tensorrt fp16)
+ENGINE ?= auto
+PRECISION ?=
+ENGINE_ARGS = --engine $(ENGINE) $(if $(PRECISION),--precision $(PRECISION))
 SERVE_ARGS ?=
-VARIANT ?= python
 GRPC_PORT ?= 8001
 HTTP_PORT ?= 8000
 METRICS_PORT ?= 8002
@@ -69,15 +71,15 @@ endif
 serve: $(SERVER_SETUP) $(if $(filter --no-export,$(SERVE_ARGS)),,$(TOOLS_SETUP))
 ifneq ($(SERVER_VENV),$(VENV))
 	$(if $(filter --no-export,$(SERVE_ARGS)),,$(BIN)/python -m serving.export --if-needed --model "$(MODEL)" \
-	  --repository "$(REPOSITORY)" --precision $(PRECISION))
+	  --repository "$(REPOSITORY)" $(ENGINE_ARGS))
 endif
-	@$(SERVER_BIN)/python -m serving.serve --model "$(MODEL)" --repository "$(REPOSITORY)" --precision $(PRECISION) \
-	  --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT) --device $(DEVICE) \
+	@$(SERVER_BIN)/python -m serving.serve --model "$(MODEL)" --repository "$(REPOSITORY)" $(ENGINE_ARGS) \
+	  --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT) \
 	  $(if $(filter $(VENV),$(SERVER_VENV)),,--no-export) $(SERVE_ARGS)
 
 export: setup
-	$(BIN)/python -m serving.export --model "$(MODEL)" --repository "$(REPOSITORY)" --precision $(PRECISION) \
-	  --variant $(VARIANT)
+	$(BIN)/python -m serving.export --model "$(MODEL)" --repository "$(REPOSITORY)" \
+	  $(ENGINE_ARGS)
 
 # A random-weight ELECTRA QA checkpoint (SIZE=tiny for tests, SIZE=base for the real model's compute).
 checkpoint: setup
@@ -99,7 +101,7 @@ OUT ?= predictions.json
 EVAL_ARGS ?=
 eval: setup
 	@test -n "$(DATA)" || { echo "usage: make eval DATA=<SQuAD json> OUT=<predictions json> [URL=$(URL)]" >&2; exit 2; }
-	$(BIN)/python -m evaluation.squad --data "$(DATA)" --out "$(OUT)" --url "$(URL)" --repository "$(REPOSITORY)" \
+	$(BIN)/python -m offline.squad --data "$(DATA)" --out "$(OUT)" --url "$(URL)" --repository "$(REPOSITORY)" \
 	  $(EVAL_ARGS)
 
 # Answers for a file of questions, one JSON line each, resumable (rerun to continue after an interruption):
@@ -109,7 +111,7 @@ BULK_USAGE := usage: make bulk IN=<questions .jsonl or SQuAD .json> OUT=<answers
   [BULK_ARGS="--top-k 3 --batch-size 16 --in-flight 4"]
 bulk: setup
 	@test -n "$(IN)" -a "$(origin OUT)" != file || { echo '$(BULK_USAGE)' >&2; exit 2; }
-	$(BIN)/python -m client.bulk "$(IN)" "$(OUT)" --url "$(URL)" $(BULK_ARGS)
+	$(BIN)/python -m offline.bulk "$(IN)" "$(OUT)" --url "$(URL)" $(BULK_ARGS)
 
 # Triton's load generator, into .perf-analyzer/. PyPI's perf-analyzer needs glibc >= 2.38; on older Debian
 # systems perf/install-perf-analyzer runs the same binary through Debian 13's loader (nothing system-wide changes).

@@ -16,10 +16,9 @@ import numpy as np
 from client.answer import Answer
 from client.connection import NO_RETRIES, TLS, ChannelSettings, RetryPlan, RetryPolicy, channel_target
 from client.errors import InvalidInputError, ServerError
+from client.names import DEFAULT_URL, ENSEMBLE
 from client.stream import DEFAULT_BATCH_SIZE, DEFAULT_IN_FLIGHT, StreamSpec, check_positive
 
-DEFAULT_URL = "localhost:8001"
-ENSEMBLE = "electra_qa"
 INPUT_NAMES = ("question", "context")
 OUTPUT_NAMES = ("answer", "score", "start", "end")
 # pipeline('question-answering') arguments that are server configuration here (config.pbtxt); the pipeline's

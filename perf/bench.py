@@ -32,7 +32,9 @@ from perf.inputs import long_document, squad_sized_pairs
 from runtime.cpu import describe
 from serving.admin import AdminClient, local_admin_key
 from serving.checkpoints import build_random_checkpoint
-from serving.export import GRAPH_PRECISIONS, PRECISIONS, copy_repository, export, is_current
+from serving.configs import edit, step_configs
+from serving.engines import ENGINES, choose, graph_precision
+from serving.export import copy_repository, export, is_current
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ("tokenizer", "electra", "decoder")
@@ -224,19 +226,25 @@ def bench_served(server: Server, pairs, concurrency: int, duration_s: float) -> 
     }
 
 
+def cpu_engine(precision: str) -> str:
+    """The CPU engine that computes in ``precision`` (onnxruntime for fp32 and int8, openvino for bf16)."""
+    return choose("auto", precision, gpu=False)[0].name
+
+
 def prepare(checkpoint: Path, repository: Path, precision: str) -> None:
     """The bench's own copy of the model repository: configs and adapters as checked in, but the model step's
     per-request limit lifted (the long document takes about a minute on 2 cores: its time is what is measured),
     the export redone only when the checkpoint or precision changed."""
-    current = is_current(repository, str(checkpoint), precision)
+    engine = cpu_engine(precision)
+    current = is_current(repository, str(checkpoint), engine, precision)
     if not current:
         shutil.rmtree(repository, ignore_errors=True)
     copy_repository(ROOT / "model_repository", repository, over_existing=True)
-    limit = re.compile(r'(\{ key: "max_request_ms" value: \{ string_value: )"\d+"')
-    for config in (repository / "electra").glob("**/*.pbtxt"):  # config.pbtxt and its variants
-        config.write_text(limit.sub(r'\1"0"', config.read_text(), count=1))
+    for config in step_configs(repository, "electra"):
+        if "max_request_ms" in config.read_text():  # the Python-backend engines' (not tensorrt's)
+            edit(config, {"max_request_ms": "0"})
     if not current:
-        export(str(checkpoint), repository, precision=precision)
+        export(str(checkpoint), repository, engine=engine, precision=precision)
 
 
 def cpu_precisions() -> list[str]:
@@ -244,7 +252,8 @@ def cpu_precisions() -> list[str]:
     from runtime.openvino_runner import bf16_units
 
     bf16 = bf16_units()
-    return [p for p in PRECISIONS if p != "bf16" or bf16]
+    cpu = [p for engine in ENGINES.values() if engine.hardware == "cpu" for p in engine.precisions]
+    return [p for p in cpu if p != "bf16" or bf16]
 
 
 def bench_bare_openvino(repository: Path, pairs, duration_s: float) -> dict:
@@ -290,7 +299,7 @@ def bench_bare_openvino(repository: Path, pairs, duration_s: float) -> dict:
 
 def bench_repository(args, precision: str) -> Path:
     """The bench's model repository for ``precision`` (one per exported graph: bf16 serves fp32's), prepared."""
-    repository = args.work / GRAPH_PRECISIONS[precision] / "model_repository"
+    repository = args.work / graph_precision(precision) / "model_repository"
     prepare(args.checkpoint, repository, precision)
     return repository
 
@@ -307,7 +316,7 @@ def bench_precision(args, precision: str, pairs) -> tuple[list[dict], dict | Non
         args.grpc_port + 1,
         args.grpc_port + 2,
         repository.parent / f"server-{precision}.log",
-        ("--precision", precision),
+        ("--engine", cpu_engine(precision), "--precision", precision),
     )
     try:
         with TritonQA(server.grpc, timeout_s=600) as qa:
@@ -346,7 +355,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench")
     parser.add_argument(
-        "--precisions", nargs="+", choices=PRECISIONS, help="served (default: every one this CPU supports)"
+        "--precisions",
+        nargs="+",
+        choices=("fp32", "int8", "bf16"),
+        help="served (default: every one this CPU supports)",
     )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--duration-s", type=float, default=30.0)

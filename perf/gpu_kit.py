@@ -52,9 +52,10 @@ FORMAT = 1  # part of every payload's cache key: bump when the payloads' layout 
 # the server's packages (requirements-server.txt) that the GPU run does not carry, and why
 SERVER_PACKAGES_LEFT_OUT = {
     "onnxruntime": "the GPU configs run the torch engine, whose torch comes from the machine",
-    "openvino": "the CPU's bf16 engine (electra/configs/bf16.pbtxt), not the GPU's",
+    "openvino": "the CPU's bf16 engine (electra/configs/openvino.pbtxt), not the GPU's",
     "openvino-telemetry": "OpenVINO's, left out with it",
-    "tritonclient": "the run talks to the server over HTTP and through perf_analyzer",
+    "tritonclient": "the run talks to the server over HTTP and through perf_analyzer (the CPU fallback's config "
+    "edit, serving.configs, takes it from the machine's Python)",
 }
 # the kit's own packages (ahead of the machine's): the server's (pinned in requirements-server.txt) and the card's
 # pipeline (requirements.txt), except huggingface_hub, which transformers 4.57.6 needs below 1.0 (the machine's

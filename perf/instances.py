@@ -12,8 +12,8 @@ of each step's stub) and works out, for a host of ``--cores`` cores:
   (tritonserver's own threads included; the model step's instance count follows its device, not this).
 
 It prints the ``instance_group [ { count: N ... } ]`` to write in each step's config (``model_repository/<step>/
-config.pbtxt``, or ``configs/gpu.pbtxt`` for ``make serve DEVICE=gpu``). Measure on the host itself, or one of
-the same CPU: costs per request differ between CPUs (BENCHMARKS.md names each one).
+config.pbtxt``, or ``configs/<engine>.pbtxt`` for ``make serve ENGINE=<engine>``). Measure on the host itself, or
+one of the same CPU: costs per request differ between CPUs (BENCHMARKS.md names each one).
 """
 
 from __future__ import annotations

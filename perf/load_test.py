@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from statistics import median
 
+from client.names import DEFAULT_URL, ENSEMBLE
 from perf import prepost, process_cpu
 from serving.admin import AdminClient, add_api_key_option, grpc_headers, local_admin_key, parse_header
 
@@ -363,7 +364,7 @@ def plot(rows: list[dict], path: Path, args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", default="localhost:8001", help="gRPC, for perf_analyzer")
+    parser.add_argument("--url", default=DEFAULT_URL, help="gRPC, for perf_analyzer")
     parser.add_argument("--http-url", default="localhost:8000", help="HTTP, for Triton's statistics")
     parser.add_argument(
         "--admin-key",
@@ -371,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         help="the server's admin key (default: the one a local make serve wrote for this port)",
     )
     add_api_key_option(parser)
-    parser.add_argument("--model", default="electra_qa")
+    parser.add_argument("--model", default=ENSEMBLE)
     parser.add_argument("--concurrency", default="1:4:1", help="start:end:step")
     parser.add_argument("--interval-ms", type=int, default=10000, help="perf_analyzer measurement window")
     parser.add_argument("--max-trials", type=int, default=10)

@@ -25,9 +25,17 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from perf.inputs import squad_sized_pairs
-from preprocessing import AnswerOptions, QATokenizer, RequestLimits, WindowSettings, read_pairs, tokenize_requests
-from preprocessing.batch import DecoderInput, decode_requests
-from preprocessing.requests import DecoderLimits
+from preprocessing import (
+    AnswerOptions,
+    DecoderInput,
+    DecoderLimits,
+    QATokenizer,
+    RequestLimits,
+    WindowSettings,
+    decode_requests,
+    read_pairs,
+    tokenize_requests,
+)
 from runtime.backend import config_file_parameters
 from runtime.tensors import window_tensors
 
@@ -46,7 +54,7 @@ def per_question_us(work, questions: int, min_seconds: float, clock=time.perf_co
 def window_settings(tokenizer_file: Path) -> WindowSettings:
     """The windowing of the tokenizer step whose ``config.pbtxt`` is beside ``tokenizer_file``'s version folder."""
     parameters = config_file_parameters(tokenizer_file.parent.parent / "config.pbtxt")
-    return WindowSettings(max_seq_len=int(parameters["max_seq_len"]), doc_stride=int(parameters["doc_stride"]))
+    return WindowSettings.from_config(parameters)
 
 
 def library_tokenizer(tokenizer_file: Path) -> Tokenizer:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from client import AsyncTritonQA, QAError
+from client import DEFAULT_URL, AsyncTritonQA, QAError
 from perf.inputs import squad_sized_pairs
 from serving.processes import family, memory_mb, tritonserver_pids
 
@@ -110,7 +110,7 @@ async def soak(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", default="localhost:8001")
+    parser.add_argument("--url", default=DEFAULT_URL)
     parser.add_argument("--duration-s", type=float, default=180.0)
     parser.add_argument("--capacity-s", type=float, default=15.0, help="closed-loop capacity measurement")
     parser.add_argument("--load", type=float, default=2.0, help="offered load as a multiple of capacity")

@@ -3,9 +3,9 @@
 Pure Python (numpy + HF ``tokenizers``); nothing here imports Triton.
 """
 
-from preprocessing.batch import Budget, DecoderInput, decode_requests, tokenize_requests
 from preprocessing.decode import DecodedAnswers, decode
-from preprocessing.errors import Busy, InputError
+from preprocessing.decode_batch import DecoderInput, decode_requests
+from preprocessing.errors import InputError
 from preprocessing.requests import (
     TOKENIZER_PARAMETERS,
     AnswerOptions,
@@ -15,13 +15,12 @@ from preprocessing.requests import (
     readable_texts,
 )
 from preprocessing.tokenize import NO_OFFSET, QATokenizer, Windows, WindowSettings
+from preprocessing.tokenize_batch import tokenize_requests
 
 __all__ = [
     "NO_OFFSET",
     "TOKENIZER_PARAMETERS",
     "AnswerOptions",
-    "Budget",
-    "Busy",
     "DecodedAnswers",
     "DecoderInput",
     "DecoderLimits",

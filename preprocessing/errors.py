@@ -1,10 +1,6 @@
-"""Errors a request is refused with: ``InputError``, the caller's mistake, which it must fix (gRPC
-INVALID_ARGUMENT); ``Busy``, the server's overload, worth retrying (UNAVAILABLE)."""
+"""The error a request is refused with for the caller's mistake, which it must fix: ``InputError`` (gRPC
+INVALID_ARGUMENT). The server's overload, worth retrying, is ``runtime.scheduling.Busy`` (UNAVAILABLE)."""
 
 
 class InputError(ValueError):
     """The request is invalid; the message names what is wrong."""
-
-
-class Busy(RuntimeError):
-    """The step had no time left for the request in this batch (overload); the caller may retry."""

@@ -12,17 +12,29 @@ from preprocessing.errors import InputError
 @dataclass(frozen=True)
 class RequestLimits:
     """Server-side limits on one request, set in the tokenizer model's config.pbtxt parameters. Everything here
-    is checked from the request's counts and characters before any tokenization."""
+    is checked from the request's counts and characters before any tokenization. No defaults here: the config
+    is the one place they are written."""
 
-    max_questions: int = 256
-    max_question_chars: int = 10_000
-    max_context_chars: int = 1_000_000
-    max_request_chars: int = 2_000_000
-    max_windows: int = 1024
+    max_questions: int
+    max_question_chars: int
+    max_context_chars: int
+    max_request_chars: int
+    max_windows: int
 
     @classmethod
     def from_config(cls, parameters: Mapping[str, str]) -> RequestLimits:
-        return cls(**{f.name: int(parameters[f.name]) for f in fields(cls) if f.name in parameters})
+        """From the tokenizer config's parameters; a missing one raises ``ValueError`` naming it."""
+        return cls(**required_integers(parameters, [f.name for f in fields(cls)], "tokenizer"))
+
+
+def required_integers(parameters: Mapping[str, str], names: Iterable[str], model: str) -> dict[str, int]:
+    """``names`` of a model's config ``parameters`` as integers; a missing one raises ``ValueError`` naming it (the
+    model does not load) rather than letting a default in code stand for it."""
+    names = list(names)
+    missing = [name for name in names if name not in parameters]
+    if missing:
+        raise ValueError(f"{model} config parameters missing: {', '.join(missing)}")
+    return {name: int(parameters[name]) for name in names}
 
 
 # the tokenizer config's parameters, every one required (runtime.backend.checked_parameters)

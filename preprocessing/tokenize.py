@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -28,6 +28,7 @@ from tokenizers import Tokenizer
 
 from preprocessing.arrays import stack_padded
 from preprocessing.errors import InputError
+from preprocessing.requests import required_integers
 
 NO_OFFSET = -1
 NO_WORD = -1  # the word id of a token of no word (the library's None)
@@ -43,10 +44,16 @@ COUNT_PIECE_CHARS = 100_000
 
 @dataclass(frozen=True)
 class WindowSettings:
-    """How a question and its context become windows (the reference pipeline's defaults)."""
+    """How a question and its context become windows: the tokenizer config's ``max_seq_len`` and ``doc_stride``
+    (the reference pipeline's 384 and 128 there; no defaults here)."""
 
-    max_seq_len: int = 384
-    doc_stride: int = 128
+    max_seq_len: int
+    doc_stride: int
+
+    @classmethod
+    def from_config(cls, parameters: Mapping[str, str]) -> WindowSettings:
+        """From the tokenizer config's parameters; a missing one raises ``ValueError`` naming it."""
+        return cls(**required_integers(parameters, ("max_seq_len", "doc_stride"), "tokenizer"))
 
     def __post_init__(self) -> None:
         if not 0 < self.doc_stride < self.max_seq_len:
@@ -181,7 +188,7 @@ class QATokenizer:
     def __init__(
         self,
         tokenizer_file: str | Path,
-        settings: WindowSettings = WindowSettings(),
+        settings: WindowSettings,
         parallel: bool = True,
         cache_tokens: int = 0,
     ):

@@ -19,9 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from preprocessing.errors import Busy, InputError
+from preprocessing.errors import InputError
+from runtime.scheduling import Busy
 
-_PARAMETER = re.compile(r'key:\s*"([^"]+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"\s*\}')
+# one parameters entry as our configs write it (one line) and as protobuf's text format does (serving.configs)
+_PARAMETER = re.compile(r'key:\s*"([^"]+)"\s*value\s*:?\s*\{\s*string_value:\s*"([^"]*)"\s*\}')
 
 
 def config_parameters(args: Mapping[str, str]) -> dict[str, str]:
@@ -44,15 +46,27 @@ def checked_parameters(args: Mapping[str, str], model: str, known: Iterable[str]
 
 
 def config_file_parameters(path: Path) -> dict[str, str]:
-    """The string ``parameters`` of a config.pbtxt file (our configs write each as one
-    ``{ key: "..." value: { string_value: "..." } }``)."""
+    """The string ``parameters`` of a config.pbtxt file (``key: "..." value: { string_value: "..." }``)."""
     return dict(_PARAMETER.findall(path.read_text()))
 
 
-def sibling_parameters(args: Mapping[str, str], model: str) -> dict[str, str]:
-    """The parameters of another model of the same repository, read from its ``config.pbtxt`` (a model's
-    limits that an earlier step checks too, so that they are written once)."""
-    return config_file_parameters(Path(args["model_repository"]).parent / model / "config.pbtxt")
+def sibling_parameters(args: Mapping[str, str], model: str, keys: Iterable[str]) -> dict[str, str]:
+    """``keys`` of another model's parameters in the same repository (a limit that another step checks too, so
+    that it is written once, in its own model's config). Which of that model's configs the server loaded is not
+    known here (``--model-config-name`` picks a variant per model, or its config.pbtxt), so all of them
+    (config.pbtxt and configs/*.pbtxt) must give each key one value: a key missing from one, or differing between
+    them, raises ``ValueError`` naming it and the files (the model does not load)."""
+    directory = Path(args["model_repository"]).parent / model
+    configs = [directory / "config.pbtxt", *sorted((directory / "configs").glob("*.pbtxt"))]
+    found = {str(path.relative_to(directory.parent)): config_file_parameters(path) for path in configs}
+    values = {}
+    for key in keys:
+        seen = {name: parameters.get(key) for name, parameters in found.items()}
+        if None in seen.values() or len(set(seen.values())) > 1:
+            given = ", ".join(f"{name}: {value if value is not None else 'missing'}" for name, value in seen.items())
+            raise ValueError(f"{model}'s {key} must be one value in all of its configs, read here too ({given})")
+        values[key] = seen[str(configs[0].relative_to(directory.parent))]
+    return values
 
 
 def version_dir(args: Mapping[str, str]) -> Path:

@@ -1,7 +1,7 @@
-"""The model step's engine, as its config.pbtxt chooses it: ONNX Runtime on the exported graph (the CPU
-default, exact parity), OpenVINO on the same graph (bf16 on CPUs with bf16 matrix units: configs/bf16.pbtxt), or
-PyTorch on the exported checkpoint (fp16, fused attention and length buckets on a GPU). All take the same windows
-and give the same logits (``run``)."""
+"""The model step's engine, as its config chooses it (``engine``; each engine's config is configs/<engine>.pbtxt,
+serving/engines.py): ONNX Runtime on the exported graph (the CPU default, exact parity), OpenVINO on the same graph
+(bf16 on CPUs with bf16 matrix units), or PyTorch on the exported checkpoint (fp16, fused attention and length
+buckets on a GPU). All take the same windows and give the same logits (``run``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from preprocessing.batch import Budget
+from runtime.scheduling import Budget
 from runtime.tensors import pack_tokens
 
 ENGINES = ("onnxruntime", "openvino", "torch")

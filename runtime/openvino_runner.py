@@ -48,7 +48,7 @@ class OpenVinoQARunner(GraphRunner):
         if precision == "bf16" and not bf16_units(core):
             raise UnsupportedPrecision(
                 f"precision bf16 needs a CPU with bf16 matrix units (AMX-BF16 or AVX512-BF16); this one has none: "
-                f"{describe()}. Serve fp32 on it (make serve PRECISION=fp32)"
+                f"{describe()}. Serve fp32 on it (make serve ENGINE=onnxruntime)"
             )
         config = {"INFERENCE_PRECISION_HINT": INFERENCE_PRECISIONS[precision], "PERFORMANCE_HINT": "LATENCY"}
         if intra_op_threads > 0:

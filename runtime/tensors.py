@@ -26,8 +26,8 @@ MODEL_OUTPUTS = ("logits",)
 DECODER_INPUTS = (("logits", np.float32, 3), ("offsets", np.int32, 3), ("window_context", np.object_, 2))
 ANSWER_OUTPUTS = ("answer", "score", "start", "end")
 
-# the exported ONNX graph's inputs and outputs (the Python-backend variant: the standard names, which ONNX
-# Runtime's transformer fusions recognise; the tensorrt variant's graph takes MODEL_INPUTS, gives MODEL_OUTPUTS)
+# the exported ONNX graph's inputs and outputs (the Python-backend engines': the standard names, which ONNX
+# Runtime's transformer fusions recognise; the tensorrt engine's graph takes MODEL_INPUTS, gives MODEL_OUTPUTS)
 GRAPH_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 GRAPH_OUTPUTS = ("start_logits", "end_logits")
 

@@ -29,13 +29,13 @@ import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
+from client.names import ENSEMBLE
 from serving.processes import memory_mb, tritonserver_pids
 
 PROJECT = Path(__file__).resolve().parent.parent
 ADMIN_HEADER = "x-admin-key"
 ADMIN_KEY_ENV = "ELECTRA_QA_ADMIN_KEY"  # the containers' admin key (docker-compose.yml, deploy/k8s)
 API_KEY_ENV = "ELECTRA_QA_API_KEY"  # the inference key (serve --api-key) of the tools that ask the server
-ENSEMBLE = "electra_qa"
 
 
 def admin_key_file(cache: Path, grpc_port: int) -> Path:
@@ -51,7 +51,7 @@ def parse_header(value: str) -> tuple[str, str] | None:
 
 def add_api_key_option(parser: argparse.ArgumentParser) -> None:
     """``--api-key HEADER=VALUE``, the inference key of a server started with ``--api-key``, defaulting to
-    $ELECTRA_QA_API_KEY (same form), for the tools that ask the server (``client.bulk``, ``evaluation.squad``,
+    $ELECTRA_QA_API_KEY (same form), for the tools that ask the server (``offline.bulk``, ``offline.squad``,
     ``perf.load_test``): ``args.api_key`` is a (header, value) pair, as ``TritonQA(api_key=...)`` takes it, or
     None. A malformed key is a usage error (exit status 2) whose message does not repeat it."""
     parser.add_argument(

@@ -7,8 +7,9 @@ Writes the files the repository's configs name (``ExportedFiles``): ``electra/1/
 sequence axes, checked against the PyTorch logits; the ONNX Runtime engine), ``electra/1/checkpoint/`` (the
 checkpoint itself; the torch engine), ``tokenizer/1/tokenizer.json`` (the fast tokenizer the tokenizer step
 loads) and ``electra/1/export.json`` (what was exported, and how close ONNX came to PyTorch). The server itself
-never downloads anything. ``--clean`` removes them. ``--no-onnx`` writes all but the ONNX graph: enough for the
-torch engine (``configs/gpu.pbtxt``), not for ONNX Runtime.
+never downloads anything. ``--clean`` removes them. ``--engine`` and ``--precision`` choose the graph
+(``serving.engines``: the fused graph of the Python-backend engines, the plain packed one of tensorrt; fp32 or
+int8). ``--no-onnx`` writes all but the ONNX graph: enough for the torch engine, not for the others.
 """
 
 from __future__ import annotations
@@ -32,15 +33,12 @@ import numpy as np
 
 from runtime.backend import config_file_parameters
 from runtime.tensors import GRAPH_INPUTS, GRAPH_OUTPUTS, MODEL_INPUTS, MODEL_OUTPUTS, pack_tokens, unpack_tokens
+from serving.engines import ENGINES, PRECISIONS, EngineChoiceError, choose, graph_precision
 
 DEFAULT_MODEL = "valhalla/electra-base-discriminator-finetuned_squadv1"
 DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 OPSET = 17
 DEFAULT_TOLERANCE = 1e-3  # max |ONNX - PyTorch| over the check inputs' logits
-PRECISIONS = ("fp32", "bf16", "int8")
-# the graph each precision serves: bf16 is the fp32 graph, run in bf16 by OpenVINO (electra/configs/bf16.pbtxt)
-GRAPH_PRECISIONS = {"fp32": "fp32", "bf16": "fp32", "int8": "int8"}
-VARIANTS = ("python", "tensorrt")  # the model step's variants: model_repository/*/configs/<variant>.pbtxt
 
 
 class ExportError(RuntimeError):
@@ -58,8 +56,8 @@ class ExportRecord:
     opset: int
     exported_at: str
     fused_operators: dict
-    precision: str = "fp32"
-    variant: str = "python"
+    precision: str = "fp32"  # the graph's (serving.engines.graph_precision)
+    graph_inputs: str = "ids"  # the graph's inputs (serving.engines.Engine.graph_inputs)
     served_max_abs_diff: float | None = None  # of the int8 graph, when precision is int8
     # what the model step checks requests against: vocab_size, type_vocab_size, max_position_embeddings
     model_limits: dict | None = None
@@ -114,14 +112,18 @@ class ExportedFiles:
 
 def copy_repository(source: Path, target: Path, over_existing: bool = False) -> Path:
     """A copy of the model repository ``source`` without its exported files (to export another model into);
-    ``over_existing`` refreshes the configs and adapters of a copy, keeping its exports."""
+    ``over_existing`` refreshes the configs and adapters of a copy, keeping its exports. Links stay links: a
+    variant that is its model's config.pbtxt (electra/configs/onnxruntime.pbtxt) stays that file in the copy."""
     exported = {p.relative_to(source) for p in ExportedFiles.of(source).paths()}
 
     def ignore(directory: str, names: list[str]) -> set[str]:
         here = Path(directory).relative_to(source)
         return {n for n in names if here / n in exported or n == "__pycache__"}
 
-    return Path(shutil.copytree(source, target, ignore=ignore, dirs_exist_ok=over_existing))
+    if over_existing:  # copytree cannot write a link over an existing file
+        for link in (p for p in source.rglob("*") if p.is_symlink()):
+            (target / link.relative_to(source)).unlink(missing_ok=True)
+    return Path(shutil.copytree(source, target, symlinks=True, ignore=ignore, dirs_exist_ok=over_existing))
 
 
 def clean(repository: Path) -> None:
@@ -130,9 +132,10 @@ def clean(repository: Path) -> None:
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
-def is_current(repository: Path, model: str, precision: str = "fp32", variant: str = "python") -> bool:
-    """Whether the repository already holds an export of ``model`` (unchanged since) at ``precision``, for
-    ``variant``."""
+def is_current(repository: Path, model: str, engine: str = "auto", precision: str | None = None) -> bool:
+    """Whether the repository already holds an export of ``model`` (unchanged since) that ``engine`` runs in
+    ``precision`` (None: the engine's default)."""
+    chosen, precision = choose(engine, precision)
     record = read_record(repository)
     try:
         files = ExportedFiles.of(repository)
@@ -145,12 +148,12 @@ def is_current(repository: Path, model: str, precision: str = "fp32", variant: s
     ):
         return False
     name, fingerprint = source_fingerprint(model)
-    return record.model_limits is not None and (record.model, record.fingerprint, record.precision, record.variant) == (
-        name,
-        fingerprint,
-        GRAPH_PRECISIONS.get(precision, precision),
-        variant,
-    )
+    return record.model_limits is not None and (
+        record.model,
+        record.fingerprint,
+        record.precision,
+        record.graph_inputs,
+    ) == (name, fingerprint, graph_precision(precision), chosen.graph_inputs)
 
 
 HUB_CHECK_TIMEOUT_S = 3.0
@@ -235,32 +238,30 @@ def export(
     repository: Path = DEFAULT_REPOSITORY,
     tolerance: float = DEFAULT_TOLERANCE,
     optimize: bool = True,
-    precision: str = "fp32",
-    variant: str = "python",
+    engine: str = "auto",
+    precision: str | None = None,
     onnx: bool = True,
 ) -> ExportRecord:
-    """Export ``model`` into ``repository``; raises ExportError when ONNX and PyTorch disagree.
+    """Export ``model`` into ``repository`` for ``engine`` computing in ``precision`` (``serving.engines``; None:
+    the engine's default); raises ExportError when ONNX and PyTorch disagree.
 
-    ``variant`` is the model step that will run it (its configs/<variant>.pbtxt): ``python`` (ONNX Runtime in the
-    Python backend) or ``tensorrt`` (Triton's onnxruntime backend with TensorRT FP16, in the container), which
-    gets the plain standard-ONNX graph: TensorRT builds its own fused kernels and cannot take ONNX Runtime's.
-    For ``python``, ``optimize`` applies ONNX Runtime's transformer fusions (attention, skip-LayerNorm,
-    embedding-LayerNorm, bias-GELU) offline, so that the served graph is the fused one that was checked against PyTorch.
-    ``precision="bf16"`` exports the fp32 graph, which the bf16 config's OpenVINO engine runs in bf16.
-    ``precision="int8"`` (opt-in) then quantizes the MatMul weights to int8 (dynamic quantization, VNNI
-    kernels): much faster on CPU, but answers may differ from the reference; the tolerance check applies to
-    the fp32 graph and the int8 graph's difference is only recorded. ``onnx=False`` skips the ONNX graph (and
-    removes an earlier one): the checkpoint, tokenizer and record are written as always, which is all the torch
-    engine reads."""
-    if precision not in PRECISIONS:
-        raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision}")
-    precision = GRAPH_PRECISIONS[precision]
-    if variant not in VARIANTS:
-        raise ExportError(f"variant must be one of {', '.join(VARIANTS)}, got {variant}")
-    if variant == "tensorrt" and precision != "fp32":
-        raise ExportError("the tensorrt variant takes the fp32 graph; TensorRT runs it in FP16 itself")
-    if not onnx and (variant != "python" or precision != "fp32"):
-        raise ExportError("without the ONNX graph there is no variant or precision to choose (torch engine only)")
+    The Python-backend engines (onnxruntime, openvino, torch) get the graph of the three standard inputs;
+    ``optimize`` applies ONNX Runtime's transformer fusions (attention, skip-LayerNorm, embedding-LayerNorm,
+    bias-GELU) to it offline, so that the served graph is the fused one that was checked against PyTorch.
+    ``tensorrt`` (Triton's onnxruntime backend with TensorRT FP16, in the NGC image) gets the plain graph of the
+    packed tokens: TensorRT builds its own fused kernels and cannot take ONNX Runtime's. openvino (bf16) and
+    tensorrt (fp16) run the fp32 graph in their own precision. ``precision="int8"`` (opt-in, onnxruntime)
+    quantizes the MatMul weights to int8 (dynamic quantization, VNNI kernels): much faster on CPU, but answers
+    may differ from the reference; the tolerance check applies to the fp32 graph and the int8 graph's difference
+    is only recorded. ``onnx=False`` skips the ONNX graph (and removes an earlier one): the checkpoint, tokenizer
+    and record are written as always, which is all the torch engine reads."""
+    try:
+        chosen, precision = choose(engine, precision)
+    except EngineChoiceError as error:
+        raise ExportError(str(error)) from None
+    if not onnx and chosen.name != "torch":
+        raise ExportError(f"engine {chosen.name} runs the ONNX graph: only the torch engine serves without one")
+    precision = graph_precision(precision)
     tokenizer, network = load_checkpoint(model)
 
     repository = Path(repository)
@@ -272,7 +273,7 @@ def export(
     with tempfile.TemporaryDirectory(dir=model_dir) as scratch:
         if onnx:
             max_abs_diff, served_diff, fused = _export_onnx(
-                tokenizer, network, Path(scratch), tolerance, optimize and variant == "python", precision, variant
+                tokenizer, network, Path(scratch), tolerance, optimize, precision, chosen.graph_inputs
             )
             os.replace(Path(scratch) / "model.onnx", files.onnx_file)
         else:
@@ -295,7 +296,7 @@ def export(
         fused_operators=fused,
         precision=precision,
         served_max_abs_diff=served_diff,
-        variant=variant,
+        graph_inputs=chosen.graph_inputs,
         model_limits={
             key: getattr(network.config, key) for key in ("vocab_size", "type_vocab_size", "max_position_embeddings")
         },
@@ -305,12 +306,12 @@ def export(
 
 
 def _export_onnx(
-    tokenizer, network, scratch: Path, tolerance: float, optimize: bool, precision: str, variant: str = "python"
+    tokenizer, network, scratch: Path, tolerance: float, optimize: bool, precision: str, graph_inputs: str = "ids"
 ) -> tuple[float, float | None, dict]:
     """``scratch/model.onnx`` from ``network``, checked against its PyTorch logits: (max abs difference, the int8
-    graph's when ``precision`` is int8, fused operator counts). The ``python`` variant's graph takes the three
-    standard inputs and gives both logits (the names ONNX Runtime's fusions recognise; the Python-backend step
-    unpacks ``tokens`` itself); the ``tensorrt`` variant's takes the step's own ``tokens`` and gives ``logits``
+    graph's when ``precision`` is int8, fused operator counts). The ``ids`` graph takes the three standard inputs
+    and gives both logits (the names ONNX Runtime's fusions recognise, fused when ``optimize``; the Python-backend
+    step unpacks ``tokens`` itself); the ``tokens`` graph takes the step's own ``tokens`` and gives ``logits``
     [B, L, 2] (``runtime.tensors``), unpacked and stacked inside the graph, for Triton's native backend."""
     import torch
 
@@ -322,7 +323,8 @@ def _export_onnx(
         return_token_type_ids=True,
     )
     inputs = tuple(sample[name] for name in GRAPH_INPUTS)
-    packed = variant == "tensorrt"
+    packed = graph_inputs == "tokens"
+    optimize = optimize and not packed
     wrapper = _PackedLogits(network) if packed else _LogitsOnly(network)
     input_names, output_names = (MODEL_INPUTS, MODEL_OUTPUTS) if packed else (GRAPH_INPUTS, GRAPH_OUTPUTS)
     graph_inputs = (pack_tokens(*inputs),) if packed else inputs
@@ -379,7 +381,8 @@ class _LogitsOnly:
 
 
 class _PackedLogits:
-    """Wraps the HF model for the ``tensorrt`` variant: ``tokens`` [B, L] in, ``logits`` [B, L, 2] out."""
+    """Wraps the HF model for the ``tokens`` graph (the tensorrt engine's): ``tokens`` [B, L] in, ``logits``
+    [B, L, 2] out."""
 
     def __new__(cls, network):
         import torch
@@ -444,22 +447,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE)
     parser.add_argument("--no-optimize", action="store_true", help="skip ONNX Runtime's transformer fusions")
     parser.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="fp32",
-        help="bf16: the fp32 graph, which OpenVINO runs in bf16; int8: opt-in dynamic quantization (faster on "
-        "CPU; answers may differ)",
+        "--engine",
+        choices=("auto", *ENGINES),
+        default="auto",
+        help="the model step that will run the export (serving.engines; auto: as make serve chooses it): tensorrt "
+        "gets the plain packed graph, the others the fused one",
     )
     parser.add_argument(
-        "--variant",
-        choices=VARIANTS,
-        default="python",
-        help="tensorrt: the plain graph for the container's TensorRT model step",
+        "--precision",
+        choices=PRECISIONS,
+        help="what the engine computes in (default: its first); int8: onnxruntime's opt-in quantized graph "
+        "(faster on CPU; answers may differ)",
     )
     parser.add_argument(
         "--no-onnx",
         action="store_true",
-        help="no ONNX graph: the checkpoint, tokenizer and record only, all the torch engine (configs/gpu.pbtxt) reads",
+        help="no ONNX graph: the checkpoint, tokenizer and record only, all the torch engine reads",
     )
     parser.add_argument("--clean", action="store_true", help="remove the exported files from the repository")
     parser.add_argument(
@@ -469,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.clean:
         clean(args.repository)
         return 0
-    if args.if_needed and is_current(args.repository, args.model, args.precision, args.variant):
+    if args.if_needed and is_current(args.repository, args.model, args.engine, args.precision):
         print(f"{args.repository} already serves {args.model}")
         return 0
     try:
@@ -478,8 +481,8 @@ def main(argv: list[str] | None = None) -> int:
             args.repository,
             args.tolerance,
             optimize=not args.no_optimize,
+            engine=args.engine,
             precision=args.precision,
-            variant=args.variant,
             onnx=not args.no_onnx,
         )
     except ExportError as error:

@@ -47,13 +47,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from client.names import ENSEMBLE
 from serving import shm, stub_compat
 from serving.admin import ADMIN_HEADER, AdminClient, admin_key_file, parse_header
-from serving.export import DEFAULT_MODEL, DEFAULT_REPOSITORY, PRECISIONS, is_current
+from serving.engines import ENGINES, PRECISIONS, EngineChoiceError, choose, described
+from serving.export import DEFAULT_MODEL, DEFAULT_REPOSITORY, is_current
 from serving.processes import mapped_shm, memory_mb, processes, running, stub_pids
 
 PROJECT = Path(__file__).resolve().parent.parent
-ENSEMBLE = "electra_qa"
 EXIT_TIMEOUT_S = 30
 # tritonserver's private memory above which the supervisor restarts it (see Supervisor); 0 turns it off
 MAX_SERVER_MEMORY_MB = 2048
@@ -292,25 +293,23 @@ def _redacted_spec(spec: str) -> str:
     return f"{spec.partition('=')[0]}={REDACTED}"  # neither protocols nor headers contain "="
 
 
-def gpu_visible() -> bool:
-    """Whether the NVIDIA driver shows a GPU here."""
-    return any(Path("/proc/driver/nvidia/gpus").glob("*"))
-
-
-def config_args(args: argparse.Namespace) -> list[str]:
-    """tritonserver's --model-config-name for the device and precision: the configs/gpu.pbtxt variants on a GPU,
-    electra/configs/bf16.pbtxt (OpenVINO, on the CPU's bf16 matrix units) for precision bf16."""
+def chosen_engine(args: argparse.Namespace) -> tuple[str, str]:
+    """(engine, precision) that ``--engine`` and ``--precision`` name (``serving.engines.choose``; auto: torch
+    when an NVIDIA GPU is visible); an engine only the NGC image runs is refused."""
     if any(a.startswith("--model-config-name") for a in args.tritonserver_args):
-        return []  # chosen explicitly
-    if args.precision == "bf16":
-        if args.device == "gpu":
-            raise ServerSetupError(
-                "precision bf16 is the CPU's (OpenVINO on its bf16 matrix units); on a GPU the model step runs in "
-                "fp16 whatever the export's precision: serve DEVICE=gpu with PRECISION=fp32"
-            )
-        return ["--model-config-name=bf16"]
-    gpu = args.device == "gpu" or (args.device == "auto" and gpu_visible())
-    return ["--model-config-name=gpu"] if gpu else []
+        raise ServerSetupError(
+            "the model step's config is --engine's (configs/<engine>.pbtxt), not tritonserver's --model-config-name"
+        )
+    try:
+        engine, precision = choose(args.engine, args.precision)
+    except EngineChoiceError as error:
+        raise ServerSetupError(str(error)) from None
+    if not engine.embedded:
+        raise ServerSetupError(
+            f"engine {engine.name} runs in the NGC image's tritonserver (docker compose up triton, "
+            "deploy/k8s/overlays/tensorrt), not in this embedded one (Python backend only)"
+        )
+    return engine.name, precision
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -318,11 +317,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local checkpoint directory to serve")
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     parser.add_argument(
+        "--engine",
+        choices=("auto", *ENGINES),
+        default="auto",
+        help="the model step (its configs/<engine>.pbtxt): auto = torch when an NVIDIA GPU is visible, else the "
+        "CPU engine that computes in --precision; " + described(),
+    )
+    parser.add_argument(
         "--precision",
         choices=PRECISIONS,
-        default="fp32",
-        help="fp32: exact parity (default); bf16: OpenVINO in bf16 on a CPU with bf16 matrix units (AMX-BF16, "
-        "AVX512-BF16; refused on others); int8: opt-in quantized graph",
+        help="what the engine computes in (default: its first): fp32 is exact parity; bf16 (openvino) needs a CPU "
+        "with bf16 matrix units (AMX-BF16, AVX512-BF16; refused on others); int8 is onnxruntime's opt-in graph",
     )
     parser.add_argument("--no-export", action="store_true", help="serve the repository as it is")
     parser.add_argument("--grpc-port", type=int, default=8001)
@@ -344,13 +349,6 @@ def main(argv: list[str] | None = None) -> int:
         "--admin-key",
         metavar="HEADER=VALUE",
         help="the key of the admin protocols (default: a random one in <cache>/admin-key-<grpc port>)",
-    )
-    parser.add_argument(
-        "--device",
-        choices=("auto", "cpu", "gpu"),
-        default="auto",
-        help="gpu: the models' configs/gpu.pbtxt (torch fp16 model step on the GPU, more pre/post "
-        "instances); auto: gpu when an NVIDIA GPU is visible",
     )
     parser.add_argument(
         "--max-server-memory-mb",
@@ -385,11 +383,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
 
-    if not args.no_export and not is_current(args.repository, args.model, args.precision):
+    try:
+        engine, precision = chosen_engine(args)
+    except ServerSetupError as error:
+        print(f"cannot start tritonserver: {error}", file=sys.stderr)
+        return 2
+    print(f"the model step: engine {engine} in {precision} (configs/{engine}.pbtxt)", flush=True)
+    if not args.no_export and not is_current(args.repository, args.model, engine, precision):
         from serving.export import main as export_main
 
         status = export_main(
-            ["--model", args.model, "--repository", str(args.repository), "--precision", args.precision]
+            ["--model", args.model, "--repository", str(args.repository), "--engine", engine, "--precision", precision]
         )
         if status:
             return status
@@ -400,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
             args.grpc_port,
             args.http_port,
             args.metrics_port,
-            security_args(args, admin) + config_args(args) + args.tritonserver_args,
+            security_args(args, admin) + [f"--model-config-name={engine}"] + args.tritonserver_args,
             args.cache,
         )
     except ServerSetupError as error:

@@ -11,6 +11,23 @@ import pytest
 from serving.checkpoints import build_random_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def tokenizer_config() -> dict[str, str]:
+    """The checked-in tokenizer config's parameters: the tests' windowing and limits come from it, as the
+    server's do."""
+    from runtime.backend import config_file_parameters
+
+    return config_file_parameters(ROOT / "model_repository" / "tokenizer" / "config.pbtxt")
+
+
+def qa_tokenizer(tokenizer_file: Path, **options):
+    """``QATokenizer`` on ``tokenizer_file`` with the checked-in config's windowing."""
+    from preprocessing import QATokenizer, WindowSettings
+
+    return QATokenizer(tokenizer_file, WindowSettings.from_config(tokenizer_config()), **options)
+
+
 SCORE_RTOL = 1e-4
 
 

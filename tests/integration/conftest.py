@@ -63,10 +63,12 @@ def launch(
     serve_args: str = "",
     ports: tuple[int, int, int] | None = None,
     wait: bool = True,
-    precision: str = "fp32",
+    engine: str = "onnxruntime",
+    precision: str = "",
 ) -> Server:
-    """``make serve MODEL=<checkpoint> REPOSITORY=<repository> PRECISION=<precision> [PYTHON=$SERVER_PYTHON]`` on
-    free (or given) ports, in its own process group; waits until the server is ready."""
+    """``make serve MODEL=<checkpoint> REPOSITORY=<repository> ENGINE=<engine> PRECISION=<precision>
+    [PYTHON=$SERVER_PYTHON]`` on free (or given) ports, in its own process group; waits until the server is
+    ready. The engine is named (not auto): the tests' servers are the same with or without a GPU."""
     grpc_port, http_port, metrics_port = ports or (free_port(), free_port(), free_port())
     log = workdir / f"server-{grpc_port}.log"
     with open(log, "ab") as out:
@@ -80,6 +82,7 @@ def launch(
                 f"GRPC_PORT={grpc_port}",
                 f"HTTP_PORT={http_port}",
                 f"METRICS_PORT={metrics_port}",
+                f"ENGINE={engine}",
                 f"PRECISION={precision}",
                 f"SERVE_ARGS={serve_args}",
                 *([f"PYTHON={SERVER_PYTHON}"] if SERVER_PYTHON else []),

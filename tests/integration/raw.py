@@ -10,6 +10,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from client import ENSEMBLE
+
 TRITON_DTYPES = {"int64": "INT64", "int32": "INT32", "float32": "FP32", "object": "BYTES", "bytes": "BYTES"}
 
 
@@ -37,7 +39,7 @@ def ask(server, questions, contexts, parameters=None, **kwargs):
     """``electra_qa`` with the given question and context values (any shape: an empty list gives shape [0])."""
     return infer(
         server,
-        "electra_qa",
+        ENSEMBLE,
         {
             "question": strings(questions) if len(questions) else np.empty(0, object),
             "context": strings(contexts) if len(contexts) else np.empty(0, object),

@@ -1,4 +1,4 @@
-"""``make serve PRECISION=bf16``: the model step on OpenVINO in bf16 (electra/configs/bf16.pbtxt). On a CPU with
+"""``make serve ENGINE=openvino``: the model step on OpenVINO in bf16 (electra/configs/openvino.pbtxt). On a CPU with
 bf16 matrix units it answers at least 97 % of SQuAD-sized questions and the edge cases as the fp32 pipeline does,
 on a random-weight checkpoint of the real model's layer width (two layers: bf16's rounding at the real width; the
 stand-in's near-tied spans make this a lower bound for a fine-tuned model); on a CPU without them the server
@@ -29,7 +29,7 @@ def shallow_checkpoint(tmp_path_factory):
 def bf16_server(tmp_path_factory, shallow_checkpoint, triton_server):
     workdir = tmp_path_factory.mktemp("bf16")
     repository = copy_repository(ROOT / "model_repository", workdir / "model_repository")
-    server = launch(workdir, shallow_checkpoint, repository, "--device cpu", wait=False, precision="bf16")
+    server = launch(workdir, shallow_checkpoint, repository, wait=False, engine="openvino")
     yield server
     stop(server.process)
 

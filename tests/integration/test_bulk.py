@@ -1,5 +1,5 @@
 """Bulk answering against the real server: a long generator with flat client memory and bounded requests in
-flight, the async stream, and ``python -m client.bulk`` / ``make bulk`` end to end with resume."""
+flight, the async stream, and ``python -m offline.bulk`` / ``make bulk`` end to end with resume."""
 
 import asyncio
 import json
@@ -101,7 +101,7 @@ def write_jsonl(path, n):
 
 def bulk(*args, timeout=300):
     return subprocess.run(
-        [sys.executable, "-m", "client.bulk", *map(str, args), "--no-progress"],
+        [sys.executable, "-m", "offline.bulk", *map(str, args), "--no-progress"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -121,7 +121,7 @@ def test_bulk_command_answers_a_file_as_the_pipeline_does_and_resumes_after_a_ki
         [
             sys.executable,
             "-m",
-            "client.bulk",
+            "offline.bulk",
             str(source),
             str(out),
             "--url",
@@ -292,7 +292,8 @@ def test_make_bulk_without_files_explains_its_usage():
 
 @pytest.mark.parametrize("lines", [1, 7])
 def test_resume_keeps_complete_lines_and_checks_ids(tmp_path, lines):
-    from client.bulk import jsonl_records, resume
+    from offline.bulk import resume
+    from offline.records import jsonl_records
 
     source, out = tmp_path / "q.jsonl", tmp_path / "a.jsonl"
     ids, _ = write_jsonl(source, 10)

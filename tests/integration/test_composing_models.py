@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from tritonclient.utils import InferenceServerException
 
+from client import ENSEMBLE
 from perf.cases import CASES
 from runtime.backend import config_file_parameters
 from runtime.tensors import ATTENTION_BIT, pack_tokens, unpack_tokens
@@ -165,7 +166,7 @@ def test_decoder_and_ensemble_refuse_max_answer_len_over_the_servers_bound(trito
     message = f"max_answer_len must be at most {bound} (the server's limit), got {bound + 1}"
     assert message in refused(triton_server, "decoder", decoder_tensors(), {"max_answer_len": bound + 1})
     pair = {"question": raw.strings(["Who wrote it?"]), "context": raw.strings(["Ada wrote it."])}
-    assert message in refused(triton_server, "electra_qa", pair, {"max_answer_len": bound + 1})
+    assert message in refused(triton_server, ENSEMBLE, pair, {"max_answer_len": bound + 1})
 
 
 def contexts_tensors(contexts: list[bytes]) -> dict:

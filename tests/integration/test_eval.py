@@ -14,7 +14,7 @@ from tests.conftest import ROOT
 
 
 def independent_scores(dataset, predictions):
-    """A separate, plain re-statement of the official v1.1 metric (not evaluation.metric)."""
+    """A separate, plain re-statement of the official v1.1 metric (not offline.metric)."""
 
     def norm(s):
         s = s.lower()

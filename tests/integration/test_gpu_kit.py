@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from perf import gpu_kit
-from perf.gpu_run import COLUMNS
-from serving.serve import gpu_visible
+from perf.gpu.report import COLUMNS
+from serving.engines import gpu_visible
 from tests.conftest import ROOT
 
 VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from client import NO_RETRIES, DeadlineExceededError, RetryPolicy, ServerUnavailableError, TritonQA
+from client import ENSEMBLE, NO_RETRIES, DeadlineExceededError, RetryPolicy, ServerUnavailableError, TritonQA
 from perf.cases import CASES
 from perf.inputs import long_document
 from tests.integration import raw
@@ -22,7 +22,7 @@ def server_still_answers(qa, triton_server):
 
 def infer(server, tensors):
     with pytest.raises(InferenceServerException) as error:
-        raw.infer(server, "electra_qa", [raw.tensor(name, array, dtype) for name, array, dtype in tensors])
+        raw.infer(server, ENSEMBLE, [raw.tensor(name, array, dtype) for name, array, dtype in tensors])
     return error.value
 
 

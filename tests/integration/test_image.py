@@ -32,6 +32,7 @@ from compose_spec import PyCompose
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from client import ENSEMBLE
 from perf.cases import CASES
 from perf.inputs import long_document
 from runtime.openvino_runner import bf16_units
@@ -75,7 +76,7 @@ def image(tmp_path_factory) -> Image:
 
 
 def exported(tmp_path_factory, checkpoint: Path, *args: str) -> Path:
-    """The model repository as docs/deploy.md says to export it (``make export MODEL=... [VARIANT=...]``)."""
+    """The model repository as docs/deploy.md says to export it (``make export MODEL=... [ENGINE=...]``)."""
     repository = copy_repository(ROOT / "model_repository", tmp_path_factory.mktemp("models") / "model_repository")
     assert export_main(["--model", str(checkpoint), "--repository", str(repository), *args]) == 0
     return repository
@@ -195,16 +196,14 @@ def test_compose_cpu_service_behind_its_proxy(image, tmp_path_factory, tiny_chec
         triton.stop()
 
 
-def test_compose_cpu_service_in_bf16_runs_openvino_in_the_images_python(image, tmp_path_factory, tiny_checkpoint):
-    """``ELECTRA_QA_CPU_CONFIG=bf16``: the image's own Python runs the model step on OpenVINO in bf16 where the CPU
+def test_compose_cpu_service_on_openvino_runs_bf16_in_the_images_python(image, tmp_path_factory, tiny_checkpoint):
+    """``ENGINE=openvino``: the image's own Python runs the model step on OpenVINO in bf16 where the CPU
     has bf16 matrix units, and refuses to start, naming the CPU, where it has none."""
     repository = exported(tmp_path_factory, tiny_checkpoint)
-    workdir = tmp_path_factory.mktemp("compose-cpu-bf16")
-    triton, _ = compose_container(
-        image, "triton-cpu", repository, workdir / "triton.log", {"ELECTRA_QA_CPU_CONFIG": "bf16"}
-    )
+    workdir = tmp_path_factory.mktemp("compose-cpu-openvino")
+    triton, _ = compose_container(image, "triton-cpu", repository, workdir / "triton.log", {"ENGINE": "openvino"})
     try:
-        assert "--model-config-name=bf16" in triton.argv
+        assert "--model-config-name=openvino" in triton.argv
         if not BF16_UNITS:
             deadline = time.monotonic() + READY_TIMEOUT_S
             while triton.alive() and time.monotonic() < deadline:
@@ -225,19 +224,19 @@ def test_compose_cpu_service_in_bf16_runs_openvino_in_the_images_python(image, t
 def test_tensorrt_service_loads_every_model_but_electra_and_its_config_names_the_export(
     image, tmp_path_factory, tiny_checkpoint
 ):
-    repository = exported(tmp_path_factory, tiny_checkpoint, "--variant", "tensorrt")
+    repository = exported(tmp_path_factory, tiny_checkpoint, "--engine", "tensorrt")
     config = text_format.Parse(
         (repository / "electra" / "configs" / "tensorrt.pbtxt").read_text(), model_config_pb2.ModelConfig()
     )
     assert (repository / "electra" / "1" / config.default_model_filename).is_file()
-    assert json.loads((repository / "electra" / "1" / "export.json").read_text())["variant"] == "tensorrt"
+    assert json.loads((repository / "electra" / "1" / "export.json").read_text())["graph_inputs"] == "tokens"
     (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
     (volume,) = [v for v in COMPOSE["services"]["triton"]["volumes"] if v.startswith("./model_repository:")]
     assert accelerator.parameters["trt_engine_cache_path"].startswith(f"{volume.split(':')[1]}/electra/1/")
 
     log = tmp_path_factory.mktemp("compose-triton") / "triton.log"
     others = sorted(p.name for p in repository.iterdir() if (p / "config.pbtxt").is_file() and p.name != "electra")
-    loads = [f"--load-model={name}" for name in others if name != "electra_qa"]  # the ensemble needs electra
+    loads = [f"--load-model={name}" for name in others if name != ENSEMBLE]  # the ensemble needs electra
     container, _ = compose_container(image, "triton", repository, log, **{"--load-model=*": loads})
     try:
         assert "--model-config-name=tensorrt" in container.argv

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from client import AsyncTritonQA, QAError, TritonQA
+from client import ENSEMBLE, AsyncTritonQA, QAError, TritonQA
 from perf.cases import CASES
 from tests.integration.conftest import launch, stop, wait_ready
 from tests.integration.load import keep_asking
@@ -36,7 +36,7 @@ def answered(server, settle: bool = True) -> int:
     (Triton counts a request just after its response)."""
     last = None
     while True:
-        count = server.admin.statistics("electra_qa")["inference_stats"]["success"]["count"]
+        count = server.admin.statistics(ENSEMBLE)["inference_stats"]["success"]["count"]
         if count == last or not settle:
             return count
         last = count

@@ -4,6 +4,7 @@ checked against a live /metrics scrape of the embedded server (after it answered
 import re
 import urllib.request
 
+from client import ENSEMBLE
 from perf.cases import CASES
 from tests.monitoring import GPU_ONLY_METRICS, adapter_queries, dashboard_queries, metric_names
 
@@ -38,7 +39,7 @@ def test_latency_summaries_give_p50_and_p99_of_the_ensemble(triton_server, qa):
     text = scrape(triton_server)
     for quantile in ("0.5", "0.99"):
         assert re.search(
-            rf'^nv_inference_request_summary_us\{{model="electra_qa",[^}}]*quantile="{quantile}"\}} '
+            rf'^nv_inference_request_summary_us\{{model="{ENSEMBLE}",[^}}]*quantile="{quantile}"\}} '
             r"[0-9.e+]+$",
             text,
             re.M,

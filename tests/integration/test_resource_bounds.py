@@ -23,9 +23,10 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from client import InvalidInputError, QAError, TritonQA
+from client import ENSEMBLE, InvalidInputError, QAError, TritonQA
 from perf.cases import CASES
 from perf.inputs import long_document, squad_sized_pairs
+from serving.configs import edit
 from serving.export import copy_repository
 from serving.processes import memory_mb, stub_pids, tritonserver_pids
 from tests.conftest import ROOT
@@ -199,12 +200,12 @@ def test_a_cancellation_storm_leaves_normal_requests_their_latency(triton_server
     queues drop them; without it (a naive client: Triton 2.51 does not cancel ensemble requests) the tokenizer
     takes a batch's large requests one at a time within its budget and refuses the rest."""
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
-    inputs = tensors("electra_qa", "Who shipped grain?", long_document(100_000), batched=False)
+    inputs = tensors(ENSEMBLE, "Who shipped grain?", long_document(100_000), batched=False)
     outcomes: list[str] = []
     options = {"client_timeout": 0.005, **({"timeout": 5000} if with_timeout else {})}
     for _ in range(300):
         client.async_infer(
-            "electra_qa", inputs, lambda result, error: outcomes.append(str(error and error.status())), **options
+            ENSEMBLE, inputs, lambda result, error: outcomes.append(str(error and error.status())), **options
         )
     outcome, latency = timed_normal_request(triton_server.grpc_url, timeout_s=10)
     assert outcome == "answered" and latency < 2.0, (outcome, latency)
@@ -217,13 +218,13 @@ def test_a_flood_of_maximal_requests_refuses_or_answers_normal_ones_in_time_and_
     while a normal client (2 s deadline) asks every 0.25 s: its requests are answered in time or fail at
     their deadline, never later; within 3 s after the flood every one is answered."""
     flood_s, stop_at = 8.0, time.monotonic() + 8.0
-    inputs = tensors("electra_qa", "Who shipped grain?", long_document(900_000), batched=False)  # 996 windows
+    inputs = tensors(ENSEMBLE, "Who shipped grain?", long_document(900_000), batched=False)  # 996 windows
 
     def flood():
         client = grpcclient.InferenceServerClient(triton_server.grpc_url)
         while time.monotonic() < stop_at:
             try:
-                client.infer("electra_qa", inputs, client_timeout=20)
+                client.infer(ENSEMBLE, inputs, client_timeout=20)
             except InferenceServerException:
                 pass
 
@@ -250,12 +251,12 @@ def test_many_oversized_contexts_at_once_leave_normal_callers_their_deadlines(tr
     UNAVAILABLE at once, and a normal caller (2 s deadline) asking all along is answered every time. (Before,
     planning was outside the budget: each was counted in full, ~0.5 s, and normal callers waited ~45 s.)"""
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
-    inputs = tensors("electra_qa", "Who?", "a " * 500_000, batched=False)
+    inputs = tensors(ENSEMBLE, "Who?", "a " * 500_000, batched=False)
     outcomes: list[str] = []
     started = time.monotonic()
     for _ in range(100):
         client.async_infer(
-            "electra_qa",
+            ENSEMBLE,
             inputs,
             lambda result, error: outcomes.append(str(error and error.status())),
             client_timeout=60,
@@ -291,12 +292,12 @@ def test_errors_of_malformed_calls_name_no_server_paths(triton_server):
     messages = [
         grpc_error(
             triton_server,
-            "electra_qa",
+            ENSEMBLE,
             [tensor("question", np.array([1], np.int32), "INT32"), tensor("context", text(1), "BYTES")],
         ),
         grpc_error(
             triton_server,
-            "electra_qa",
+            ENSEMBLE,
             [tensor("question", text(1, 1, 1), "BYTES"), tensor("context", text(1, 1, 1), "BYTES")],
         ),
         grpc_error(triton_server, "tokenizer", [tensor("question", text(1, 1), "BYTES")]),
@@ -309,13 +310,13 @@ def test_errors_of_malformed_calls_name_no_server_paths(triton_server):
         grpc_error(triton_server, "decoder", [tensor("logits", np.ones((1, 4), np.float32), "FP32")]),
         grpc_error(
             triton_server,
-            "electra_qa",
+            ENSEMBLE,
             [tensor("question", text(1), "BYTES"), tensor("context", text(1), "BYTES")],
             model_version="7",
         ),
         grpc_error(triton_server, "no_such_model", [tensor("question", text(1), "BYTES")]),
         grpc_error(
-            triton_server, "electra_qa", [tensor(name, text(1), "BYTES") for name in ("question", "context", "extra")]
+            triton_server, ENSEMBLE, [tensor(name, text(1), "BYTES") for name in ("question", "context", "extra")]
         ),
     ]
     no_data = json.dumps({"inputs": [{"name": "question", "shape": [1], "datatype": "BYTES"}]}).encode()
@@ -343,11 +344,7 @@ def request_limited_server(tmp_path_factory, tiny_checkpoint, triton_server):
     ~60 times slower (the base model on 2 cores takes about as long for 1 window as the tiny one for 70)."""
     workdir = tmp_path_factory.mktemp("request-limited")
     repository = copy_repository(ROOT / "model_repository", workdir / "model_repository")
-    config = repository / "electra" / "config.pbtxt"
-    limit = f'{{ key: "max_request_ms" value: {{ string_value: "{REQUEST_LIMIT_MS}" }} }}'
-    text, found = re.subn(r'\{ key: "max_request_ms" value: \{ string_value: "\d+" \} \}', limit, config.read_text())
-    assert found == 1
-    config.write_text(text)
+    edit(repository / "electra" / "config.pbtxt", {"max_request_ms": str(REQUEST_LIMIT_MS)})
     server = launch(workdir, tiny_checkpoint, repository)
     yield server
     stop(server.process)

@@ -12,7 +12,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from client import TLS, AuthenticationError, RetryPolicy, ServerUnavailableError, TritonQA
+from client import ENSEMBLE, TLS, AuthenticationError, RetryPolicy, ServerUnavailableError, TritonQA
 from perf.cases import CASES
 from serving.processes import mapped_shm, processes, stub_pids, tritonserver_pids
 from tests.integration.certs import make_certificates
@@ -110,15 +110,15 @@ def test_admin_protocols_are_closed_over_grpc_without_the_admin_key(triton_serve
         lambda h: client.update_log_settings({"log_verbose_level": 1}, headers=h),
         lambda h: client.get_trace_settings(headers=h),
         lambda h: client.get_model_repository_index(headers=h),
-        lambda h: client.unload_model("electra_qa", headers=h),
-        lambda h: client.get_model_config("electra_qa", headers=h),
+        lambda h: client.unload_model(ENSEMBLE, headers=h),
+        lambda h: client.get_model_config(ENSEMBLE, headers=h),
         lambda h: client.get_inference_statistics(headers=h),
     ]
     for call in calls:
         with pytest.raises(InferenceServerException, match="restricted"):
             call({})
     admin = {f"triton-grpc-protocol-{triton_server.admin_key[0]}": triton_server.admin_key[1]}
-    assert client.get_model_config("electra_qa", headers=admin).config.name == "electra_qa"
+    assert client.get_model_config(ENSEMBLE, headers=admin).config.name == ENSEMBLE
     assert client.get_inference_statistics(headers=admin).model_stats
 
 
@@ -126,8 +126,8 @@ def test_health_metadata_and_inference_stay_open_and_the_admin_key_opens_the_res
     for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/electra_qa", "/v2/models/electra_qa/ready"):
         assert http_status(f"{triton_server.http_url}{path}", "GET", None) == 200
     assert qa.ask(*CASES["card"]).text
-    assert triton_server.admin.statistics("electra_qa")["name"] == "electra_qa"
-    assert "electra_qa" in triton_server.admin.model_states()
+    assert triton_server.admin.statistics(ENSEMBLE)["name"] == ENSEMBLE
+    assert ENSEMBLE in triton_server.admin.model_states()
 
 
 def test_the_api_key_also_guards_http_inference(secure_server):

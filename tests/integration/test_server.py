@@ -3,7 +3,7 @@
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-from client import TritonQA
+from client import ENSEMBLE, TritonQA
 from perf.cases import CASES, LONG_CONTEXT
 
 
@@ -29,7 +29,7 @@ def test_server_reports_ready_on_the_http_health_endpoint(triton_server, qa):
 
 
 def test_ensemble_is_listed_with_its_steps(triton_server):
-    config = triton_server.admin.config("electra_qa")
+    config = triton_server.admin.config(ENSEMBLE)
     assert [step["model_name"] for step in config["ensemble_scheduling"]["step"]] == ["tokenizer", "electra", "decoder"]
 
 

@@ -1,11 +1,12 @@
-"""The model step on the torch engine (the GPU path's engine, here on the CPU in fp32): a server whose electra
-config names ``engine: torch`` answers as the reference pipeline does."""
+"""The model step on the torch engine (the GPU path's engine and config, ``make serve ENGINE=torch``, here on the
+CPU in fp32: ``serving.configs.torch_engine_on_cpu``) answers as the reference pipeline does."""
 
 import os
 
 import pytest
 
 from perf.cases import CASES
+from serving.configs import torch_engine_on_cpu
 from serving.export import copy_repository
 from tests.conftest import ROOT, as_list, assert_same_answers
 from tests.integration.conftest import launch, stop
@@ -21,16 +22,8 @@ pytestmark = pytest.mark.skipif(
 def torch_server(tmp_path_factory, tiny_checkpoint, triton_server):
     workdir = tmp_path_factory.mktemp("torch-engine")
     repository = copy_repository(ROOT / "model_repository", workdir / "model_repository")
-    config = repository / "electra" / "config.pbtxt"
-    text = config.read_text()
-    assert '{ key: "engine" value: { string_value: "onnxruntime" } }' in text
-    config.write_text(
-        text.replace(
-            '{ key: "engine" value: { string_value: "onnxruntime" } }',
-            '{ key: "engine" value: { string_value: "torch" } }',
-        )
-    )
-    server = launch(workdir, tiny_checkpoint, repository, "--device cpu")
+    torch_engine_on_cpu(repository)
+    server = launch(workdir, tiny_checkpoint, repository, engine="torch")
     yield server
     stop(server.process)
 

@@ -1,4 +1,4 @@
-"""The inference key of the tools that ask the server (``client.bulk``, ``evaluation.squad``,
+"""The inference key of the tools that ask the server (``offline.bulk``, ``offline.squad``,
 ``perf.load_test``): ``--api-key HEADER=VALUE``, else $ELECTRA_QA_API_KEY, parsed in one place and handed to
 ``TritonQA(api_key=...)`` (no server needed)."""
 
@@ -7,15 +7,15 @@ import json
 
 import pytest
 
-import client.bulk
-import evaluation.squad
+import offline.bulk
+import offline.squad
 import perf.load_test
-from client import TritonQA
+from client import QAError, TritonQA
 from client._protocol import request_headers
 from serving.admin import API_KEY_ENV, add_api_key_option
 
 SECRET = "s3cret-value"
-SUMMARY = ("skipped", "answered", "failed", "seconds", "questions_per_s")  # of client.bulk.run
+SUMMARY = ("skipped", "answered", "failed", "seconds", "questions_per_s")  # of offline.bulk.run
 
 
 def parse(argv, monkeypatch, env=None):
@@ -53,9 +53,9 @@ def test_the_client_takes_the_pair_and_sends_it_where_tritons_restricted_protoco
 
 def test_make_bulk_passes_the_key_to_its_client(monkeypatch, tmp_path):
     seen = {}
-    monkeypatch.setattr(client.bulk, "run", lambda *a, **kw: seen.update(kw) or dict.fromkeys(SUMMARY, 0))
+    monkeypatch.setattr(offline.bulk, "run", lambda *a, **kw: seen.update(kw) or dict.fromkeys(SUMMARY, 0))
     monkeypatch.setenv(API_KEY_ENV, f"x-api-key={SECRET}")
-    assert client.bulk.main([str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl")]) == 0
+    assert offline.bulk.main([str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl")]) == 0
     assert seen["api_key"] == ("x-api-key", SECRET)
 
 
@@ -64,14 +64,14 @@ def test_make_eval_passes_the_key_to_its_client(monkeypatch, tmp_path):
 
     def predict(*args, **kwargs):
         seen.update(kwargs)
-        raise client.QAError("stop here")
+        raise QAError("stop here")
 
     data = tmp_path / "squad.json"
     data.write_text(json.dumps({"data": []}))
-    monkeypatch.setattr(evaluation.squad, "predict", predict)
+    monkeypatch.setattr(offline.squad, "predict", predict)
     monkeypatch.delenv(API_KEY_ENV, raising=False)
     argv = ["--data", str(data), "--out", str(tmp_path / "p.json"), "--api-key", f"x-api-key={SECRET}"]
-    assert evaluation.squad.main(argv) == 2
+    assert offline.squad.main(argv) == 2
     assert seen["api_key"] == ("x-api-key", SECRET)
 
 

@@ -8,8 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from preprocessing import Busy, InputError
+from preprocessing import InputError
 from runtime.backend import MemoryTrimmer, error_response, reply
+from runtime.scheduling import Busy
 
 
 class FakeTritonError:
@@ -107,3 +108,24 @@ def test_a_missing_or_unknown_config_parameter_fails_loading():
     assert checked_parameters(args(a="1", b="2"), "electra", ("a", "b")) == {"a": "1", "b": "2"}
     with pytest.raises(ValueError, match=r"electra config parameters: unknown \['c'\], missing \['b'\]"):
         checked_parameters(args(a="1", c="3"), "electra", ("a", "b"))
+
+
+def test_another_models_parameters_must_agree_in_all_of_its_configs(tmp_path):
+    """A step reading another model's limit cannot know which of its configs the server loaded: every one of them
+    must give it, the same; the checked-in repository's do."""
+    from runtime.backend import sibling_parameters
+    from serving.configs import edit
+    from serving.export import copy_repository
+    from tests.conftest import ROOT
+
+    repository = copy_repository(ROOT / "model_repository", tmp_path / "model_repository")
+    args = {"model_repository": str(repository / "tokenizer")}
+    assert sibling_parameters(args, "decoder", ("max_top_k",)) == {"max_top_k": "20"}
+    edit(repository / "decoder" / "configs" / "torch.pbtxt", {"max_top_k": "5"})
+    with pytest.raises(
+        ValueError,
+        match=r"decoder's max_top_k must be one value .*decoder/config.pbtxt: 20, decoder/configs/torch.pbtxt: 5",
+    ):
+        sibling_parameters(args, "decoder", ("max_top_k",))
+    with pytest.raises(ValueError, match="decoder's no_such_key .*missing"):
+        sibling_parameters(args, "decoder", ("no_such_key",))

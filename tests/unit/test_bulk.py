@@ -1,4 +1,4 @@
-"""``python -m client.bulk``'s input and resume, without a server: bad lines become error records, a file that is
+"""``python -m offline.bulk``'s input and resume, without a server: bad lines become error records, a file that is
 neither JSON Lines nor SQuAD JSON is refused in one line, and any JSON id resumes."""
 
 import json
@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from client.bulk import main, read_records, resume
+from offline.bulk import main, resume
+from offline.records import read_records
 
 QUESTION = {"question": "Who wrote it?", "context": "Ada wrote it."}
 

@@ -4,6 +4,7 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from client import (
+    ENSEMBLE,
     Answer,
     AuthenticationError,
     ChannelSettings,
@@ -174,7 +175,7 @@ def test_every_call_sends_its_deadline_as_the_requests_timeout():
 
     from client._protocol import Call
 
-    kwargs = Call([("Who?", "Ada.")], Options()).infer_kwargs(grpcclient, "electra_qa", {}, 2.5)
+    kwargs = Call([("Who?", "Ada.")], Options()).infer_kwargs(grpcclient, ENSEMBLE, {}, 2.5)
     assert kwargs["client_timeout"] == 2.5 and kwargs["timeout"] == 2_500_000
     assert kwargs["parameters"] == {
         "top_k": 1,

@@ -72,8 +72,8 @@ def test_triton_service_has_shm_ports_healthcheck_and_a_long_enough_grace_period
 def test_cpu_service_is_behind_a_profile_and_reserves_no_gpu(compose):
     cpu = compose["services"]["triton-cpu"]
     assert cpu["profiles"] == ["cpu"] and "deploy" not in cpu
-    # unset: cpu, no such variant (every model's config.pbtxt); bf16: electra/configs/bf16.pbtxt
-    assert cpu["command"] == ["--model-config-name=${ELECTRA_QA_CPU_CONFIG:-cpu}"]
+    # ENGINE unset: onnxruntime (electra/configs/onnxruntime.pbtxt); openvino: electra/configs/openvino.pbtxt
+    assert cpu["command"] == ["--model-config-name=${ENGINE:-onnxruntime}"]
     assert cpu["entrypoint"] == compose["services"]["triton"]["entrypoint"]
 
 

@@ -4,8 +4,8 @@ import torch
 from transformers import AutoModelForQuestionAnswering
 
 from perf.cases import CASES
-from preprocessing import AnswerOptions, QATokenizer, decode
-from tests.conftest import as_list, assert_same_answers
+from preprocessing import AnswerOptions, decode
+from tests.conftest import as_list, assert_same_answers, qa_tokenizer
 
 OPTIONS = [
     {},
@@ -20,7 +20,7 @@ SHORT_CONTEXTS = ["x", "alpha beta", "alpha beta gamma delta", "alpha beta gamma
 @pytest.fixture(scope="module")
 def answer(tiny_checkpoint):
     """Our tokenizer + the PyTorch model + our decoder: the served pipeline minus Triton and ONNX."""
-    tokenizer = QATokenizer(tiny_checkpoint / "tokenizer.json")
+    tokenizer = qa_tokenizer(tiny_checkpoint / "tokenizer.json")
     model = AutoModelForQuestionAnswering.from_pretrained(str(tiny_checkpoint)).eval()
 
     def run(questions, contexts, **options):

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from compose_spec import PyCompose
 
+from client import ENSEMBLE
 from tests.conftest import ROOT
 from tests.monitoring import (
     ADAPTER_VALUES,
@@ -31,7 +32,7 @@ from tests.monitoring import (
 
 K8S = ROOT / "deploy" / "k8s"
 MONITORING = ROOT / "deploy" / "monitoring"
-OVERLAYS = ("gpu", "cpu", "cpu-bf16")
+OVERLAYS = ("tensorrt", "onnxruntime", "openvino")  # named by their engine (serving/engines.py)
 # the oldest Kubernetes minor these manifests are meant for, and the newest schemas kubernetes-validate ships
 KUBERNETES_VERSIONS = ("1.29.0", "1.37.0")
 CHECKOV = Path(os.environ.get("CHECKOV", ROOT / ".venv-checkov" / "bin" / "checkov"))
@@ -57,7 +58,7 @@ def kustomize(directory: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> dict[str, list[dict]]:
-    """Both overlays, and the gpu overlay reading its repository from object storage (the component)."""
+    """Every overlay, and the tensorrt overlay reading its repository from object storage (the component)."""
     renders = {name: kustomize(K8S / "overlays" / name) for name in OVERLAYS}
     composed = tmp_path_factory.mktemp("object-storage")
     up = Path(os.path.relpath(K8S, composed))  # kustomize takes relative paths only
@@ -66,12 +67,12 @@ def rendered(tmp_path_factory) -> dict[str, list[dict]]:
             {
                 "apiVersion": "kustomize.config.k8s.io/v1beta1",
                 "kind": "Kustomization",
-                "resources": [str(up / "overlays" / "gpu")],
+                "resources": [str(up / "overlays" / "tensorrt")],
                 "components": [str(up / "components" / "object-storage")],
             }
         )
     )
-    renders["gpu+object-storage"] = kustomize(composed)
+    renders["tensorrt+object-storage"] = kustomize(composed)
     return renders
 
 
@@ -126,7 +127,7 @@ def test_rendered_manifests_validate_against_the_kubernetes_schemas(rendered, ve
 
 @pytest.mark.parametrize("breakage", ["unknown field", "wrong type"])
 def test_schema_validation_rejects_a_broken_deployment(rendered, breakage):
-    deployment = copy.deepcopy(one(rendered["gpu"], "Deployment"))
+    deployment = copy.deepcopy(one(rendered["tensorrt"], "Deployment"))
     pod = deployment["spec"]["template"]["spec"]
     if breakage == "unknown field":
         pod["terminationGracePeriod"] = 45
@@ -141,9 +142,9 @@ def test_checkov_finds_nothing_beyond_the_accepted_findings(rendered, tmp_path):
         pytest.skip(f"checkov is not installed at {CHECKOV}: run `make checkov` (make test does)")
     for name, docs in rendered.items():
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump_all(docs))
-    # a canary, so that a scan that checks nothing cannot pass: the gpu render with a writable root
+    # a canary, so that a scan that checks nothing cannot pass: the tensorrt render with a writable root
     # filesystem and privilege escalation
-    canary = copy.deepcopy(rendered["gpu"])
+    canary = copy.deepcopy(rendered["tensorrt"])
     security = container(canary)["securityContext"]
     security["readOnlyRootFilesystem"], security["allowPrivilegeEscalation"] = False, True
     (tmp_path / "canary.yaml").write_text(yaml.safe_dump_all(canary))
@@ -193,44 +194,54 @@ def variables_named(arg: str) -> str:
     return re.sub(r"\$\((\w+)\)|\$\{(\w+)(?::?[-?][^}]*)?\}", lambda m: f"${{{m.group(1) or m.group(2)}}}", arg)
 
 
-@pytest.mark.parametrize(("overlay", "service"), [("gpu", "triton"), ("cpu", "triton-cpu"), ("cpu-bf16", "triton-cpu")])
+@pytest.mark.parametrize(
+    ("overlay", "service"), [("tensorrt", "triton"), ("onnxruntime", "triton-cpu"), ("openvino", "triton-cpu")]
+)
 def test_tritonserver_flags_mirror_docker_compose(rendered, overlay, service):
+    """The same flags (their order does not matter to tritonserver), the engine's variable set as the overlay
+    names it: the overlay's ENGINE, compose's ENGINE for the CPU service (onnxruntime when unset)."""
     triton = container(rendered[overlay])
     env = {e["name"]: e.get("value") for e in triton["env"]}
-    args = [variables_named(a.replace("$(MODEL_REPOSITORY)", env["MODEL_REPOSITORY"])) for a in triton["args"]]
-    assert env["MODEL_REPOSITORY"] == "/models"
-    # the same flags (their order does not matter to tritonserver)
-    assert args[0] == "tritonserver" and sorted(args) == sorted(variables_named(a) for a in compose_command(service)), (
-        "keep deploy/k8s (base args, gpu overlay) and docker-compose.yml alike"
+    assert env["MODEL_REPOSITORY"] == "/models" and env["ENGINE"] == overlay
+    args = [
+        variables_named(a.replace("$(MODEL_REPOSITORY)", "/models").replace("$(ENGINE)", overlay))
+        for a in triton["args"]
+    ]
+    command = [variables_named(re.sub(r"\$\{ENGINE(:-\w+)?\}", overlay, a)) for a in compose_command(service)]
+    assert args[0] == "tritonserver" and sorted(args) == sorted(command), (
+        "keep deploy/k8s (base args, the overlay's ENGINE) and docker-compose.yml alike"
     )
     assert {
         "--model-control-mode=explicit",
         "--load-model=*",
         "--strict-readiness=true",
         "--metrics-config=summary_latencies=true",
+        f"--model-config-name={overlay}",
     } <= set(args)
-    assert ("--model-config-name=tensorrt" in args) == (overlay == "gpu")
 
 
-def test_the_cpu_model_step_variant_is_chosen_alike_in_compose_and_kubernetes(rendered):
-    """One variable, ELECTRA_QA_CPU_CONFIG: unset in compose and ``cpu`` in the cpu overlay (no configs/cpu.pbtxt:
-    every model's own config.pbtxt, ONNX Runtime in fp32), ``bf16`` in the cpu-bf16 overlay (electra's
-    configs/bf16.pbtxt, OpenVINO in bf16); the cpu-bf16 overlay differs from cpu in that, its label and its
-    autoscaling target only."""
-    (chosen,) = [a for a in COMPOSE["services"]["triton-cpu"]["command"] if a.startswith("--model-config-name=")]
-    assert chosen == "--model-config-name=${ELECTRA_QA_CPU_CONFIG:-cpu}"
-    assert not list((ROOT / "model_repository").glob("*/configs/cpu.pbtxt"))
-    assert (ROOT / "model_repository" / "electra" / "configs" / "bf16.pbtxt").is_file()
-    cpu, bf16 = (copy.deepcopy(rendered[o]) for o in ("cpu", "cpu-bf16"))
-    for docs, value in ((cpu, "cpu"), (bf16, "bf16")):
+def test_one_word_chooses_the_model_step_in_compose_and_kubernetes(rendered):
+    """ENGINE: each overlay is named by its engine and sets it; compose's CPU service takes it (onnxruntime when
+    unset), its GPU service runs tensorrt; each names a config file of the model step that exists. The openvino
+    overlay differs from onnxruntime's in that, its label and its autoscaling target only."""
+    from serving.engines import ENGINES
+
+    assert {p.name for p in (K8S / "overlays").iterdir()} == {e for e in ENGINES if e != "torch"}
+    assert "--model-config-name=${ENGINE:-onnxruntime}" in COMPOSE["services"]["triton-cpu"]["command"]
+    assert "--model-config-name=tensorrt" in COMPOSE["services"]["triton"]["command"]
+    for engine in OVERLAYS:
+        assert (ROOT / "model_repository" / "electra" / "configs" / f"{engine}.pbtxt").is_file()
+    onnxruntime, openvino = (copy.deepcopy(rendered[o]) for o in ("onnxruntime", "openvino"))
+    for docs, engine in ((onnxruntime, "onnxruntime"), (openvino, "openvino")):
         triton = container(docs)
-        assert "--model-config-name=$(ELECTRA_QA_CPU_CONFIG)" in triton["args"]
-        (variable,) = [e for e in triton["env"] if e["name"] == "ELECTRA_QA_CPU_CONFIG"]
-        assert variable["value"] == value
+        assert "--model-config-name=$(ENGINE)" in triton["args"]
+        (variable,) = [e for e in triton["env"] if e["name"] == "ENGINE"]
+        assert variable["value"] == engine
         variable["value"] = None
-        one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"].pop("app.kubernetes.io/variant")
+        labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+        assert labels.pop("electra-qa/engine") == engine
         one(docs, "HorizontalPodAutoscaler")["spec"].pop("metrics")
-    assert bf16 == cpu
+    assert openvino == onnxruntime
 
 
 def test_variables_are_compared_whatever_their_syntax():
@@ -243,7 +254,7 @@ def test_variables_are_compared_whatever_their_syntax():
     assert variables_named("--k=$(A)") != variables_named("--k=${B}")
 
 
-@pytest.mark.parametrize(("overlay", "service"), [("gpu", "triton"), ("cpu", "triton-cpu")])
+@pytest.mark.parametrize(("overlay", "service"), [("tensorrt", "triton"), ("onnxruntime", "triton-cpu")])
 def test_admin_protocols_need_the_key_from_a_secret_or_a_required_variable(rendered, overlay, service):
     from serving.serve import ADMIN_PROTOCOLS
 
@@ -266,13 +277,13 @@ def test_admin_protocols_need_the_key_from_a_secret_or_a_required_variable(rende
 
 
 def test_deployment_runs_the_compose_image(rendered):
-    image = container(rendered["gpu"])["image"]
+    image = container(rendered["tensorrt"])["image"]
     assert image == COMPOSE["services"]["triton"]["image"] == "electra-qa-triton:24.10"
     assert re.search(r"ARG TRITON_TAG=24\.10", (ROOT / "docker" / "Dockerfile").read_text())
 
 
-def test_gpu_overlay_requests_one_gpu_and_the_cpu_overlay_none(rendered):
-    gpu, cpu = (container(rendered[o])["resources"] for o in ("gpu", "cpu"))
+def test_the_tensorrt_overlay_requests_one_gpu_and_the_cpu_overlays_none(rendered):
+    gpu, cpu = (container(rendered[o])["resources"] for o in ("tensorrt", "onnxruntime"))
     assert gpu["limits"]["nvidia.com/gpu"] == 1 and gpu["requests"]["nvidia.com/gpu"] == 1
     assert "nvidia.com/gpu" not in cpu["limits"] and "nvidia.com/gpu" not in cpu["requests"]
     for resources in (gpu, cpu):  # Guaranteed QoS
@@ -316,9 +327,9 @@ def test_liveness_memory_bound_is_per_overlay_and_below_the_pods_memory_limit(re
         assert memory.endswith("Gi")
         return float(memory[:-2]) * 1024
 
-    assert bound_mb("cpu") == 2048  # make serve's --max-server-memory-mb default: the leak headroom
+    assert bound_mb("onnxruntime") == 2048  # make serve's --max-server-memory-mb default: the leak headroom
     # the GPU step runs TensorRT inside tritonserver: its libraries' host memory on top (not a restart loop)
-    assert bound_mb("gpu") >= bound_mb("cpu") + 4096
+    assert bound_mb("tensorrt") >= bound_mb("onnxruntime") + 4096
     for overlay in OVERLAYS:  # drained by the probe's restart before the kernel's out-of-memory kill
         assert bound_mb(overlay) <= 0.6 * limit_mb(overlay)
 
@@ -348,7 +359,7 @@ def test_pods_run_as_restricted_as_the_image_allows(rendered, overlay):
 
 
 def test_object_storage_component_reads_the_repository_from_a_bucket_with_a_credential_file(rendered):
-    docs = rendered["gpu+object-storage"]
+    docs = rendered["tensorrt+object-storage"]
     triton = container(docs)
     env = {e["name"]: e.get("value") for e in triton["env"]}
     assert re.match(r"(s3|gs|as)://", env["MODEL_REPOSITORY"])
@@ -526,7 +537,8 @@ def test_dashboard_shows_what_the_issue_asks_for():
     [
         (
             'sum by (instance) (rate(nv_inference_queue_duration_us{instance=~"$instance"}[$__rate_interval]))'
-            ' / clamp_min(sum by (instance) (rate(nv_inference_request_success{model="electra_qa"}[5m])), 1e-3) / 1000',
+            f' / clamp_min(sum by (instance) (rate(nv_inference_request_success{{model="{ENSEMBLE}"}}[5m])), 1e-3)'
+            " / 1000",
             {"nv_inference_queue_duration_us", "nv_inference_request_success"},
         ),
         (

@@ -69,3 +69,23 @@ def test_shell_blocks_name_what_exists(where, block):
             assert args[0] == "gpu-kit/run.sh" and (ROOT / "perf" / "gpu_kit_run.sh").exists()
         else:
             pytest.fail(f"{where}: a shell command this test does not check: {' '.join(words)}")
+
+
+def heading_anchors(path) -> set[str]:
+    """GitHub's anchors of a markdown file's headings: lower case, punctuation dropped, spaces to hyphens."""
+    headings = re.findall(r"^#+ (.+)$", path.read_text(), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_links_between_the_docs_reach_a_file_and_heading_that_exist():
+    from tests.conftest import DOCS
+
+    for path in (*DOCS, ROOT / "BENCHMARKS.md"):
+        text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]+))?\)", text):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            linked = (path.parent / target).resolve() if target else path
+            assert linked.exists(), f"{path.name}: link to {target}, which does not exist"
+            if anchor and linked.suffix == ".md":
+                assert anchor in heading_anchors(linked), f"{path.name}: {target}#{anchor} names no heading"

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from serving.checkpoints import build_random_checkpoint
-from serving.export import DEFAULT_MODEL, copy_repository, export, hub_offline, is_current, read_record
+from serving.export import DEFAULT_MODEL, ExportError, copy_repository, export, hub_offline, is_current, read_record
 from tests.conftest import ROOT
 
 
@@ -27,9 +27,13 @@ def test_export_writes_the_onnx_model_and_tokenizer_checked_against_pytorch(repo
     assert record.fused_operators["Attention"] == 2  # one fused attention per layer of the tiny model
     assert read_record(repository) == record
     assert is_current(repository, str(tiny_checkpoint))
-    # bf16 serves this same fp32 graph (OpenVINO converts it at load): nothing to export again; int8 is another graph
-    assert is_current(repository, str(tiny_checkpoint), "bf16")
-    assert not is_current(repository, str(tiny_checkpoint), "int8")
+    # openvino (bf16) and torch run this same fp32 graph's export: nothing to export again; int8 is another graph,
+    # tensorrt's takes other inputs
+    assert is_current(repository, str(tiny_checkpoint), "openvino")
+    assert is_current(repository, str(tiny_checkpoint), "auto", "bf16")
+    assert is_current(repository, str(tiny_checkpoint), "torch")
+    assert not is_current(repository, str(tiny_checkpoint), "onnxruntime", "int8")
+    assert not is_current(repository, str(tiny_checkpoint), "tensorrt")
 
 
 def test_exported_onnx_has_dynamic_batch_and_sequence_axes(repository, tiny_checkpoint):
@@ -45,7 +49,7 @@ def test_exported_onnx_has_dynamic_batch_and_sequence_axes(repository, tiny_chec
     }
 
 
-def test_the_tensorrt_variant_graph_takes_the_steps_packed_tokens_and_gives_the_same_logits(
+def test_the_tensorrt_engines_graph_takes_the_steps_packed_tokens_and_gives_the_same_logits(
     repository, tiny_checkpoint, tmp_path
 ):
     """The container's native backend gets the step's own tensors: ``tokens`` in (unpacked inside the graph),
@@ -59,7 +63,7 @@ def test_the_tensorrt_variant_graph_takes_the_steps_packed_tokens_and_gives_the_
     if not is_current(repository, str(tiny_checkpoint)):
         export(str(tiny_checkpoint), repository)
     packed_repository = copy_repository(ROOT / "model_repository", tmp_path / "tensorrt")
-    export(str(tiny_checkpoint), packed_repository, variant="tensorrt")
+    export(str(tiny_checkpoint), packed_repository, engine="tensorrt")
     packed_graph = packed_repository / "electra" / "1" / "model.onnx"
     graph = onnx.load(str(packed_graph)).graph
     names = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
@@ -156,3 +160,10 @@ def test_serving_a_hub_id_without_network_fails_fast_with_the_message(tmp_path, 
     assert "not reachable" in result.stderr and "MODEL=/path/to/checkpoint" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout and "Retrying" not in result.stderr
     assert elapsed < 10, elapsed
+
+
+def test_an_engine_and_precision_that_do_not_go_together_are_refused_before_any_work(tmp_path):
+    with pytest.raises(ExportError, match="engine openvino computes in bf16, not int8"):
+        export("no-such-checkpoint", tmp_path, engine="openvino", precision="int8")
+    with pytest.raises(ExportError, match="only the torch engine serves without one"):
+        export("no-such-checkpoint", tmp_path, engine="onnxruntime", onnx=False)

@@ -5,6 +5,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from client import ENSEMBLE
 from tests.conftest import ROOT
 
 
@@ -13,10 +14,10 @@ def config(repository: str, name: str) -> model_config_pb2.ModelConfig:
     return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
 
 
-@pytest.mark.parametrize("name", ["electra_qa", "tokenizer", "electra", "decoder"])
+@pytest.mark.parametrize("name", [ENSEMBLE, "tokenizer", "electra", "decoder"])
 def test_the_floor_composes_and_batches_like_the_served_repository(name):
     real, floor = config("model_repository", name), config("perf/floor", name)
     real.ClearField("parameters")
     assert floor == real
-    if name != "electra_qa":
+    if name != ENSEMBLE:
         assert (ROOT / "perf" / "floor" / name / "1" / "model.py").is_file()

@@ -1,10 +1,13 @@
 """The GPU run kit's pieces that need no server: what it carries (pins, the slim tritonserver, the project's files),
 the export without ONNX it serves from, the CPU fallback's engine switch, the statistics read over HTTP, and the
-table and targets of perf/gpu_run.py."""
+table and targets of perf/gpu_run.py (perf/gpu/)."""
 
 import pytest
 
-from perf import gpu_kit, gpu_run
+from perf import gpu_kit
+from perf.gpu import STEPS
+from perf.gpu import report as gpu_report
+from perf.gpu import served as gpu_served
 from perf.load_test import delta
 from serving.export import ExportedFiles, copy_repository, export, is_current, read_record
 from tests.conftest import ROOT
@@ -42,7 +45,7 @@ def test_project_files_are_what_the_server_and_the_run_need():
         "serving/serve.py",
         "runtime/torch_runner.py",
         "preprocessing/tokenize.py",
-        "model_repository/electra/configs/gpu.pbtxt",
+        "model_repository/electra/configs/torch.pbtxt",
         "model_repository/electra/1/model.py",
         "perf/gpu_run.py",
         "perf/load_test.py",
@@ -60,24 +63,13 @@ def test_export_without_onnx_writes_what_the_torch_engine_reads(tmp_path, tiny_c
     repository = copy_repository(ROOT / "model_repository", tmp_path / "model_repository")
     files = ExportedFiles.of(repository)
     files.onnx_file.write_bytes(b"an earlier export's graph")
-    record = export(str(tiny_checkpoint), repository, onnx=False)
+    record = export(str(tiny_checkpoint), repository, engine="torch", onnx=False)
     assert not files.onnx_file.exists()
     assert (files.checkpoint_dir / "config.json").is_file() and (files.checkpoint_dir / "model.safetensors").is_file()
     assert files.tokenizer_file.is_file()
     assert record.max_abs_diff is None and record.model_limits["vocab_size"] == 30522
     assert read_record(repository) == record
     assert not is_current(repository, str(tiny_checkpoint))  # the default (ONNX Runtime) configs need the graph
-
-
-def test_cpu_fallback_switches_only_the_model_steps_engine(tmp_path):
-    repository = copy_repository(ROOT / "model_repository", tmp_path / "model_repository")
-    before = (repository / "electra" / "config.pbtxt").read_text()
-    gpu_run.use_torch_engine(repository)
-    after = (repository / "electra" / "config.pbtxt").read_text()
-    assert '{ key: "engine" value: { string_value: "torch" } }' in after
-    assert [a for a, b in zip(after.splitlines(), before.splitlines()) if a != b] == [
-        line for line in after.splitlines() if '"engine"' in line
-    ]
 
 
 def test_statistics_deltas_read_triton_http_json():
@@ -117,7 +109,7 @@ def report(device="gpu"):
         }
 
     def served(setup, qps, p50, p99, kind="questions"):
-        breakdown = [{"model": m, **step_row(*t)} for m, t in zip(gpu_run.STEPS, ((10, 40), (100, 800), (10, 40)))]
+        breakdown = [{"model": m, **step_row(*t)} for m, t in zip(STEPS, ((10, 40), (100, 800), (10, 40)))]
         row = {
             "Inferences/Second": qps,
             "p50 latency": p50 * 1000,
@@ -132,7 +124,7 @@ def report(device="gpu"):
             "electra_0_0": 700,
             "decoder_0_0": 400,
         }
-        return gpu_run.served_row(setup, row, breakdown, 2048 if device == "gpu" else None, kind, cpu_us)
+        return gpu_served.served_row(setup, row, breakdown, 2048 if device == "gpu" else None, kind, cpu_us)
 
     return {
         "machine": "test",
@@ -159,11 +151,11 @@ def report(device="gpu"):
 
 def test_the_table_has_every_column_and_row():
     r = report()
-    r["targets"] = gpu_run.targets(r)
-    text = gpu_run.render(r)
-    assert "| " + " | ".join(gpu_run.COLUMNS) + " |" in text
+    r["targets"] = gpu_report.targets(r)
+    text = gpu_report.render(r)
+    assert "| " + " | ".join(gpu_report.COLUMNS) + " |" in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert len(rows) == 5 and all(line.count("|") == len(gpu_run.COLUMNS) + 1 for line in rows)
+    assert len(rows) == 5 and all(line.count("|") == len(gpu_report.COLUMNS) + 1 for line in rows)
     cells = [c.strip() for c in next(line for line in rows if "concurrency 128" in line).strip("|").split("|")]
     assert cells == [
         "served, concurrency 128",
@@ -184,19 +176,19 @@ def test_the_table_has_every_column_and_row():
 
 def test_targets_are_checked_on_the_gpu_only():
     r = report()
-    lines = gpu_run.targets(r)
+    lines = gpu_report.targets(r)
     assert any("questions/s with p99 <= 100 ms: 7000" in line and "met" in line for line in lines)
     assert any("one question per call: 70.0 (>= 60.0: met)" in line for line in lines)
     assert any("batched: 17.5 (>= 14.0: met)" in line for line in lines)
     assert any("share of server time (worst run): 10.0% (<= 10.0%: met)" in line for line in lines)
     assert any("document, seconds (p50): 0.200 (<= 0.250: met)" in line for line in lines)
-    assert gpu_run.targets(report("cpu")) == []
+    assert gpu_report.targets(report("cpu")) == []
 
 
 def test_a_server_that_did_not_start_is_reported_in_the_table():
     r = report()
     r["served"] = {"startup_s": None, "rows": [], "errors": ["server: tritonserver did not start; see server.log"]}
-    r["targets"] = gpu_run.targets(r)
-    text = gpu_run.render(r)
+    r["targets"] = gpu_report.targets(r)
+    text = gpu_report.render(r)
     assert "the server did not start" in text and "- server: tritonserver did not start" in text
     assert "questions/s with p99 <= 100 ms: not measured" in text

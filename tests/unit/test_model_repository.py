@@ -7,6 +7,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from client import ENSEMBLE
 from tests.conftest import ROOT
 
 REPOSITORY = ROOT / "model_repository"
@@ -16,14 +17,14 @@ def load(name: str) -> model_config_pb2.ModelConfig:
     return text_format.Parse((REPOSITORY / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
 
 
-@pytest.mark.parametrize("name", ["electra_qa", "tokenizer", "electra", "decoder"])
+@pytest.mark.parametrize("name", [ENSEMBLE, "tokenizer", "electra", "decoder"])
 def test_config_parses_and_is_named_after_its_directory(name):
     assert load(name).name == name
     assert (REPOSITORY / name / "1").is_dir()
 
 
 def test_ensemble_io_contract():
-    config = load("electra_qa")
+    config = load(ENSEMBLE)
     assert config.platform == "ensemble" and config.max_batch_size == 0
     types = model_config_pb2.DataType
     assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [
@@ -39,7 +40,7 @@ def test_ensemble_io_contract():
 
 
 def test_ensemble_steps_wire_existing_tensors_of_their_models():
-    ensemble = load("electra_qa")
+    ensemble = load(ENSEMBLE)
     available = {i.name for i in ensemble.input}
     for step in ensemble.ensemble_scheduling.step:
         model = load(step.model_name)
@@ -69,9 +70,9 @@ def test_python_models_have_their_adapter(name):
     assert Path(REPOSITORY / name / "1" / "model.py").is_file()
 
 
-# The configs are plain checked-in files: config.pbtxt (CPU, the default) and configs/<name>.pbtxt variants that
-# tritonserver --model-config-name=<name> picks (gpu: make serve DEVICE=gpu; tensorrt: docker compose). These
-# tests hold them together.
+# The configs are plain checked-in files: config.pbtxt (the onnxruntime engine's, the default) and each engine's
+# configs/<engine>.pbtxt variants that tritonserver --model-config-name=<engine> picks (make serve ENGINE=<engine>;
+# tensorrt: docker compose). These tests hold them together.
 VARIANT_NAMES = sorted({p.stem for p in REPOSITORY.glob("*/configs/*.pbtxt")})
 
 
@@ -156,7 +157,7 @@ def test_tensor_names_in_code_are_the_configs():
         model_config_pb2.DataType.Value(f"TYPE_{t}"): n
         for t, n in (("INT64", "int64"), ("INT32", "int32"), ("FP32", "float32"), ("STRING", "object"))
     }
-    ensemble, tokenizer, electra, decoder = (load(m) for m in ("electra_qa", "tokenizer", "electra", "decoder"))
+    ensemble, tokenizer, electra, decoder = (load(m) for m in (ENSEMBLE, "tokenizer", "electra", "decoder"))
     assert (tuple(i.name for i in ensemble.input), tuple(o.name for o in ensemble.output)) == (
         INPUT_NAMES,
         OUTPUT_NAMES,

@@ -84,12 +84,22 @@ def test_decoder_limits_refuse_a_missing_unknown_or_bad_key(decoder, tokenizer, 
         DecoderLimits.from_config(decoder, tokenizer)
 
 
-def test_request_limits_come_from_config_parameters():
-    limits = RequestLimits.from_config({"max_questions": "8", "max_request_chars": "5", "tokenizer_file": "x"})
-    assert (limits.max_questions, limits.max_request_chars, limits.max_windows) == (8, 5, RequestLimits.max_windows)
+def test_request_limits_and_windowing_come_from_config_parameters_and_a_missing_one_is_named():
+    from preprocessing import WindowSettings
+
+    config = {"max_questions": "8", "max_question_chars": "1", "max_context_chars": "2", "max_request_chars": "5"}
+    limits = RequestLimits.from_config({**config, "max_windows": "3", "tokenizer_file": "x"})
+    assert (limits.max_questions, limits.max_request_chars, limits.max_windows) == (8, 5, 3)
+    with pytest.raises(ValueError, match="tokenizer config parameters missing: max_windows"):
+        RequestLimits.from_config(config)
+    assert WindowSettings.from_config({"max_seq_len": "64", "doc_stride": "16"}) == WindowSettings(64, 16)
+    with pytest.raises(ValueError, match="missing: doc_stride"):
+        WindowSettings.from_config({"max_seq_len": "64"})
 
 
-LIMITS = RequestLimits(max_questions=3, max_question_chars=10, max_context_chars=20, max_request_chars=40)
+LIMITS = RequestLimits(
+    max_questions=3, max_question_chars=10, max_context_chars=20, max_request_chars=40, max_windows=8
+)
 
 
 def test_read_pairs_returns_the_texts_within_the_limits():

@@ -1,31 +1,82 @@
-"""Which config variant ``make serve`` asks tritonserver for (``--model-config-name``): the GPU's on a GPU,
-electra's bf16 one for PRECISION=bf16 (the CPU's bf16 engine), none otherwise; a name given explicitly wins."""
+"""One word chooses the model step: ``ENGINE`` (``serving.engines``), with ``PRECISION`` beside it. ``auto`` is
+torch where a GPU is visible and otherwise the CPU engine that computes in the precision asked for; every engine
+names its own config file (``--model-config-name=<engine>``), which exists, and says the engine and precision the
+table says; a pair that does not go together is refused naming every engine's precisions."""
 
 from argparse import Namespace
 
 import pytest
 
-from serving.serve import ServerSetupError, config_args
+from runtime.backend import config_file_parameters
+from runtime.engines import ENGINES as STEP_ENGINES
+from serving.engines import ENGINES, EngineChoiceError, choose
+from serving.serve import ServerSetupError, chosen_engine
+from tests.conftest import ROOT
+
+REPOSITORY = ROOT / "model_repository"
 
 
-def args(precision="fp32", device="cpu", tritonserver_args=()):
-    return Namespace(precision=precision, device=device, tritonserver_args=list(tritonserver_args))
+def chosen(engine, precision=None, gpu=False):
+    found, precision = choose(engine, precision, gpu=gpu)
+    return found.name, precision
 
 
-def test_fp32_and_int8_on_the_cpu_load_every_models_own_config():
-    assert config_args(args("fp32")) == [] and config_args(args("int8")) == []
+def test_auto_is_onnxruntime_fp32_on_a_cpu_and_torch_fp16_on_a_gpu():
+    assert chosen("auto") == ("onnxruntime", "fp32")
+    assert chosen("auto", gpu=True) == ("torch", "fp16")
 
 
-def test_bf16_names_the_openvino_config_on_the_cpu_whatever_gpu_is_visible():
-    assert config_args(args("bf16", "cpu")) == ["--model-config-name=bf16"]
-    assert config_args(args("bf16", "auto")) == ["--model-config-name=bf16"]
+def test_auto_takes_the_cpu_engine_of_the_precision_asked_for():
+    assert chosen("auto", "int8") == ("onnxruntime", "int8")
+    assert chosen("auto", "bf16") == ("openvino", "bf16")
+    assert chosen("auto", "bf16", gpu=True) == ("openvino", "bf16")  # no GPU engine computes in bf16
 
 
-def test_bf16_on_a_gpu_is_refused_with_what_to_serve_instead():
-    with pytest.raises(ServerSetupError, match="PRECISION=fp32"):
-        config_args(args("bf16", "gpu"))
+def test_an_engine_named_computes_in_its_default_unless_told():
+    assert chosen("openvino") == ("openvino", "bf16")
+    assert chosen("onnxruntime", "int8") == ("onnxruntime", "int8")
+    assert chosen("tensorrt") == ("tensorrt", "fp16")
 
 
-def test_the_gpu_configs_on_a_gpu_and_an_explicit_name_wins():
-    assert config_args(args("fp32", "gpu")) == ["--model-config-name=gpu"]
-    assert config_args(args("bf16", "gpu", ["--model-config-name=mine"])) == []
+def test_a_pair_that_does_not_go_together_is_refused_naming_every_engines_precisions():
+    with pytest.raises(EngineChoiceError, match=r"engine torch computes in fp16, not int8; .*onnxruntime \(cpu: fp32"):
+        choose("torch", "int8")
+    with pytest.raises(EngineChoiceError, match="engine must be auto or one of onnxruntime, openvino, torch, tensorrt"):
+        choose("cuda")
+
+
+def serve_args(engine="auto", precision=None, tritonserver_args=()):
+    return Namespace(engine=engine, precision=precision, tritonserver_args=list(tritonserver_args))
+
+
+def test_make_serve_refuses_the_images_engine_and_a_config_name_of_its_own():
+    assert chosen_engine(serve_args("openvino")) == ("openvino", "bf16")
+    with pytest.raises(ServerSetupError, match="engine tensorrt runs in the NGC image's tritonserver"):
+        chosen_engine(serve_args("tensorrt"))
+    with pytest.raises(ServerSetupError, match="not tritonserver's --model-config-name"):
+        chosen_engine(serve_args("auto", None, ["--model-config-name=mine"]))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_engine_names_a_config_file_of_the_model_step_that_says_so(engine):
+    config = REPOSITORY / "electra" / "configs" / f"{engine}.pbtxt"
+    assert config.is_file(), f"--model-config-name={engine} would fall back to config.pbtxt"
+    text = config.read_text()
+    if ENGINES[engine].embedded:
+        parameters = config_file_parameters(config)
+        assert parameters["engine"] == engine
+        assert parameters["precision"] in (*ENGINES[engine].precisions, "auto")
+    else:
+        assert 'backend: "onnxruntime"' in text and "tensorrt" in text
+
+
+def test_the_python_backend_engines_are_the_embedded_ones_and_configs_name_only_engines():
+    assert set(STEP_ENGINES) == {name for name, engine in ENGINES.items() if engine.embedded}
+    for variant in REPOSITORY.glob("*/configs/*.pbtxt"):
+        assert variant.stem in ENGINES, variant
+
+
+def test_the_default_config_is_the_onnxruntime_engines():
+    assert (REPOSITORY / "electra" / "configs" / "onnxruntime.pbtxt").resolve() == (
+        REPOSITORY / "electra" / "config.pbtxt"
+    ).resolve()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from evaluation.metric import best, evaluate, exact_match, f1, normalize_answer
+from offline.metric import best, evaluate, exact_match, f1, normalize_answer
 
 
 @pytest.mark.parametrize(

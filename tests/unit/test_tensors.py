@@ -26,9 +26,9 @@ def test_window_context_numbers_the_questions_from_their_first_windows():
 
 
 def test_window_tensors_are_what_the_tokenizer_step_sends(tiny_checkpoint):
-    from preprocessing import QATokenizer
+    from tests.conftest import qa_tokenizer
 
-    windows = QATokenizer(tiny_checkpoint / "tokenizer.json").encode(["Who?", "When?"], ["Ada wrote it.", "In 1843."])
+    windows = qa_tokenizer(tiny_checkpoint / "tokenizer.json").encode(["Who?", "When?"], ["Ada wrote it.", "In 1843."])
     sent = window_tensors(windows, np.array([b"Ada wrote it.", b"In 1843."], dtype=object))
     assert set(sent) == {"tokens", "offsets", "window_context"}
     np.testing.assert_array_equal(unpack_tokens(sent["tokens"])[0], windows.input_ids)

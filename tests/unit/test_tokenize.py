@@ -10,11 +10,12 @@ from perf.cases import CASES, LONG_CONTEXT
 from perf.inputs import long_document
 from preprocessing import NO_OFFSET, InputError, QATokenizer, WindowSettings
 from preprocessing.tokenize import COUNT_PIECE_CHARS
+from tests.conftest import qa_tokenizer
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_checkpoint):
-    return QATokenizer(tiny_checkpoint / "tokenizer.json")
+    return qa_tokenizer(tiny_checkpoint / "tokenizer.json")
 
 
 @pytest.fixture(scope="module")
@@ -256,11 +257,11 @@ def test_windows_are_cut_exactly_as_the_tokenizer_library_truncates_with_a_strid
 
 
 def test_questions_about_one_context_get_the_windows_each_pair_gets_alone(tiny_checkpoint):
-    tokenizer = QATokenizer(tiny_checkpoint / "tokenizer.json", cache_tokens=100_000)
+    tokenizer = qa_tokenizer(tiny_checkpoint / "tokenizer.json", cache_tokens=100_000)
     questions = ["Who founded it?", "When?", "Where was it founded and by whom, exactly?", "Why?", "What [SEP] is it?"]
     together = tokenizer.encode(questions, [LONG_CONTEXT] * len(questions))
     assert tokenizer.cache.take_counts() == {"hit": 0, "miss": 1}  # the shared context is encoded once
-    alone = QATokenizer(tiny_checkpoint / "tokenizer.json")  # no cache
+    alone = qa_tokenizer(tiny_checkpoint / "tokenizer.json")  # no cache
     for i, question in enumerate(questions):
         expected, got = alone.encode([question], [LONG_CONTEXT]), together.select(i, 1)
         for name in ("input_ids", "attention_mask", "token_type_ids", "token_offsets", "word_offsets"):
@@ -271,7 +272,7 @@ def test_questions_about_one_context_get_the_windows_each_pair_gets_alone(tiny_c
 
 
 def test_the_context_cache_keeps_the_most_recently_used_within_its_tokens(tiny_checkpoint):
-    tokenizer = QATokenizer(tiny_checkpoint / "tokenizer.json", cache_tokens=20)
+    tokenizer = qa_tokenizer(tiny_checkpoint / "tokenizer.json", cache_tokens=20)
     contexts = ["one two three four five six seven", "eight nine ten eleven twelve", "a b c d e f g h i j k"]
     for context in contexts:  # 7, 5 and 11 tokens: the first is dropped for the third
         tokenizer.encode(["Who?"], [context])
@@ -281,4 +282,4 @@ def test_the_context_cache_keeps_the_most_recently_used_within_its_tokens(tiny_c
     assert tokenizer.cache.take_counts() == {"hit": 1, "miss": 4}
     tokenizer.encode(["Who?"], [" ".join(["word"] * 21)])  # larger than the whole cache: not kept
     assert tokenizer.cache.tokens <= 20 and len(tokenizer.cache) == 2
-    assert QATokenizer(tiny_checkpoint / "tokenizer.json").cache.max_tokens == 0  # off unless asked for
+    assert qa_tokenizer(tiny_checkpoint / "tokenizer.json").cache.max_tokens == 0  # off unless asked for

@@ -11,7 +11,8 @@ from runtime.tensors import ANSWER_OUTPUTS, DECODER_INPUTS
 class TritonPythonModel:
     def initialize(self, args):
         # the answer options' bounds (this config), the windows and contexts the tokenizer makes (its config)
-        self.limits = DecoderLimits.from_config(config_parameters(args), sibling_parameters(args, "tokenizer"))
+        tokenizer = sibling_parameters(args, "tokenizer", DecoderLimits.FROM_TOKENIZER)
+        self.limits = DecoderLimits.from_config(config_parameters(args), tokenizer)
 
     def execute(self, requests):
         answers = decode_requests([attempt(self._read, request) for request in requests])

@@ -16,7 +16,7 @@ class TritonPythonModel:
         self.runner = make_runner(parameters, version_dir(args), args.get("model_instance_device_id"))
         # a batch's requests, fewest tokens first, as far as they fit in batch_budget_ms; a request that alone would
         # take longer than max_request_ms at the measured pace is refused (INVALID_ARGUMENT); the others UNAVAILABLE
-        max_seq_len = int(sibling_parameters(args, "tokenizer")["max_seq_len"])
+        max_seq_len = int(sibling_parameters(args, "tokenizer", ["max_seq_len"])["max_seq_len"])
         self.budget = step_budget(parameters, self.runner, max_seq_len)
         precision = getattr(self.runner, "precision", None)  # of the engines that choose one
         pb_utils.Logger.log_info(

@@ -6,7 +6,7 @@ import triton_python_backend_utils as pb_utils
 from preprocessing import (
     TOKENIZER_PARAMETERS,
     AnswerOptions,
-    Budget,
+    DecoderLimits,
     QATokenizer,
     RequestLimits,
     WindowSettings,
@@ -24,6 +24,7 @@ from runtime.backend import (
     sibling_parameters,
     version_dir,
 )
+from runtime.scheduling import Budget
 from runtime.tensors import window_tensors
 
 # an execute that read this many characters gives the memory it freed back to the system (runtime.backend)
@@ -34,12 +35,12 @@ class TritonPythonModel:
     def initialize(self, args):
         parameters = checked_parameters(args, "tokenizer", TOKENIZER_PARAMETERS)
         self.limits = RequestLimits.from_config(parameters)
-        decoder = sibling_parameters(args, "decoder")  # the answer options' bounds, checked before any work
+        # the answer options' bounds, checked before any work
+        decoder = sibling_parameters(args, "decoder", DecoderLimits.OWN)
         self.max_top_k, self.max_answer_len = int(decoder["max_top_k"]), int(decoder["max_answer_len"])
-        settings = WindowSettings(max_seq_len=int(parameters["max_seq_len"]), doc_stride=int(parameters["doc_stride"]))
         self.tokenizer = QATokenizer(
             version_dir(args) / parameters["tokenizer_file"],
-            settings,
+            WindowSettings.from_config(parameters),
             parallel=parameters["parallel_encoding"] == "true",
             cache_tokens=int(parameters["context_cache_tokens"]),
         )

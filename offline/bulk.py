@@ -1,7 +1,7 @@
 """Answer a file of questions through the server: one answer per line, resumable.
 
-    python -m client.bulk IN OUT [--url localhost:8001] [--top-k K] [--batch-size 16] [--in-flight 4]
-                                 [--api-key HEADER=VALUE]   (default: $ELECTRA_QA_API_KEY)
+    python -m offline.bulk IN OUT [--url localhost:8001] [--top-k K] [--batch-size 16] [--in-flight 4]
+                                  [--api-key HEADER=VALUE]   (default: $ELECTRA_QA_API_KEY)
 
 IN is JSON Lines — one ``{"question": ..., "context": ...}`` object per line, with an optional ``id`` (any JSON
 value; else the line number, from 1, is the id) — or a SQuAD-format JSON file (v1.1 or v2.0; ids from the
@@ -27,140 +27,24 @@ import io
 import json
 import sys
 import time
-from collections import deque
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import closing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from client.answer import Answer
-from client.connection import RetryPolicy
-from client.errors import InvalidInputError, QAError
-from client.stream import DEFAULT_BATCH_SIZE, DEFAULT_IN_FLIGHT
-from client.sync import TritonQA
+from client import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_IN_FLIGHT,
+    DEFAULT_URL,
+    Answer,
+    InvalidInputError,
+    QAError,
+    RetryPolicy,
+    TritonQA,
+)
+from offline.progress import Progress
+from offline.records import InputFileError, Record, answer_records, read_records
 from serving.admin import add_api_key_option
-
-
-@dataclass(frozen=True)
-class Record:
-    """One question of the input: its id, question and context as read (not yet checked), or why it could not
-    be read."""
-
-    id: Any
-    question: Any = None
-    context: Any = None
-    problem: str | None = None
-
-
-class InputFileError(Exception):
-    """IN is neither JSON Lines nor SQuAD JSON (a SQuAD file cut short, say): the run is refused."""
-
-
-def read_records(path: Path) -> tuple[Iterator[Record], int]:
-    """The records of a JSON Lines or SQuAD JSON file, read lazily (JSON Lines) and how many there are.
-    Raises ``InputFileError`` when the file cannot be read as either."""
-    try:
-        if is_squad(path):
-            records = squad_records(path, load_squad(path))
-            return iter(records), len(records)
-        with open(path, "rb") as counting:
-            total = sum(1 for line in counting if line.strip())
-    except OSError as error:
-        raise InputFileError(f"cannot read {path}: {error.strerror or error}") from None
-    return jsonl_records(path), total
-
-
-def is_squad(path: Path) -> bool:
-    """SQuAD JSON: the file does not start with one complete JSON object holding a question (pretty-printed
-    JSON's first line is just ``{``; the official files are one line holding ``data``)."""
-    with open(path, "rb") as f:
-        for line in f:
-            if line.strip():
-                try:
-                    first = json.loads(line.decode("utf-8", errors="replace"))
-                except (ValueError, RecursionError):
-                    return True
-                return isinstance(first, dict) and "data" in first and "question" not in first
-    return False
-
-
-def load_squad(path: Path) -> Any:
-    """The parsed file; ``InputFileError`` when it is not UTF-8 JSON (cut short, or JSON Lines whose first line
-    is not JSON: the format is told by that line)."""
-    try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as error:
-        raise InputFileError(f"{path} is not UTF-8 (byte {error.start + 1}: {error.reason})") from None
-    except (ValueError, RecursionError) as error:
-        raise InputFileError(
-            f"{path} is neither SQuAD JSON ({error}: cut short?) nor JSON Lines (its first line is not a JSON object)"
-        ) from None
-
-
-def squad_records(path: Path, dataset: Any) -> list[Record]:
-    """Every question of a SQuAD dataset with its paragraph's context; ``InputFileError`` when the JSON is not
-    shaped as SQuAD's (``data`` / ``paragraphs`` / ``qas``)."""
-    try:
-        return [
-            Record(qa["id"], qa["question"], paragraph["context"])
-            for article in dataset["data"]
-            for paragraph in article["paragraphs"]
-            for qa in paragraph["qas"]
-        ]
-    except (KeyError, TypeError, IndexError) as error:
-        found = f"no key {error}" if isinstance(error, KeyError) else str(error)
-        raise InputFileError(f"{path} is not SQuAD JSON (data, paragraphs, qas with id, question): {found}") from None
-
-
-def jsonl_records(path: Path) -> Iterator[Record]:
-    with open(path, "rb") as f:
-        for number, line in enumerate(f, start=1):
-            if line.strip():
-                yield jsonl_record(number, line)
-
-
-def jsonl_record(number: int, line: bytes) -> Record:
-    """Line ``number`` as a record; one with its problem (``line N: ...``) when the line is not UTF-8, not JSON
-    (a line cut short included) or not an object. Its id: the line's ``id``, any JSON value, else ``number``."""
-    try:
-        item = json.loads(line.decode("utf-8"))
-    except UnicodeDecodeError as error:
-        return Record(number, problem=f"line {number}: not UTF-8 (byte {error.start + 1}: {error.reason})")
-    except json.JSONDecodeError as error:
-        return Record(number, problem=f"line {number}: not JSON ({error})")
-    except (ValueError, RecursionError) as error:  # JSON, but past Python's limits (digits of an int, nesting)
-        return Record(number, problem=f"line {number}: cannot be read ({error})")
-    if not isinstance(item, dict):
-        return Record(number, problem=f"line {number}: not a JSON object")
-    return Record(item.get("id", number), item.get("question"), item.get("context"))
-
-
-def answer_records(
-    qa: TritonQA,
-    records: Iterable[Record],
-    *,
-    top_k: int | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    in_flight: int = DEFAULT_IN_FLIGHT,
-    errors: str = "return",
-    **options: Any,
-) -> Generator[tuple[Record, Answer | list[Answer] | QAError], None, None]:
-    """Each record with its result (``TritonQA.ask_stream``), lazily, in input order."""
-    pending: deque[Record] = deque()
-
-    def examples() -> Iterator[Any]:
-        for record in records:
-            pending.append(record)
-            yield None if record.problem else (record.question, record.context)
-
-    for result in qa.ask_stream(
-        examples(), top_k=top_k, batch_size=batch_size, in_flight=in_flight, errors=errors, **options
-    ):
-        record = pending.popleft()
-        if record.problem and isinstance(result, QAError):
-            result = InvalidInputError(record.problem)
-        yield record, result
 
 
 def output_line(record: Record, result: Answer | list[Answer] | QAError) -> dict:
@@ -208,52 +92,11 @@ def same_id(a: Any, b: Any) -> bool:
     return json.dumps(a) == json.dumps(b)
 
 
-class Progress:
-    """A progress bar on stderr: tqdm where installed, else a counter line refreshed every second."""
-
-    def __init__(self, total: int | None, initial: int = 0, enabled: bool = True, unit: str = "q"):
-        self.total, self.count, self.enabled, self.unit = total, initial, enabled, unit
-        self._started, self._shown, self._initial = time.monotonic(), 0.0, initial
-        self._bar = None
-        if enabled:
-            try:
-                from tqdm import tqdm
-            except ImportError:
-                pass
-            else:
-                self._bar = tqdm(total=total, initial=initial, unit=unit, file=sys.stderr, dynamic_ncols=True)
-
-    def update(self, n: int = 1) -> None:
-        self.count += n
-        if self._bar is not None:
-            self._bar.update(n)
-        elif self.enabled and time.monotonic() - self._shown >= 1.0:
-            self._show()
-
-    def _show(self, end: str = "") -> None:
-        self._shown = time.monotonic()
-        rate = (self.count - self._initial) / max(self._shown - self._started, 1e-9)
-        of = f"/{self.total}" if self.total is not None else ""
-        print(f"\r{self.count}{of} {self.unit}, {rate:.1f} {self.unit}/s", end=end, file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-        elif self.enabled:
-            self._show(end="\n")
-
-    def __enter__(self) -> Progress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 def run(
     source: Path,
     out: Path,
     *,
-    url: str | list[str] = "localhost:8001",
+    url: str | list[str] = DEFAULT_URL,
     top_k: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     in_flight: int = DEFAULT_IN_FLIGHT,
@@ -310,14 +153,14 @@ def flush(sink: io.TextIOBase, lines: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m client.bulk", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m offline.bulk", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("source", type=Path, metavar="IN", help="JSON Lines of question/context, or SQuAD JSON")
     parser.add_argument("out", type=Path, metavar="OUT", help="JSON Lines of answers (appended to; resumed)")
     parser.add_argument(
         "--url",
         action="append",
-        help="server host:port or gRPC target (dns:///name:port); repeat for several replicas (default localhost:8001)",
+        help=f"server host:port or gRPC target (dns:///name:port); repeat for several replicas (default {DEFAULT_URL})",
     )
     parser.add_argument("--top-k", type=int, default=None, help="the K best answers per question")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="questions per request")
@@ -332,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     add_api_key_option(parser)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    urls = args.url or ["localhost:8001"]
+    urls = args.url or [DEFAULT_URL]
     try:
         summary = run(
             args.source,

@@ -1,8 +1,8 @@
 """Evaluate the served model on a SQuAD-format file (v1.1 or v2.0) with the official metric.
 
-    python -m evaluation.squad --data dev-v1.1.json --out predictions.json [--url localhost:8001]
+    python -m offline.squad --data dev-v1.1.json --out predictions.json [--url localhost:8001]
 
-Every question goes through the running server the way ``python -m client.bulk`` sends them
+Every question goes through the running server the way ``python -m offline.bulk`` sends them
 (``TritonQA.ask_stream``: ``--concurrency`` requests in flight, each carrying ``--batch`` questions), with a
 progress bar. The predictions file is the official format
 (``{id: answer text}``; for v2.0 the empty string means "no answer", and the server is asked with
@@ -17,9 +17,10 @@ import json
 import sys
 from pathlib import Path
 
-from client import QAError, TritonQA
-from client.bulk import Progress, Record, answer_records
-from evaluation.metric import evaluate, is_v2, questions
+from client import DEFAULT_URL, QAError, TritonQA
+from offline.metric import evaluate, is_v2, questions
+from offline.progress import Progress
+from offline.records import Record, answer_records
 from serving.admin import add_api_key_option
 from serving.export import DEFAULT_MODEL, read_record
 
@@ -36,7 +37,7 @@ def predict(
     progress: bool = True,
     api_key: tuple[str, str] | None = None,
 ) -> dict[str, str]:
-    """Every item's best answer, through the bulk path of ``python -m client.bulk`` (``concurrency`` requests
+    """Every item's best answer, through the bulk path of ``python -m offline.bulk`` (``concurrency`` requests
     of ``batch`` questions in flight); the first failure raises. ``api_key``: (header, value) for a server
     started with ``--api-key``."""
     predictions: dict[str, str] = {}
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="SQuAD v1.1 or v2.0 JSON")
     parser.add_argument("--out", type=Path, required=True, help="predictions JSON to write")
-    parser.add_argument("--url", default="localhost:8001")
+    parser.add_argument("--url", default=DEFAULT_URL)
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight")
     parser.add_argument("--batch", type=int, default=8, help="questions per request")
     parser.add_argument("--timeout-s", type=float, default=300.0)

@@ -1,1 +1,0 @@
-"""SQuAD evaluation of the served model: ``python -m evaluation.squad`` (``make eval``)."""

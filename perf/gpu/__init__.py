@@ -1,0 +1,23 @@
+"""The GPU run's parts; ``perf/gpu_run.py`` is the command and says what the run does. ``machine``: versions and
+the GPU's memory; ``served``: the ensemble under perf_analyzer; ``pipeline``: the card's pipeline in a process of
+its own; ``report``: the table and the targets. What they share is here."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+STEPS = ("tokenizer", "electra", "decoder")
+PAIRS = 200  # perf/data/squad.json holds squad_sized_pairs(200)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,37 @@
+"""The steps' time budgets (runtime.scheduling): the smallest requests that fit go first, the rest are ``Busy``;
+a request over the per-request limit is refused wherever it stands. (The tokenizer step under a budget:
+test_tokenize_batch.py.)"""
+
+import time
+
+from preprocessing import InputError
+from runtime.scheduling import Budget, Busy
+
+
+def test_a_budget_selects_the_smallest_requests_that_fit_and_refuses_the_rest():
+    budget = Budget(1.0)
+    budget.paces["tokens"] = 0.1  # 10 tokens a second
+    error = InputError("bad")
+    kept = budget.select_smallest(["a", "b", error, "c", "d"], [6, 2, 0, 3, 1], time.monotonic(), "electra", "tokens")
+    assert kept[1:4] == ["b", error, "c"] and kept[4] == "d"  # 1 + 2 + 3 tokens: 0.6 s
+    assert isinstance(kept[0], Busy) and "the electra step had no time left" in str(kept[0])
+    chosen = budget.select_smallest(["big", "bigger"], [50, 60], time.monotonic(), "electra", "tokens")
+    assert chosen[0] == "big" and isinstance(chosen[1], Busy)  # the first runs
+    # an execute that has begun other work starts nothing more past its budget
+    assert isinstance(budget.select(["big"], [5.0], time.monotonic(), "tokenizer", begun=True)[0], Busy)
+
+
+def test_a_request_over_the_per_request_limit_is_refused_wherever_it_stands_in_its_batch():
+    budget = Budget(1.0, request_seconds=2.0)
+    kept = budget.select_smallest(["huge", "small"], [30, 1], time.monotonic(), "electra", "tokens")
+    assert kept == ["huge", "small"]  # no pace measured yet: nothing is predicted over the limit
+    budget.paces["tokens"] = 0.1
+    kept = budget.select_smallest(["huge", "alone"], [30, 19], time.monotonic(), "electra", "tokens")
+    assert isinstance(kept[0], InputError) and kept[1] == "alone"  # 3 s: over the limit; 1.9 s: the first, it runs
+    assert str(kept[0]) == (
+        "the request's 30 tokens would take the electra step about 3.0 s at its measured pace (10 tokens/s); the "
+        "limit is 2 s per request (the electra step's max_request_ms): send shorter contexts or fewer questions"
+    )
+    unlimited = Budget(1.0)
+    unlimited.paces["tokens"] = 0.1
+    assert unlimited.select_smallest(["huge"], [10**6], time.monotonic(), "electra", "tokens") == ["huge"]

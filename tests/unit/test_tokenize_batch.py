@@ -1,0 +1,115 @@
+"""Many requests in one tokenizer execute(): one tokenizer call for all of them (a few for large ones), each
+request's failure its own, results equal to encoding each request alone; under a time budget, the smallest
+first and the rest ``Busy``."""
+
+import time
+
+import numpy as np
+import pytest
+
+from perf.cases import CASES, LONG_CONTEXT
+from perf.inputs import long_document
+from preprocessing import InputError, tokenize_requests
+from runtime.scheduling import Budget, Busy
+from tests.conftest import qa_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_checkpoint):
+    return qa_tokenizer(tiny_checkpoint / "tokenizer.json")
+
+
+def same_windows(a, b):
+    for name in ("input_ids", "attention_mask", "token_type_ids", "token_offsets", "word_offsets", "window_question"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+def test_requests_tokenized_together_equal_each_tokenized_alone(tokenizer):
+    requests = [
+        (["Who?"], [CASES["squad"][1]]),
+        (list(q for q, _ in CASES.values()), list(c for _, c in CASES.values())),
+        (["When?"], [LONG_CONTEXT]),
+    ]
+    together = tokenize_requests(tokenizer, requests, max_windows=1024)
+    for request, windows in zip(requests, together):
+        same_windows(windows, tokenizer.encode(*request))
+
+
+def test_a_bad_request_gets_its_own_error_and_the_others_their_windows(tokenizer):
+    long_question = " ".join(["why"] * 299) + "?"
+    given = InputError("refused earlier")
+    requests = [
+        (["Who?"], ["Ada wrote it."]),
+        ([long_question], [LONG_CONTEXT]),
+        given,
+        (["What?"], ["\u0001"]),
+        (["When?"], ["In 1843."]),
+    ]
+    results = tokenize_requests(tokenizer, requests, max_windows=1024)
+    assert "question 0 is 300 tokens long" in str(results[1])
+    assert results[2] is given
+    assert "context 0 holds no token" in str(results[3])
+    same_windows(results[0], tokenizer.encode(*requests[0]))
+    same_windows(results[4], tokenizer.encode(*requests[4]))
+
+
+def test_large_requests_are_encoded_in_slices_and_refused_over_the_window_limit(tokenizer):
+    many = ([f"Question {i}?" for i in range(40)], [CASES["squad"][1]] * 40)  # planned > 8, actual 40 windows
+    few = (["Who?"] * 4, [CASES["squad"][1]] * 4)
+    results = tokenize_requests(tokenizer, [few, many], max_windows=8)
+    same_windows(results[0], tokenizer.encode(*few))
+    assert isinstance(results[1], InputError) and "the limit is 8 per request" in str(results[1])
+    sliced = tokenize_requests(tokenizer, [many], max_windows=64)[0]
+    same_windows(sliced, tokenizer.encode(*many))
+
+
+def test_under_a_budget_small_requests_go_first_and_large_ones_wait_for_another_batch(tokenizer):
+    budget = Budget(0.25)
+    budget.paces["encoded"] = 1e-5  # as if measured: 10 µs per character, any long context is over the budget
+    big = (["Who shipped grain?"], [long_document(150_000)])  # a tokenizer call of its own (CHUNK_CHARS)
+    small = [(["Who?"], ["Ada wrote it."]), (["What?"], [CASES["squad"][1]])]
+    results = tokenize_requests(tokenizer, [big, *small, InputError("refused earlier")], 1024, budget)
+    assert isinstance(results[0], Busy) and "retry" in str(results[0])
+    for request, windows in zip(small, results[1:3]):
+        same_windows(windows, tokenizer.encode(*request))
+    assert isinstance(results[3], InputError)
+    # the first request of a call always runs, however long: a large request alone is answered
+    alone = tokenize_requests(tokenizer, [big, big], 1024, budget)
+    same_windows(alone[0], tokenizer.encode(*big))
+    assert isinstance(alone[1], Busy)
+    # without a budget everything runs
+    assert not any(isinstance(r, Exception) for r in tokenize_requests(tokenizer, [big, *small], 1024))
+
+
+def test_the_budget_learns_the_tokenizers_pace(tokenizer):
+    budget = Budget(10.0)
+    tokenize_requests(tokenizer, [(["When?"], [long_document(20_000)])], 1024, budget)
+    assert 0 < budget.paces["encoded"] < 1e-3 and "counted" not in budget.paces  # nothing to count exactly
+    started = time.monotonic()
+    assert budget.fits(started, budget.predict(encoded=1000)) and not budget.fits(started - 10, 0)
+    # an exact count while planning: its pace is learned too, per character the plan may count
+    tokenize_requests(tokenizer, [(["When?"], ["a " * 100_000])], 8, budget)
+    assert 0 < budget.paces["counted"] < 1e-3
+
+
+def test_requests_refused_at_planning_count_against_the_budget(tokenizer):
+    # contexts over max_windows that only an exact token count refuses (their character bound is not over:
+    # "a " is 1 token per 2 characters, the bound 3 per character), each counted until surely over the limit
+    oversized = [(["Who?"], ["a " * 150_000]) for _ in range(20)]
+    small = (["Who?"], ["Ada wrote it."])
+    budget = Budget(0.25)
+    started = time.monotonic()
+    results = tokenize_requests(tokenizer, [*oversized, small], 8, budget)
+    elapsed = time.monotonic() - started
+    same_windows(results[-1], tokenizer.encode(*small))  # the smallest first
+    refused = [r for r in results[:-1] if isinstance(r, InputError)]
+    busy = [r for r in results[:-1] if isinstance(r, Busy)]
+    assert refused and all("the limit is 8 per request" in str(r) for r in refused)
+    # how many are counted within 0.25 s depends on the machine (4-10 here); counting all 20 takes 1-2 s
+    assert len(busy) >= 5 and len(refused) + len(busy) == 20, (len(refused), len(busy))
+    assert elapsed < 1.5, elapsed  # each counted alone: ~0.1 s (the first piece); all 20 in full: ~6 s
+    # once the pace is known, a request whose counting would not fit is not planned: Busy, not INVALID_ARGUMENT
+    budget.paces["counted"] = 1e-3
+    results = tokenize_requests(tokenizer, [small, oversized[0]], 8, budget)
+    same_windows(results[0], tokenizer.encode(*small))
+    assert isinstance(results[1], Busy)
