@@ -81,14 +81,19 @@ export: setup
 	$(BIN)/python -m serving.export --model "$(MODEL)" --repository "$(REPOSITORY)" \
 	  $(ENGINE_ARGS)
 
-# A random-weight ELECTRA QA checkpoint (SIZE=tiny for tests, SIZE=base for the real model's compute).
+# A random-weight QA checkpoint (SIZE=tiny for tests, SIZE=base for the real model's compute; FAMILY=electra, or
+# any family served: bert, distilbert, roberta, xlm-roberta, albert, deberta-v2).
+FAMILY ?= electra
 checkpoint: setup
-	$(BIN)/python -m serving.checkpoints --size $(SIZE) --out checkpoints/electra-qa-$(SIZE)
+	$(BIN)/python -m serving.checkpoints --size $(SIZE) --family $(FAMILY) \
+	  --out checkpoints/$(if $(filter electra,$(FAMILY)),electra,$(FAMILY))-qa-$(SIZE)
 
-# The served ensemble vs pipeline('question-answering') on the full-size random checkpoint (minutes).
+# The served ensemble vs pipeline('question-answering') on the full-size random checkpoint (minutes), or on MODEL
+# (a directory or hub id of any family served: make bench MODEL=...); BENCH_ARGS="--family roberta" builds and
+# measures the random full-size checkpoint of another family.
 BENCH_ARGS ?=
 bench: setup
-	$(BIN)/python -m perf.bench $(BENCH_ARGS)
+	$(BIN)/python -m perf.bench $(if $(filter command line environment,$(origin MODEL)),--checkpoint "$(MODEL)") $(BENCH_ARGS)
 
 # What the tokenizer and decoder steps cost per question, in-process (no server; needs an exported tokenizer).
 prepost: setup

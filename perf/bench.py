@@ -31,7 +31,7 @@ from perf.cases import CASES
 from perf.inputs import long_document, squad_sized_pairs
 from runtime.cpu import describe
 from serving.admin import AdminClient, local_admin_key
-from serving.checkpoints import build_random_checkpoint
+from serving.checkpoints import FAMILIES
 from serving.configs import edit, step_configs
 from serving.engines import ENGINES, choose, graph_precision
 from serving.export import copy_repository, export, is_current
@@ -349,9 +349,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--checkpoint",
-        type=Path,
-        default=ROOT / "checkpoints" / "electra-qa-base",
-        help="built (random, full size) when missing",
+        help="a checkpoint directory or hub id, any family served (make bench MODEL=...); default: the random "
+        "full-size one of --family, built when missing",
+    )
+    parser.add_argument(
+        "--family", choices=FAMILIES, default="electra", help="of the default random checkpoint (default electra)"
     )
     parser.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench")
     parser.add_argument(
@@ -369,15 +371,26 @@ def main(argv: list[str] | None = None) -> int:
     supported = cpu_precisions()
     precisions = args.precisions or supported
 
-    if not (args.checkpoint / "config.json").exists():
-        print(f"building the full-size random checkpoint in {args.checkpoint}", flush=True)
-        build_random_checkpoint(args.checkpoint, "base")
+    if args.checkpoint is None:
+        name = "electra-qa-base" if args.family == "electra" else f"{args.family}-qa-base"
+        args.checkpoint = ROOT / "checkpoints" / name
+        if not (args.checkpoint / "config.json").exists():
+            print(f"building the full-size random {args.family} checkpoint in {args.checkpoint}", flush=True)
+            built = subprocess.run(  # sentencepiece's trainer in a process of its own
+                [sys.executable, "-m", "serving.checkpoints", "--size", "base", "--family", args.family]
+                + ["--out", str(args.checkpoint)],
+                cwd=ROOT,
+            )
+            if built.returncode:
+                return built.returncode
+    elif Path(args.checkpoint).is_dir():
+        args.checkpoint = Path(args.checkpoint).resolve()
     pairs = squad_sized_pairs(200)
     machine = machine_label()
     print(f"machine: {machine}\npipeline (transformers 4.57.6, in-process, one question per call)...", flush=True)
     reference = bench_pipeline(args.checkpoint, pairs, args.duration_s, not args.no_long)
     competitors = []  # the pipeline in bf16 and bare OpenVINO bf16, where this CPU has bf16 units
-    if "bf16" in supported:
+    if "bf16" in precisions:
         print("pipeline in bf16 (torch_dtype=torch.bfloat16)...", flush=True)
         bf16 = bench_pipeline(args.checkpoint, pairs, args.duration_s, with_long=False, precision="bf16")
         competitors.append({"setup": "pipeline, torch_dtype=torch.bfloat16, in-process", **bf16})
@@ -386,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         precision_runs, long_run, edges[precision] = bench_precision(args, precision, pairs)
         runs += precision_runs
         long_runs += [long_run] if long_run else []
-    if "bf16" in supported:
+    if "bf16" in precisions:
         print("bare OpenVINO in bf16, one question at a time...", flush=True)
         bare = bench_bare_openvino(bench_repository(args, "bf16"), pairs, args.duration_s)
         competitors.append({"setup": "bare OpenVINO bf16 on the exported graph, in-process", **bare})

@@ -182,6 +182,55 @@ class ContextCache:
             self.tokens -= dropped.tokens
 
 
+@dataclass(frozen=True)
+class PairTemplate:
+    """How the tokenizer lays out a (question, context) pair, read off its own pair encoding: the special tokens
+    (id, token type) before the question, between the two and after the context, and the texts' token types.
+    BERT, ELECTRA, DistilBERT: ``[CLS] q [SEP] c [SEP]``; RoBERTa: ``<s> q </s></s> c </s>``."""
+
+    prefix: tuple[tuple[int, int], ...]
+    middle: tuple[tuple[int, int], ...]
+    suffix: tuple[tuple[int, int], ...]
+    question_type: int
+    context_type: int
+
+    @property
+    def special_tokens(self) -> int:
+        return len(self.prefix) + len(self.middle) + len(self.suffix)
+
+    @classmethod
+    def of(cls, tokenizer: Tokenizer, name: object = "the tokenizer") -> PairTemplate:
+        """Read off a probe pair; a layout other than specials, question, specials, context, specials (each text
+        of one token type) raises ``ValueError``."""
+        probe = tokenizer.encode("a", "b")
+        sequences = probe.sequence_ids
+        runs = [(key, [i for i, s in enumerate(sequences) if s == key]) for key in (0, 1)]
+        (_, question), (_, context) = runs
+        special = [i for i, s in enumerate(sequences) if s is None]
+        layout_ok = (
+            question
+            and context
+            and question == list(range(question[0], question[-1] + 1))
+            and context == list(range(context[0], context[-1] + 1))
+            and question[-1] < context[0]
+            and len(special) == tokenizer.num_special_tokens_to_add(is_pair=True)
+        )
+        types = [probe.type_ids[i] for i in question], [probe.type_ids[i] for i in context]
+        if not layout_ok or len(set(types[0])) != 1 or len(set(types[1])) != 1:
+            raise ValueError(f"{name}: not a specials-question-specials-context-specials pair ({probe.tokens})")
+
+        def part(positions: list[int]) -> tuple[tuple[int, int], ...]:
+            return tuple((probe.ids[i], probe.type_ids[i]) for i in positions)
+
+        return cls(
+            prefix=part([i for i in special if i < question[0]]),
+            middle=part([i for i in special if question[-1] < i < context[0]]),
+            suffix=part([i for i in special if i > context[-1]]),
+            question_type=types[0][0],
+            context_type=types[1][0],
+        )
+
+
 class QATokenizer:
     """A fast (HF ``tokenizers``) tokenizer that turns (question, context) pairs into windows."""
 
@@ -204,15 +253,8 @@ class QATokenizer:
         self.pad_id = padding["pad_id"] if padding else 0
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()  # texts are encoded whole, windows cut here (encode)
-        self.special_tokens = self._tokenizer.num_special_tokens_to_add(is_pair=True)
-        # the pair template, read off a probe: windows are built as [CLS] question [SEP] context [SEP] (encode)
-        probe = self._tokenizer.encode("a", "b")
-        if probe.special_tokens_mask != [1, 0, 1, 0, 1] or probe.ids[2] != probe.ids[4] or self.special_tokens != 3:
-            raise ValueError(f"{tokenizer_file}: not a [CLS] A [SEP] B [SEP] pair template ({probe.tokens})")
-        self._first, self._separator = probe.ids[0], probe.ids[2]
-        if probe.type_ids[:3] != [0, 0, 0]:
-            raise ValueError(f"{tokenizer_file}: the question's type ids are not 0 ({probe.type_ids})")
-        self._context_type, self._last_type = probe.type_ids[3], probe.type_ids[4]
+        self.template = PairTemplate.of(self._tokenizer, tokenizer_file)
+        self.special_tokens = self.template.special_tokens
         # BERT's normaliser and pre-tokenizer split words at spaces before WordPiece: a text's tokens are then
         # those of its pieces cut after a space, and a long text can be counted piece by piece (token_counts)
         config = json.loads(self._tokenizer.to_str())
@@ -393,29 +435,38 @@ class QATokenizer:
         )[window_question]
         end = np.minimum(begin + room[window_question], context_len[window_question])
         q_len = question_len[window_question][:, None]
+        template = self.template
         lengths = q_len[:, 0] + (end - begin) + self.special_tokens
         position = np.arange(int(lengths.max()))[None, :]
         filled = position < lengths[:, None]  # [W, L]: the real (unpadded) tokens, row by row
-        in_question = (position >= 1) & (position <= q_len)
-        in_context = (position >= q_len + 2) & (position < lengths[:, None] - 1)
-        last = position == lengths[:, None] - 1
+        question_begin = len(template.prefix)  # prefix, question, middle, context, suffix
+        context_begin = q_len + question_begin + len(template.middle)
+        in_question = (position >= question_begin) & (position < question_begin + q_len)
+        in_context = (position >= context_begin) & (position < lengths[:, None] - len(template.suffix))
 
         # each real token's index into the flat token lists of all questions / all distinct contexts
         question_start = np.cumsum(question_len) - question_len
         context_start = (np.cumsum(distinct_len) - distinct_len)[context_of]
-        question_index = (question_start[window_question][:, None] + position - 1)[in_question]
-        context_index = (context_start[window_question] + begin)[:, None] + position - q_len - 2
+        question_index = (question_start[window_question][:, None] + position - question_begin)[in_question]
+        context_index = (context_start[window_question] + begin)[:, None] + position - context_begin
         context_index = context_index[in_context]
 
         input_ids = np.full(filled.shape, self.pad_id, dtype=np.int64)
-        input_ids[filled] = self._separator
-        input_ids[:, 0] = self._first
+        token_type_ids = np.zeros(filled.shape, dtype=np.int64)
+        rows = np.arange(len(lengths))
+        for part, starts in (
+            (template.prefix, np.zeros_like(lengths)),
+            (template.middle, context_begin[:, 0] - len(template.middle)),
+            (template.suffix, lengths - len(template.suffix)),
+        ):
+            for j, (token, token_type) in enumerate(part):
+                input_ids[rows, starts + j] = token
+                token_type_ids[rows, starts + j] = token_type
         flat_questions = np.fromiter(chain.from_iterable(question_ids), np.int64, int(question_len.sum()))
         input_ids[in_question] = flat_questions[question_index]
         input_ids[in_context] = np.concatenate([e.ids for e in encoded])[context_index]
-        token_type_ids = np.zeros(filled.shape, dtype=np.int64)
-        token_type_ids[in_context] = self._context_type
-        token_type_ids[last] = self._last_type
+        token_type_ids[in_question] = template.question_type
+        token_type_ids[in_context] = template.context_type
         token_offsets = np.full((*filled.shape, 2), NO_OFFSET, dtype=np.int32)
         token_offsets[in_context] = np.concatenate([e.offsets for e in encoded])[context_index]
         word_ids = np.full(filled.shape, NO_WORD, dtype=np.int64)

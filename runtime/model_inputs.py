@@ -35,7 +35,7 @@ class ModelLimits:
     """The exported model's own limits, recorded by the export in ``export.json``."""
 
     vocab_size: int
-    type_vocab_size: int
+    type_vocab_size: int | None  # None: the model takes no token types (those sent are never read)
     max_position_embeddings: int
 
     @classmethod
@@ -61,8 +61,9 @@ def check_windows(
         raise InputError(f"windows of {width} tokens; the model takes at most {limits.max_position_embeddings}")
     if input_ids.min() < 0 or input_ids.max() >= limits.vocab_size:
         raise InputError(f"token ids must be in [0, {limits.vocab_size}), the model's vocabulary")
-    if token_type_ids.min() < 0 or token_type_ids.max() >= limits.type_vocab_size:
-        raise InputError(f"token types must be in [0, {limits.type_vocab_size})")
+    types = limits.type_vocab_size
+    if types is not None and (token_type_ids.min() < 0 or token_type_ids.max() >= types):
+        raise InputError(f"token types must be in [0, {types})")
     if (
         ((attention_mask != 0) & (attention_mask != 1)).any()
         or (attention_mask[:, 0] != 1).any()

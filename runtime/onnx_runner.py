@@ -25,11 +25,20 @@ class GraphRunner:
     """``run(requests)`` over the exported graph; an engine gives ``_infer`` (one run of ``[n, width]`` feeds)."""
 
     device = "cpu"
+    # the graph's inputs, as the export wrote it: the model's own (RoBERTa and DistilBERT take no token types)
+    input_names: tuple[str, ...] = INPUT_NAMES
 
     def __init__(self, max_windows_per_run: int):
         if max_windows_per_run < 1:
             raise ValueError(f"max_windows_per_run must be >= 1, got {max_windows_per_run}")
         self.max_windows_per_run = max_windows_per_run
+
+    def _graph_inputs(self, names: Sequence[str]) -> None:
+        """Take the graph's own inputs (``names``), which must be among ``INPUT_NAMES``."""
+        unknown = sorted(set(names) - set(INPUT_NAMES))
+        if unknown or "input_ids" not in names:
+            raise ValueError(f"the graph takes {list(names)}; the step feeds input_ids and any of {INPUT_NAMES}")
+        self.input_names = tuple(name for name in INPUT_NAMES if name in names)
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(start_logits, end_logits) ``[n, width]`` of the graph's ``feeds`` (``INPUT_NAMES``, ``[n, width]``)."""
@@ -46,7 +55,8 @@ class GraphRunner:
         for begin in range(0, len(order), self.max_windows_per_run):
             chunk = order[begin : begin + self.max_windows_per_run]
             width = int(lengths[chunk].max())
-            start, end = self._infer({name: tensor[chunk, :width] for name, tensor in zip(INPUT_NAMES, stacked)})
+            feeds = {name: tensor[chunk, :width] for name, tensor in zip(INPUT_NAMES, stacked)}
+            start, end = self._infer({name: feeds[name] for name in self.input_names})
             logits[chunk, :width] = np.stack((start, end), axis=-1)
             executed += len(chunk) * width
         return per_request(logits, requests), PaddingStats(real_tokens=int(lengths.sum()), executed_tokens=executed)
@@ -73,6 +83,7 @@ class OnnxQARunner(GraphRunner):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(onnx_file), options, providers=providers)
         self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        self._graph_inputs([i.name for i in self.session.get_inputs()])
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         start, end = self.session.run(list(OUTPUT_NAMES), feeds)

@@ -57,6 +57,7 @@ class OpenVinoQARunner(GraphRunner):
         self.precision = precision
         self._request = self.compiled.create_infer_request()
         self._outputs = [self.compiled.output(name) for name in OUTPUT_NAMES]
+        self._graph_inputs([i.get_any_name() for i in self.compiled.inputs])
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         results = self._request.infer({name: np.ascontiguousarray(array) for name, array in feeds.items()})

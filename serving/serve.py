@@ -51,7 +51,7 @@ from client.names import ENSEMBLE
 from serving import shm, stub_compat
 from serving.admin import ADMIN_HEADER, AdminClient, admin_key_file, parse_header
 from serving.engines import ENGINES, PRECISIONS, EngineChoiceError, choose, described
-from serving.export import DEFAULT_MODEL, DEFAULT_REPOSITORY, is_current
+from serving.export import DEFAULT_MODEL, DEFAULT_REPOSITORY, is_current, read_record
 from serving.processes import mapped_shm, memory_mb, processes, running, stub_pids
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -397,6 +397,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         if status:
             return status
+    record = read_record(args.repository)
+    if engine == "torch" and record is not None and not record.torch_engine:
+        if args.engine != "auto":
+            print(
+                f"cannot start tritonserver: the torch engine reproduces ELECTRA checkpoints only; this one is "
+                f"{record.family}: serve it with ENGINE=onnxruntime (or openvino)",
+                file=sys.stderr,
+            )
+            return 2
+        engine, precision = "onnxruntime", "fp32"
+        print(f"the model step: engine onnxruntime in fp32 instead (the torch engine does not run {record.family})")
     try:
         admin = admin_key(args)
         command, env = server_command(

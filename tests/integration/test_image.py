@@ -279,8 +279,8 @@ def container_env(container: dict, key: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def pod(image, tmp_path_factory, tiny_checkpoint):
-    """The cpu overlay's pod: its triton container, then its proxy container in the same network namespace."""
-    (deployment,) = [d for d in kubectl_kustomize("cpu") if d["kind"] == "Deployment"]
+    """The onnxruntime overlay's pod: its triton container, then its proxy container in the same network namespace."""
+    (deployment,) = [d for d in kubectl_kustomize("onnxruntime") if d["kind"] == "Deployment"]
     spec = deployment["spec"]["template"]["spec"]
     containers = {c["name"]: c for c in spec["containers"]}
     assert set(containers) == {"triton", "proxy"}
@@ -319,7 +319,7 @@ def probe(running: Container, container: dict, name: str, ports: dict[str, int])
     return running.http_status(ports.get(port, port), probe["httpGet"]["path"]) == 200
 
 
-def test_kubernetes_cpu_pod_probes_and_prestop_drain(pod, reference):
+def test_kubernetes_onnxruntime_pod_probes_and_prestop_drain(pod, reference):
     running, containers, spec = pod
     ports = {p["name"]: p["containerPort"] for c in containers.values() for p in c.get("ports", [])}
     triton, container = running["triton"], containers["triton"]
