@@ -424,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "machine": machine,
         "label": args.label,
-        "inputs": "SQuAD-sized (~149 tokens)",
+        "inputs": f"SQuAD-sized (~{mean_pair_tokens(args.checkpoint, pairs):.0f} tokens)",
+        "checkpoint": family_of(args.checkpoint),
         "pipeline": reference,
         "competitors": competitors,
         "served": runs,
@@ -441,11 +442,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def mean_pair_tokens(checkpoint, pairs) -> float:
+    """The pairs' mean length in the checkpoint's own tokens, special tokens included (tokenizers differ)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
+    return float(np.mean([len(tokenizer(q, c)["input_ids"]) for q, c in pairs]))
+
+
+def family_of(checkpoint) -> str:
+    """The checkpoint's family (config.json's model_type), its layers and width: what the figures are of."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(checkpoint))
+    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers", None)
+    width = getattr(config, "hidden_size", None) or getattr(config, "dim", None)
+    return f"{config.model_type}, {layers} layers x {width}"
+
+
 def render(report: dict) -> str:
     ref = report["pipeline"]
     lines = [
-        f"Machine: {report['machine']} ({report['date']}); inputs: {report['inputs']}; answers compared with the "
-        f"fp32 pipeline's (SQuAD-sized pairs / the {len(CASES)} edge cases).",
+        f"Machine: {report['machine']} ({report['date']}); "
+        + (f"checkpoint: random-weight {report['checkpoint']}; " if "checkpoint" in report else "")
+        + f"inputs: {report['inputs']}; answers compared with the fp32 pipeline's (SQuAD-sized pairs / the "
+        f"{len(CASES)} edge cases).",
         "",
         "| setup | throughput (q/s) | p50 (ms) | p99 (ms) | × pipeline | tokenizer / electra / decoder share "
         "| queue share | padding | same answer |",

@@ -68,7 +68,9 @@ class ExportRecord:
     # what the model takes, as the pipeline passes it (the tokenizer's model_input_names): the ``ids`` graph's
     # inputs, and whether token types reach the model at all
     model_inputs: list = field(default_factory=lambda: list(GRAPH_INPUTS))
-    torch_engine: bool = True  # whether the torch engine (runtime.electra_encoder) reproduces this checkpoint
+    # the embedded server's engines that run this export (serving.engines): onnxruntime always (its graph is the
+    # one checked), openvino where it compiles the graph, torch where its encoder is the checkpoint's (ELECTRA)
+    engines: list = field(default_factory=lambda: ["onnxruntime", "openvino", "torch"])
     served_max_abs_diff: float | None = None  # of the int8 graph, when precision is int8
     # what the model step checks requests against: vocab_size, type_vocab_size, max_position_embeddings
     model_limits: dict | None = None
@@ -316,7 +318,7 @@ def export(
         graph_inputs=chosen.graph_inputs,
         family=network.config.model_type,
         model_inputs=list(graph_input_names(files.onnx_file) if onnx else model_inputs(tokenizer)),
-        torch_engine=torch_engine_reproduces(files.checkpoint_dir),
+        engines=runnable_engines(files, onnx),
         model_limits=model_limits(
             network.config, graph_input_names(files.onnx_file) if onnx else model_inputs(tokenizer), tokenizer
         ),
@@ -414,6 +416,33 @@ def model_limits(config, inputs: tuple[str, ...], tokenizer) -> dict:
         "type_vocab_size": config.type_vocab_size if "token_type_ids" in inputs and config.type_vocab_size else None,
         "max_position_embeddings": positions,
     }
+
+
+def runnable_engines(files: ExportedFiles, onnx: bool) -> list[str]:
+    """The embedded server's engines that run this export: tried here, so that serving it on one that cannot
+    is refused by name rather than failing inside the model step's load."""
+    engines = ["onnxruntime"] if onnx else []
+    if onnx and openvino_compiles(files.onnx_file):
+        engines.append("openvino")
+    if torch_engine_reproduces(files.checkpoint_dir):
+        engines.append("torch")
+    return engines
+
+
+def openvino_compiles(onnx_file: Path) -> bool:
+    """Whether OpenVINO's CPU plugin compiles the graph (DeBERTa's holds control flow of dynamic rank, which it
+    does not take); False where OpenVINO is not installed."""
+    try:
+        import openvino
+    except ImportError:
+        return False
+    core = openvino.Core()
+    try:
+        core.compile_model(core.read_model(str(onnx_file)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    except RuntimeError as error:
+        print(f"OpenVINO does not compile this graph: {str(error).strip().splitlines()[-1]}")
+        return False
+    return True
 
 
 def torch_engine_reproduces(checkpoint_dir: Path) -> bool:

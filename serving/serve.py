@@ -398,16 +398,21 @@ def main(argv: list[str] | None = None) -> int:
         if status:
             return status
     record = read_record(args.repository)
-    if engine == "torch" and record is not None and not record.torch_engine:
+    if record is not None and engine not in record.engines:
+        why = (
+            "the torch engine reproduces ELECTRA checkpoints only"
+            if engine == "torch"
+            else f"the {engine} engine does not compile this export's graph"
+        )
         if args.engine != "auto":
             print(
-                f"cannot start tritonserver: the torch engine reproduces ELECTRA checkpoints only; this one is "
-                f"{record.family}: serve it with ENGINE=onnxruntime (or openvino)",
+                f"cannot start tritonserver: {why}; this one is {record.family}: serve it with ENGINE="
+                + " or ENGINE=".join(record.engines),
                 file=sys.stderr,
             )
             return 2
         engine, precision = "onnxruntime", "fp32"
-        print(f"the model step: engine onnxruntime in fp32 instead (the torch engine does not run {record.family})")
+        print(f"the model step: engine onnxruntime in fp32 instead ({why}; this one is {record.family})")
     try:
         admin = admin_key(args)
         command, env = server_command(

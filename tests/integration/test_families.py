@@ -58,23 +58,30 @@ def test_another_family_is_served_with_the_pipelines_answers(family_server):
                 assert_same_answers([(a.text, a.score, a.start, a.end) for a in got], expected)
 
 
-def test_the_torch_engine_is_refused_for_a_family_it_does_not_reproduce(family_server):
-    family, _, server = family_server
+def refused_serve(repository, engine: str) -> str:
+    """``serving.serve --no-export --engine <engine>`` on an export that engine cannot run: exit status 2 before
+    any server starts; its message."""
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "serving.serve",
-            "--no-export",
-            "--engine",
-            "torch",
-            "--repository",
-            str(server.repository),
-        ],
+        [sys.executable, "-m", "serving.serve", "--no-export", "--engine", engine, "--repository", str(repository)],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=ROOT,
     )
-    assert result.returncode == 2
-    assert f"the torch engine reproduces ELECTRA checkpoints only; this one is {family}" in result.stderr
+    assert result.returncode == 2, result.stdout + result.stderr
+    return result.stderr
+
+
+def test_the_torch_engine_is_refused_for_a_family_it_does_not_reproduce(family_server):
+    family, _, server = family_server
+    engines = "ENGINE=onnxruntime" + (" or ENGINE=openvino" if family != "deberta-v2" else "")
+    expected = f"the torch engine reproduces ELECTRA checkpoints only; this one is {family}: serve it with {engines}"
+    assert expected in refused_serve(server.repository, "torch")
+
+
+def test_an_engine_that_cannot_run_the_export_is_refused_by_name(family_server):
+    family, _, server = family_server
+    if family != "deberta-v2":
+        pytest.skip("OpenVINO compiles this family's graph")
+    expected = "the openvino engine does not compile this export's graph; this one is deberta-v2"
+    assert expected in refused_serve(server.repository, "openvino")

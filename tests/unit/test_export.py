@@ -26,6 +26,7 @@ def test_export_writes_the_onnx_model_and_tokenizer_checked_against_pytorch(repo
     assert 0 <= record.max_abs_diff <= record.tolerance
     assert record.fused_operators["Attention"] == 2  # one fused attention per layer of the tiny model
     assert read_record(repository) == record
+    assert record.family == "electra" and record.engines == ["onnxruntime", "openvino", "torch"]
     assert is_current(repository, str(tiny_checkpoint))
     # openvino (bf16) and torch run this same fp32 graph's export: nothing to export again; int8 is another graph,
     # tensorrt's takes other inputs

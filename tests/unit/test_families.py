@@ -107,7 +107,8 @@ def test_the_export_records_what_the_steps_read_from_the_family(family):
     assert ("token_type_ids" in record.model_inputs) == (name in ("bert", "albert"))
     assert (record.model_limits["type_vocab_size"] is not None) == (name in ("bert", "albert"))
     assert record.model_limits["max_position_embeddings"] == 512
-    assert record.torch_engine is False  # the torch engine's encoder is ELECTRA's
+    # the torch engine's encoder is ELECTRA's; OpenVINO does not compile DeBERTa's graph
+    assert record.engines == (["onnxruntime"] if name == "deberta-v2" else ["onnxruntime", "openvino"])
     import onnx
 
     graph = onnx.load(str(repository / "electra" / "1" / "model.onnx")).graph
@@ -155,3 +156,22 @@ def test_a_tokenizer_the_pipeline_windows_otherwise_is_refused_saying_what_to_se
     repository = copy_repository(ROOT / "model_repository", tmp_path / "repository")
     with pytest.raises(ExportError, match="at max_seq_len 256, doc_stride 128; the tokenizer config says 384, 128"):
         export(str(checkpoint), repository)
+
+
+def test_the_openvino_engine_runs_every_familys_graph_as_onnx_runtime_does(family):
+    """The other CPU engine on the same exported graph, where it compiles it (``engines`` in export.json): fp32
+    logits equal ONNX Runtime's (bf16 is the precision it serves in: tests/integration/test_bf16.py)."""
+    pytest.importorskip("openvino")
+    from runtime.openvino_runner import OpenVinoQARunner
+
+    name, _, repository = family
+    if name == "deberta-v2":
+        pytest.skip("OpenVINO does not compile DeBERTa's graph: the export records it, make serve refuses it")
+    graph = repository / "electra" / "1" / "model.onnx"
+    questions, contexts = (list(t) for t in zip(*CASES.values()))
+    w = qa_tokenizer(repository / "tokenizer" / "1" / "tokenizer.json").encode(questions, contexts)
+    tokens = [pack_tokens(w.input_ids, w.attention_mask, w.token_type_ids)]
+    (expected,), _ = OnnxQARunner(graph, device="cpu").run(tokens)
+    (got,), _ = OpenVinoQARunner(graph, precision="fp32").run(tokens)
+    real = w.attention_mask == 1
+    np.testing.assert_allclose(got[real], expected[real], atol=1e-4, rtol=1e-4)
