@@ -1,10 +1,12 @@
 """A compact ELECTRA (BERT-style) encoder with the extractive question-answering head, in plain torch.
 
 It computes what ``transformers``' ``ElectraForQuestionAnswering`` computes in eval mode (absolute position
-embeddings, post-LayerNorm layers, exact-erf GELU), with the attention of each layer done by
-``torch.nn.functional.scaled_dot_product_attention`` (fused flash / memory-efficient kernels on GPU) and the
-query, key and value projections fused into one matrix product. Padded keys are masked out, so right padding
-never changes the logits of real positions.
+embeddings, post-LayerNorm layers, exact-erf GELU), and so what ``BertForQuestionAnswering``,
+``RobertaForQuestionAnswering`` and ``XLMRobertaForQuestionAnswering`` compute (the same layers: BERT without
+ELECTRA's embedding projection; RoBERTa's positions counted from after its padding index), with the attention of
+each layer done by ``torch.nn.functional.scaled_dot_product_attention`` (fused flash / memory-efficient kernels on
+GPU) and the query, key and value projections fused into one matrix product. Padded keys are masked out, so right
+padding never changes the logits of real positions.
 
 Weights are read by name from a checkpoint directory saved by Hugging Face (``config.json`` and
 ``model.safetensors``, or ``pytorch_model.bin``): every tensor is used and none may be missing.
@@ -20,18 +22,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Non-parameter buffers that older transformers versions saved; they carry no weights.
-IGNORED_KEYS = ("electra.embeddings.position_ids", "electra.embeddings.token_type_ids")
+# the families this encoder reproduces (config.json's model_type) and the prefix of their weights' names
+PREFIXES = {"electra": "electra", "bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta"}
+# Tensors a question-answering model does not read, as transformers does not: buffers older versions saved, and
+# the pooler that checkpoints fine-tuned from a pre-trained model may still carry
+IGNORED_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids", "pooler.dense.weight", "pooler.dense.bias")
 
 
 class UnsupportedCheckpoint(ValueError):
-    """The checkpoint is not an ELECTRA question-answering model this encoder reproduces exactly."""
+    """The checkpoint is not a question-answering model this encoder reproduces exactly (``PREFIXES``)."""
 
 
 @dataclass(frozen=True)
 class ElectraShape:
     """The hyper-parameters the network is built from, read from ``config.json``."""
 
+    model_type: str
     vocab_size: int
     embedding_size: int
     hidden_size: int
@@ -41,20 +47,35 @@ class ElectraShape:
     max_position_embeddings: int
     type_vocab_size: int
     layer_norm_eps: float
+    position_offset: int = 0  # RoBERTa's: the first position is its padding index + 1
+
+    @property
+    def prefix(self) -> str:
+        return PREFIXES[self.model_type]
+
+    @property
+    def max_positions(self) -> int:
+        """The longest window the position table holds."""
+        return self.max_position_embeddings - self.position_offset
 
     @classmethod
     def from_config(cls, config: dict) -> ElectraShape:
-        if config.get("model_type") != "electra":
-            raise UnsupportedCheckpoint(f"model_type is {config.get('model_type')!r}, not 'electra'")
+        model_type = config.get("model_type")
+        if model_type not in PREFIXES:
+            raise UnsupportedCheckpoint(f"model_type is {model_type!r}, not one of {', '.join(PREFIXES)}")
         for key, supported in (("hidden_act", "gelu"), ("position_embedding_type", "absolute")):
             if config.get(key, supported) != supported:
                 raise UnsupportedCheckpoint(f"{key}={config[key]!r} is not supported (only {supported!r})")
         if config.get("is_decoder", False) or config.get("add_cross_attention", False):
             raise UnsupportedCheckpoint("decoder / cross-attention ELECTRA models are not supported")
+        config = {"embedding_size": config.get("hidden_size"), **config}  # BERT and RoBERTa: no projection
+        derived = ("model_type", "layer_norm_eps", "position_offset")
         try:
             shape = cls(
-                **{name: config[name] for name in cls.__dataclass_fields__ if name != "layer_norm_eps"},
+                **{name: config[name] for name in cls.__dataclass_fields__ if name not in derived},
+                model_type=model_type,
                 layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)),
+                position_offset=config["pad_token_id"] + 1 if PREFIXES[model_type] == "roberta" else 0,
             )
         except KeyError as missing:
             raise UnsupportedCheckpoint(f"config.json has no {missing}") from None
@@ -127,8 +148,8 @@ class ElectraForQA(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
     ) -> torch.Tensor:
-        length = input_ids.shape[1]
-        positions = self.position_embeddings.weight[:length]
+        length, offset = input_ids.shape[1], self.shape.position_offset
+        positions = self.position_embeddings.weight[offset : offset + length]
         hidden = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids) + positions
         hidden = self.embedding_norm(hidden)
         if self.embeddings_project is not None:
@@ -155,8 +176,10 @@ class ElectraForQA(nn.Module):
 
 
 def _renamed(state: dict[str, torch.Tensor], model: ElectraForQA) -> dict[str, torch.Tensor]:
-    """``state`` (Hugging Face names) under this module's names, query/key/value concatenated."""
-    remaining = {k: v for k, v in state.items() if k not in IGNORED_KEYS}
+    """``state`` (Hugging Face names, under the family's prefix) under this module's names, query/key/value
+    concatenated."""
+    prefix = model.shape.prefix
+    remaining = {k: v for k, v in state.items() if k not in {f"{prefix}.{b}" for b in IGNORED_BUFFERS}}
 
     def take(name: str) -> torch.Tensor:
         try:
@@ -169,14 +192,14 @@ def _renamed(state: dict[str, torch.Tensor], model: ElectraForQA) -> dict[str, t
             renamed[f"{ours}.{suffix}"] = take(f"{theirs}.{suffix}")
 
     renamed: dict[str, torch.Tensor] = {}
-    e = "electra.embeddings"
+    e = f"{prefix}.embeddings"
     for table in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
         move(table, f"{e}.{table}", ("weight",))
     move("embedding_norm", f"{e}.LayerNorm")
     if model.embeddings_project is not None:
         move("embeddings_project", "electra.embeddings_project")
     for i in range(len(model.layers)):
-        ours, theirs = f"layers.{i}", f"electra.encoder.layer.{i}"
+        ours, theirs = f"layers.{i}", f"{prefix}.encoder.layer.{i}"
         for suffix in ("weight", "bias"):
             renamed[f"{ours}.qkv.{suffix}"] = torch.cat(
                 [take(f"{theirs}.attention.self.{name}.{suffix}") for name in ("query", "key", "value")]

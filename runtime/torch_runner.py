@@ -78,7 +78,7 @@ class TorchQARunner:
             torch.set_float32_matmul_precision("highest")
 
         shape, state = read_checkpoint(checkpoint)
-        self.max_position_embeddings = shape.max_position_embeddings
+        self.max_position_embeddings = shape.max_positions
         self.model = ElectraForQA.from_state_dict(shape, state).to(device=self._device, dtype=self.dtype)
         del state
 

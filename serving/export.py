@@ -69,7 +69,7 @@ class ExportRecord:
     # inputs, and whether token types reach the model at all
     model_inputs: list = field(default_factory=lambda: list(GRAPH_INPUTS))
     # the embedded server's engines that run this export (serving.engines): onnxruntime always (its graph is the
-    # one checked), openvino where it compiles the graph, torch where its encoder is the checkpoint's (ELECTRA)
+    # one checked), openvino where it compiles the graph, torch where its encoder is the checkpoint's architecture
     engines: list = field(default_factory=lambda: ["onnxruntime", "openvino", "torch"])
     served_max_abs_diff: float | None = None  # of the int8 graph, when precision is int8
     # what the model step checks requests against: vocab_size, type_vocab_size, max_position_embeddings
@@ -447,7 +447,8 @@ def openvino_compiles(onnx_file: Path) -> bool:
 
 def torch_engine_reproduces(checkpoint_dir: Path) -> bool:
     """Whether the torch engine's own encoder (``runtime.electra_encoder``) computes this checkpoint's logits:
-    ELECTRA's architecture only; other families serve on the ONNX graph's engines."""
+    ELECTRA's architecture and its kin (BERT, RoBERTa, XLM-RoBERTa); the other families serve on the ONNX
+    graph's engines."""
     from runtime.electra_encoder import ElectraShape, UnsupportedCheckpoint
 
     try:

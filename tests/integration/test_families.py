@@ -1,9 +1,10 @@
 """``make serve MODEL=<checkpoint of another family>``: the same ensemble serves it over gRPC, answers as the 4.57.6
-pipeline gives them on the same files. XLM-RoBERTa (sentencepiece, ``<s> q </s></s> c </s>``, no token types)
-and DeBERTa-v3 (sentencepiece, disentangled attention, its graph not fused); every family's parity on the
-served path without Triton is tests/unit/test_families.py. The torch engine, whose encoder is ELECTRA's, is
-refused for them by name."""
+pipeline gives them on the same files. ALBERT (sentencepiece, shared layers, token types) and DeBERTa-v3
+(sentencepiece, disentangled attention, its graph not fused); every family's parity on the served path without
+Triton is tests/unit/test_families.py. The torch engine, whose encoder is ELECTRA's and its kin's, is refused for
+them by name."""
 
+import os
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ from tests.conftest import ROOT, as_list, assert_same_answers
 from tests.integration.conftest import launch, stop
 
 
-@pytest.fixture(scope="module", params=["xlm-roberta", "deberta-v2"])
+@pytest.fixture(scope="module", params=["albert", "deberta-v2"])
 def family_server(request, tmp_path_factory, triton_server):
     work = tmp_path_factory.mktemp(request.param)
     checkpoint = work / "checkpoint"
@@ -75,8 +76,8 @@ def refused_serve(repository, engine: str) -> str:
 def test_the_torch_engine_is_refused_for_a_family_it_does_not_reproduce(family_server):
     family, _, server = family_server
     engines = "ENGINE=onnxruntime" + (" or ENGINE=openvino" if family != "deberta-v2" else "")
-    expected = f"the torch engine reproduces ELECTRA checkpoints only; this one is {family}: serve it with {engines}"
-    assert expected in refused_serve(server.repository, "torch")
+    expected = "the torch engine reproduces ELECTRA, BERT, RoBERTa and XLM-RoBERTa checkpoints only; this one is "
+    assert f"{expected}{family}: serve it with {engines}" in refused_serve(server.repository, "torch")
 
 
 def test_an_engine_that_cannot_run_the_export_is_refused_by_name(family_server):
@@ -85,3 +86,37 @@ def test_an_engine_that_cannot_run_the_export_is_refused_by_name(family_server):
         pytest.skip("OpenVINO compiles this family's graph")
     expected = "the openvino engine does not compile this export's graph; this one is deberta-v2"
     assert expected in refused_serve(server.repository, "openvino")
+
+
+@pytest.fixture(scope="module")
+def roberta_on_torch(tmp_path_factory, triton_server):
+    """A RoBERTa checkpoint served on the torch engine (the GPU path's engine and config, here on the CPU)."""
+    from serving.configs import torch_engine_on_cpu
+
+    work = tmp_path_factory.mktemp("roberta-torch")
+    checkpoint = work / "checkpoint"
+    command = [sys.executable, "-m", "serving.checkpoints", "--size", "tiny", "--family", "roberta"]
+    subprocess.run([*command, "--out", str(checkpoint)], check=True, capture_output=True, timeout=600)
+    repository = copy_repository(ROOT / "model_repository", work / "model_repository")
+    torch_engine_on_cpu(repository)
+    server = launch(work, checkpoint, repository, engine="torch")
+    yield checkpoint, server
+    stop(server.process)
+
+
+@pytest.mark.skipif(
+    bool(os.environ.get("SERVER_PYTHON")), reason="the server's environment of another Python has no PyTorch"
+)
+def test_the_torch_engine_serves_roberta_with_the_pipelines_answers(roberta_on_torch):
+    from transformers import pipeline
+
+    from client import TritonQA
+
+    checkpoint, server = roberta_on_torch
+    reference = pipeline("question-answering", model=str(checkpoint), tokenizer=str(checkpoint), device=-1)
+    pairs = list(CASES.values())
+    with TritonQA(server.grpc_url, timeout_s=60) as qa:
+        for (question, context), got in zip(pairs, qa.top_answers_many(pairs, 3)):
+            expected = as_list(reference(question=question, context=context, top_k=3))
+            assert_same_answers([(a.text, a.score, a.start, a.end) for a in got], expected)
+    assert "electra: torch on cpu" in server.log.read_text()

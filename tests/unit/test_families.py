@@ -107,8 +107,9 @@ def test_the_export_records_what_the_steps_read_from_the_family(family):
     assert ("token_type_ids" in record.model_inputs) == (name in ("bert", "albert"))
     assert (record.model_limits["type_vocab_size"] is not None) == (name in ("bert", "albert"))
     assert record.model_limits["max_position_embeddings"] == 512
-    # the torch engine's encoder is ELECTRA's; OpenVINO does not compile DeBERTa's graph
-    assert record.engines == (["onnxruntime"] if name == "deberta-v2" else ["onnxruntime", "openvino"])
+    # the torch engine's encoder is ELECTRA's and its kin's; OpenVINO does not compile DeBERTa's graph
+    torch_engine = ["torch"] if name in ("bert", "roberta", "xlm-roberta") else []
+    assert record.engines == (["onnxruntime"] if name == "deberta-v2" else ["onnxruntime", "openvino", *torch_engine])
     import onnx
 
     graph = onnx.load(str(repository / "electra" / "1" / "model.onnx")).graph
@@ -173,5 +174,22 @@ def test_the_openvino_engine_runs_every_familys_graph_as_onnx_runtime_does(famil
     tokens = [pack_tokens(w.input_ids, w.attention_mask, w.token_type_ids)]
     (expected,), _ = OnnxQARunner(graph, device="cpu").run(tokens)
     (got,), _ = OpenVinoQARunner(graph, precision="fp32").run(tokens)
+    real = w.attention_mask == 1
+    np.testing.assert_allclose(got[real], expected[real], atol=1e-4, rtol=1e-4)
+
+
+def test_the_torch_engine_gives_the_onnx_graphs_logits_for_the_families_it_runs(family):
+    """BERT, RoBERTa and XLM-RoBERTa on the torch engine's own encoder (the GPU path, here on the CPU in fp32):
+    the exported graph's logits, so the pipeline's answers."""
+    from runtime.torch_runner import TorchQARunner
+
+    name, _, repository = family
+    if "torch" not in read_record(repository).engines:
+        pytest.skip(f"the torch engine does not run {name} (the export records it; make serve refuses it)")
+    questions, contexts = (list(t) for t in zip(*CASES.values()))
+    w = qa_tokenizer(repository / "tokenizer" / "1" / "tokenizer.json").encode(questions, contexts)
+    tokens = [pack_tokens(w.input_ids, w.attention_mask, w.token_type_ids)]
+    (expected,), _ = OnnxQARunner(repository / "electra" / "1" / "model.onnx", device="cpu").run(tokens)
+    (got,), _ = TorchQARunner(repository / "electra" / "1" / "checkpoint", device="cpu", length_bucket=32).run(tokens)
     real = w.attention_mask == 1
     np.testing.assert_allclose(got[real], expected[real], atol=1e-4, rtol=1e-4)
