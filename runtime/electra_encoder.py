@@ -2,8 +2,9 @@
 
 It computes what ``transformers``' ``ElectraForQuestionAnswering`` computes in eval mode (absolute position
 embeddings, post-LayerNorm layers, exact-erf GELU), and so what ``BertForQuestionAnswering``,
-``RobertaForQuestionAnswering`` and ``XLMRobertaForQuestionAnswering`` compute (the same layers: BERT without
-ELECTRA's embedding projection; RoBERTa's positions counted from after its padding index), with the attention of
+``DistilBertForQuestionAnswering``, ``RobertaForQuestionAnswering`` and ``XLMRobertaForQuestionAnswering`` compute
+(the same layers: BERT without ELECTRA's embedding projection; DistilBERT under other names, without token
+types; RoBERTa's positions counted from after its padding index), with the attention of
 each layer done by ``torch.nn.functional.scaled_dot_product_attention`` (fused flash / memory-efficient kernels on
 GPU) and the query, key and value projections fused into one matrix product. Padded keys are masked out, so right
 padding never changes the logits of real positions.
@@ -23,7 +24,21 @@ import torch.nn.functional as F
 from torch import nn
 
 # the families this encoder reproduces (config.json's model_type) and the prefix of their weights' names
-PREFIXES = {"electra": "electra", "bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta"}
+PREFIXES = {
+    "electra": "electra",
+    "bert": "bert",
+    "roberta": "roberta",
+    "xlm-roberta": "roberta",
+    "distilbert": "distilbert",
+}
+# DistilBERT's config names for the same hyper-parameters (it has no token types, and LayerNorm eps 1e-12)
+DISTILBERT_KEYS = {
+    "hidden_size": "dim",
+    "num_hidden_layers": "n_layers",
+    "num_attention_heads": "n_heads",
+    "intermediate_size": "hidden_dim",
+    "hidden_act": "activation",
+}
 # Tensors a question-answering model does not read, as transformers does not: buffers older versions saved, and
 # the pooler that checkpoints fine-tuned from a pre-trained model may still carry
 IGNORED_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids", "pooler.dense.weight", "pooler.dense.bias")
@@ -63,11 +78,17 @@ class ElectraShape:
         model_type = config.get("model_type")
         if model_type not in PREFIXES:
             raise UnsupportedCheckpoint(f"model_type is {model_type!r}, not one of {', '.join(PREFIXES)}")
+        if model_type == "distilbert":
+            if config.get("sinusoidal_pos_embds", False):
+                raise UnsupportedCheckpoint("sinusoidal_pos_embds=True is not supported (learned positions only)")
+            renamed = {ours: config[theirs] for ours, theirs in DISTILBERT_KEYS.items() if theirs in config}
+            config = {**config, **renamed}
+            config["type_vocab_size"] = 0
         for key, supported in (("hidden_act", "gelu"), ("position_embedding_type", "absolute")):
             if config.get(key, supported) != supported:
                 raise UnsupportedCheckpoint(f"{key}={config[key]!r} is not supported (only {supported!r})")
         if config.get("is_decoder", False) or config.get("add_cross_attention", False):
-            raise UnsupportedCheckpoint("decoder / cross-attention ELECTRA models are not supported")
+            raise UnsupportedCheckpoint("decoder / cross-attention models are not supported")
         config = {"embedding_size": config.get("hidden_size"), **config}  # BERT and RoBERTa: no projection
         derived = ("model_type", "layer_norm_eps", "position_offset")
         try:
@@ -137,7 +158,10 @@ class ElectraForQA(nn.Module):
         self.shape = shape
         self.word_embeddings = nn.Embedding(shape.vocab_size, shape.embedding_size)
         self.position_embeddings = nn.Embedding(shape.max_position_embeddings, shape.embedding_size)
-        self.token_type_embeddings = nn.Embedding(shape.type_vocab_size, shape.embedding_size)
+        # DistilBERT has no token types: those the step is given are never read
+        self.token_type_embeddings = (
+            nn.Embedding(shape.type_vocab_size, shape.embedding_size) if shape.type_vocab_size else None
+        )
         self.embedding_norm = nn.LayerNorm(shape.embedding_size, eps=shape.layer_norm_eps)
         self.embeddings_project = (
             nn.Linear(shape.embedding_size, shape.hidden_size) if shape.embedding_size != shape.hidden_size else None
@@ -150,7 +174,9 @@ class ElectraForQA(nn.Module):
     ) -> torch.Tensor:
         length, offset = input_ids.shape[1], self.shape.position_offset
         positions = self.position_embeddings.weight[offset : offset + length]
-        hidden = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids) + positions
+        hidden = self.word_embeddings(input_ids) + positions
+        if self.token_type_embeddings is not None:
+            hidden = hidden + self.token_type_embeddings(token_type_ids)
         hidden = self.embedding_norm(hidden)
         if self.embeddings_project is not None:
             hidden = self.embeddings_project(hidden)
@@ -175,6 +201,27 @@ class ElectraForQA(nn.Module):
         return model.eval().requires_grad_(False)
 
 
+# each layer's tensors under the family's names: ours -> theirs, within the layer (query, key and value concatenate)
+BERT_LAYER = {
+    "layer": "{prefix}.encoder.layer.{i}",
+    "qkv": ("attention.self.query", "attention.self.key", "attention.self.value"),
+    "attention_out": "attention.output.dense",
+    "attention_norm": "attention.output.LayerNorm",
+    "intermediate": "intermediate.dense",
+    "output": "output.dense",
+    "output_norm": "output.LayerNorm",
+}
+DISTILBERT_LAYER = {
+    "layer": "{prefix}.transformer.layer.{i}",
+    "qkv": ("attention.q_lin", "attention.k_lin", "attention.v_lin"),
+    "attention_out": "attention.out_lin",
+    "attention_norm": "sa_layer_norm",
+    "intermediate": "ffn.lin1",
+    "output": "ffn.lin2",
+    "output_norm": "output_layer_norm",
+}
+
+
 def _renamed(state: dict[str, torch.Tensor], model: ElectraForQA) -> dict[str, torch.Tensor]:
     """``state`` (Hugging Face names, under the family's prefix) under this module's names, query/key/value
     concatenated."""
@@ -193,22 +240,19 @@ def _renamed(state: dict[str, torch.Tensor], model: ElectraForQA) -> dict[str, t
 
     renamed: dict[str, torch.Tensor] = {}
     e = f"{prefix}.embeddings"
-    for table in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+    tables = ("word_embeddings", "position_embeddings")
+    for table in (*tables, "token_type_embeddings") if model.token_type_embeddings is not None else tables:
         move(table, f"{e}.{table}", ("weight",))
     move("embedding_norm", f"{e}.LayerNorm")
     if model.embeddings_project is not None:
         move("embeddings_project", "electra.embeddings_project")
+    names = DISTILBERT_LAYER if prefix == "distilbert" else BERT_LAYER
     for i in range(len(model.layers)):
-        ours, theirs = f"layers.{i}", f"{prefix}.encoder.layer.{i}"
+        ours, theirs = f"layers.{i}", str(names["layer"]).format(prefix=prefix, i=i)
         for suffix in ("weight", "bias"):
-            renamed[f"{ours}.qkv.{suffix}"] = torch.cat(
-                [take(f"{theirs}.attention.self.{name}.{suffix}") for name in ("query", "key", "value")]
-            )
-        move(f"{ours}.attention_out", f"{theirs}.attention.output.dense")
-        move(f"{ours}.attention_norm", f"{theirs}.attention.output.LayerNorm")
-        move(f"{ours}.intermediate", f"{theirs}.intermediate.dense")
-        move(f"{ours}.output", f"{theirs}.output.dense")
-        move(f"{ours}.output_norm", f"{theirs}.output.LayerNorm")
+            renamed[f"{ours}.qkv.{suffix}"] = torch.cat([take(f"{theirs}.{name}.{suffix}") for name in names["qkv"]])
+        for part in ("attention_out", "attention_norm", "intermediate", "output", "output_norm"):
+            move(f"{ours}.{part}", f"{theirs}.{names[part]}")
     move("qa_outputs", "qa_outputs")
     if remaining:
         raise UnsupportedCheckpoint(f"the checkpoint has tensors this network does not use: {sorted(remaining)}")

@@ -447,8 +447,8 @@ def openvino_compiles(onnx_file: Path) -> bool:
 
 def torch_engine_reproduces(checkpoint_dir: Path) -> bool:
     """Whether the torch engine's own encoder (``runtime.electra_encoder``) computes this checkpoint's logits:
-    ELECTRA's architecture and its kin (BERT, RoBERTa, XLM-RoBERTa); the other families serve on the ONNX
-    graph's engines."""
+    ELECTRA's architecture and its kin (BERT, DistilBERT, RoBERTa, XLM-RoBERTa); the other families serve on
+    the ONNX graph's engines."""
     from runtime.electra_encoder import ElectraShape, UnsupportedCheckpoint
 
     try:

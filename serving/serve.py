@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     record = read_record(args.repository)
     if record is not None and engine not in record.engines:
         why = (
-            "the torch engine reproduces ELECTRA, BERT, RoBERTa and XLM-RoBERTa checkpoints only"
+            "the torch engine reproduces ELECTRA, BERT, DistilBERT, RoBERTa and XLM-RoBERTa checkpoints only"
             if engine == "torch"
             else f"the {engine} engine does not compile this export's graph"
         )

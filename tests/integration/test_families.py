@@ -76,7 +76,9 @@ def refused_serve(repository, engine: str) -> str:
 def test_the_torch_engine_is_refused_for_a_family_it_does_not_reproduce(family_server):
     family, _, server = family_server
     engines = "ENGINE=onnxruntime" + (" or ENGINE=openvino" if family != "deberta-v2" else "")
-    expected = "the torch engine reproduces ELECTRA, BERT, RoBERTa and XLM-RoBERTa checkpoints only; this one is "
+    expected = (
+        "the torch engine reproduces ELECTRA, BERT, DistilBERT, RoBERTa and XLM-RoBERTa checkpoints only; this one is "
+    )
     assert f"{expected}{family}: serve it with {engines}" in refused_serve(server.repository, "torch")
 
 

@@ -108,7 +108,7 @@ def test_the_export_records_what_the_steps_read_from_the_family(family):
     assert (record.model_limits["type_vocab_size"] is not None) == (name in ("bert", "albert"))
     assert record.model_limits["max_position_embeddings"] == 512
     # the torch engine's encoder is ELECTRA's and its kin's; OpenVINO does not compile DeBERTa's graph
-    torch_engine = ["torch"] if name in ("bert", "roberta", "xlm-roberta") else []
+    torch_engine = ["torch"] if name in ("bert", "distilbert", "roberta", "xlm-roberta") else []
     assert record.engines == (["onnxruntime"] if name == "deberta-v2" else ["onnxruntime", "openvino", *torch_engine])
     import onnx
 
@@ -179,8 +179,8 @@ def test_the_openvino_engine_runs_every_familys_graph_as_onnx_runtime_does(famil
 
 
 def test_the_torch_engine_gives_the_onnx_graphs_logits_for_the_families_it_runs(family):
-    """BERT, RoBERTa and XLM-RoBERTa on the torch engine's own encoder (the GPU path, here on the CPU in fp32):
-    the exported graph's logits, so the pipeline's answers."""
+    """BERT, DistilBERT, RoBERTa and XLM-RoBERTa on the torch engine's own encoder (the GPU path, here on the CPU
+    in fp32): the exported graph's logits, so the pipeline's answers."""
     from runtime.torch_runner import TorchQARunner
 
     name, _, repository = family

@@ -205,7 +205,7 @@ def test_half_precisions_on_cpu_stay_close(tiny_checkpoint, precision, atol):
     [
         dict(config_changes={"hidden_act": "gelu_new"}),
         dict(config_changes={"position_embedding_type": "relative_key"}),
-        dict(config_changes={"model_type": "distilbert"}),
+        dict(config_changes={"model_type": "albert"}),
         dict(config_changes={"num_hidden_layers": 3}),  # a layer's tensors are missing
         dict(config_changes={"num_hidden_layers": 1}),  # a layer's tensors are unused
         dict(config_changes={"intermediate_size": 48}),  # tensors do not fit the config
