@@ -86,7 +86,7 @@ export: setup
 FAMILY ?= electra
 checkpoint: setup
 	$(BIN)/python -m serving.checkpoints --size $(SIZE) --family $(FAMILY) \
-	  --out checkpoints/$(if $(filter electra,$(FAMILY)),electra,$(FAMILY))-qa-$(SIZE)
+	  --out checkpoints/$(FAMILY)-qa-$(SIZE)
 
 # The served ensemble vs pipeline('question-answering') on the full-size random checkpoint (minutes), or on MODEL
 # (a directory or hub id of any family served: make bench MODEL=...); BENCH_ARGS="--family roberta" builds and

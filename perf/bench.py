@@ -29,6 +29,7 @@ import numpy as np
 
 from perf.cases import CASES
 from perf.inputs import long_document, squad_sized_pairs
+from runtime.backend import config_file_parameters
 from runtime.cpu import describe
 from serving.admin import AdminClient, local_admin_key
 from serving.checkpoints import FAMILIES
@@ -226,6 +227,10 @@ def bench_served(server: Server, pairs, concurrency: int, duration_s: float) -> 
     }
 
 
+# what the CPU engines compute in (serving.engines): onnxruntime's fp32 and int8, openvino's bf16
+CPU_PRECISIONS = [p for engine in ENGINES.values() if engine.hardware == "cpu" for p in engine.precisions]
+
+
 def cpu_engine(precision: str) -> str:
     """The CPU engine that computes in ``precision`` (onnxruntime for fp32 and int8, openvino for bf16)."""
     return choose("auto", precision, gpu=False)[0].name
@@ -241,7 +246,7 @@ def prepare(checkpoint: Path, repository: Path, precision: str) -> None:
         shutil.rmtree(repository, ignore_errors=True)
     copy_repository(ROOT / "model_repository", repository, over_existing=True)
     for config in step_configs(repository, "electra"):
-        if "max_request_ms" in config.read_text():  # the Python-backend engines' (not tensorrt's)
+        if "max_request_ms" in config_file_parameters(config):  # the Python-backend engines' (not tensorrt's)
             edit(config, {"max_request_ms": "0"})
     if not current:
         export(str(checkpoint), repository, engine=engine, precision=precision)
@@ -252,8 +257,7 @@ def cpu_precisions() -> list[str]:
     from runtime.openvino_runner import bf16_units
 
     bf16 = bf16_units()
-    cpu = [p for engine in ENGINES.values() if engine.hardware == "cpu" for p in engine.precisions]
-    return [p for p in cpu if p != "bf16" or bf16]
+    return [p for p in CPU_PRECISIONS if p != "bf16" or bf16]
 
 
 def bench_bare_openvino(repository: Path, pairs, duration_s: float) -> dict:
@@ -359,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--precisions",
         nargs="+",
-        choices=("fp32", "int8", "bf16"),
+        choices=CPU_PRECISIONS,
         help="served (default: every one this CPU supports)",
     )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8])
@@ -372,8 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     precisions = args.precisions or supported
 
     if args.checkpoint is None:
-        name = "electra-qa-base" if args.family == "electra" else f"{args.family}-qa-base"
-        args.checkpoint = ROOT / "checkpoints" / name
+        args.checkpoint = ROOT / "checkpoints" / f"{args.family}-qa-base"  # as make checkpoint names it
         if not (args.checkpoint / "config.json").exists():
             print(f"building the full-size random {args.family} checkpoint in {args.checkpoint}", flush=True)
             built = subprocess.run(  # sentencepiece's trainer in a process of its own

@@ -65,7 +65,7 @@ def sibling_parameters(args: Mapping[str, str], model: str, keys: Iterable[str])
         if None in seen.values() or len(set(seen.values())) > 1:
             given = ", ".join(f"{name}: {value if value is not None else 'missing'}" for name, value in seen.items())
             raise ValueError(f"{model}'s {key} must be one value in all of its configs, read here too ({given})")
-        values[key] = seen[str(configs[0].relative_to(directory.parent))]
+        (values[key],) = set(seen.values())
     return values
 
 

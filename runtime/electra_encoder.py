@@ -41,7 +41,7 @@ DISTILBERT_KEYS = {
 }
 # Tensors a question-answering model does not read, as transformers does not: buffers older versions saved, and
 # the pooler that checkpoints fine-tuned from a pre-trained model may still carry
-IGNORED_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids", "pooler.dense.weight", "pooler.dense.bias")
+IGNORED_TENSORS = ("embeddings.position_ids", "embeddings.token_type_ids", "pooler.dense.weight", "pooler.dense.bias")
 
 
 class UnsupportedCheckpoint(ValueError):
@@ -174,9 +174,10 @@ class ElectraForQA(nn.Module):
     ) -> torch.Tensor:
         length, offset = input_ids.shape[1], self.shape.position_offset
         positions = self.position_embeddings.weight[offset : offset + length]
-        hidden = self.word_embeddings(input_ids) + positions
-        if self.token_type_embeddings is not None:
+        hidden = self.word_embeddings(input_ids)
+        if self.token_type_embeddings is not None:  # summed in transformers' order: words, types, positions
             hidden = hidden + self.token_type_embeddings(token_type_ids)
+        hidden = hidden + positions
         hidden = self.embedding_norm(hidden)
         if self.embeddings_project is not None:
             hidden = self.embeddings_project(hidden)
@@ -226,7 +227,7 @@ def _renamed(state: dict[str, torch.Tensor], model: ElectraForQA) -> dict[str, t
     """``state`` (Hugging Face names, under the family's prefix) under this module's names, query/key/value
     concatenated."""
     prefix = model.shape.prefix
-    remaining = {k: v for k, v in state.items() if k not in {f"{prefix}.{b}" for b in IGNORED_BUFFERS}}
+    remaining = {k: v for k, v in state.items() if k not in {f"{prefix}.{b}" for b in IGNORED_TENSORS}}
 
     def take(name: str) -> torch.Tensor:
         try:

@@ -47,16 +47,16 @@ class GraphRunner:
     def run(self, requests: Sequence[np.ndarray]) -> tuple[list[np.ndarray], PaddingStats]:
         """``requests``: per request its windows' packed ``tokens`` (``runtime.tensors``), ``[W_i, L_i]`` int64.
         Returns per request its logits ``[W_i, L_i, 2]`` float32, and the tokens run."""
-        stacked = unpack_tokens(stack_padded(requests, 0))  # padding packs to 0: pad id 0, no attention
-        lengths = stacked[1].sum(axis=1)
-        logits = np.zeros((*stacked[0].shape, 2), np.float32)
+        # padding packs to 0: pad id 0, no attention
+        columns = dict(zip(INPUT_NAMES, unpack_tokens(stack_padded(requests, 0))))
+        lengths = columns["attention_mask"].sum(axis=1)
+        logits = np.zeros((*columns["input_ids"].shape, 2), np.float32)
         order = np.argsort(-lengths, kind="stable")
         executed = 0
         for begin in range(0, len(order), self.max_windows_per_run):
             chunk = order[begin : begin + self.max_windows_per_run]
             width = int(lengths[chunk].max())
-            feeds = {name: tensor[chunk, :width] for name, tensor in zip(INPUT_NAMES, stacked)}
-            start, end = self._infer({name: feeds[name] for name in self.input_names})
+            start, end = self._infer({name: columns[name][chunk, :width] for name in self.input_names})
             logits[chunk, :width] = np.stack((start, end), axis=-1)
             executed += len(chunk) * width
         return per_request(logits, requests), PaddingStats(real_tokens=int(lengths.sum()), executed_tokens=executed)

@@ -182,8 +182,8 @@ def sentencepiece_model(directory: Path, pieces: dict) -> Path:
 
 
 def byte_level_bpe_tokenizer(scratch: Path):
-    """RoBERTa's kind of tokenizer (byte-level BPE, ``<s> A </s></s> B </s>`` pairs), trained on the benchmark's
-    generated pairs and the parity cases: every byte is in its alphabet, so any text encodes."""
+    """RoBERTa's kind of tokenizer (byte-level BPE, ``<s> A </s></s> B </s>`` pairs), trained on
+    ``training_texts``: every byte is in its alphabet, so any text encodes."""
     from tokenizers import ByteLevelBPETokenizer
     from transformers import RobertaTokenizerFast
 
@@ -194,14 +194,8 @@ def byte_level_bpe_tokenizer(scratch: Path):
     scratch.mkdir(parents=True, exist_ok=True)
     vocab_file, merges_file = trainer.save_model(str(scratch))
     tokenizer = RobertaTokenizerFast(vocab_file=vocab_file, merges_file=merges_file, model_max_length=512)
-    tokenizer = RobertaTokenizerFast.from_pretrained(_saved(tokenizer, scratch / "saved"))
     shutil.rmtree(scratch)
     return tokenizer
-
-
-def _saved(tokenizer, directory: Path) -> str:
-    tokenizer.save_pretrained(directory)
-    return str(directory)
 
 
 def main() -> None:

@@ -263,7 +263,8 @@ def export(
     """Export ``model`` into ``repository`` for ``engine`` computing in ``precision`` (``serving.engines``; None:
     the engine's default); raises ExportError when ONNX and PyTorch disagree.
 
-    The Python-backend engines (onnxruntime, openvino, torch) get the graph of the three standard inputs;
+    The Python-backend engines (onnxruntime, openvino, torch) get the graph of the model's own inputs (of the
+    three standard ones);
     ``optimize`` applies ONNX Runtime's transformer fusions (attention, skip-LayerNorm, embedding-LayerNorm,
     bias-GELU) to it offline, so that the served graph is the fused one that was checked against PyTorch.
     ``tensorrt`` (Triton's onnxruntime backend with TensorRT FP16, in the NGC image) gets the plain graph of the
@@ -284,7 +285,7 @@ def export(
 
     repository = Path(repository)
     files = ExportedFiles.of(repository)
-    check_windowing(tokenizer, network.config, repository)
+    check_windowing(tokenizer, repository)
     model_dir = files.record.parent
     model_dir.mkdir(parents=True, exist_ok=True)
     files.tokenizer_file.parent.mkdir(parents=True, exist_ok=True)
@@ -304,6 +305,7 @@ def export(
         os.replace(Path(scratch) / "checkpoint", files.checkpoint_dir)
     tokenizer.backend_tokenizer.save(str(files.tokenizer_file))
 
+    inputs = graph_input_names(files.onnx_file) if onnx else model_inputs(tokenizer)
     name, fingerprint = source_fingerprint(model)
     record = ExportRecord(
         model=name,
@@ -317,11 +319,9 @@ def export(
         served_max_abs_diff=served_diff,
         graph_inputs=chosen.graph_inputs,
         family=network.config.model_type,
-        model_inputs=list(graph_input_names(files.onnx_file) if onnx else model_inputs(tokenizer)),
+        model_inputs=list(inputs),
         engines=runnable_engines(files, onnx),
-        model_limits=model_limits(
-            network.config, graph_input_names(files.onnx_file) if onnx else model_inputs(tokenizer), tokenizer
-        ),
+        model_limits=model_limits(network.config, inputs),
     )
     files.record.write_text(json.dumps(asdict(record), indent=2) + "\n")
     return record
@@ -387,10 +387,10 @@ def _export_onnx(
     return max_abs_diff, served_diff, fused
 
 
-def check_windowing(tokenizer, config, repository: Path) -> None:
+def check_windowing(tokenizer, repository: Path) -> None:
     """The tokenizer step's windows (its config's ``max_seq_len`` and ``doc_stride``) are the pipeline's for this
-    tokenizer (``min(model_max_length, 384)`` and ``min(max_seq_len // 2, 128)``) and fit the model's positions;
-    else ``ExportError`` saying what to set."""
+    tokenizer (``min(model_max_length, 384)`` and ``min(max_seq_len // 2, 128)``); else ``ExportError`` saying
+    what to set."""
     parameters = config_file_parameters(repository / "tokenizer" / "config.pbtxt")
     served = int(parameters["max_seq_len"]), int(parameters["doc_stride"])
     max_seq_len = min(tokenizer.model_max_length, 384)
@@ -404,7 +404,7 @@ def check_windowing(tokenizer, config, repository: Path) -> None:
         )
 
 
-def model_limits(config, inputs: tuple[str, ...], tokenizer) -> dict:
+def model_limits(config, inputs: tuple[str, ...]) -> dict:
     """What the model step checks requests against: ids within the vocabulary, token types within the model's
     (None: it takes none, and the tokenizer's types never reach it), windows within the positions the model has
     (RoBERTa's positions start after its padding index: two fewer)."""
