@@ -2,9 +2,11 @@
 
 It computes what ``transformers``' ``ElectraForQuestionAnswering`` computes in eval mode (absolute position
 embeddings, post-LayerNorm layers, exact-erf GELU), and so what ``BertForQuestionAnswering``,
-``DistilBertForQuestionAnswering``, ``RobertaForQuestionAnswering`` and ``XLMRobertaForQuestionAnswering`` compute
-(the same layers: BERT without ELECTRA's embedding projection; DistilBERT under other names, without token
-types; RoBERTa's positions counted from after its padding index), with the attention of
+``DistilBertForQuestionAnswering``, ``RobertaForQuestionAnswering``, ``XLMRobertaForQuestionAnswering`` and
+``AlbertForQuestionAnswering`` compute (the same layers: BERT without ELECTRA's embedding projection; DistilBERT
+under other names, without token types; RoBERTa's positions counted from after its padding index; ALBERT's
+layers shared across the depth, its GELU the tanh approximation, its embeddings always projected), with the
+attention of
 each layer done by ``torch.nn.functional.scaled_dot_product_attention`` (fused flash / memory-efficient kernels on
 GPU) and the query, key and value projections fused into one matrix product. Padded keys are masked out, so right
 padding never changes the logits of real positions.
@@ -30,7 +32,10 @@ PREFIXES = {
     "roberta": "roberta",
     "xlm-roberta": "roberta",
     "distilbert": "distilbert",
+    "albert": "albert",
 }
+# the activations transformers names in hidden_act, as torch computes them (gelu_new: the tanh approximation)
+ACTIVATIONS = {"gelu": "none", "gelu_new": "tanh"}
 # DistilBERT's config names for the same hyper-parameters (it has no token types, and LayerNorm eps 1e-12)
 DISTILBERT_KEYS = {
     "hidden_size": "dim",
@@ -63,10 +68,27 @@ class ElectraShape:
     type_vocab_size: int
     layer_norm_eps: float
     position_offset: int = 0  # RoBERTa's: the first position is its padding index + 1
+    hidden_act: str = "gelu"  # ACTIVATIONS
+    projected: bool = False  # embeddings projected to the hidden width (ELECTRA's when narrower; ALBERT's always)
+    # num_hidden_layers passes, each through one group of inner_group_num layers: ALBERT's sharing (the others:
+    # a group of one layer per pass)
+    num_hidden_groups: int = 1
+    inner_group_num: int = 1
 
     @property
     def prefix(self) -> str:
         return PREFIXES[self.model_type]
+
+    @property
+    def schedule(self) -> tuple[int, ...]:
+        """The distinct layers (``num_hidden_groups * inner_group_num``) the hidden states pass through, in order:
+        each layer once, or ALBERT's groups shared across the depth (transformers' ``AlbertTransformer``)."""
+        passes, groups = self.num_hidden_layers, self.num_hidden_groups
+        return tuple(
+            int(i / (passes / groups)) * self.inner_group_num + j
+            for i in range(passes)
+            for j in range(self.inner_group_num)
+        )
 
     @property
     def max_positions(self) -> int:
@@ -84,36 +106,64 @@ class ElectraShape:
             renamed = {ours: config[theirs] for ours, theirs in DISTILBERT_KEYS.items() if theirs in config}
             config = {**config, **renamed}
             config["type_vocab_size"] = 0
-        for key, supported in (("hidden_act", "gelu"), ("position_embedding_type", "absolute")):
-            if config.get(key, supported) != supported:
-                raise UnsupportedCheckpoint(f"{key}={config[key]!r} is not supported (only {supported!r})")
+        if config.get("hidden_act", "gelu") not in ACTIVATIONS:
+            raise UnsupportedCheckpoint(
+                f"hidden_act={config['hidden_act']!r} is not supported (only {', '.join(map(repr, ACTIVATIONS))})"
+            )
+        if config.get("position_embedding_type", "absolute") != "absolute":
+            raise UnsupportedCheckpoint(
+                f"position_embedding_type={config['position_embedding_type']!r} is not supported (only 'absolute')"
+            )
         if config.get("is_decoder", False) or config.get("add_cross_attention", False):
             raise UnsupportedCheckpoint("decoder / cross-attention models are not supported")
         config = {"embedding_size": config.get("hidden_size"), **config}  # BERT and RoBERTa: no projection
-        derived = ("model_type", "layer_norm_eps", "position_offset")
+        derived = ("model_type", "layer_norm_eps", "position_offset", "projected")
+        if model_type != "albert":  # a layer of its own for each pass
+            config = {**config, "num_hidden_groups": config.get("num_hidden_layers"), "inner_group_num": 1}
+        config = {"hidden_act": "gelu", **config}
         try:
             shape = cls(
                 **{name: config[name] for name in cls.__dataclass_fields__ if name not in derived},
                 model_type=model_type,
                 layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)),
                 position_offset=config["pad_token_id"] + 1 if PREFIXES[model_type] == "roberta" else 0,
+                projected=model_type == "albert" or config["embedding_size"] != config["hidden_size"],
             )
         except KeyError as missing:
             raise UnsupportedCheckpoint(f"config.json has no {missing}") from None
+        if shape.num_hidden_layers % shape.num_hidden_groups:
+            raise UnsupportedCheckpoint(
+                f"num_hidden_layers {shape.num_hidden_layers} is not a multiple of num_hidden_groups "
+                f"{shape.num_hidden_groups}"
+            )
         if shape.hidden_size % shape.num_attention_heads:
             raise UnsupportedCheckpoint(
                 f"hidden_size {shape.hidden_size} is not a multiple of num_attention_heads {shape.num_attention_heads}"
             )
         return shape
 
+    def build(self, state: dict[str, torch.Tensor]) -> ElectraForQA:
+        return ElectraForQA.from_state_dict(self, state)
 
-def read_checkpoint(directory: str | Path) -> tuple[ElectraShape, dict[str, torch.Tensor]]:
-    """(shape, state dict on CPU) of a Hugging Face ``ElectraForQuestionAnswering`` checkpoint directory."""
+
+def shape_of(config: dict):
+    """The shape of the network that reproduces this ``config.json``: this module's (``PREFIXES``) or DeBERTa's
+    (``runtime.deberta_encoder``); ``UnsupportedCheckpoint`` for any other."""
+    if config.get("model_type") == "deberta-v2":
+        from runtime.deberta_encoder import DebertaShape
+
+        return DebertaShape.from_config(config)
+    return ElectraShape.from_config(config)
+
+
+def read_checkpoint(directory: str | Path):
+    """(shape, state dict on CPU) of a Hugging Face question-answering checkpoint directory; ``shape.build(state)``
+    is the network."""
     directory = Path(directory)
     config_file = directory / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{directory} has no config.json (not a Hugging Face checkpoint directory)")
-    shape = ElectraShape.from_config(json.loads(config_file.read_text()))
+    shape = shape_of(json.loads(config_file.read_text()))
     if (directory / "model.safetensors").is_file():
         from safetensors.torch import load_file
 
@@ -132,6 +182,7 @@ class ElectraLayer(nn.Module):
         super().__init__()
         hidden = shape.hidden_size
         self.heads = shape.num_attention_heads
+        self.approximate = ACTIVATIONS[shape.hidden_act]
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.attention_out = nn.Linear(hidden, hidden)
         self.attention_norm = nn.LayerNorm(hidden, eps=shape.layer_norm_eps)
@@ -146,7 +197,8 @@ class ElectraLayer(nn.Module):
         context = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
         context = context.transpose(1, 2).reshape(batch, length, width)
         hidden = self.attention_norm(self.attention_out(context) + hidden)
-        return self.output_norm(self.output(F.gelu(self.intermediate(hidden))) + hidden)
+        intermediate = F.gelu(self.intermediate(hidden), approximate=self.approximate)
+        return self.output_norm(self.output(intermediate) + hidden)
 
 
 class ElectraForQA(nn.Module):
@@ -163,10 +215,8 @@ class ElectraForQA(nn.Module):
             nn.Embedding(shape.type_vocab_size, shape.embedding_size) if shape.type_vocab_size else None
         )
         self.embedding_norm = nn.LayerNorm(shape.embedding_size, eps=shape.layer_norm_eps)
-        self.embeddings_project = (
-            nn.Linear(shape.embedding_size, shape.hidden_size) if shape.embedding_size != shape.hidden_size else None
-        )
-        self.layers = nn.ModuleList(ElectraLayer(shape) for _ in range(shape.num_hidden_layers))
+        self.embeddings_project = nn.Linear(shape.embedding_size, shape.hidden_size) if shape.projected else None
+        self.layers = nn.ModuleList(ElectraLayer(shape) for _ in range(max(shape.schedule) + 1))
         self.qa_outputs = nn.Linear(shape.hidden_size, 2)
 
     def forward(
@@ -184,14 +234,14 @@ class ElectraForQA(nn.Module):
         # [B, 1, 1, L] additive mask, as transformers makes it: every query attends to its window's real
         # tokens only (a window with no token at all attends uniformly rather than giving NaN)
         key_mask = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
-        for layer in self.layers:
-            hidden = layer(hidden, key_mask)
+        for index in self.shape.schedule:
+            hidden = self.layers[index](hidden, key_mask)
         return self.qa_outputs(hidden)
 
     @classmethod
     def from_state_dict(cls, shape: ElectraShape, state: dict[str, torch.Tensor]) -> ElectraForQA:
         """The network (on CPU, in the weights' dtype) with the weights of a Hugging Face
-        ``ElectraForQuestionAnswering`` state dict, strictly: raises ``UnsupportedCheckpoint`` when a tensor
+        ``<family>ForQuestionAnswering`` state dict, strictly: raises ``UnsupportedCheckpoint`` when a tensor
         is missing, has a shape that config.json does not imply, or is left unused."""
         with torch.device("meta"):  # no random initialisation of weights that are overwritten anyway
             model = cls(shape)
@@ -212,6 +262,15 @@ BERT_LAYER = {
     "output": "output.dense",
     "output_norm": "output.LayerNorm",
 }
+ALBERT_LAYER = {  # layer i: the inner one of its group
+    "layer": "{prefix}.encoder.albert_layer_groups.{group}.albert_layers.{inner}",
+    "qkv": ("attention.query", "attention.key", "attention.value"),
+    "attention_out": "attention.dense",
+    "attention_norm": "attention.LayerNorm",
+    "intermediate": "ffn",
+    "output": "ffn_output",
+    "output_norm": "full_layer_layer_norm",
+}
 DISTILBERT_LAYER = {
     "layer": "{prefix}.transformer.layer.{i}",
     "qkv": ("attention.q_lin", "attention.k_lin", "attention.v_lin"),
@@ -221,6 +280,10 @@ DISTILBERT_LAYER = {
     "output": "ffn.lin2",
     "output_norm": "output_layer_norm",
 }
+
+
+# the embedding projection's name, in the families that have one
+PROJECTIONS = {"electra": "electra.embeddings_project", "albert": "albert.encoder.embedding_hidden_mapping_in"}
 
 
 def _renamed(state: dict[str, torch.Tensor], model: ElectraForQA) -> dict[str, torch.Tensor]:
@@ -246,10 +309,12 @@ def _renamed(state: dict[str, torch.Tensor], model: ElectraForQA) -> dict[str, t
         move(table, f"{e}.{table}", ("weight",))
     move("embedding_norm", f"{e}.LayerNorm")
     if model.embeddings_project is not None:
-        move("embeddings_project", "electra.embeddings_project")
-    names = DISTILBERT_LAYER if prefix == "distilbert" else BERT_LAYER
+        move("embeddings_project", PROJECTIONS[prefix])
+    names = {"distilbert": DISTILBERT_LAYER, "albert": ALBERT_LAYER}.get(prefix, BERT_LAYER)
+    inner = model.shape.inner_group_num
     for i in range(len(model.layers)):
-        ours, theirs = f"layers.{i}", str(names["layer"]).format(prefix=prefix, i=i)
+        theirs = str(names["layer"]).format(prefix=prefix, i=i, group=i // inner, inner=i % inner)
+        ours = f"layers.{i}"
         for suffix in ("weight", "bias"):
             renamed[f"{ours}.qkv.{suffix}"] = torch.cat([take(f"{theirs}.{name}.{suffix}") for name in names["qkv"]])
         for part in ("attention_out", "attention_norm", "intermediate", "output", "output_norm"):

@@ -1,12 +1,12 @@
 """The ELECTRA step on PyTorch: the same contract as ``runtime.onnx_runner.OnnxQARunner``, for GPU and CPU.
 
-Runs ``runtime.electra_encoder.ElectraForQA`` (weights read from a Hugging Face checkpoint directory) over the
-windows of many requests. Windows are sorted by length (longest first) and cut into runs of at most
-``max_windows_per_run`` windows and ``max_tokens_per_run`` executed tokens; each run is padded to its longest
-window rounded up to a multiple of ``length_bucket`` (1 on CPU: no rounding). On CUDA the network runs in fp16
-under ``torch.inference_mode()``, optionally replayed from CUDA graphs captured once per (batch bucket, length
-bucket): runs are then padded up to the next batch bucket with dummy windows. Shapes outside the buckets run
-eagerly. Nothing here imports Triton.
+Runs the encoder that reproduces the checkpoint's family (``runtime.electra_encoder``, ``runtime.deberta_encoder``;
+weights read from a Hugging Face checkpoint directory) over the windows of many requests. Windows are sorted by
+length (longest first) and cut into runs of at most ``max_windows_per_run`` windows and ``max_tokens_per_run``
+executed tokens; each run is padded to its longest window rounded up to a multiple of ``length_bucket`` (1 on CPU:
+no rounding). On CUDA the network runs in fp16 under ``torch.inference_mode()``, optionally replayed from CUDA
+graphs captured once per (batch bucket, length bucket): runs are then padded up to the next batch bucket with dummy
+windows. Shapes outside the buckets run eagerly. Nothing here imports Triton.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from preprocessing.arrays import stack_padded
-from runtime.electra_encoder import ElectraForQA, read_checkpoint
+from runtime.electra_encoder import read_checkpoint
 from runtime.model_inputs import PaddingStats, per_request
 from runtime.tensors import ATTENTION_BIT, unpack_tokens
 
@@ -79,7 +79,7 @@ class TorchQARunner:
 
         shape, state = read_checkpoint(checkpoint)
         self.max_position_embeddings = shape.max_positions
-        self.model = ElectraForQA.from_state_dict(shape, state).to(device=self._device, dtype=self.dtype)
+        self.model = shape.build(state).to(device=self._device, dtype=self.dtype)
         del state
 
         self.max_windows_per_run = max_windows_per_run
@@ -192,7 +192,7 @@ class TorchQARunner:
         return _packed_forward(self.model, tokens)
 
 
-def _packed_forward(model: ElectraForQA, tokens: torch.Tensor) -> torch.Tensor:
+def _packed_forward(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     return model(*unpack_tokens(tokens)).float()
 
 
@@ -200,7 +200,7 @@ class _CapturedRun:
     """One CUDA graph of the network, its tokens unpacked in it, at a fixed (batch, width), with its static input
     and output tensors."""
 
-    def __init__(self, model: ElectraForQA, device: torch.device, batch: int, width: int, pool) -> None:
+    def __init__(self, model: torch.nn.Module, device: torch.device, batch: int, width: int, pool) -> None:
         self.inputs = _dummy_tensor(batch, width, device)
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
@@ -223,7 +223,7 @@ class _GraphCache:
     they are only replayed one at a time (under the runner's lock) and each keeps its own inputs and outputs
     alive, so their intermediates may share memory; the pool grows to the largest graph's needs."""
 
-    def __init__(self, model: ElectraForQA, device: torch.device, capacity: int) -> None:
+    def __init__(self, model: torch.nn.Module, device: torch.device, capacity: int) -> None:
         self.model, self.device, self.capacity = model, device, capacity
         self.pool = torch.cuda.graph_pool_handle()
         self.graphs: OrderedDict[tuple[int, int], _CapturedRun] = OrderedDict()

@@ -15,6 +15,7 @@ int8). ``--no-onnx`` writes all but the ONNX graph: enough for the torch engine,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -71,6 +72,7 @@ class ExportRecord:
     # the embedded server's engines that run this export (serving.engines): onnxruntime always (its graph is the
     # one checked), openvino where it compiles the graph, torch where its encoder is the checkpoint's architecture
     engines: list = field(default_factory=lambda: ["onnxruntime", "openvino", "torch"])
+    unrunnable: dict = field(default_factory=dict)  # each other engine: why it does not run this export
     served_max_abs_diff: float | None = None  # of the int8 graph, when precision is int8
     # what the model step checks requests against: vocab_size, type_vocab_size, max_position_embeddings
     model_limits: dict | None = None
@@ -306,6 +308,7 @@ def export(
     tokenizer.backend_tokenizer.save(str(files.tokenizer_file))
 
     inputs = graph_input_names(files.onnx_file) if onnx else model_inputs(tokenizer)
+    engines, unrunnable = runnable_engines(files, onnx)
     name, fingerprint = source_fingerprint(model)
     record = ExportRecord(
         model=name,
@@ -320,7 +323,8 @@ def export(
         graph_inputs=chosen.graph_inputs,
         family=network.config.model_type,
         model_inputs=list(inputs),
-        engines=runnable_engines(files, onnx),
+        engines=engines,
+        unrunnable=unrunnable,
         model_limits=model_limits(network.config, inputs),
     )
     files.record.write_text(json.dumps(asdict(record), indent=2) + "\n")
@@ -360,16 +364,17 @@ def _export_onnx(
         # the tracer's notes on values it records as constants (DistilBERT's mask fill): the graph is checked
         # against PyTorch on inputs of other shapes below
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(
-            wrapper,
-            graph_inputs,
-            str(onnx_path),
-            input_names=list(input_names),
-            output_names=list(output_names),
-            dynamic_axes=dynamic_axes,
-            opset_version=OPSET,
-            dynamo=False,
-        )
+        with _scripted_helpers_traced(network):
+            torch.onnx.export(
+                wrapper,
+                graph_inputs,
+                str(onnx_path),
+                input_names=list(input_names),
+                output_names=list(output_names),
+                dynamic_axes=dynamic_axes,
+                opset_version=OPSET,
+                dynamo=False,
+            )
         optimize = optimize and network.config.model_type in FUSED_FAMILIES
         fused = _fuse_transformer_ops(onnx_path, network.config) if optimize else {}
         expected = [t.numpy() for t in network(**{n: sample[n] for n in names}, return_dict=False)[:2]]
@@ -385,6 +390,35 @@ def _export_onnx(
         served_diff = _quantize_int8(onnx_path, feeds, expected)
         print(f"int8 vs PyTorch logits: max abs difference {served_diff:.3g} (recorded, not checked)")
     return max_abs_diff, served_diff, fused
+
+
+@contextlib.contextmanager
+def _scripted_helpers_traced(network):
+    """The model's module-level TorchScript helpers that branch or loop replaced, while the graph is traced, by
+    the Python functions they were compiled from: the tracer then records the branch a self-attention encoder
+    always takes rather than exporting the script's control flow. DeBERTa-v2's ``build_rpos`` is such a helper:
+    an ``If`` on whether keys and queries differ in length (never, in self-attention), whose branches differ in
+    rank, which OpenVINO's CPU plugin does not compile. The traced graph is checked against PyTorch like any
+    other."""
+    import torch
+
+    module = sys.modules[type(network).__module__]
+    # torch.jit.script keeps the function it compiled (for torch.compile to inline): where it does not, the helper
+    # stays scripted, and the engines that cannot compile its graph are left out of export.json's engines
+    originals = {
+        name: (helper, getattr(helper, "_torchdynamo_inline", None))
+        for name, helper in vars(module).items()
+        if isinstance(helper, torch.jit.ScriptFunction)
+        and any(node.kind() in ("prim::If", "prim::Loop") for node in helper.graph.nodes())
+    }
+    try:
+        for name, (_, original) in originals.items():
+            if callable(original):
+                setattr(module, name, original)
+        yield
+    finally:
+        for name, (helper, _) in originals.items():
+            setattr(module, name, helper)
 
 
 def check_windowing(tokenizer, repository: Path) -> None:
@@ -418,44 +452,49 @@ def model_limits(config, inputs: tuple[str, ...]) -> dict:
     }
 
 
-def runnable_engines(files: ExportedFiles, onnx: bool) -> list[str]:
-    """The embedded server's engines that run this export: tried here, so that serving it on one that cannot
-    is refused by name rather than failing inside the model step's load."""
-    engines = ["onnxruntime"] if onnx else []
-    if onnx and openvino_compiles(files.onnx_file):
-        engines.append("openvino")
-    if torch_engine_reproduces(files.checkpoint_dir):
-        engines.append("torch")
-    return engines
+def runnable_engines(files: ExportedFiles, onnx: bool) -> tuple[list[str], dict[str, str]]:
+    """The embedded server's engines that run this export, and why each other one does not: tried here, so that
+    serving it on one that cannot is refused naming the reason rather than failing inside the model step's
+    load."""
+    no_graph = "it was exported without the ONNX graph (--no-onnx)"
+    refusals = {
+        "onnxruntime": None if onnx else no_graph,
+        "openvino": openvino_refusal(files.onnx_file) if onnx else no_graph,
+        "torch": torch_engine_refusal(files.checkpoint_dir),
+    }
+    return [e for e, why in refusals.items() if why is None], {e: why for e, why in refusals.items() if why}
 
 
-def openvino_compiles(onnx_file: Path) -> bool:
-    """Whether OpenVINO's CPU plugin compiles the graph (DeBERTa's holds control flow of dynamic rank, which it
-    does not take); False where OpenVINO is not installed."""
+def openvino_refusal(onnx_file: Path) -> str | None:
+    """Why OpenVINO's CPU plugin does not compile the graph (None: it does); it does not take control flow whose
+    branches differ in rank, which TorchScript helpers export (``_scripted_helpers_traced``)."""
     try:
         import openvino
     except ImportError:
-        return False
+        return "OpenVINO is not installed where the export ran"
     core = openvino.Core()
     try:
         core.compile_model(core.read_model(str(onnx_file)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     except RuntimeError as error:
-        print(f"OpenVINO does not compile this graph: {str(error).strip().splitlines()[-1]}")
-        return False
-    return True
+        why = f"OpenVINO does not compile the graph: {str(error).strip().splitlines()[-1]}"
+        print(why)
+        return why
+    return None
 
 
-def torch_engine_reproduces(checkpoint_dir: Path) -> bool:
-    """Whether the torch engine's own encoder (``runtime.electra_encoder``) computes this checkpoint's logits:
-    ELECTRA's architecture and its kin (BERT, DistilBERT, RoBERTa, XLM-RoBERTa); the other families serve on
-    the ONNX graph's engines."""
-    from runtime.electra_encoder import ElectraShape, UnsupportedCheckpoint
+def torch_engine_refusal(checkpoint_dir: Path) -> str | None:
+    """Why the torch engine's own encoders (``runtime.electra_encoder``: ELECTRA and its kin, ALBERT;
+    ``runtime.deberta_encoder``) do not compute this checkpoint's logits (None: they do, every family served
+    in its published configurations); the others serve on the ONNX graph's engines."""
+    from runtime.electra_encoder import UnsupportedCheckpoint, shape_of
 
     try:
-        ElectraShape.from_config(json.loads((checkpoint_dir / "config.json").read_text()))
-    except UnsupportedCheckpoint:
-        return False
-    return True
+        shape_of(json.loads((checkpoint_dir / "config.json").read_text()))
+    except UnsupportedCheckpoint as error:
+        why = f"the torch engine's encoder does not reproduce this checkpoint: {error}"
+        print(why)
+        return why
+    return None
 
 
 def graph_input_names(onnx_file: Path) -> tuple[str, ...]:

@@ -293,6 +293,19 @@ def _redacted_spec(spec: str) -> str:
     return f"{spec.partition('=')[0]}={REDACTED}"  # neither protocols nor headers contain "="
 
 
+def engine_for(record, engine: str, precision: str, auto: bool) -> tuple[str, str, str | None]:
+    """(engine, precision, why it fell back or None): the chosen engine where the export runs on it (its record's
+    ``engines``); else, when the engine was chosen by ``auto``, ONNX Runtime in fp32, which runs every graph;
+    else ``ServerSetupError`` saying why (the export's own reason) and which engines do run it."""
+    if record is None or engine in record.engines:
+        return engine, precision, None
+    why = record.unrunnable.get(engine, f"the {engine} engine does not run this export")
+    if auto and "onnxruntime" in record.engines:
+        return "onnxruntime", "fp32", f"{why} ({record.family})"
+    runnable = " or ".join(f"ENGINE={e}" for e in record.engines) or "nothing: export it again"
+    raise ServerSetupError(f"{why} ({record.family}); serve it with {runnable}")
+
+
 def chosen_engine(args: argparse.Namespace) -> tuple[str, str]:
     """(engine, precision) that ``--engine`` and ``--precision`` name (``serving.engines.choose``; auto: torch
     when an NVIDIA GPU is visible); an engine only the NGC image runs is refused."""
@@ -397,22 +410,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         if status:
             return status
-    record = read_record(args.repository)
-    if record is not None and engine not in record.engines:
-        why = (
-            "the torch engine reproduces ELECTRA, BERT, DistilBERT, RoBERTa and XLM-RoBERTa checkpoints only"
-            if engine == "torch"
-            else f"the {engine} engine does not compile this export's graph"
-        )
-        if args.engine != "auto":
-            print(
-                f"cannot start tritonserver: {why}; this one is {record.family}: serve it with ENGINE="
-                + " or ENGINE=".join(record.engines),
-                file=sys.stderr,
-            )
-            return 2
-        engine, precision = "onnxruntime", "fp32"
-        print(f"the model step: engine onnxruntime in fp32 instead ({why}; this one is {record.family})")
+    try:
+        engine, precision, fallback = engine_for(read_record(args.repository), engine, precision, args.engine == "auto")
+    except ServerSetupError as error:
+        print(f"cannot start tritonserver: {error}", file=sys.stderr)
+        return 2
+    if fallback:
+        print(f"the model step: engine {engine} in {precision} instead ({fallback})")
     try:
         admin = admin_key(args)
         command, env = server_command(

@@ -68,6 +68,8 @@ def test_export_without_onnx_writes_what_the_torch_engine_reads(tmp_path, tiny_c
     assert (files.checkpoint_dir / "config.json").is_file() and (files.checkpoint_dir / "model.safetensors").is_file()
     assert files.tokenizer_file.is_file()
     assert record.max_abs_diff is None and record.model_limits["vocab_size"] == 30522
+    assert record.engines == ["torch"] and set(record.unrunnable) == {"onnxruntime", "openvino"}
+    assert "exported without the ONNX graph" in record.unrunnable["openvino"]
     assert read_record(repository) == record
     assert not is_current(repository, str(tiny_checkpoint))  # the default (ONNX Runtime) configs need the graph
 

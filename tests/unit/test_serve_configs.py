@@ -3,6 +3,7 @@ torch where a GPU is visible and otherwise the CPU engine that computes in the p
 names its own config file (``--model-config-name=<engine>``), which exists, and says the engine and precision the
 table says; a pair that does not go together is refused naming every engine's precisions."""
 
+import re
 from argparse import Namespace
 
 import pytest
@@ -10,7 +11,8 @@ import pytest
 from runtime.backend import config_file_parameters
 from runtime.engines import ENGINES as STEP_ENGINES
 from serving.engines import ENGINES, EngineChoiceError, choose
-from serving.serve import ServerSetupError, chosen_engine
+from serving.export import ExportRecord
+from serving.serve import ServerSetupError, chosen_engine, engine_for
 from tests.conftest import ROOT
 
 REPOSITORY = ROOT / "model_repository"
@@ -55,6 +57,27 @@ def test_make_serve_refuses_the_images_engine_and_a_config_name_of_its_own():
         chosen_engine(serve_args("tensorrt"))
     with pytest.raises(ServerSetupError, match="not tritonserver's --model-config-name"):
         chosen_engine(serve_args("auto", None, ["--model-config-name=mine"]))
+
+
+def record(engines, unrunnable, family="albert") -> ExportRecord:
+    """An export's record that says which engines run it, and why the others do not."""
+    return ExportRecord("m", "f", 0.0, 1e-3, 17, "now", {}, family=family, engines=engines, unrunnable=unrunnable)
+
+
+def test_an_engine_the_export_does_not_run_on_is_refused_saying_why_and_auto_falls_back():
+    why = "the torch engine's encoder does not reproduce this checkpoint: hidden_act='relu' is not supported"
+    albert = record(["onnxruntime", "openvino"], {"torch": why})
+    assert engine_for(albert, "openvino", "bf16", auto=False) == ("openvino", "bf16", None)
+    refused = f"{why} (albert); serve it with ENGINE=onnxruntime or ENGINE=openvino"
+    with pytest.raises(ServerSetupError, match=re.escape(refused)):
+        engine_for(albert, "torch", "fp16", auto=False)
+    # auto chose torch (a GPU is visible): ONNX Runtime instead, saying why
+    assert engine_for(albert, "torch", "fp16", auto=True) == ("onnxruntime", "fp32", f"{why} (albert)")
+    # exported for the torch engine only: nothing to fall back on
+    no_graph = record(["torch"], {"onnxruntime": "no graph", "openvino": "no graph"}, "electra")
+    with pytest.raises(ServerSetupError, match=r"no graph \(electra\); serve it with ENGINE=torch"):
+        engine_for(no_graph, "onnxruntime", "fp32", auto=True)
+    assert engine_for(None, "openvino", "bf16", auto=False) == ("openvino", "bf16", None)  # not exported yet
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -203,9 +203,10 @@ def test_half_precisions_on_cpu_stay_close(tiny_checkpoint, precision, atol):
 @pytest.mark.parametrize(
     "change",
     [
-        dict(config_changes={"hidden_act": "gelu_new"}),
+        dict(config_changes={"hidden_act": "relu"}),
         dict(config_changes={"position_embedding_type": "relative_key"}),
-        dict(config_changes={"model_type": "albert"}),
+        dict(config_changes={"model_type": "xlnet"}),
+        dict(config_changes={"model_type": "albert"}),  # ALBERT's encoder, ELECTRA's tensors
         dict(config_changes={"num_hidden_layers": 3}),  # a layer's tensors are missing
         dict(config_changes={"num_hidden_layers": 1}),  # a layer's tensors are unused
         dict(config_changes={"intermediate_size": 48}),  # tensors do not fit the config
@@ -217,6 +218,7 @@ def test_half_precisions_on_cpu_stay_close(tiny_checkpoint, precision, atol):
         "hidden_act",
         "relative_positions",
         "a_family_it_does_not_run",
+        "another_familys_names",
         "missing_layer",
         "unused_layer",
         "wrong_shape",
@@ -281,3 +283,75 @@ def test_cuda_fp16_stays_close_to_fp32_with_and_without_graphs(tiny_checkpoint, 
         assert_same_logits(got, [reference_logits(hf_model, r) for r in requests], requests, atol=0.05)
     exact, _ = TorchQARunner(tiny_checkpoint, device="cuda", precision="fp32").run(packed(requests))
     assert_same_logits(exact, [reference_logits(hf_model, r) for r in requests], requests, atol=1e-3)
+
+
+FAMILY_VARIANTS = {
+    # ALBERT's sharing: 4 passes through 2 groups of 2 layers, its embeddings projected up, the tanh GELU
+    "albert-groups": (
+        "AlbertConfig",
+        dict(embedding_size=16, num_hidden_layers=4, num_hidden_groups=2, inner_group_num=2, hidden_act="gelu_new"),
+    ),
+    # DeBERTa-v3's layout: shared attention keys, layer-normalised relative table, distances bucketed
+    # logarithmically past 4 (windows here reach 128), no absolute positions, no token types
+    "deberta-v3": (
+        "DebertaV2Config",
+        dict(
+            relative_attention=True,
+            pos_att_type=["p2c", "c2p"],
+            position_buckets=8,
+            max_relative_positions=64,
+            share_att_key=True,
+            norm_rel_ebd="layer_norm",
+            position_biased_input=False,
+            type_vocab_size=0,
+        ),
+    ),
+    # DeBERTa-v2's other switches: its own relative projections, one term only, distances not bucketed,
+    # absolute positions and token types added, narrower embeddings projected up
+    "deberta-v2-separate": (
+        "DebertaV2Config",
+        dict(
+            relative_attention=True,
+            pos_att_type="c2p",
+            position_buckets=-1,
+            share_att_key=False,
+            position_biased_input=True,
+            type_vocab_size=2,
+            embedding_size=16,
+        ),
+    ),
+    "deberta-v2-position-to-content": (
+        "DebertaV2Config",
+        dict(relative_attention=True, pos_att_type=["p2c"], share_att_key=False, max_relative_positions=32),
+    ),
+    "deberta-absolute-only": ("DebertaV2Config", dict(relative_attention=False, type_vocab_size=2)),
+    # DeBERTa-v2 xlarge's convolution over the embeddings, added to the first layer's output
+    "deberta-v2-convolution": (
+        "DebertaV2Config",
+        dict(relative_attention=True, pos_att_type=["p2c", "c2p"], conv_kernel_size=3, conv_act="gelu"),
+    ),
+    "deberta-v2-grouped-convolution": (
+        "DebertaV2Config",
+        dict(relative_attention=True, pos_att_type=["c2p"], conv_kernel_size=5, conv_groups=2),
+    ),
+}
+
+
+@pytest.mark.parametrize("variant", FAMILY_VARIANTS)
+def test_each_familys_switches_equal_transformers(tmp_path, variant):
+    """The encoders the torch engine builds for ALBERT and DeBERTa follow every switch of their configs as
+    transformers does (random weights, ragged requests; tests/unit/test_families.py serves the default ones)."""
+    import transformers
+
+    config_class, switches = FAMILY_VARIANTS[variant]
+    torch.manual_seed(0)
+    shape = dict(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    # weights wide enough that attention decides the logits (at the default 0.02 it barely moves them)
+    config = getattr(transformers, config_class)(
+        **{**shape, **switches}, max_position_embeddings=512, initializer_range=0.5
+    )
+    model = transformers.AutoModelForQuestionAnswering.from_config(config).eval()
+    model.save_pretrained(tmp_path)
+    requests = ragged_requests(vocab=1000)
+    got, _ = TorchQARunner(tmp_path, device="cpu", max_windows_per_run=8).run(packed(requests))
+    assert_same_logits(got, [reference_logits(model, r) for r in requests], requests)
