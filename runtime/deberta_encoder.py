@@ -123,18 +123,19 @@ class DebertaShape:
         return DebertaForQA.from_state_dict(self, state)
 
 
-def relative_positions(length: int, shape: DebertaShape, device: torch.device) -> torch.Tensor:
-    """[L, L] int64: query position minus key position, bucketed as DeBERTa-v2 buckets them (exact within
-    ``position_buckets / 2``, logarithmic beyond, up to ``max_relative_positions``), in the same float32 steps."""
-    positions = torch.arange(length, dtype=torch.long, device=device)
+def relative_positions(length: int, shape: DebertaShape) -> torch.Tensor:
+    """[L, L] int64 on the CPU: query position minus key position, bucketed as DeBERTa-v2 buckets them (exact
+    within ``position_buckets / 2``, logarithmic beyond, up to ``max_relative_positions``), in the same float32
+    steps. A window of n tokens takes its top-left [n, n]."""
+    positions = torch.arange(length, dtype=torch.long)
     relative = positions[:, None] - positions[None, :]
     if shape.position_buckets <= 0 or shape.max_relative_positions <= 0:
         return relative
     mid = shape.position_buckets // 2
     sign = torch.sign(relative)
     inside = (relative < mid) & (relative > -mid)
-    distance = torch.where(inside, torch.tensor(mid - 1, device=device), torch.abs(relative))
-    log_ratio = torch.log(torch.tensor((shape.max_relative_positions - 1) / mid, device=device))
+    distance = torch.where(inside, torch.tensor(mid - 1), torch.abs(relative))
+    log_ratio = torch.log(torch.tensor((shape.max_relative_positions - 1) / mid))
     logarithmic = torch.ceil(torch.log(distance / mid) / log_ratio * (mid - 1)) + mid
     return torch.where(distance <= mid, relative.to(logarithmic.dtype), logarithmic * sign).to(torch.long)
 
@@ -161,16 +162,16 @@ class DebertaLayer(nn.Module):
     def forward(
         self, hidden: torch.Tensor, keys: torch.Tensor, relative: torch.Tensor, table: torch.Tensor | None
     ) -> torch.Tensor:
-        """``keys`` [B, 1, 1, L] bool, True where a key is a real token; ``relative`` [L, L] rows of ``table``
-        (the relative embeddings [2 x span, H]), None without relative attention."""
+        """``keys`` [B, 1, 1, L] bool, True where a key is a real token; ``relative`` [L, L] the (bucketed)
+        query-minus-key distances, which pick rows of ``table``, the relative embeddings [2 x span, H] (None
+        without relative attention)."""
         q, k, v = (self._heads(part) for part in self.qkv(hidden).chunk(3, dim=-1))
         scale = (q.shape[-1] * self.shape.scale_factor) ** -0.5
         bias = torch.zeros((), dtype=hidden.dtype, device=hidden.device)
         if table is not None:
             span = self.shape.attention_span
-            inner = q.shape[1] * q.shape[-1]
-            if self.pos_key is None and self.pos_query is None:  # shared: the layer's own query and key
-                pos_query, pos_key = self.qkv(table)[:, :inner], self.qkv(table)[:, inner : 2 * inner]
+            if self.shape.share_att_key:  # the layer's own query and key projections
+                pos_query, pos_key, _ = self.qkv(table).chunk(3, dim=-1)
             else:
                 pos_query = self.pos_query(table) if self.pos_query is not None else None
                 pos_key = self.pos_key(table) if self.pos_key is not None else None
@@ -216,6 +217,9 @@ class DebertaForQA(nn.Module):
             else None
         )
         self.layers = nn.ModuleList(DebertaLayer(shape) for _ in range(shape.num_hidden_layers))
+        # every window's relative positions, computed once (from_state_dict): a window slices its own, so that
+        # nothing in forward copies from the host (CUDA graphs capture it whole)
+        self.register_buffer("relative_index", torch.zeros((0, 0), dtype=torch.long), persistent=False)
         self.conv = (
             nn.Conv1d(
                 shape.hidden_size,
@@ -244,12 +248,11 @@ class DebertaForQA(nn.Module):
         real = attention_mask[..., None].to(hidden.dtype)
         hidden = self.embedding_norm(hidden) * real
         keys = attention_mask[:, None, None, :].bool()
-        table, relative = None, torch.zeros((), dtype=torch.long, device=input_ids.device)
+        table, relative = None, self.relative_index[:length, :length]
         if self.relative_embeddings is not None:
             table = self.relative_embeddings.weight
             if self.relative_norm is not None:
                 table = self.relative_norm(table)
-            relative = relative_positions(length, self.shape, input_ids.device)
         embedded = hidden
         for i, layer in enumerate(self.layers):
             hidden = layer(hidden, keys, relative, table)
@@ -271,6 +274,9 @@ class DebertaForQA(nn.Module):
             model.load_state_dict(_renamed(state, model), strict=True, assign=True)
         except RuntimeError as error:
             raise UnsupportedCheckpoint(f"the checkpoint does not fit config.json: {error}") from None
+        model.relative_index = (  # built on the meta device above, like the weights
+            relative_positions(shape.max_positions, shape) if shape.relative_attention else torch.zeros((0, 0))
+        ).long()
         return model.eval().requires_grad_(False)
 
 

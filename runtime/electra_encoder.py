@@ -6,10 +6,10 @@ embeddings, post-LayerNorm layers, exact-erf GELU), and so what ``BertForQuestio
 ``AlbertForQuestionAnswering`` compute (the same layers: BERT without ELECTRA's embedding projection; DistilBERT
 under other names, without token types; RoBERTa's positions counted from after its padding index; ALBERT's
 layers shared across the depth, its GELU the tanh approximation, its embeddings always projected), with the
-attention of
-each layer done by ``torch.nn.functional.scaled_dot_product_attention`` (fused flash / memory-efficient kernels on
-GPU) and the query, key and value projections fused into one matrix product. Padded keys are masked out, so right
-padding never changes the logits of real positions.
+attention of each layer done by ``torch.nn.functional.scaled_dot_product_attention`` (fused flash /
+memory-efficient kernels on GPU) and the query, key and value projections fused into one matrix product. Padded
+keys are masked out, so right padding never changes the logits of real positions. DeBERTa's encoder is
+``runtime.deberta_encoder``; ``read_checkpoint`` reads either.
 
 Weights are read by name from a checkpoint directory saved by Hugging Face (``config.json`` and
 ``model.safetensors``, or ``pytorch_model.bin``): every tensor is used and none may be missing.

@@ -199,3 +199,41 @@ def test_the_torch_engine_gives_the_onnx_graphs_logits_for_every_family(family):
     (got,), _ = TorchQARunner(repository / "electra" / "1" / "checkpoint", device="cpu", length_bucket=32).run(tokens)
     real = w.attention_mask == 1
     np.testing.assert_allclose(got[real], expected[real], atol=1e-4, rtol=1e-4)
+
+
+def test_the_tensorrt_engines_packed_graph_gives_every_familys_logits(family, tmp_path):
+    """The graph the NGC image's TensorRT builds from (``make export ENGINE=tensorrt``: the step's packed
+    ``tokens`` in, unpacked inside the graph to the family's own inputs; ``logits`` out), without control flow,
+    gives the served graph's logits, here on ONNX Runtime's CPU provider (TensorRT itself is not measured on a
+    GPU yet)."""
+    import onnx
+    import onnxruntime as ort
+
+    _, checkpoint, repository = family
+    packed_repository = copy_repository(ROOT / "model_repository", tmp_path / "tensorrt")
+    record = export(str(checkpoint), packed_repository, engine="tensorrt")
+    assert record.graph_inputs == "tokens"
+    packed_graph = packed_repository / "electra" / "1" / "model.onnx"
+    graph = onnx.load(str(packed_graph)).graph
+    assert [i.name for i in graph.input] == ["tokens"] and [o.name for o in graph.output] == ["logits"]
+    assert not {node.op_type for node in graph.node} & {"If", "Loop", "Scan"}
+    questions, contexts = (list(t) for t in zip(*CASES.values()))
+    w = qa_tokenizer(repository / "tokenizer" / "1" / "tokenizer.json").encode(questions, contexts)
+    tokens = pack_tokens(w.input_ids, w.attention_mask, w.token_type_ids)
+    (expected,), _ = OnnxQARunner(repository / "electra" / "1" / "model.onnx", device="cpu").run([tokens])
+    (got,) = ort.InferenceSession(str(packed_graph), providers=["CPUExecutionProvider"]).run(None, {"tokens": tokens})
+    real = w.attention_mask == 1
+    np.testing.assert_allclose(got[real], expected[real], atol=1e-4, rtol=1e-4)
+
+
+def test_make_bench_times_bare_openvino_on_every_familys_graph(family):
+    """``make bench --family``'s in-process competitor feeds each family's graph its own inputs."""
+    pytest.importorskip("openvino")
+    from perf.bench import bench_bare_openvino
+    from runtime.openvino_runner import bf16_units
+
+    if not bf16_units():
+        pytest.skip("bare OpenVINO is timed in bf16, on CPUs with bf16 matrix units")
+    _, _, repository = family
+    timed = bench_bare_openvino(repository, squad_sized_pairs(2), duration_s=0.05)
+    assert timed["throughput_qps"] > 0
