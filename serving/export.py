@@ -70,7 +70,7 @@ class ExportRecord:
     # inputs, and whether token types reach the model at all
     model_inputs: list = field(default_factory=lambda: list(GRAPH_INPUTS))
     # the embedded server's engines that run this export (serving.engines): onnxruntime always (its graph is the
-    # one checked), openvino where it compiles the graph, torch where its encoder is the checkpoint's architecture
+    # one checked), openvino where it compiles the graph, torch where its encoders build the checkpoint's config
     engines: list = field(default_factory=lambda: ["onnxruntime", "openvino", "torch"])
     unrunnable: dict = field(default_factory=dict)  # each other engine: why it does not run this export
     served_max_abs_diff: float | None = None  # of the int8 graph, when precision is int8
@@ -404,7 +404,7 @@ def _scripted_helpers_traced(network):
 
     module = sys.modules[type(network).__module__]
     # torch.jit.script keeps the function it compiled (for torch.compile to inline): where it does not, the helper
-    # stays scripted, and the engines that cannot compile its graph are left out of export.json's engines
+    # stays scripted, and an engine that cannot compile its graph says so in export.json's unrunnable
     originals = {
         name: (helper, getattr(helper, "_torchdynamo_inline", None))
         for name, helper in vars(module).items()

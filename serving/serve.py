@@ -299,7 +299,8 @@ def engine_for(record, engine: str, precision: str, auto: bool) -> tuple[str, st
     else ``ServerSetupError`` saying why (the export's own reason) and which engines do run it."""
     if record is None or engine in record.engines:
         return engine, precision, None
-    why = record.unrunnable.get(engine, f"the {engine} engine does not run this export")
+    # an export recorded before the record kept the reasons: exporting again tries the engine again
+    why = record.unrunnable.get(engine, f"the {engine} engine did not run this export when it was made (export again)")
     if auto and "onnxruntime" in record.engines:
         return "onnxruntime", "fp32", f"{why} ({record.family})"
     runnable = " or ".join(f"ENGINE={e}" for e in record.engines) or "nothing: export it again"

@@ -337,21 +337,48 @@ FAMILY_VARIANTS = {
 }
 
 
-@pytest.mark.parametrize("variant", FAMILY_VARIANTS)
-def test_each_familys_switches_equal_transformers(tmp_path, variant):
-    """The encoders the torch engine builds for ALBERT and DeBERTa follow every switch of their configs as
-    transformers does (random weights, ragged requests; tests/unit/test_families.py serves the default ones)."""
+def variant_checkpoint(directory, variant: str):
+    """A random-weight checkpoint of ``FAMILY_VARIANTS[variant]`` saved in ``directory``, and its transformers
+    model, with weights wide enough that attention decides the logits (at the default 0.02 it barely moves
+    them)."""
     import transformers
 
     config_class, switches = FAMILY_VARIANTS[variant]
     torch.manual_seed(0)
     shape = dict(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
-    # weights wide enough that attention decides the logits (at the default 0.02 it barely moves them)
     config = getattr(transformers, config_class)(
         **{**shape, **switches}, max_position_embeddings=512, initializer_range=0.5
     )
     model = transformers.AutoModelForQuestionAnswering.from_config(config).eval()
-    model.save_pretrained(tmp_path)
+    model.save_pretrained(directory)
+    return directory, model
+
+
+@pytest.mark.parametrize("variant", FAMILY_VARIANTS)
+def test_each_familys_switches_equal_transformers(tmp_path, variant):
+    """The encoders the torch engine builds for ALBERT and DeBERTa follow every switch of their configs as
+    transformers does (random weights, ragged requests; tests/unit/test_families.py serves the default ones)."""
+    checkpoint, model = variant_checkpoint(tmp_path, variant)
     requests = ragged_requests(vocab=1000)
-    got, _ = TorchQARunner(tmp_path, device="cpu", max_windows_per_run=8).run(packed(requests))
+    got, _ = TorchQARunner(checkpoint, device="cpu", max_windows_per_run=8).run(packed(requests))
     assert_same_logits(got, [reference_logits(model, r) for r in requests], requests)
+
+
+@pytest.mark.parametrize("variant", ["albert-groups", "deberta-v3", "deberta-v2-convolution"])
+def test_other_families_in_fp16_stay_as_close_to_fp32_as_transformers_own_fp16(tmp_path, variant):
+    """The GPU path's precision, here on the CPU: ALBERT's and DeBERTa's encoders in fp16 (masks at fp16's
+    lowest, the relative bias in fp16, positions still int64) differ from fp32 by no more than transformers' own
+    model in fp16 does (half again, for rounding that falls differently)."""
+    checkpoint, model = variant_checkpoint(tmp_path, variant)
+    requests = ragged_requests(vocab=1000)
+    exact, _ = TorchQARunner(checkpoint, device="cpu").run(packed(requests))
+    try:
+        got, _ = TorchQARunner(checkpoint, device="cpu", precision="fp16").run(packed(requests))
+        theirs = [np.stack(reference_logits(model.half(), r), axis=-1).astype(np.float32) for r in requests]
+    except (RuntimeError, NotImplementedError) as error:
+        pytest.skip(f"fp16 on this CPU: {error}")
+
+    def farthest(logits) -> float:
+        return max(float(np.abs(g - e)[r[1].astype(bool)].max()) for g, e, r in zip(logits, exact, requests))
+
+    assert 0 < farthest(got) <= 1.5 * farthest(theirs)
