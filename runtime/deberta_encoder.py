@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from runtime.electra_encoder import UnsupportedCheckpoint
+from runtime.electra_encoder import CheckpointTensors, UnsupportedCheckpoint, built_strictly
 
 RELATIVE_TERMS = ("c2p", "p2c")  # content-to-position, position-to-content
 # the convolution's activations (conv_act), as transformers' ACT2FN computes them
@@ -265,19 +265,13 @@ class DebertaForQA(nn.Module):
 
     @classmethod
     def from_state_dict(cls, shape: DebertaShape, state: dict[str, torch.Tensor]) -> DebertaForQA:
-        """The network (on CPU, in the weights' dtype) with the weights of a Hugging Face
-        ``DebertaV2ForQuestionAnswering`` state dict, strictly (``UnsupportedCheckpoint`` when a tensor is
-        missing, does not fit config.json, or is left unused)."""
-        with torch.device("meta"):
-            model = cls(shape)
-        try:
-            model.load_state_dict(_renamed(state, model), strict=True, assign=True)
-        except RuntimeError as error:
-            raise UnsupportedCheckpoint(f"the checkpoint does not fit config.json: {error}") from None
-        model.relative_index = (  # built on the meta device above, like the weights
+        """The network with the weights of a Hugging Face ``DebertaV2ForQuestionAnswering`` state dict
+        (``runtime.electra_encoder.built_strictly``)."""
+        model = built_strictly(cls, shape, state, _renamed)
+        model.relative_index = (  # built on the meta device, like the weights
             relative_positions(shape.max_positions, shape) if shape.relative_attention else torch.zeros((0, 0))
         ).long()
-        return model.eval().requires_grad_(False)
+        return model
 
 
 # ours -> theirs, under deberta.embeddings, deberta.encoder, and each layer (query, key and value concatenate)
@@ -305,19 +299,15 @@ LAYER = {
 }
 # tensors transformers does not read: the position ids buffer older versions saved, and the absolute position
 # table of checkpoints that do not add it (its _keys_to_ignore_on_load_unexpected)
-IGNORED_TENSORS = ("deberta.embeddings.position_ids", "deberta.embeddings.position_embeddings.weight")
+IGNORED_TENSORS = ("deberta.embeddings.position_ids",)
+UNUSED_POSITIONS = "deberta.embeddings.position_embeddings.weight"
 
 
 def _renamed(state: dict[str, torch.Tensor], model: DebertaForQA) -> dict[str, torch.Tensor]:
     needed = {name for name, _ in model.named_parameters()}
-    remaining = dict(state)
-
-    def take(name: str) -> torch.Tensor:
-        try:
-            return remaining.pop(name)
-        except KeyError:
-            raise UnsupportedCheckpoint(f"the checkpoint has no tensor {name}") from None
-
+    unused = () if model.position_embeddings is not None else (UNUSED_POSITIONS,)
+    tensors = CheckpointTensors(state, ignored=(*IGNORED_TENSORS, *unused))
+    take = tensors.take
     renamed: dict[str, torch.Tensor] = {}
     for ours, (theirs, suffixes) in EMBEDDINGS.items():
         for suffix in suffixes:
@@ -331,8 +321,5 @@ def _renamed(state: dict[str, torch.Tensor], model: DebertaForQA) -> dict[str, t
             if part != "qkv" and f"{ours}.{part}.weight" in needed:
                 for suffix in ("weight", "bias"):
                     renamed[f"{ours}.{part}.{suffix}"] = take(f"{theirs}.{name}.{suffix}")
-    for name in IGNORED_TENSORS:
-        remaining.pop(name, None)
-    if remaining:
-        raise UnsupportedCheckpoint(f"the checkpoint has tensors this network does not use: {sorted(remaining)}")
+    tensors.check_all_taken()
     return renamed

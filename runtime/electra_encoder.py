@@ -18,8 +18,10 @@ Weights are read by name from a checkpoint directory saved by Hugging Face (``co
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -156,6 +158,44 @@ def shape_of(config: dict):
     return ElectraShape.from_config(config)
 
 
+class CheckpointTensors:
+    """A checkpoint's state dict, taken tensor by tensor under its Hugging Face names: taking one it lacks, or
+    leaving one untaken (but the ``ignored``, which transformers does not read either), is
+    ``UnsupportedCheckpoint``."""
+
+    def __init__(self, state: dict[str, torch.Tensor], ignored: Iterable[str] = ()):
+        skipped = set(ignored)
+        self.remaining = {name: tensor for name, tensor in state.items() if name not in skipped}
+
+    def take(self, name: str) -> torch.Tensor:
+        try:
+            return self.remaining.pop(name)
+        except KeyError:
+            raise UnsupportedCheckpoint(f"the checkpoint has no tensor {name}") from None
+
+    def check_all_taken(self) -> None:
+        if self.remaining:
+            raise UnsupportedCheckpoint(
+                f"the checkpoint has tensors this network does not use: {sorted(self.remaining)}"
+            )
+
+
+Network = TypeVar("Network", bound=nn.Module)
+
+
+def built_strictly(network: Callable[[Any], Network], shape, state: dict[str, torch.Tensor], renamed) -> Network:
+    """``network(shape)`` (on CPU, in the weights' dtype, for inference) with the weights ``renamed(state,
+    model)`` gives under its own names, strictly: ``UnsupportedCheckpoint`` when a tensor is missing, has a shape
+    that config.json does not imply, or is left unused."""
+    with torch.device("meta"):  # no random initialisation of weights that are overwritten anyway
+        model = network(shape)
+    try:
+        model.load_state_dict(renamed(state, model), strict=True, assign=True)
+    except RuntimeError as error:  # size mismatch
+        raise UnsupportedCheckpoint(f"the checkpoint does not fit config.json: {error}") from None
+    return model.eval().requires_grad_(False)
+
+
 def read_checkpoint(directory: str | Path):
     """(shape, state dict on CPU) of a Hugging Face question-answering checkpoint directory; ``shape.build(state)``
     is the network."""
@@ -240,16 +280,9 @@ class ElectraForQA(nn.Module):
 
     @classmethod
     def from_state_dict(cls, shape: ElectraShape, state: dict[str, torch.Tensor]) -> ElectraForQA:
-        """The network (on CPU, in the weights' dtype) with the weights of a Hugging Face
-        ``<family>ForQuestionAnswering`` state dict, strictly: raises ``UnsupportedCheckpoint`` when a tensor
-        is missing, has a shape that config.json does not imply, or is left unused."""
-        with torch.device("meta"):  # no random initialisation of weights that are overwritten anyway
-            model = cls(shape)
-        try:
-            model.load_state_dict(_renamed(state, model), strict=True, assign=True)
-        except RuntimeError as error:  # size mismatch
-            raise UnsupportedCheckpoint(f"the checkpoint does not fit config.json: {error}") from None
-        return model.eval().requires_grad_(False)
+        """The network with the weights of a Hugging Face ``<family>ForQuestionAnswering`` state dict
+        (``built_strictly``)."""
+        return built_strictly(cls, shape, state, _renamed)
 
 
 # each layer's tensors under the family's names: ours -> theirs, within the layer (query, key and value concatenate)
@@ -290,13 +323,8 @@ def _renamed(state: dict[str, torch.Tensor], model: ElectraForQA) -> dict[str, t
     """``state`` (Hugging Face names, under the family's prefix) under this module's names, query/key/value
     concatenated."""
     prefix = model.shape.prefix
-    remaining = {k: v for k, v in state.items() if k not in {f"{prefix}.{b}" for b in IGNORED_TENSORS}}
-
-    def take(name: str) -> torch.Tensor:
-        try:
-            return remaining.pop(name)
-        except KeyError:
-            raise UnsupportedCheckpoint(f"the checkpoint has no tensor {name}") from None
+    tensors = CheckpointTensors(state, ignored=(f"{prefix}.{name}" for name in IGNORED_TENSORS))
+    take = tensors.take
 
     def move(ours: str, theirs: str, suffixes=("weight", "bias")) -> None:
         for suffix in suffixes:
@@ -320,6 +348,5 @@ def _renamed(state: dict[str, torch.Tensor], model: ElectraForQA) -> dict[str, t
         for part in ("attention_out", "attention_norm", "intermediate", "output", "output_norm"):
             move(f"{ours}.{part}", f"{theirs}.{names[part]}")
     move("qa_outputs", "qa_outputs")
-    if remaining:
-        raise UnsupportedCheckpoint(f"the checkpoint has tensors this network does not use: {sorted(remaining)}")
+    tensors.check_all_taken()
     return renamed
