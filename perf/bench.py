@@ -32,10 +32,9 @@ from perf.inputs import long_document, squad_sized_pairs
 from runtime.backend import config_file_parameters
 from runtime.cpu import describe
 from serving.admin import AdminClient, local_admin_key
-from serving.checkpoints import FAMILIES
 from serving.configs import edit, step_configs
 from serving.engines import ENGINES, choose, graph_precision
-from serving.export import copy_repository, export, is_current
+from serving.export import FAMILIES, copy_repository, export, is_current
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ("tokenizer", "electra", "decoder")

@@ -18,6 +18,8 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
+from serving.export import FAMILIES  # the families served: a checkpoint of each can be built here
+
 VOCAB_MD5 = "64800d5d8528ce344256daf115d4965e"
 SIZES = {
     "tiny": dict(embedding_size=32, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
@@ -47,7 +49,6 @@ def uncased_vocab(path: str | Path | None = None) -> Path:
     return path
 
 
-FAMILIES = ("electra", "bert", "distilbert", "roberta", "xlm-roberta", "albert", "deberta-v2")
 # sentencepiece families: the tokenizer class and the special pieces' ids its converter expects
 SENTENCEPIECE = {
     "xlm-roberta": ("XLMRobertaTokenizerFast", dict(pad_id=1, unk_id=3, bos_id=0, eos_id=2)),
