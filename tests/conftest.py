@@ -4,6 +4,8 @@ reference pipeline on it (transformers 4.57.6)."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,15 @@ def qa_tokenizer(tokenizer_file: Path, **options):
 
 
 SCORE_RTOL = 1e-4
+
+
+def family_checkpoint(out: Path, family: str) -> Path:
+    """The tiny random checkpoint of ``family`` (``python -m serving.checkpoints --family``) in ``out``, built in a
+    process of its own: sentencepiece's trainer and loader crash beside the test process's other native
+    libraries."""
+    command = [sys.executable, "-m", "serving.checkpoints", "--size", "tiny", "--family", family, "--out", str(out)]
+    subprocess.run(command, check=True, capture_output=True, timeout=600)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -5,38 +5,20 @@ engine's own encoders. Every family's parity on the served path without Triton, 
 tests/unit/test_families.py."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 
 from perf.cases import CASES
 from perf.inputs import squad_sized_pairs
 from serving.export import copy_repository, read_record
-from tests.conftest import ROOT, as_list, assert_same_answers
+from tests.conftest import ROOT, as_list, assert_same_answers, family_checkpoint
 from tests.integration.conftest import launch, stop
 
 
 @pytest.fixture(scope="module", params=["albert", "deberta-v2"])
 def family_server(request, tmp_path_factory, triton_server):
     work = tmp_path_factory.mktemp(request.param)
-    checkpoint = work / "checkpoint"
-    subprocess.run(  # sentencepiece's trainer in a process of its own (tests/unit/test_families.py)
-        [
-            sys.executable,
-            "-m",
-            "serving.checkpoints",
-            "--size",
-            "tiny",
-            "--family",
-            request.param,
-            "--out",
-            str(checkpoint),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
+    checkpoint = family_checkpoint(work / "checkpoint", request.param)
     repository = copy_repository(ROOT / "model_repository", work / "model_repository")
     server = launch(work, checkpoint, repository)
     yield request.param, checkpoint, server
@@ -66,9 +48,7 @@ def on_torch(request, tmp_path_factory, triton_server):
     from serving.configs import torch_engine_on_cpu
 
     work = tmp_path_factory.mktemp(f"{request.param}-torch")
-    checkpoint = work / "checkpoint"
-    command = [sys.executable, "-m", "serving.checkpoints", "--size", "tiny", "--family", request.param]
-    subprocess.run([*command, "--out", str(checkpoint)], check=True, capture_output=True, timeout=600)
+    checkpoint = family_checkpoint(work / "checkpoint", request.param)
     repository = copy_repository(ROOT / "model_repository", work / "model_repository")
     torch_engine_on_cpu(repository)
     server = launch(work, checkpoint, repository, engine="torch")

@@ -5,9 +5,6 @@ ONNX Runtime between the tokenizer step's windows and the decoder's spans — th
 pair layout from its tokenizer, the model's inputs from its ``model_input_names``; a family not served is refused
 at export naming the ones that are."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -17,7 +14,7 @@ from preprocessing import AnswerOptions, decode
 from runtime.onnx_runner import OnnxQARunner
 from runtime.tensors import pack_tokens
 from serving.export import FAMILIES, ExportError, copy_repository, export, read_record
-from tests.conftest import ROOT, as_list, assert_same_answers, qa_tokenizer
+from tests.conftest import ROOT, as_list, assert_same_answers, family_checkpoint, qa_tokenizer
 
 OPTIONS = [
     {},
@@ -30,19 +27,11 @@ OPTIONS = [
 OTHER_FAMILIES = [f for f in FAMILIES if f != "electra"]
 
 
-def built(out, family):
-    """``python -m serving.checkpoints --family <family>``: in a process of its own, as sentencepiece's trainer
-    and loader crash beside this process's other native libraries."""
-    command = [sys.executable, "-m", "serving.checkpoints", "--size", "tiny", "--family", family, "--out", str(out)]
-    subprocess.run(command, check=True, capture_output=True, timeout=600)
-    return out
-
-
 @pytest.fixture(scope="module", params=OTHER_FAMILIES)
 def family(request, tmp_path_factory):
     """(family, checkpoint, repository exported from it)."""
     work = tmp_path_factory.mktemp(request.param)
-    checkpoint = built(work / "checkpoint", request.param)
+    checkpoint = family_checkpoint(work / "checkpoint", request.param)
     repository = copy_repository(ROOT / "model_repository", work / "model_repository")
     export(str(checkpoint), repository, engine="onnxruntime")
     return request.param, checkpoint, repository
@@ -132,7 +121,7 @@ def test_a_family_not_served_is_refused_at_export_naming_the_ones_that_are(tmp_p
     config = transformers.XLNetConfig(vocab_size=100, d_model=16, n_layer=1, n_head=2, d_inner=32)
     checkpoint = tmp_path / "xlnet"
     transformers.XLNetForQuestionAnsweringSimple(config).save_pretrained(checkpoint)
-    build = built(tmp_path / "bert", "bert")
+    build = family_checkpoint(tmp_path / "bert", "bert")
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
         (checkpoint / name).write_bytes((build / name).read_bytes())
     with pytest.raises(
