@@ -158,39 +158,43 @@ def test_a_tokenizer_the_pipeline_windows_otherwise_is_refused_saying_what_to_se
         export(str(checkpoint), repository)
 
 
-def test_the_openvino_engine_runs_every_familys_graph_as_onnx_runtime_does(family):
+@pytest.fixture(scope="module")
+def graph_logits(family):
+    """The edge cases' windows as the tokenizer step packs them, which of their positions are real tokens, and
+    the served graph's logits of them on ONNX Runtime: what every other engine is held to."""
+    _, _, repository = family
+    questions, contexts = (list(t) for t in zip(*CASES.values()))
+    w = qa_tokenizer(repository / "tokenizer" / "1" / "tokenizer.json").encode(questions, contexts)
+    tokens = pack_tokens(w.input_ids, w.attention_mask, w.token_type_ids)
+    (expected,), _ = OnnxQARunner(repository / "electra" / "1" / "model.onnx", device="cpu").run([tokens])
+    return tokens, w.attention_mask == 1, expected
+
+
+def test_the_openvino_engine_runs_every_familys_graph_as_onnx_runtime_does(family, graph_logits):
     """The other CPU engine on the same exported graph: fp32 logits equal ONNX Runtime's (bf16 is the precision
     it serves in: tests/integration/test_bf16.py)."""
     pytest.importorskip("openvino")
     from runtime.openvino_runner import OpenVinoQARunner
 
     _, _, repository = family
-    graph = repository / "electra" / "1" / "model.onnx"
-    questions, contexts = (list(t) for t in zip(*CASES.values()))
-    w = qa_tokenizer(repository / "tokenizer" / "1" / "tokenizer.json").encode(questions, contexts)
-    tokens = [pack_tokens(w.input_ids, w.attention_mask, w.token_type_ids)]
-    (expected,), _ = OnnxQARunner(graph, device="cpu").run(tokens)
-    (got,), _ = OpenVinoQARunner(graph, precision="fp32").run(tokens)
-    real = w.attention_mask == 1
+    tokens, real, expected = graph_logits
+    (got,), _ = OpenVinoQARunner(repository / "electra" / "1" / "model.onnx", precision="fp32").run([tokens])
     np.testing.assert_allclose(got[real], expected[real], atol=1e-4, rtol=1e-4)
 
 
-def test_the_torch_engine_gives_the_onnx_graphs_logits_for_every_family(family):
+def test_the_torch_engine_gives_the_onnx_graphs_logits_for_every_family(family, graph_logits):
     """Every family on the torch engine's own encoders (the GPU path, here on the CPU in fp32): the exported
     graph's logits, so the pipeline's answers."""
     from runtime.torch_runner import TorchQARunner
 
     _, _, repository = family
-    questions, contexts = (list(t) for t in zip(*CASES.values()))
-    w = qa_tokenizer(repository / "tokenizer" / "1" / "tokenizer.json").encode(questions, contexts)
-    tokens = [pack_tokens(w.input_ids, w.attention_mask, w.token_type_ids)]
-    (expected,), _ = OnnxQARunner(repository / "electra" / "1" / "model.onnx", device="cpu").run(tokens)
-    (got,), _ = TorchQARunner(repository / "electra" / "1" / "checkpoint", device="cpu", length_bucket=32).run(tokens)
-    real = w.attention_mask == 1
+    tokens, real, expected = graph_logits
+    runner = TorchQARunner(repository / "electra" / "1" / "checkpoint", device="cpu", length_bucket=32)
+    (got,), _ = runner.run([tokens])
     np.testing.assert_allclose(got[real], expected[real], atol=1e-4, rtol=1e-4)
 
 
-def test_the_tensorrt_engines_packed_graph_gives_every_familys_logits(family, tmp_path):
+def test_the_tensorrt_engines_packed_graph_gives_every_familys_logits(family, graph_logits, tmp_path):
     """The graph the NGC image's TensorRT builds from (``make export ENGINE=tensorrt``: the step's packed
     ``tokens`` in, unpacked inside the graph to the family's own inputs; ``logits`` out), without control flow,
     gives the served graph's logits, here on ONNX Runtime's CPU provider (TensorRT itself is not measured on a
@@ -198,7 +202,7 @@ def test_the_tensorrt_engines_packed_graph_gives_every_familys_logits(family, tm
     import onnx
     import onnxruntime as ort
 
-    _, checkpoint, repository = family
+    _, checkpoint, _ = family
     packed_repository = copy_repository(ROOT / "model_repository", tmp_path / "tensorrt")
     record = export(str(checkpoint), packed_repository, engine="tensorrt")
     assert record.graph_inputs == "tokens"
@@ -206,12 +210,8 @@ def test_the_tensorrt_engines_packed_graph_gives_every_familys_logits(family, tm
     graph = onnx.load(str(packed_graph)).graph
     assert [i.name for i in graph.input] == ["tokens"] and [o.name for o in graph.output] == ["logits"]
     assert not {node.op_type for node in graph.node} & {"If", "Loop", "Scan"}
-    questions, contexts = (list(t) for t in zip(*CASES.values()))
-    w = qa_tokenizer(repository / "tokenizer" / "1" / "tokenizer.json").encode(questions, contexts)
-    tokens = pack_tokens(w.input_ids, w.attention_mask, w.token_type_ids)
-    (expected,), _ = OnnxQARunner(repository / "electra" / "1" / "model.onnx", device="cpu").run([tokens])
+    tokens, real, expected = graph_logits
     (got,) = ort.InferenceSession(str(packed_graph), providers=["CPUExecutionProvider"]).run(None, {"tokens": tokens})
-    real = w.attention_mask == 1
     np.testing.assert_allclose(got[real], expected[real], atol=1e-4, rtol=1e-4)
 
 
