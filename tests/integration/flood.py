@@ -23,16 +23,8 @@ from tests.integration import raw
 FLOODING = "flooding"
 
 
-def maximal_request() -> list[grpcclient.InferInput]:
-    """One question on a 900,000-character document: 996 windows, just under the tokenizer's max_windows."""
-    return [
-        raw.tensor(name, raw.strings([text], (1,)))
-        for name, text in (("question", "Who shipped grain?"), ("context", long_document(900_000)))
-    ]
-
-
 def flood(url: str, seconds: float, clients: int) -> int:
-    inputs = maximal_request()
+    inputs = raw.question_context("Who shipped grain?", long_document(900_000), batched=False)  # 996 windows
     print(FLOODING, flush=True)
     stop_at = time.monotonic() + seconds
 

@@ -28,6 +28,12 @@ def tensor(name: str, array: np.ndarray, dtype: str | None = None) -> grpcclient
     return infer_input
 
 
+def question_context(question: str, context: str, batched: bool) -> list[grpcclient.InferInput]:
+    """One (question, context) pair: shaped [1, 1] for a step that batches (the tokenizer), [1] for the ensemble."""
+    shape = (1, 1) if batched else (1,)
+    return [tensor(name, strings([text], shape)) for name, text in (("question", question), ("context", context))]
+
+
 def infer(server, model: str, tensors: Mapping[str, np.ndarray] | list, parameters=None, **kwargs):
     """One ModelInfer call: ``tensors`` maps names to arrays, or is a list of ready ``tensor``s."""
     inputs = tensors if isinstance(tensors, list) else [tensor(name, array) for name, array in tensors.items()]

@@ -48,18 +48,11 @@ def stub_pid(server, model: str) -> int:
     return next(iter(pids))
 
 
-def tensors(model: str, question: str, context: str, batched: bool) -> list[grpcclient.InferInput]:
-    shape = (1, 1) if batched else (1,)
-    return [
-        raw.tensor(name, raw.strings([text], shape)) for name, text in (("question", question), ("context", context))
-    ]
-
-
 def stream_request(model: str, question: str, context: str):
     from tritonclient.grpc._utils import _get_inference_request
 
     return _get_inference_request(
-        model, tensors(model, question, context, batched=True), "", "", None, 0, False, False, 0, None, None
+        model, raw.question_context(question, context, batched=True), "", "", None, 0, False, False, 0, None, None
     )
 
 
@@ -182,10 +175,10 @@ def test_the_tokenizer_gives_back_the_memory_of_a_large_batch(triton_server):
     memory after two 1,000-window requests, kept)."""
     pid = stub_pid(triton_server, "tokenizer")
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
-    client.infer("tokenizer", tensors("tokenizer", "Who?", long_document(20_000), batched=True))  # a trim
+    client.infer("tokenizer", raw.question_context("Who?", long_document(20_000), batched=True))  # a trim
     time.sleep(1)
     before = memory_mb(pid)
-    inputs = tensors("tokenizer", "Who shipped grain?", long_document(900_000), batched=True)  # 996 windows
+    inputs = raw.question_context("Who shipped grain?", long_document(900_000), batched=True)  # 996 windows
     for _ in range(2):
         assert client.infer("tokenizer", inputs).as_numpy("tokens").shape[0] > 900
     time.sleep(1)
@@ -201,7 +194,7 @@ def test_a_cancellation_storm_leaves_normal_requests_their_latency(triton_server
     queues drop them; without it (a naive client: Triton 2.51 does not cancel ensemble requests) the tokenizer
     takes a batch's large requests one at a time within its budget and refuses the rest."""
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
-    inputs = tensors(ENSEMBLE, "Who shipped grain?", long_document(100_000), batched=False)
+    inputs = raw.question_context("Who shipped grain?", long_document(100_000), batched=False)
     outcomes: list[str] = []
     options = {"client_timeout": 0.005, **({"timeout": 5000} if with_timeout else {})}
     for _ in range(300):
@@ -245,7 +238,7 @@ def test_many_oversized_contexts_at_once_leave_normal_callers_their_deadlines(tr
     UNAVAILABLE at once, and a normal caller (2 s deadline) asking all along is answered every time. (Before,
     planning was outside the budget: each was counted in full, ~0.5 s, and normal callers waited ~45 s.)"""
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
-    inputs = tensors(ENSEMBLE, "Who?", "a " * 500_000, batched=False)
+    inputs = raw.question_context("Who?", "a " * 500_000, batched=False)
     outcomes: list[str] = []
     started = time.monotonic()
     for _ in range(100):
