@@ -19,10 +19,9 @@ SERVER_BIN := $(SERVER_VENV)/bin
 SERVER_SETUP := $(SERVER_VENV)/.installed-py$(SERVER_VERSION)
 MODEL ?= valhalla/electra-base-discriminator-finetuned_squadv1
 REPOSITORY ?= model_repository
-# the model step (serving/engines.py, docs/serving.md): onnxruntime | openvino | torch | tensorrt (make export
-# only: the NGC image's); auto = torch when an NVIDIA GPU is visible, else the CPU engine computing in PRECISION.
-# PRECISION: what it computes in, empty = the engine's default (onnxruntime fp32 | int8, openvino bf16, torch and
-# tensorrt fp16)
+# the model step (serving/engines.py, docs/serving.md): onnxruntime | openvino | torch; auto = torch when an
+# NVIDIA GPU is visible, else the CPU engine computing in PRECISION. PRECISION: what it computes in, empty = the
+# engine's default (onnxruntime fp32 | int8, openvino bf16, torch fp16)
 ENGINE ?= auto
 PRECISION ?=
 ENGINE_ARGS = --engine $(ENGINE) $(if $(PRECISION),--precision $(PRECISION))
@@ -149,10 +148,11 @@ gpu-kit: setup
 
 # Instances of the tokenizer and decoder steps for a host of CORES cores (optionally RATE requests/s), from the CPU
 # costs make perf measured (perf/instances.py): make instances CORES=16 [RATE=9000] [PERF_CPU=...-cpu.csv]
+# [GPU=1: the host feeds a GPU, the model step's CPU measured on a CPU left out]
 PERF_CPU ?= $(PERF_OUT)-cpu.csv
 instances: setup
-	@test -n "$(CORES)" || { echo "usage: make instances CORES=<cores of the serving host> [RATE=<requests/s>]" >&2; exit 2; }
-	$(BIN)/python -m perf.instances --cpu "$(PERF_CPU)" --cores $(CORES) $(if $(RATE),--rate $(RATE))
+	@test -n "$(CORES)" || { echo "usage: make instances CORES=<cores of the serving host> [RATE=<requests/s>] [GPU=1]" >&2; exit 2; }
+	$(BIN)/python -m perf.instances --cpu "$(PERF_CPU)" --cores $(CORES) $(if $(RATE),--rate $(RATE)) $(if $(GPU),--gpu)
 
 # A bounded soak at twice the measured capacity against a running server (minutes; not in make test).
 SOAK_ARGS ?=

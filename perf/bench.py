@@ -29,7 +29,6 @@ import numpy as np
 
 from perf.cases import CASES
 from perf.inputs import long_document, squad_sized_pairs
-from runtime.backend import config_file_parameters
 from runtime.cpu import describe
 from serving.admin import AdminClient, local_admin_key
 from serving.configs import edit, step_configs
@@ -245,8 +244,7 @@ def prepare(checkpoint: Path, repository: Path, precision: str) -> None:
         shutil.rmtree(repository, ignore_errors=True)
     copy_repository(ROOT / "model_repository", repository, over_existing=True)
     for config in step_configs(repository, "electra"):
-        if "max_request_ms" in config_file_parameters(config):  # the Python-backend engines' (not tensorrt's)
-            edit(config, {"max_request_ms": "0"})
+        edit(config, {"max_request_ms": "0"})
     if not current:
         export(str(checkpoint), repository, engine=engine, precision=precision)
 

@@ -86,7 +86,13 @@ PLATFORMS = (
     *(f"manylinux_2_{minor}_x86_64" for minor in range(5, 40)),
 )
 # the files of this checkout the run needs beside the project's packages' modules
-RUN_FILES = ("model_repository/", "perf/install-perf-analyzer", "perf/data/squad.json", "perf/data/long.json")
+RUN_FILES = (
+    "model_repository/",
+    "perf/install-perf-analyzer",
+    "perf/data/squad.json",
+    "perf/data/long.json",
+    "deploy/k8s/base/nginx.conf",  # the front the restart check runs tritonserver behind
+)
 RUN_SCRIPT = ROOT / "perf" / "gpu_kit_run.sh"
 
 

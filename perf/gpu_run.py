@@ -2,32 +2,43 @@
 goes and one table last. ``make gpu-kit`` packs it with everything it needs (``bash run.sh`` there runs this in
 the kit's environment); in a checkout with ``make setup`` done: ``python -m perf.gpu_run [--quick]``. This module
 is the run's order (below) and its options; its parts are in ``perf/gpu/``: ``machine`` (versions, GPU memory),
-``served`` (the server under perf_analyzer), ``pipeline`` (the card's pipeline), ``report`` (the table, targets).
+``served`` (the server under perf_analyzer), ``checks`` (preflight, memory, re-export, restart behind the front),
+``pipeline`` (the card's pipeline), ``report`` (the table, targets).
 
+0. the preflight: the GPU, its driver and compute capability, torch and its CUDA, whether torch has kernels for
+   the GPU (as the model step checks at load), the kit's packages; a GPU run stops here when one is missing;
 1. the random-weight checkpoint of ``--size`` (``base``: the real model's shape, the default on a GPU; ``tiny``
    on the CPU fallback);
 2. a copy of the model repository with the export's files but no ONNX graph (``serving.export``, ``onnx=False``):
    the checkpoint, ``tokenizer.json`` and ``export.json``;
 3. the embedded server, ``serving.serve --no-export --engine torch`` (``configs/torch.pbtxt``: the torch engine in
-   fp16 with CUDA graphs, 4 tokenizer and 4 decoder instances). When torch sees no GPU (or with ``--device cpu``),
-   the CPU fallback: the same engine and config, fp32 on a CPU instance without CUDA graphs, the default pre/post
-   configs (``serving.configs.torch_engine_on_cpu``);
+   fp16 with CUDA graphs, 4 tokenizer and 4 decoder instances: the model step and configs docker compose's GPU
+   service and the torch overlay run). When torch sees no GPU (or with ``--device cpu``), the CPU fallback: the
+   same engine and config, fp32 on a CPU instance, the default pre/post configs
+   (``serving.configs.torch_engine_on_cpu``);
 4. the served answers to the parity check's questions (HTTP, one request each: all 200 SQuAD-sized pairs, 16
-   with ``--quick`` on the CPU);
+   with ``--quick`` on the CPU); a question the model step refuses for non-finite logits counts as not the same;
 5. perf_analyzer (``perf.load_test.measure``) at each ``--concurrency`` on ``perf/data/squad.json`` (one
    SQuAD-sized question per request), then at concurrency 1 on ``perf/data/long.json`` (one 140,000-character
-   document per request), with Triton's statistics before and after each run;
-6. the server stopped, the card's pipeline (transformers 4.x, fp32, the same device, weights and inputs) in a
+   document per request), with Triton's statistics before and after each run and the server's memory after it;
+6. a re-export: another random checkpoint of the size exported into the repository, the server started on it, its
+   answers to the first 16 parity questions, which must differ from the first checkpoint's;
+7. tritonserver behind the front: the server on the front's upstream ports with nginx and the project's
+   nginx.conf in front (where nginx is installed), perf_analyzer through the front, tritonserver killed, the
+   supervisor restarting it, perf_analyzer through the same front again;
+8. the server stopped, the card's pipeline (transformers 4.x, fp32, the same device, weights and inputs) in a
    process of its own: one question per call, then batched (``--batch-size``), each for ``--pipeline-seconds``.
 
 The table: per setup, q/s, p50/p99 latency, the ratio to both forms of the pipeline, each step's share of server
 time (queue + compute per request, Triton's statistics), requests per execute of each step (dynamic batching),
 the model step's windows per second of its compute, and the GPU's memory in use (``nvidia-smi``, the peak while
 that setup ran). Also the share of served answers equal to the pipeline's (the contract: >= 99 % on the GPU in
-fp16, 100 % on the CPU in fp32) and the targets. Written to ``--out`` as ``gpu-run.md`` and ``gpu-run.json``,
-with the server's and the pipeline's logs. A step that fails (the server's start, one perf_analyzer run, the
-pipeline) is reported and the rest still runs; the exit status is then 1, as when a request failed or the parity
-contract is not met.
+fp16, 100 % on the CPU in fp32), the questions refused for non-finite logits, the re-export and restart checks,
+the largest private memory of tritonserver and of each step's stubs (what the liveness bound must allow), the
+autoscaling target it implies (70 % of the best windows/s of a run within the p99 goal), and the targets. Written
+to ``--out`` as ``gpu-run.md`` and ``gpu-run.json``, with the server's and the pipeline's logs. A step that fails
+(the server's start, one perf_analyzer run, the pipeline) is reported and the rest still runs; the exit status is
+then 1, as when a request failed, the parity contract is not met or a check failed; 2 when the preflight fails.
 
 perf_analyzer is the kit's (PyPI perf-analyzer, glibc >= 2.38); on an older system ``PERF_ANALYZER_GLIBC`` names
 a newer glibc to run it with (``perf/install-perf-analyzer``'s ``PREFIX/glibc``), or ``PERF_ANALYZER`` another
@@ -44,10 +55,11 @@ import time
 from pathlib import Path
 
 from perf.gpu import PAIRS, ROOT, log
+from perf.gpu.checks import front_restart, preflight, reexport
 from perf.gpu.machine import gpu_description, probe_environment
 from perf.gpu.pipeline import pipeline_main, run_pipeline
 from perf.gpu.report import PARITY_CONTRACT, pipeline_rows, render, targets
-from perf.gpu.served import run_served
+from perf.gpu.served import perf_analyzer_binary, run_served, server_starter
 
 # -- the model and the repository --------------------------------------------------------------------------------
 
@@ -91,7 +103,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--concurrency",
         type=int,
         nargs="+",
-        help="perf_analyzer concurrencies (default: 16 64 128 on a GPU, 1 4 on CPU; --quick: 16 64)",
+        help="perf_analyzer concurrencies (default: 16 64 256 on a GPU, 1 4 on CPU; --quick: 16 64)",
     )
     parser.add_argument("--interval-ms", type=int, help="perf_analyzer window (default 4000, --quick 1000)")
     parser.add_argument(
@@ -115,6 +127,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="questions compared with the pipeline (default: all "
         "200 of perf/data/squad.json; 16 with --quick on the CPU)",
     )
+    parser.add_argument(
+        "--reexport-questions", type=int, default=16, help="parity questions asked again after the re-export"
+    )
+    parser.add_argument("--no-front", action="store_true", help="skip the restart behind the front (nginx)")
     parser.add_argument("--kit", type=Path, help="the kit folder (run.sh passes it): vocab.txt, kit.json")
     parser.add_argument("--work", type=Path, help="the kit's unpacked work directory (run.sh passes it)")
     return parser.parse_args(argv)
@@ -146,10 +162,15 @@ def main(argv: list[str] | None = None) -> int:
 
     environment = probe_environment()
     device, why = choose_device(args.device, environment)
+    checked = preflight(environment, device)
+    log("preflight: " + ", ".join(f"{k} {v}" for k, v in checked.items() if k != "problems" and v))
+    if checked["problems"]:
+        print("gpu_run: the preflight failed: " + "; ".join(checked["problems"]), file=sys.stderr)
+        return 2
     size = args.size or ("base" if device == "gpu" else "tiny")
     quick = args.quick
     args.concurrency = args.concurrency or (
-        [16, 64] if quick and device == "gpu" else [16, 64, 128] if device == "gpu" else [1, 4]
+        [16, 64] if quick and device == "gpu" else [16, 64, 256] if device == "gpu" else [1, 4]
     )
     args.interval_ms = args.interval_ms or (1000 if quick else 4000)
     args.long_requests = args.long_requests or (3 if quick else 10)
@@ -166,20 +187,32 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint, repository = prepare(args.work, size, device, vocab)
     log(f"checkpoint and repository ready in {time.monotonic() - started:.0f} s")
     pairs = squad_sized_pairs(PAIRS)
-    served = run_served(args, device, repository, pairs)
+    start_server = server_starter(args, repository)
+    served = run_served(args, device, start_server, pairs)
+    first = served["answers"][: args.reexport_questions]
+    reexported = reexport(args, args.work, repository, size, vocab, start_server, first) if first else {"met": False}
+    log(f"re-export: {reexported}")
+    front = (
+        {"ran": False, "why": "--no-front"}
+        if args.no_front
+        else front_restart(args, repository, start_server, perf_analyzer_binary(args.work))
+    )
+    log(f"restart behind the front: {front}")
     pipeline = run_pipeline(args, device, checkpoint)
     one, batched = pipeline.get("one_per_call"), pipeline.get("batched")
     for row in pipeline_rows(one, batched, args.batch_size):
         log(f"{row['setup']}: {row['qps']:.1f} q/s, p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms")
 
     expected = [tuple(a) for a in (one or {}).get("answers", [])]
-    got = [tuple(a) for a in served.pop("answers")][: len(expected)]
+    got = [a if isinstance(a, str) else tuple(a) for a in served.pop("answers")][: len(expected)]
     same = sum(g == e for g, e in zip(got, expected))
     parity = {
         "same": same,
         "compared": len(got),
         "share": same / len(got) if got else 0.0,
         "contract": PARITY_CONTRACT[device],
+        "non_finite": sum(isinstance(g, str) and "non-finite logits" in g for g in got),
+        "errors": sum(isinstance(g, str) for g in got),
     }
     parity["met"] = bool(got) and parity["share"] >= parity["contract"]
     report = {
@@ -202,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
             "batched": _without_answers(batched),
         },
         "parity": parity,
+        "preflight": checked,
+        "reexport": reexported,
+        "front": front,
     }
     report["targets"] = targets(report)
     markdown = render(report)
@@ -214,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{failures} requests failed on the server", file=sys.stderr)
     if one is None or batched is None:
         print("the pipeline did not run in full (see its logs)", file=sys.stderr)
-    return 0 if not failures and not served["errors"] and parity["met"] and one and batched else 1
+    checks_met = reexported["met"] and (front["met"] if front["ran"] else True)
+    return 0 if not failures and not served["errors"] and parity["met"] and checks_met and one and batched else 1
 
 
 def _without_answers(result: dict | None) -> dict | None:

@@ -13,7 +13,9 @@ of each step's stub) and works out, for a host of ``--cores`` cores:
 
 It prints the ``instance_group [ { count: N ... } ]`` to write in each step's config (``model_repository/<step>/
 config.pbtxt``, or ``configs/<engine>.pbtxt`` for ``make serve ENGINE=<engine>``). Measure on the host itself, or
-one of the same CPU: costs per request differ between CPUs (BENCHMARKS.md names each one).
+one of the same CPU: costs per request differ between CPUs (BENCHMARKS.md names each one). ``--gpu``: the host
+feeds a GPU, so the model step's CPU measured on a CPU (its compute) is left out; on the GPU that step's CPU is
+its host work, which the GPU run measures.
 """
 
 from __future__ import annotations
@@ -46,8 +48,20 @@ def costs(path: Path, concurrency: int | None = None) -> dict[str, float]:
     return per
 
 
-def plan(per_request_us: dict[str, float], cores: int, rate: float | None, utilisation: float = UTILISATION) -> dict:
-    """The sustainable rate on ``cores`` cores and, at ``rate`` (default: that rate), instances per step."""
+MODEL_STEP = "electra"
+
+
+def plan(
+    per_request_us: dict[str, float],
+    cores: int,
+    rate: float | None,
+    utilisation: float = UTILISATION,
+    gpu: bool = False,
+) -> dict:
+    """The sustainable rate on ``cores`` cores and, at ``rate`` (default: that rate), instances per step; ``gpu``:
+    without the model step's CPU (its compute runs on the GPU)."""
+    if gpu:
+        per_request_us = {k: v for k, v in per_request_us.items() if k != MODEL_STEP}
     total = sum(per_request_us.values())
     sustainable = cores * utilisation * 1e6 / total
     target = rate or sustainable
@@ -66,12 +80,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cores", type=int, required=True, help="cores of the host that will serve")
     parser.add_argument("--rate", type=float, help="requests/s to plan for (default: what the cores sustain)")
     parser.add_argument("--concurrency", type=int, help="the measured level to read (default: the highest)")
+    parser.add_argument(
+        "--gpu", action="store_true", help="the host feeds a GPU: leave the model step's CPU (measured on a CPU) out"
+    )
     args = parser.parse_args(argv)
     if not args.cpu.is_file():
         parser.error(f"no {args.cpu}: run make perf against a server on this kind of host first")
     per = costs(args.cpu, args.concurrency)
-    result = plan(per, args.cores, args.rate)
+    result = plan(per, args.cores, args.rate, gpu=args.gpu)
     print("CPU us per request: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(per.items())))
+    if args.gpu:
+        print(f"the model step's {per.get(MODEL_STEP, 0):.0f} us left out: its compute runs on the GPU")
     print(
         f"{args.cores} cores at {UTILISATION:.0%} sustain ~{result['sustainable_rate']:,.0f} requests/s; "
         f"{result['rate']:,.0f} requests/s need ~{result['cores_needed']:.1f} cores"

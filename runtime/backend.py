@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from preprocessing.errors import InputError
+from preprocessing.errors import InputError, StepFault
 from runtime.scheduling import Busy
 
 # one parameters entry as our configs write it (one line) and as protobuf's text format does (serving.configs)
@@ -95,12 +95,16 @@ def response(pb_utils: Any, outputs: Mapping[str, np.ndarray]):
 
 def error_response(pb_utils: Any, error: Exception, model: str):
     """An error reply for one request: INVALID_ARGUMENT naming the caller's mistake, UNAVAILABLE for a request
-    the step had no time for (``Busy``, retried by clients); for anything else INTERNAL with no detail (no
-    paths, no stack), the details going to the server log."""
+    the step had no time for (``Busy``, retried by clients), INTERNAL with its message for a ``StepFault`` (also
+    logged); for anything else INTERNAL with no detail (no paths, no stack), the details going to the server
+    log."""
     if isinstance(error, InputError):
         return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG))
     if isinstance(error, Busy):
         return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), pb_utils.TritonError.UNAVAILABLE))
+    if isinstance(error, StepFault):
+        pb_utils.Logger.log_error(f"{model}: {error}")
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), pb_utils.TritonError.INTERNAL))
     pb_utils.Logger.log_error(f"{model}: {''.join(traceback.format_exception(error)).rstrip()}")
     message = f"internal error in the {model} step ({error.__class__.__name__}); the server log has the details"
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL))

@@ -33,8 +33,9 @@ PARAMETERS = (
 )
 
 
-def make_runner(parameters: Mapping[str, str], version_dir: Path, device_id: str | None = None):
-    """The runner that ``parameters`` (the electra config's) name, on the device Triton gave the instance."""
+def make_runner(parameters: Mapping[str, str], version_dir: Path, max_seq_len: int, device_id: str | None = None):
+    """The runner that ``parameters`` (the electra config's) name, on the device Triton gave the instance, for
+    windows of at most ``max_seq_len`` tokens (the tokenizer's)."""
     engine = parameters["engine"]
     device = parameters["device"]
     if engine == "onnxruntime":
@@ -70,9 +71,10 @@ def make_runner(parameters: Mapping[str, str], version_dir: Path, device_id: str
             max_windows_per_run=int(parameters["max_windows_per_run"]),
             max_tokens_per_run=int(parameters["max_tokens_per_run"]),
             length_bucket=int(parameters["length_bucket"]),
-            cuda_graphs=parameters["cuda_graphs"] == "true",
+            cuda_graphs=int(parameters["cuda_graphs"]),
+            graph_max_length=max_seq_len,
         )
-        runner.warmup()  # kernels initialised and CUDA graphs captured before the first request
+        runner.warmup()  # kernels initialised and every CUDA graph captured before the first request
         return runner
     raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
 

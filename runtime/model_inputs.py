@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from preprocessing.errors import InputError
-from runtime.tensors import GRAPH_INPUTS, unpack_tokens
+from preprocessing.errors import InputError, StepFault
+from runtime.tensors import ATTENTION_BIT, GRAPH_INPUTS, unpack_tokens
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,20 @@ def per_request(logits: np.ndarray, requests) -> list[np.ndarray]:
     ``[W_i, L_i, 2]`` (contiguous: each becomes a response tensor)."""
     bounds = np.cumsum([len(r) for r in requests])[:-1]
     return [np.ascontiguousarray(part[:, : r.shape[1]]) for part, r in zip(np.split(logits, bounds), requests)]
+
+
+def finite_logits(logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """``logits`` [W, L, 2] of one request's packed ``tokens`` [W, L], unless any of its real tokens' is NaN or
+    infinite (an overflow in reduced precision, broken weights, a faulty device): then ``StepFault``, and the
+    request fails rather than answering from them. Positions past a window's tokens are not looked at."""
+    real = tokens >= ATTENTION_BIT
+    bad = int((~np.isfinite(logits[real])).any(axis=-1).sum())
+    if bad:
+        raise StepFault(
+            f"the model step computed non-finite logits (NaN or infinity) for {bad} of the request's "
+            f"{int(real.sum())} tokens; no answer is given from them"
+        )
+    return logits
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,7 @@ what travels together is one tensor:
 
 - ``tokens`` [W, L] int64: a window's input ids, token types and attention mask in one integer per token,
   ``id + TYPE_BIT * token_type + ATTENTION_BIT * attention`` (padding: the pad id alone). Exact for any text
-  (a literal "[SEP]" or "[PAD]" in a question stays what the tokenizer made of it) and within int32, which
-  TensorRT takes;
+  (a literal "[SEP]" or "[PAD]" in a question stays what the tokenizer made of it) and within int32;
 - ``offsets`` [W, L, 4] int32: each token's character span in its context, then its word's;
 - ``window_context`` [W, 1] bytes: the question's context on its first window, empty on the others (a context
   holds at least one token, so the non-empty ones number the questions: ``window_questions``);
@@ -26,8 +25,8 @@ MODEL_OUTPUTS = ("logits",)
 DECODER_INPUTS = (("logits", np.float32, 3), ("offsets", np.int32, 3), ("window_context", np.object_, 2))
 ANSWER_OUTPUTS = ("answer", "score", "start", "end")
 
-# the exported ONNX graph's inputs and outputs (the Python-backend engines': the standard names, which ONNX
-# Runtime's transformer fusions recognise; the tensorrt engine's graph takes MODEL_INPUTS, gives MODEL_OUTPUTS)
+# the exported ONNX graph's inputs and outputs: the standard names, which ONNX Runtime's transformer fusions
+# recognise
 GRAPH_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 GRAPH_OUTPUTS = ("start_logits", "end_logits")
 

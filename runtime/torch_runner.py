@@ -5,15 +5,15 @@ weights read from a Hugging Face checkpoint directory) over the windows of many 
 length (longest first) and cut into runs of at most ``max_windows_per_run`` windows and ``max_tokens_per_run``
 executed tokens; each run is padded to its longest window rounded up to a multiple of ``length_bucket`` (1 on CPU:
 no rounding). On CUDA the network runs in fp16 under ``torch.inference_mode()``, optionally replayed from CUDA
-graphs captured once per (batch bucket, length bucket): runs are then padded up to the next batch bucket with dummy
-windows. Shapes outside the buckets run eagerly. Nothing here imports Triton.
+graphs of every (batch bucket, length bucket), all captured at load: runs are then padded up to the next batch
+bucket with dummy windows. Shapes outside the buckets run eagerly; nothing is captured while serving (a capture
+synchronises the GPU and empties its allocator's cache). Nothing here imports Triton.
 """
 
 from __future__ import annotations
 
 import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,9 +37,11 @@ class TorchQARunner:
     ``intra_op_threads``: torch's CPU threads (``torch.set_num_threads``, process-wide); 0 leaves torch's default.
     ``max_windows_per_run`` / ``max_tokens_per_run``: bound one forward pass (windows, and windows x padded width).
     ``length_bucket``: runs are padded to a multiple of it; 0 = auto (32 with CUDA graphs, 8 on CUDA, 1 on CPU).
-    ``cuda_graphs``: replay captured CUDA graphs for run shapes in (``graph_batch_sizes`` x multiples of
-    ``length_bucket`` up to ``graph_max_length``); at most ``max_cuda_graphs`` are kept (least recently used
-    are dropped). ``graph_batch_sizes`` defaults to 1, 2, 4, ... and ``max_windows_per_run``. Ignored on CPU.
+    ``cuda_graphs``: how many CUDA graphs ``warmup`` captures, one per run shape (``graph_shapes``:
+    ``graph_batch_sizes`` x multiples of ``length_bucket`` up to ``graph_max_length``, the tokenizer's window, at
+    most ``max_tokens_per_run`` tokens each); it must be that count (written in the config, checked here
+    wherever the runner loads) or 0 for none. ``graph_batch_sizes`` defaults to 1, 2, 4, ... and
+    ``max_windows_per_run``. Graphs are captured and replayed on CUDA only.
     """
 
     def __init__(
@@ -51,14 +53,13 @@ class TorchQARunner:
         max_windows_per_run: int = 16,
         max_tokens_per_run: int = 8192,
         length_bucket: int = 0,
-        cuda_graphs: bool = False,
+        cuda_graphs: int = 0,
         graph_batch_sizes: Sequence[int] | None = None,
         graph_max_length: int = 384,
-        max_cuda_graphs: int = 64,
     ):
-        if max_windows_per_run < 1 or max_tokens_per_run < 1 or length_bucket < 0 or max_cuda_graphs < 0:
+        if max_windows_per_run < 1 or max_tokens_per_run < 1 or length_bucket < 0 or cuda_graphs < 0:
             raise ValueError(
-                "max_windows_per_run and max_tokens_per_run must be >= 1, length_bucket and max_cuda_graphs >= 0"
+                "max_windows_per_run and max_tokens_per_run must be >= 1, length_bucket and cuda_graphs >= 0"
             )
         self._device = _resolve_device(device)
         on_cuda = self._device.type == "cuda"
@@ -84,13 +85,20 @@ class TorchQARunner:
 
         self.max_windows_per_run = max_windows_per_run
         self.max_tokens_per_run = max_tokens_per_run
-        self.cuda_graphs = on_cuda and cuda_graphs and max_cuda_graphs > 0
-        self.length_bucket = length_bucket or (32 if self.cuda_graphs else 8 if on_cuda else 1)
-        self._graphs = _GraphCache(self.model, self._device, max_cuda_graphs) if self.cuda_graphs else None
+        self.length_bucket = length_bucket or (32 if cuda_graphs else 8 if on_cuda else 1)
         sizes = graph_batch_sizes or [*_powers_of_two_below(max_windows_per_run), max_windows_per_run]
         self.graph_batch_sizes = sorted({b for b in sizes if 1 <= b <= max_windows_per_run})
         top = min(graph_max_length, self.max_position_embeddings)
         self.graph_lengths = frozenset(range(self.length_bucket, top + 1, self.length_bucket))
+        shapes = self.graph_shapes()
+        if cuda_graphs and cuda_graphs != len(shapes):
+            raise ValueError(
+                f"cuda_graphs is {cuda_graphs}, but the run shapes are {len(shapes)} (batch sizes "
+                f"{', '.join(map(str, self.graph_batch_sizes))} x lengths {self.length_bucket} to {top} by "
+                f"{self.length_bucket}, at most {max_tokens_per_run} tokens each): set it to {len(shapes)}, or 0"
+            )
+        self.cuda_graphs = on_cuda and cuda_graphs > 0
+        self._graphs: dict[tuple[int, int], _CapturedRun] = {}  # captured by warmup, every shape or none
         self._lock = threading.Lock()  # one run at a time: graphs' static buffers are shared
 
     @property
@@ -141,9 +149,17 @@ class TorchQARunner:
             begin += count
         return runs
 
+    def graph_shapes(self) -> list[tuple[int, int]]:
+        """Every (batch, width) a CUDA graph is kept for, largest first."""
+        shapes = (
+            (b, w) for b in self.graph_batch_sizes for w in self.graph_lengths if b * w <= self.max_tokens_per_run
+        )
+        return sorted(shapes, key=lambda s: (s[0] * s[1], s), reverse=True)
+
     def warmup(self) -> int:
         """Run the network once (initialising kernels and libraries) and, with CUDA graphs, capture the graph of
-        every (batch, length) bucket, largest first, up to ``max_cuda_graphs``. Returns the graphs captured."""
+        every run shape, largest first (the shared memory pool is sized by the first). Returns the graphs
+        captured. A capture the GPU or driver refuses turns graphs off: the runner then serves eagerly."""
         with self._lock, torch.inference_mode():
             width = min(self.length_bucket * -(-128 // self.length_bucket), self.max_position_embeddings)
             self._forward(_dummy_tensor(1, width, self._device), graph=False)
@@ -151,15 +167,22 @@ class TorchQARunner:
                 torch.cuda.synchronize(self._device)
             if not self.cuda_graphs:
                 return 0
-            shapes = sorted(
-                ((b, w) for b in self.graph_batch_sizes for w in self.graph_lengths if self._graph_eligible(b, w)),
-                key=lambda s: (s[0] * s[1], s),
-                reverse=True,
-            )
-            for batch, width in shapes[: self._graphs.capacity]:
-                self._graphs.get(batch, width)
+            # one memory pool for all: graphs replay one at a time (under the lock) and each keeps its own inputs
+            # and outputs alive, so their intermediates may share memory
+            pool = torch.cuda.graph_pool_handle()
+            try:
+                for batch, width in self.graph_shapes():
+                    self._graphs[batch, width] = _CapturedRun(self.model, self._device, batch, width, pool)
+            except RuntimeError as error:
+                warnings.warn(f"CUDA graphs turned off: a capture failed ({error}); serving eagerly", stacklevel=2)
+                self._graphs.clear()
+                self.cuda_graphs = False
             torch.cuda.synchronize(self._device)
-            return min(len(shapes), self._graphs.capacity)
+            return self.graphs_captured
+
+    @property
+    def graphs_captured(self) -> int:
+        return len(self._graphs)
 
     def _bucket_width(self, length: int) -> int:
         return min(-(-length // self.length_bucket) * self.length_bucket, self.max_position_embeddings)
@@ -182,12 +205,15 @@ class TorchQARunner:
         return count
 
     def _forward(self, tokens: torch.Tensor, graph: bool) -> torch.Tensor:
-        """logits [batch, width, 2] float32 on the device, of packed ``tokens`` [batch, width] there."""
-        if graph:  # only ever with cuda_graphs, on CUDA
+        """logits [batch, width, 2] float32 on the device, of packed ``tokens`` [batch, width] there: replayed
+        from the shape's graph where one was captured, else run eagerly (never captured here)."""
+        captured = self._graphs.get(tuple(tokens.shape)) if graph else None
+        if captured is not None:
             try:
-                return self._graphs.get(*tokens.shape).replay(tokens)
-            except RuntimeError as error:  # a capture this GPU or driver refuses: serve eagerly from now on
-                warnings.warn(f"CUDA graphs turned off after a failed capture or replay: {error}", stacklevel=2)
+                return captured.replay(tokens)
+            except RuntimeError as error:  # a replay this GPU or driver refuses: serve eagerly from now on
+                warnings.warn(f"CUDA graphs turned off after a failed replay: {error}", stacklevel=2)
+                self._graphs.clear()
                 self.cuda_graphs = False
         return _packed_forward(self.model, tokens)
 
@@ -218,27 +244,6 @@ class _CapturedRun:
         return self.outputs
 
 
-class _GraphCache:
-    """At most ``capacity`` captured graphs, least recently used dropped first. All share one memory pool:
-    they are only replayed one at a time (under the runner's lock) and each keeps its own inputs and outputs
-    alive, so their intermediates may share memory; the pool grows to the largest graph's needs."""
-
-    def __init__(self, model: torch.nn.Module, device: torch.device, capacity: int) -> None:
-        self.model, self.device, self.capacity = model, device, capacity
-        self.pool = torch.cuda.graph_pool_handle()
-        self.graphs: OrderedDict[tuple[int, int], _CapturedRun] = OrderedDict()
-
-    def get(self, batch: int, width: int) -> _CapturedRun:
-        key = (batch, width)
-        if key in self.graphs:
-            self.graphs.move_to_end(key)
-        else:
-            while len(self.graphs) >= self.capacity:
-                self.graphs.popitem(last=False)
-            self.graphs[key] = _CapturedRun(self.model, self.device, batch, width, self.pool)
-        return self.graphs[key]
-
-
 def _resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -246,10 +251,38 @@ def _resolve_device(device: str) -> torch.device:
         return torch.device("cpu")
     if device == "cuda" or device.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device={device} but torch sees no CUDA GPU (torch {torch.__version__})")
+            raise RuntimeError(
+                f"device={device} but torch sees no CUDA GPU (torch {torch.__version__}, built for CUDA "
+                f"{torch.version.cuda}: no GPU given to this process, or an NVIDIA driver older than that CUDA needs)"
+            )
         resolved = torch.device(device)
-        return torch.device("cuda", resolved.index if resolved.index is not None else torch.cuda.current_device())
+        resolved = torch.device("cuda", resolved.index if resolved.index is not None else torch.cuda.current_device())
+        capability = torch.cuda.get_device_capability(resolved)
+        if not runs_on(capability, torch.cuda.get_arch_list()):
+            raise RuntimeError(
+                f"{torch.cuda.get_device_name(resolved)} has compute capability {capability[0]}.{capability[1]}, "
+                f"which this torch {torch.__version__} (CUDA {torch.version.cuda}) has no kernels for (it has "
+                f"{', '.join(torch.cuda.get_arch_list())}): install a torch built for it"
+            )
+        return resolved
     raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {device!r}")
+
+
+def runs_on(capability: tuple[int, int], arch_list: Sequence[str]) -> bool:
+    """Whether a torch built for ``arch_list`` (``torch.cuda.get_arch_list()``: ``sm_XY`` machine code, ``compute_XY``
+    PTX) runs on a GPU of compute ``capability``: machine code of the same major version and no newer minor, or
+    PTX of no newer capability (which the driver compiles for it)."""
+    major, minor = capability
+    for arch in arch_list:
+        kind, _, digits = arch.partition("_")
+        built = (int(digits[:-1]), int(digits[-1])) if digits[:-1].isdigit() and digits[-1:].isdigit() else None
+        if built is None:
+            continue
+        if kind == "sm" and built[0] == major and built[1] <= minor:
+            return True
+        if kind == "compute" and built <= (major, minor):
+            return True
+    return False
 
 
 def _powers_of_two_below(limit: int) -> list[int]:

@@ -35,14 +35,19 @@ def step_configs(repository: Path, model: str) -> list[Path]:
     return [directory / "config.pbtxt", *sorted((directory / "configs").glob("*.pbtxt"))]
 
 
-def torch_engine_on_cpu(repository: Path) -> None:
+def torch_engine_on_cpu(repository: Path, pre_post: str = "default") -> None:
     """The torch engine's variants in a repository copy, made to run the GPU path's code on the CPU (where no GPU
-    is): its model step on a CPU instance in fp32 without CUDA graphs, its pre/post steps as the default configs
-    have them (one instance each, not the GPU host's four)."""
+    is): its model step on a CPU instance in fp32 (its length buckets and batching as on the GPU; the CUDA graphs'
+    count still checked at load, none captured on a CPU). ``pre_post``: ``default`` runs the tokenizer and
+    decoder as the default configs have them (one instance each: a few cores), ``gpu-host`` keeps the GPU host's
+    variants (their instance counts)."""
     edit(
         repository / "electra" / "configs" / "torch.pbtxt",
-        {"device": "cpu", "precision": "fp32", "cuda_graphs": "false"},
+        {"device": "cpu", "precision": "fp32"},
         instance_kind="KIND_CPU",
     )
-    for model in ("tokenizer", "decoder"):
-        (repository / model / "configs" / "torch.pbtxt").unlink(missing_ok=True)
+    if pre_post == "default":
+        for model in ("tokenizer", "decoder"):
+            (repository / model / "configs" / "torch.pbtxt").unlink(missing_ok=True)
+    elif pre_post != "gpu-host":
+        raise ValueError(f"pre_post must be default or gpu-host, got {pre_post!r}")

@@ -2,7 +2,9 @@
 export``, ``serving.serve --engine``, ``serving.export --engine``, docker compose's ``ENGINE``, the k8s overlays
 (``deploy/k8s/overlays/<engine>``) and the config variant files (``model_repository/electra/configs/<engine>.pbtxt``,
 which tritonserver takes as ``--model-config-name=<engine>``). ``PRECISION`` beside it says what the engine
-computes in. docs/serving.md has the table of which to use where; tests hold this one to the config files."""
+computes in. Every engine runs in Triton's Python backend, so the embedded server (make serve), the image (docker
+compose, the k8s overlays) and the GPU run start the same code. docs/serving.md has the table of which to use
+where; tests hold this one to the config files."""
 
 from __future__ import annotations
 
@@ -15,23 +17,15 @@ class Engine:
     name: str
     hardware: str  # cpu or gpu
     precisions: tuple[str, ...]  # what PRECISION may be with it; the first is its default
-    # the exported ONNX graph it reads: "ids" (input_ids, attention_mask, token_type_ids in, start and end logits
-    # out, with ONNX Runtime's fusions: the Python-backend runners), "tokens" (the step's packed tokens in, logits
-    # out, the plain graph: Triton's onnxruntime backend, which TensorRT compiles itself); the torch engine reads
-    # the exported checkpoint instead and takes the graph the export writes anyway
-    graph_inputs: str
-    # make serve's embedded tritonserver runs it (Python backend), or only the NGC image does (onnxruntime backend)
-    embedded: bool
     summary: str
 
 
 ENGINES = {
     engine.name: engine
     for engine in (
-        Engine("onnxruntime", "cpu", ("fp32", "int8"), "ids", True, "ONNX Runtime on the CPU (exact parity in fp32)"),
-        Engine("openvino", "cpu", ("bf16",), "ids", True, "OpenVINO in bf16 on the CPU's bf16 matrix units"),
-        Engine("torch", "gpu", ("fp16",), "ids", True, "PyTorch fp16 on a GPU, CUDA graphs per length bucket"),
-        Engine("tensorrt", "gpu", ("fp16",), "tokens", False, "TensorRT FP16 in the NGC image (docker compose, k8s)"),
+        Engine("onnxruntime", "cpu", ("fp32", "int8"), "ONNX Runtime on the CPU (exact parity in fp32)"),
+        Engine("openvino", "cpu", ("bf16",), "OpenVINO in bf16 on the CPU's bf16 matrix units"),
+        Engine("torch", "gpu", ("fp16",), "PyTorch fp16 on a GPU, CUDA graphs per (batch, length) bucket"),
     )
 }
 PRECISIONS = tuple(dict.fromkeys(p for engine in ENGINES.values() for p in engine.precisions))
@@ -48,7 +42,7 @@ def gpu_visible() -> bool:
 
 def graph_precision(precision: str) -> str:
     """The precision of the ONNX graph exported for ``precision``: int8 is its own graph; the others run the fp32
-    graph (OpenVINO and TensorRT lower it themselves)."""
+    graph (OpenVINO lowers it itself; torch reads the checkpoint instead)."""
     return "int8" if precision == "int8" else "fp32"
 
 
@@ -58,10 +52,10 @@ def choose(engine: str, precision: str | None = None, gpu: bool | None = None) -
     for bf16); ``precision`` None or empty is the engine's default."""
     if engine == "auto":
         gpu = gpu_visible() if gpu is None else gpu
-        candidates = [e for e in ENGINES.values() if e.embedded and (e.hardware == "gpu") == gpu]
+        candidates = [e for e in ENGINES.values() if (e.hardware == "gpu") == gpu]
         if precision:
             candidates = [e for e in candidates if precision in e.precisions] or [
-                e for e in ENGINES.values() if e.embedded and precision in e.precisions
+                e for e in ENGINES.values() if precision in e.precisions
             ]
         if not candidates:
             raise EngineChoiceError(f"no engine computes in {precision}; {described()}")

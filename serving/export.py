@@ -8,8 +8,10 @@ sequence axes, checked against the PyTorch logits; the ONNX Runtime engine), ``e
 checkpoint itself; the torch engine), ``tokenizer/1/tokenizer.json`` (the fast tokenizer the tokenizer step
 loads) and ``electra/1/export.json`` (what was exported, and how close ONNX came to PyTorch). The server itself
 never downloads anything. ``--clean`` removes them. ``--engine`` and ``--precision`` choose the graph
-(``serving.engines``: the fused graph of the Python-backend engines, the plain packed one of tensorrt; fp32 or
-int8). ``--no-onnx`` writes all but the ONNX graph: enough for the torch engine, not for the others.
+(``serving.engines``: fp32 or int8). ``--no-onnx`` writes all but the ONNX graph: enough for the torch engine,
+not for the others. Every graph is fp16-safe: no float constant outside fp16's finite range
+(``fp16_unsafe_constants``), so that no engine lowering it to fp16 turns a mask into infinities and its logits
+into NaN.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.backend import config_file_parameters
-from runtime.tensors import GRAPH_INPUTS, GRAPH_OUTPUTS, MODEL_INPUTS, MODEL_OUTPUTS, pack_tokens, unpack_tokens
+from runtime.tensors import GRAPH_INPUTS, GRAPH_OUTPUTS
 from serving.engines import ENGINES, PRECISIONS, EngineChoiceError, choose, graph_precision
 
 DEFAULT_MODEL = "valhalla/electra-base-discriminator-finetuned_squadv1"
@@ -64,7 +66,6 @@ class ExportRecord:
     exported_at: str
     fused_operators: dict
     precision: str = "fp32"  # the graph's (serving.engines.graph_precision)
-    graph_inputs: str = "ids"  # the graph's inputs (serving.engines.Engine.graph_inputs)
     family: str = "electra"  # config.json's model_type
     # what the model takes, as the pipeline passes it (the tokenizer's model_input_names): the ``ids`` graph's
     # inputs, and whether token types reach the model at all
@@ -150,7 +151,7 @@ def clean(repository: Path) -> None:
 def is_current(repository: Path, model: str, engine: str = "auto", precision: str | None = None) -> bool:
     """Whether the repository already holds an export of ``model`` (unchanged since) that ``engine`` runs in
     ``precision`` (None: the engine's default)."""
-    chosen, precision = choose(engine, precision)
+    _, precision = choose(engine, precision)
     record = read_record(repository)
     try:
         files = ExportedFiles.of(repository)
@@ -163,12 +164,11 @@ def is_current(repository: Path, model: str, engine: str = "auto", precision: st
     ):
         return False
     name, fingerprint = source_fingerprint(model)
-    return record.model_limits is not None and (
-        record.model,
-        record.fingerprint,
-        record.precision,
-        record.graph_inputs,
-    ) == (name, fingerprint, graph_precision(precision), chosen.graph_inputs)
+    return record.model_limits is not None and (record.model, record.fingerprint, record.precision) == (
+        name,
+        fingerprint,
+        graph_precision(precision),
+    )
 
 
 HUB_CHECK_TIMEOUT_S = 3.0
@@ -265,13 +265,10 @@ def export(
     """Export ``model`` into ``repository`` for ``engine`` computing in ``precision`` (``serving.engines``; None:
     the engine's default); raises ExportError when ONNX and PyTorch disagree.
 
-    The Python-backend engines (onnxruntime, openvino, torch) get the graph of the model's own inputs (of the
-    three standard ones);
-    ``optimize`` applies ONNX Runtime's transformer fusions (attention, skip-LayerNorm, embedding-LayerNorm,
-    bias-GELU) to it offline, so that the served graph is the fused one that was checked against PyTorch.
-    ``tensorrt`` (Triton's onnxruntime backend with TensorRT FP16, in the NGC image) gets the plain graph of the
-    packed tokens: TensorRT builds its own fused kernels and cannot take ONNX Runtime's. openvino (bf16) and
-    tensorrt (fp16) run the fp32 graph in their own precision. ``precision="int8"`` (opt-in, onnxruntime)
+    The graph takes the model's own inputs (of the three standard ones); ``optimize`` applies ONNX Runtime's
+    transformer fusions (attention, skip-LayerNorm, embedding-LayerNorm, bias-GELU) to it offline, so that the
+    served graph is the fused one that was checked against PyTorch. openvino (bf16) runs the fp32 graph in its own
+    precision. ``precision="int8"`` (opt-in, onnxruntime)
     quantizes the MatMul weights to int8 (dynamic quantization, VNNI kernels): much faster on CPU, but answers
     may differ from the reference; the tolerance check applies to the fp32 graph and the int8 graph's difference
     is only recorded. ``onnx=False`` skips the ONNX graph (and removes an earlier one): the checkpoint, tokenizer
@@ -295,7 +292,7 @@ def export(
     with tempfile.TemporaryDirectory(dir=model_dir) as scratch:
         if onnx:
             max_abs_diff, served_diff, fused = _export_onnx(
-                tokenizer, network, Path(scratch), tolerance, optimize, precision, chosen.graph_inputs
+                tokenizer, network, Path(scratch), tolerance, optimize, precision
             )
             os.replace(Path(scratch) / "model.onnx", files.onnx_file)
         else:
@@ -320,7 +317,6 @@ def export(
         fused_operators=fused,
         precision=precision,
         served_max_abs_diff=served_diff,
-        graph_inputs=chosen.graph_inputs,
         family=network.config.model_type,
         model_inputs=list(inputs),
         engines=engines,
@@ -332,13 +328,13 @@ def export(
 
 
 def _export_onnx(
-    tokenizer, network, scratch: Path, tolerance: float, optimize: bool, precision: str, graph_inputs: str = "ids"
+    tokenizer, network, scratch: Path, tolerance: float, optimize: bool, precision: str
 ) -> tuple[float, float | None, dict]:
     """``scratch/model.onnx`` from ``network``, checked against its PyTorch logits: (max abs difference, the int8
-    graph's when ``precision`` is int8, fused operator counts). The ``ids`` graph takes the three standard inputs
-    and gives both logits (the names ONNX Runtime's fusions recognise, fused when ``optimize``; the Python-backend
-    step unpacks ``tokens`` itself); the ``tokens`` graph takes the step's own ``tokens`` and gives ``logits``
-    [B, L, 2] (``runtime.tensors``), unpacked and stacked inside the graph, for Triton's native backend."""
+    graph's when ``precision`` is int8, fused operator counts). The graph takes the model's inputs of the three
+    standard ones and gives both logits (the names ONNX Runtime's fusions recognise, fused when ``optimize``; the
+    model step unpacks ``tokens`` itself). Its float constants are brought into fp16's range first
+    (``fp16_safe_constants``), and the check is made on that graph."""
     import torch
 
     sample = tokenizer(
@@ -349,13 +345,8 @@ def _export_onnx(
         return_token_type_ids=True,
     )
     names = model_inputs(tokenizer)
-    inputs = tuple(sample[name] for name in GRAPH_INPUTS)
-    packed = graph_inputs == "tokens"
-    optimize = optimize and not packed
-    wrapper = _PackedLogits(network, names) if packed else _LogitsOnly(network, names)
-    input_names, output_names = (MODEL_INPUTS, MODEL_OUTPUTS) if packed else (names, GRAPH_OUTPUTS)
-    graph_inputs = (pack_tokens(*inputs),) if packed else tuple(sample[name] for name in names)
-    dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in input_names + output_names}
+    graph_inputs = tuple(sample[name] for name in names)
+    dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in (*names, *GRAPH_OUTPUTS)}
     onnx_path = scratch / "model.onnx"
     with torch.no_grad(), warnings.catch_warnings():
         # the TorchScript exporter on purpose: its graph is the one ONNX Runtime's BERT fusions recognise (and the
@@ -366,11 +357,11 @@ def _export_onnx(
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         with _scripted_helpers_traced(network):
             torch.onnx.export(
-                wrapper,
+                _LogitsOnly(network, names),
                 graph_inputs,
                 str(onnx_path),
-                input_names=list(input_names),
-                output_names=list(output_names),
+                input_names=list(names),
+                output_names=list(GRAPH_OUTPUTS),
                 dynamic_axes=dynamic_axes,
                 opset_version=OPSET,
                 dynamo=False,
@@ -378,10 +369,11 @@ def _export_onnx(
         optimize = optimize and network.config.model_type in FUSED_FAMILIES
         fused = _fuse_transformer_ops(onnx_path, network.config) if optimize else {}
         expected = [t.numpy() for t in network(**{n: sample[n] for n in names}, return_dict=False)[:2]]
-    if packed:
-        expected = [np.stack(expected, axis=-1)]
-    feeds = {n: t.numpy() for n, t in zip(input_names, graph_inputs)}
-    max_abs_diff = _max_abs_diff(onnx_path, feeds, expected, output_names)
+    clamped = fp16_safe_constants(onnx_path)
+    if clamped:
+        print(f"float constants brought into fp16's range: {clamped}")
+    feeds = {n: t.numpy() for n, t in zip(names, graph_inputs)}
+    max_abs_diff = _max_abs_diff(onnx_path, feeds, expected)
     print(f"ONNX vs PyTorch logits: max abs difference {max_abs_diff:.3g} (tolerance {tolerance:g})")
     if not max_abs_diff <= tolerance:
         raise ExportError(f"ONNX logits differ from PyTorch by {max_abs_diff:.3g} > tolerance {tolerance:g}")
@@ -390,6 +382,69 @@ def _export_onnx(
         served_diff = _quantize_int8(onnx_path, feeds, expected)
         print(f"int8 vs PyTorch logits: max abs difference {served_diff:.3g} (recorded, not checked)")
     return max_abs_diff, served_diff, fused
+
+
+FP16_MAX = 65504.0  # the largest finite float16
+
+
+def _float_constants(model):
+    """(name, TensorProto) of every float tensor the graph holds as a value: initializers, ``Constant`` values
+    and ``ConstantOfShape`` fills, in every subgraph."""
+    import onnx
+
+    def graph_constants(graph):
+        yield from ((t.name, t) for t in graph.initializer)
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.TENSOR:
+                    yield f"{node.name or node.op_type}.{attribute.name}", attribute.t
+                elif attribute.type == onnx.AttributeProto.GRAPH:
+                    yield from graph_constants(attribute.g)
+                elif attribute.type == onnx.AttributeProto.GRAPHS:
+                    for subgraph in attribute.graphs:
+                        yield from graph_constants(subgraph)
+
+    for name, tensor in graph_constants(model.graph):
+        if tensor.data_type == onnx.TensorProto.FLOAT:
+            yield name, tensor
+
+
+def fp16_unsafe_constants(onnx_file: Path) -> list[tuple[str, float]]:
+    """The graph's float constants outside fp16's finite range (name, the value of largest magnitude): an engine
+    that lowers the graph to fp16 (TensorRT, ONNX Runtime's fp16 conversion) turns them into infinities, and an
+    additive attention mask built as ``(1 - mask) * -3.4e38`` then gives ``0 * -inf = NaN`` for every real
+    token."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_file))
+    unsafe = []
+    for name, tensor in _float_constants(model):
+        values = numpy_helper.to_array(tensor)
+        if values.size and not np.all(np.abs(values) <= FP16_MAX):
+            unsafe.append((name, float(values.flat[int(np.argmax(np.abs(values)))])))
+    return unsafe
+
+
+def fp16_safe_constants(onnx_file: Path) -> dict[str, float]:
+    """Rewrite ``onnx_file`` with every float constant clipped to fp16's finite range; the constants changed
+    (name: the value that was there). The masks transformers builds from ``finfo(float32).min`` become -65504:
+    still far below any attention score, so the fp32 logits do not change (the export's check against PyTorch
+    runs on the rewritten graph)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_file))
+    changed = {}
+    for name, tensor in _float_constants(model):
+        values = numpy_helper.to_array(tensor)
+        if values.size and not np.all(np.abs(values) <= FP16_MAX):
+            changed[name] = float(values.flat[int(np.argmax(np.abs(values)))])
+            clipped = np.clip(values, -FP16_MAX, FP16_MAX).astype(values.dtype)
+            tensor.CopyFrom(numpy_helper.from_array(clipped, tensor.name))
+    if changed:
+        onnx.save(model, str(onnx_file))
+    return changed
 
 
 @contextlib.contextmanager
@@ -433,8 +488,7 @@ def check_windowing(tokenizer, repository: Path) -> None:
         raise ExportError(
             f"the pipeline windows this tokenizer (model_max_length {tokenizer.model_max_length}) at max_seq_len "
             f"{pipeline[0]}, doc_stride {pipeline[1]}; the tokenizer config says {served[0]}, {served[1]}: set them "
-            f"in {repository / 'tokenizer' / 'config.pbtxt'} (and the TensorRT profile's largest shapes) for the "
-            "same answers"
+            f"in {repository / 'tokenizer' / 'config.pbtxt'} for the same answers"
         )
 
 
@@ -530,26 +584,6 @@ class _LogitsOnly:
         return Wrapper().eval()
 
 
-class _PackedLogits:
-    """Wraps the HF model for the ``tokens`` graph (the tensorrt engine's): ``tokens`` [B, L] in, ``logits``
-    [B, L, 2] out."""
-
-    def __new__(cls, network, names: tuple[str, ...] = GRAPH_INPUTS):
-        import torch
-
-        class Wrapper(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.network = network
-
-            def forward(self, tokens):
-                unpacked = dict(zip(GRAPH_INPUTS, unpack_tokens(tokens)))
-                out = self.network(**{name: unpacked[name] for name in names}, return_dict=False)
-                return torch.stack((out[0], out[1]), dim=-1)
-
-        return Wrapper().eval()
-
-
 def _fuse_transformer_ops(onnx_path: Path, config) -> dict:
     """Rewrite ``onnx_path`` with ONNX Runtime's BERT fusions; returns the fused operator counts."""
     from onnxruntime.transformers import optimizer
@@ -580,12 +614,12 @@ def _quantize_int8(onnx_path: Path, feeds: dict, expected: list) -> float:
     return _max_abs_diff(onnx_path, feeds, expected)
 
 
-def _max_abs_diff(onnx_path: Path, feeds: dict, expected: list, outputs=GRAPH_OUTPUTS) -> float:
+def _max_abs_diff(onnx_path: Path, feeds: dict, expected: list) -> float:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     taken = {i.name for i in session.get_inputs()}  # the tracer drops inputs the model never reads
-    got = session.run(list(outputs), {name: value for name, value in feeds.items() if name in taken})
+    got = session.run(list(GRAPH_OUTPUTS), {name: value for name, value in feeds.items() if name in taken})
     return float(max(np.abs(g - e).max() for g, e in zip(got, expected)))
 
 
@@ -599,8 +633,7 @@ def main(argv: list[str] | None = None) -> int:
         "--engine",
         choices=("auto", *ENGINES),
         default="auto",
-        help="the model step that will run the export (serving.engines; auto: as make serve chooses it): tensorrt "
-        "gets the plain packed graph, the others the fused one",
+        help="the model step that will run the export (serving.engines; auto: as make serve chooses it)",
     )
     parser.add_argument(
         "--precision",

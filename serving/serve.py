@@ -309,7 +309,7 @@ def engine_for(record, engine: str, precision: str, auto: bool) -> tuple[str, st
 
 def chosen_engine(args: argparse.Namespace) -> tuple[str, str]:
     """(engine, precision) that ``--engine`` and ``--precision`` name (``serving.engines.choose``; auto: torch
-    when an NVIDIA GPU is visible); an engine only the NGC image runs is refused."""
+    when an NVIDIA GPU is visible)."""
     if any(a.startswith("--model-config-name") for a in args.tritonserver_args):
         raise ServerSetupError(
             "the model step's config is --engine's (configs/<engine>.pbtxt), not tritonserver's --model-config-name"
@@ -318,11 +318,6 @@ def chosen_engine(args: argparse.Namespace) -> tuple[str, str]:
         engine, precision = choose(args.engine, args.precision)
     except EngineChoiceError as error:
         raise ServerSetupError(str(error)) from None
-    if not engine.embedded:
-        raise ServerSetupError(
-            f"engine {engine.name} runs in the NGC image's tritonserver (docker compose up triton, "
-            "deploy/k8s/overlays/tensorrt), not in this embedded one (Python backend only)"
-        )
     return engine.name, precision
 
 

@@ -1,5 +1,6 @@
 """What the server runs, as one list: this project's packages (``pyproject.toml``, ``[tool.setuptools]
-packages``) with the pins of its ``server`` extra (``requirements-server.txt``).
+packages``) with the pins of its ``server`` extra (``requirements-server.txt``), and on a GPU the torch engine's
+packages beside them (``requirements-gpu.txt``, the image's gpu target).
 
 The image installs ``.[server]`` (docker/Dockerfile), make serve's environments install the same requirements
 and the project, and the GPU kit carries the packages and pins read here; tests/unit/test_server_packages.py
@@ -22,6 +23,7 @@ else:  # pragma: no cover - Python 3.10
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = ROOT / "pyproject.toml"
 SERVER_REQUIREMENTS = ROOT / "requirements-server.txt"
+GPU_REQUIREMENTS = ROOT / "requirements-gpu.txt"
 
 
 def project_packages(pyproject: Path = PYPROJECT) -> list[str]:

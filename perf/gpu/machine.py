@@ -23,6 +23,8 @@ try:
     info["cuda"] = torch.cuda.is_available()
     info["torch_cuda"] = torch.version.cuda
     info["gpu"] = torch.cuda.get_device_name(0) if info["cuda"] else None
+    info["capability"] = list(torch.cuda.get_device_capability(0)) if info["cuda"] else None
+    info["arch_list"] = torch.cuda.get_arch_list() if info["cuda"] else []
 except Exception as error:
     info["cuda"] = False
 print(json.dumps(info))

@@ -108,18 +108,83 @@ def render(report: dict) -> str:
         f"Same answers as the pipeline (text, start, end; one question per call): {parity['same']}/"
         f"{parity['compared']} ({parity['share']:.1%}); contract >= {parity['contract']:.0%} on this device: "
         f"{'met' if parity['met'] else 'NOT met'}.",
+        f"Refused for non-finite logits (the model step's NaN guard): {parity.get('non_finite', 0)}; other "
+        f"errors: {parity.get('errors', 0) - parity.get('non_finite', 0)}.",
         "Server start-up (models loaded and warmed up, CUDA graphs captured on the GPU): "
         + (
             f"{report['served']['startup_s']:.0f} s."
             if report["served"]["startup_s"] is not None
             else "the server did not start."
         ),
+        *checks_lines(report),
     ]
     if report["served"].get("errors"):
         lines += ["", "Failed:"] + [f"- {e}" for e in report["served"]["errors"]]
     if report["targets"]:
         lines += ["", "Targets (on the GPU):"] + [f"- {t}" for t in report["targets"]]
     return "\n".join(lines) + "\n"
+
+
+def checks_lines(report: dict) -> list[str]:
+    """The preflight, the re-export, the restart behind the front, the memory and the autoscaling target."""
+    lines = []
+    checked = report.get("preflight") or {}
+    if checked:
+        lines.append(
+            "Preflight: "
+            + "; ".join(
+                f"{k} {checked[k]}"
+                for k in ("gpu", "driver", "compute_capability", "memory", "torch", "torch_cuda", "python")
+                if checked.get(k)
+            )
+            + "."
+        )
+    reexported = report.get("reexport") or {}
+    if "compared" in reexported:
+        lines.append(
+            f"Re-export of another checkpoint, server restarted: {reexported['changed']}/{reexported['compared']} "
+            f"answers changed ({'met' if reexported['met'] else 'NOT met: the old weights were served'})."
+        )
+    front = report.get("front") or {}
+    if front.get("ran"):
+        lines.append(
+            f"tritonserver killed behind the front (nginx, deploy/k8s/base/nginx.conf): answered through it "
+            f"{front['answered_before']} before, {front['answered_after']} after its restart "
+            f"({front['recovery_s']:.0f} s to ready), {front['failed']} failed: {'met' if front['met'] else 'NOT met'}."
+            if front.get("recovery_s") is not None
+            else f"tritonserver behind the front: {front.get('why', 'did not recover')}: NOT met."
+        )
+    elif front:
+        lines.append(f"Restart behind the front: not run ({front.get('why')}).")
+    memory: dict[str, float] = {}
+    for row in report["served"]["rows"]:
+        for process, mb in (row.get("memory_mb") or {}).items():
+            memory[process] = max(memory.get(process, 0.0), mb)
+    if memory:
+        lines.append(
+            "Private memory at its largest after a run (MB): "
+            + ", ".join(f"{p} {mb:,.0f}" for p, mb in memory.items())
+            + f". The liveness probe bounds tritonserver's: allow at least {liveness_bound_mb(memory):,} MB here."
+        )
+    target = autoscaling_target(report)
+    if target is not None:
+        lines.append(
+            f"Autoscaling target (70 % of the best windows/s of a run within p99 <= {TARGETS['p99_ms']} ms): "
+            f"{target:,.0f} windows/s per pod."
+        )
+    return lines
+
+
+def liveness_bound_mb(memory: dict[str, float]) -> int:
+    """The liveness probe's bound for what was measured: tritonserver's largest private memory plus the base's
+    2 GiB of headroom for the calls Triton 2.51 never frees, rounded up to 512 MB."""
+    return int(-(-(memory.get("tritonserver", 0.0) + 2048) // 512) * 512)
+
+
+def autoscaling_target(report: dict) -> float | None:
+    """70 % of the best sustained windows/s (the ensemble's one-window questions/s) of a run within the p99 goal."""
+    within = [r for r in report["served"]["rows"] if r["kind"] == "questions" and r["p99_ms"] <= TARGETS["p99_ms"]]
+    return 0.7 * max(r["qps"] for r in within) if within else None
 
 
 def targets(report: dict) -> list[str]:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -16,9 +17,10 @@ from perf.gpu.machine import GpuMemory
 from perf.gpu.report import render_row
 
 
-def served_answers(http_url: str, pairs: list[tuple[str, str]]) -> list[tuple[str, int, int]]:
-    """The served (answer, start, end) of each pair, one request each (Triton's HTTP/JSON protocol)."""
-    answers = []
+def served_answers(http_url: str, pairs: list[tuple[str, str]]) -> list[tuple[str, int, int] | str]:
+    """The served (answer, start, end) of each pair, one request each (Triton's HTTP/JSON protocol), or the
+    error the server answered it with (its message)."""
+    answers: list[tuple[str, int, int] | str] = []
     for question, context in pairs:
         body = {
             "inputs": [
@@ -33,8 +35,12 @@ def served_answers(http_url: str, pairs: list[tuple[str, str]]) -> list[tuple[st
             headers={"Content-Type": "application/json"},
             method="POST",
         )
-        with urllib.request.urlopen(request, timeout=120) as response:
-            outputs = {o["name"]: o["data"] for o in json.loads(response.read())["outputs"]}
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                outputs = {o["name"]: o["data"] for o in json.loads(response.read())["outputs"]}
+        except urllib.error.HTTPError as error:
+            answers.append(json.loads(error.read() or b"{}").get("error") or f"HTTP {error.code}")
+            continue
         answers.append((outputs["answer"][0], int(outputs["start"][0]), int(outputs["end"][0])))
     return answers
 
@@ -77,6 +83,7 @@ def served_row(
     gpu_mib: int | None,
     kind: str = "questions",
     cpu_us: dict[str, float] | None = None,
+    memory_mb: dict[str, float] | None = None,
 ) -> dict:
     """A table row from perf_analyzer's CSV row and load_test's per-step breakdown."""
     per_step = {b["model"]: b for b in breakdown}
@@ -96,6 +103,7 @@ def served_row(
         "windows_per_s": per_step["electra"]["inferences_per_compute_s"],
         "gpu_mib": gpu_mib,
         "cpu_us": cpu_us or {},
+        "memory_mb": memory_mb or {},
         "successes": int(row["Server Successes"]),
         "failures": int(row["Server Failures"]),
         "perf_analyzer": row,
@@ -103,18 +111,29 @@ def served_row(
     }
 
 
-def run_served(args, device: str, repository: Path, pairs: list[tuple[str, str]]) -> dict:
-    """Start the server, answer the parity questions, run perf_analyzer at each concurrency and on the long
-    document, stop the server. A server that does not start, or a perf_analyzer run that fails, is reported (with
-    the end of its output) and the run goes on: ``errors`` lists what failed."""
+def server_starter(args, repository: Path):
+    """``start(log_name, ports=None)``: the embedded server on ``repository`` with the torch engine's configs (as
+    the GPU service runs them), on free ports or ``ports`` (gRPC, HTTP, metrics); ready when it returns."""
     from perf.bench import Server
+
+    def start(log_name: str, ports: tuple[int, int, int] | None = None):
+        ports = ports or (free_port(), free_port(), free_port())
+        return Server(repository, *ports, args.out / log_name, ("--engine", "torch", "--address", "127.0.0.1"))
+
+    return start
+
+
+def run_served(args, device: str, start_server, pairs: list[tuple[str, str]]) -> dict:
+    """Start the server, answer the parity questions, run perf_analyzer at each concurrency and on the long
+    document (the server's memory after each), stop the server. A server that does not start, or a perf_analyzer
+    run that fails, is reported (with the end of its output) and the run goes on: ``errors`` lists what failed."""
+    from perf.gpu.checks import server_memory
     from perf.load_test import PerfAnalyzerError, composing_models, measure
     from perf.process_cpu import server_processes
     from serving.admin import grpc_headers, local_admin_key
 
     result = {"startup_s": None, "startup_gpu_mib": None, "rows": [], "answers": [], "errors": []}
     perf_analyzer = perf_analyzer_binary(args.work)
-    ports = free_port(), free_port(), free_port()
     server_log = args.out / "server.log"
     configs = (
         "configs/torch.pbtxt: torch fp16, CUDA graphs"
@@ -125,7 +144,7 @@ def run_served(args, device: str, repository: Path, pairs: list[tuple[str, str]]
     started = time.monotonic()
     try:
         with GpuMemory(device == "gpu") as memory:
-            server = Server(repository, *ports, server_log, ("--engine", "torch", "--address", "127.0.0.1"))
+            server = start_server(server_log.name)
     except RuntimeError as error:
         tail = "\n".join(server_log.read_text(errors="replace").splitlines()[-40:]) if server_log.is_file() else ""
         log(f"{error}; its last lines:\n{tail}")
@@ -138,7 +157,7 @@ def run_served(args, device: str, repository: Path, pairs: list[tuple[str, str]]
         try:
             result["answers"] = served_answers(server.http, pairs[: args.parity_questions])
             log(f"{len(result['answers'])} parity questions answered in {time.monotonic() - started:.1f} s")
-        except (OSError, ValueError, KeyError) as error:  # an HTTP error status is an OSError
+        except (OSError, ValueError, KeyError) as error:
             log(f"the parity questions failed: {error}")
             result["errors"].append(f"parity questions: {error}")
         headers = grpc_headers(local_admin_key(server.grpc))
@@ -179,7 +198,10 @@ def run_served(args, device: str, repository: Path, pairs: list[tuple[str, str]]
                 log(f"{setup}: {error}")
                 result["errors"].append(f"{setup}: perf_analyzer exited with {error.returncode}")
                 continue
-            result["rows"].append(served_row(setup, row, breakdown, memory.peak, kind, cpu_us))
+            grpc_port = int(server.grpc.rsplit(":", 1)[1])
+            result["rows"].append(
+                served_row(setup, row, breakdown, memory.peak, kind, cpu_us, server_memory(grpc_port))
+            )
             log(render_row(result["rows"][-1], None, None))
     finally:
         server.stop()

@@ -1,18 +1,20 @@
 """The image and its containers, without a Docker engine.
 
-``build`` lays docker/Dockerfile out into a directory that stands for the image's filesystem: its ``COPY``s
-(the build context as Docker reads it, .dockerignore included) land under it and its ``RUN``s run with the
-image's Python first on PATH — a fresh virtual environment of the Python the NGC base image ships, with no
-editable install and no checkout on its path. The base image's own parts are stood in for by what this machine
-has of the same release: nvidia-pytriton's tritonserver 2.51 (with the Python-backend stub of the image's Python)
-as ``/opt/tritonserver/bin/tritonserver``, and an entrypoint that runs its arguments as NGC's does.
+``build`` lays a target of docker/Dockerfile (its stage and those it is built FROM) out into a directory that
+stands for the image's filesystem: its ``COPY``s (the build context as Docker reads it, .dockerignore included)
+land under it and its ``RUN``s run with the image's Python first on PATH — a fresh virtual environment of the
+Python the NGC base image ships, with no editable install and no checkout on its path. The base image's own parts
+are stood in for by what this machine has of the same release: nvidia-pytriton's tritonserver 2.51 (with the
+Python-backend stub of the image's Python) as ``/opt/tritonserver/bin/tritonserver``, and an entrypoint that runs
+its arguments as NGC's does.
 
 ``Container`` starts a command from that layout the way a container runtime does: in network (or another
 container's, as the containers of a pod and compose's ``network_mode: service:...`` share one), PID and mount
 namespaces of its own (only its loopback, the fixed ports 8000-8002 free whatever else runs here; its own /proc,
 so that the probes see only its processes; a fresh /dev/shm), with the image's environment and working directory
-and the volumes mapped. ``exec`` runs a command inside it (``docker compose exec``, a probe or a hook of the
-kubelet); ``on_network`` runs a host command on its network only (a client, an HTTP probe).
+and the volumes mapped (read-only where the service mounts them so). ``exec`` runs a command inside it (``docker
+compose exec``, a probe or a hook of the kubelet); ``on_network`` runs a host command on its network only (a
+client, an HTTP probe).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,53 +112,94 @@ def stand_in(root: Path, stop_signal: int = signal.SIGTERM) -> Image:
     return Image(root, Path(sys.executable), {}, "/", "", entrypoint=[], stop_signal=stop_signal)
 
 
-def build(dockerfile: Path, context: Path, root: Path, build_args: dict[str, str] | None = None) -> Image:
-    """Lay ``dockerfile`` out under ``root``; refuses instructions it cannot stand in for."""
-    values = dict(build_args or {})
-    env: dict[str, str] = {}
-    image: Image | None = None
-    for keyword, rest in instructions(dockerfile):
-        if keyword == "ARG":
-            name, _, default = rest.partition("=")
-            values.setdefault(name, default)
-        elif keyword == "FROM":
-            image = _base(substitute(rest, values), root)
-        elif image is None:
-            raise ImageError(f"{keyword} before FROM")
-        elif keyword == "ENV":
-            name, _, value = rest.partition("=")
-            env[name] = values[name] = substitute(value, values)
-        elif keyword == "WORKDIR":
-            image.workdir = substitute(rest, values)
-        elif keyword == "COPY":
-            *sources, target = shlex.split(substitute(rest, values))
-            _copy(context, sources, image.host_path(target))
-        elif keyword == "RUN":
-            command = _mapped(substitute(rest, {**values, **env}), image)
-            run = subprocess.run(
-                ["bash", "-ec", command],
-                env=image.environment(env),
-                cwd=image.host_path(image.workdir),
-                capture_output=True,
-                text=True,
-                timeout=900,
-            )
-            if run.returncode != 0:
-                raise ImageError(f"RUN {rest} failed ({run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+def stages(dockerfile: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str, list[tuple[str, str]]]]]:
+    """(the global ARGs, each stage as (name, what it is FROM, its instructions)); an unnamed stage is named by its
+    index, as Docker numbers them."""
+    found = instructions(dockerfile)
+    first = next((i for i, (keyword, _) in enumerate(found) if keyword == "FROM"), len(found))
+    global_args, built = found[:first], []
+    for keyword, rest in found[first:]:
+        if keyword == "FROM":
+            reference, _, name = rest.partition(" AS ") if " AS " in rest else rest.partition(" as ")
+            built.append((name.strip() or str(len(built)), reference.strip(), []))
         else:
-            raise ImageError(f"{keyword} is not laid out here: add it to tests/integration/image.py")
-    if image is None:
+            built[-1][2].append((keyword, rest))
+    return global_args, built
+
+
+def build(
+    dockerfile: Path,
+    context: Path,
+    root: Path,
+    build_args: dict[str, str] | None = None,
+    target: str | None = None,
+    python: str | None = None,
+) -> Image:
+    """Lay ``dockerfile``'s stage ``target`` (default: the last, as ``docker build`` does) out under ``root``,
+    after the stages it is built FROM; refuses instructions it cannot stand in for. ``python``: the Python
+    version that stands for the base image's (default: its release's own), for a stage whose packages this
+    machine has for another version only."""
+    values = dict(build_args or {})
+    global_args, built = stages(dockerfile)
+    if not built:
         raise ImageError("no FROM")
+    named = {name: (base, steps) for name, base, steps in built}
+    name = target or built[-1][0]
+    if name not in named:
+        raise ImageError(f"no stage {name}: the stages are {', '.join(named)}")
+    chain = []
+    while name in named:  # the stage, then the one it is FROM, back to the base image
+        chain.insert(0, named[name])
+        name = named[name][0]
+    for keyword, rest in global_args:
+        if keyword != "ARG":
+            raise ImageError(f"{keyword} before FROM")
+        arg, _, default = rest.partition("=")
+        values.setdefault(arg, default)
+    image = _base(substitute(chain[0][0], values), root, python)
+    env: dict[str, str] = {}
+    for _, steps in chain:
+        for keyword, rest in steps:
+            _lay_out(image, keyword, rest, values, env, context)
     image.env = env
     return image
 
 
-def _base(reference: str, root: Path) -> Image:
-    """The NGC image's parts: its Python (a new virtual environment), tritonserver and entrypoint."""
+def _lay_out(image: Image, keyword: str, rest: str, values: dict[str, str], env: dict[str, str], context: Path):
+    if keyword == "ARG":
+        name, _, default = rest.partition("=")
+        values.setdefault(name, default)
+    elif keyword == "ENV":
+        name, _, value = rest.partition("=")
+        env[name] = values[name] = substitute(value, values)
+    elif keyword == "WORKDIR":
+        image.workdir = substitute(rest, values)
+    elif keyword == "COPY":
+        *sources, target = shlex.split(substitute(rest, values))
+        _copy(context, sources, image.host_path(target))
+    elif keyword == "RUN":
+        command = _mapped(substitute(rest, {**values, **env}), image)
+        run = subprocess.run(
+            ["bash", "-ec", command],
+            env=image.environment(env),
+            cwd=image.host_path(image.workdir),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        if run.returncode != 0:
+            raise ImageError(f"RUN {rest} failed ({run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+    else:
+        raise ImageError(f"{keyword} is not laid out here: add it to tests/integration/image.py")
+
+
+def _base(reference: str, root: Path, python: str | None = None) -> Image:
+    """The NGC image's parts: its Python (a new virtual environment; ``python``: of that version instead),
+    tritonserver and entrypoint."""
     match = NGC_IMAGE.fullmatch(reference)
     if not match or match["release"] not in NGC_PYTHON:
         raise ImageError(f"FROM {reference}: only NGC Triton images of releases {sorted(NGC_PYTHON)} are laid out")
-    version = NGC_PYTHON[match["release"]]
+    version = python or NGC_PYTHON[match["release"]]
     venv = root / ".python"
     found = subprocess.run(
         ["bash", str(Path(__file__).resolve().parents[2] / "serving" / "find-python"), f"python{version}"],
@@ -227,12 +271,20 @@ class Container:
         volumes: dict[str, Path],
         log: Path,
         network_of: Container | None = None,
+        read_only: Iterable[str] = (),
     ):
         self.image, self.log, self.volumes = image, log, volumes
         self.env = image.environment(env)
         self.argv = [self._host(a) for a in argv]
         network = "" if network_of else "ip link set lo up && "
-        setup = network + 'mount -t tmpfs -o size=1g,mode=1777 shm /dev/shm && cd "$0" && exec "$@"'
+        # a read-only volume (compose's :ro, a pod's readOnly mount) is bound read-only in the container's own
+        # mount namespace: writes there fail, even as root
+        bound = "".join(
+            f"mount --bind {shlex.quote(str(volumes[v]))} {shlex.quote(str(volumes[v]))} && "
+            f"mount -o remount,bind,ro {shlex.quote(str(volumes[v]))} && "
+            for v in read_only
+        )
+        setup = network + bound + 'mount -t tmpfs -o size=1g,mode=1777 shm /dev/shm && cd "$0" && exec "$@"'
         # a network namespace of its own, or the one of ``network_of``
         join = ["nsenter", f"--target={network_of.pid}", "--net", "--"] if network_of else []
         with open(log, "ab") as out:

@@ -5,6 +5,10 @@ results as JSON on standard output.
         -> [[text, score, start, end], ...]
     python -m tests.integration.netns_client load URL SECONDS CONCURRENCY  < [question, context]
         -> [{"sent": t, "done": t, "error": null or "ErrorType: message"}, ...]   (wall-clock seconds)
+    python -m tests.integration.netns_client batched URL HTTP_URL ADMIN_KEY CONCURRENCY  < [[question, context], ...]
+        -> {"answers": [[text, start, end] or "ErrorType: message", ...], "windows": w, "executions": e}: the
+           pairs asked CONCURRENCY at a time (one question per call, without retries), and what the model step ran
+           meanwhile (its statistics before and after, read with the admin key)
     python -m tests.integration.netns_client large URL BYTES
         -> "ErrorType: message" of one question whose context has BYTES bytes, or null when answered
     python -m tests.integration.netns_client unfinished HOST:PORT
@@ -62,6 +66,37 @@ def load(url: str, seconds: float, concurrency: int) -> list:
     return calls
 
 
+def batched(url: str, http_url: str, key: str, concurrency: int) -> dict:
+    from serving.admin import AdminClient
+
+    pairs = [tuple(pair) for pair in json.load(sys.stdin)]
+    admin = AdminClient(http_url, ("x-admin-key", key))
+    answers: list = [None] * len(pairs)
+    numbers = itertools.count()
+
+    def worker() -> None:
+        with TritonQA(url, timeout_s=120, retry=NO_RETRIES) as qa:
+            while (i := next(numbers)) < len(pairs):
+                try:
+                    answer = qa.ask(*pairs[i])
+                    answers[i] = [answer.text, answer.start, answer.end]
+                except QAError as failure:
+                    answers[i] = f"{type(failure).__name__}: {failure}"
+
+    before = admin.statistics("electra")
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    after = admin.statistics("electra")
+    return {
+        "answers": answers,
+        "windows": after["inference_count"] - before["inference_count"],
+        "executions": after["execution_count"] - before["execution_count"],
+    }
+
+
 def large(url: str, size: int) -> str | None:
     with TritonQA(url, timeout_s=60, retry=NO_RETRIES) as qa:
         try:
@@ -115,6 +150,8 @@ if __name__ == "__main__":
         result = ask(url)
     elif command == "load":
         result = load(url, float(rest[0]), int(rest[1]))
+    elif command == "batched":
+        result = batched(url, rest[0], rest[1], int(rest[2]))
     elif command == "unfinished":
         result = unfinished(url)
     elif command == "large":

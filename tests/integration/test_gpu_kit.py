@@ -1,7 +1,8 @@
 """``make gpu-kit``'s kit, built for this Python and run here end to end in its CPU fallback (no GPU here): the
-folder stays within 64 MiB, carries only this Python's stub, and ``bash run.sh --quick`` unpacks it, builds the
-tiny checkpoint, serves it with its own server on free ports, runs perf_analyzer (short windows) and the card's
-pipeline, prints the table with every column, and every served answer equals the pipeline's (fp32)."""
+folder stays within 64 MiB, carries only this Python's stub, and ``bash run.sh --quick`` unpacks it, passes its
+preflight, builds the tiny checkpoint, serves it with its own server on free ports, runs perf_analyzer (short
+windows), serves a re-export after a restart, restarts tritonserver behind the front, runs the card's pipeline,
+prints the table with every column, and every served answer equals the pipeline's (fp32)."""
 
 import json
 import os
@@ -83,7 +84,22 @@ def test_run_sh_quick_in_the_cpu_fallback_prints_the_table_and_answers_as_the_pi
     report = json.loads((out / "gpu-run.json").read_text())
     assert report["device"] == "cpu" and report["size"] == "tiny"
     assert report["environment"]["numpy"].startswith("1.")  # the kit's, ahead of the machine's
-    assert report["parity"] == {"same": 16, "compared": 16, "share": 1.0, "contract": 1.0, "met": True}
+    assert report["parity"] == {
+        "same": 16,
+        "compared": 16,
+        "share": 1.0,
+        "contract": 1.0,
+        "met": True,
+        "non_finite": 0,
+        "errors": 0,
+    }
+    assert report["preflight"]["problems"] == [] and report["preflight"]["device"] == "cpu"
+    assert report["reexport"] == {"compared": 16, "changed": 16, "met": True}  # another checkpoint's answers
+    # tritonserver killed behind the front (nginx, as make test installs it): the front answers again
+    assert report["front"]["ran"] and report["front"]["met"], report["front"]
+    assert report["front"]["failed"] == 0
+    memory = report["served"]["rows"][0]["memory_mb"]
+    assert set(memory) == {"tritonserver", "tokenizer", "electra", "decoder"} and all(memory.values())
     for row in report["served"]["rows"]:
         assert row["failures"] == 0 and row["successes"] > 0 and row["qps"] > 0
         assert set(row["share"]) == {"tokenizer", "electra", "decoder"} and sum(row["share"].values()) > 0.99

@@ -5,8 +5,11 @@ image's Python, no editable install, no checkout on its path or as its working d
 
 * with docker-compose.yml's ``triton-cpu`` entrypoint, command, environment and volume, asked a question over
   gRPC and checked against the pipeline, its healthcheck run inside it;
-* with the ``triton`` (TensorRT) service's flags: every model but ``electra`` (Triton's onnxruntime backend and a
-  GPU are not here) loads from the same layout, and the TensorRT config names what the export wrote;
+* the ``gpu`` target with the ``triton`` (GPU) service's flags, its model step on CPU stand-ins: the torch engine's
+  config made CPU-ready (device and precision only), PyTorch's CUDA build stood in by its CPU build of the same
+  release (this machine has it for Python 3.11 only, so that target is laid out on 3.11; the image's own Python
+  is 3.10): answers, windows of many requests and lengths batched together, a read-only repository, a re-export
+  served after a restart;
 * as the Kubernetes cpu overlay's pod: its args and environment, its startup, readiness and liveness probes and
   its preStop drain under load, then the kubelet's SIGTERM within the grace period.
 """
@@ -29,12 +32,9 @@ from pathlib import Path
 import pytest
 import yaml
 from compose_spec import PyCompose
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
 
-from client import ENSEMBLE
 from perf.cases import CASES
-from perf.inputs import long_document
+from perf.inputs import long_document, squad_sized_pairs
 from runtime.openvino_runner import bf16_units
 from serving.export import copy_repository
 from serving.export import main as export_main
@@ -69,10 +69,26 @@ def interpolate(value: str, env: dict[str, str]) -> str:
     return re.sub(r"\$\{(\w+)(:?[-?])?([^}]*)\}", one, value)
 
 
+# PyPI's torch for the image's Python (3.10) is the CUDA build, gigabytes this machine does not fetch; pip takes the
+# CPU build of the same release from this machine's wheels, which it has for this Python only
+GPU_STAND_IN_PYTHON = "3.11"
+
+
 @pytest.fixture(scope="module")
 def image(tmp_path_factory) -> Image:
-    build_args = COMPOSE["services"]["triton-cpu"]["build"]["args"]
-    return build(ROOT / "docker" / "Dockerfile", ROOT, tmp_path_factory.mktemp("image"), build_args)
+    build_spec = COMPOSE["services"]["triton-cpu"]["build"]
+    return build(
+        ROOT / "docker" / "Dockerfile", ROOT, tmp_path_factory.mktemp("image"), build_spec["args"], build_spec["target"]
+    )
+
+
+@pytest.fixture(scope="module")
+def gpu_image(tmp_path_factory) -> Image:
+    """The GPU service's image (the Dockerfile's gpu target) on the CPU stand-ins."""
+    build_spec = COMPOSE["services"]["triton"]["build"]
+    args = {**build_spec["args"], "PYTHON_VERSION": GPU_STAND_IN_PYTHON}
+    root = tmp_path_factory.mktemp("gpu-image")
+    return build(ROOT / "docker" / "Dockerfile", ROOT, root, args, build_spec["target"], python=GPU_STAND_IN_PYTHON)
 
 
 def exported(tmp_path_factory, checkpoint: Path, *args: str) -> Path:
@@ -96,7 +112,9 @@ def compose_container(
         argv = [x for a in argv for x in (new if a == old else [a])]
     environment = {k: interpolate(str(v), env) for k, v in service["environment"].items()}
     (volume,) = [v for v in service["volumes"] if v.startswith("./model_repository:")]
-    return Container(image, argv, environment, {volume.split(":")[1]: repository}, log), key
+    _, inside, *mode = volume.split(":")
+    read_only = [inside] if mode == ["ro"] else []
+    return Container(image, argv, environment, {inside: repository}, log, read_only=read_only), key
 
 
 def wait_until(check, timeout_s: float, container: Container, what: str) -> float:
@@ -221,32 +239,98 @@ def test_compose_cpu_service_on_openvino_runs_bf16_in_the_images_python(image, t
         triton.stop()
 
 
-def test_tensorrt_service_loads_every_model_but_electra_and_its_config_names_the_export(
-    image, tmp_path_factory, tiny_checkpoint
-):
-    repository = exported(tmp_path_factory, tiny_checkpoint, "--engine", "tensorrt")
-    config = text_format.Parse(
-        (repository / "electra" / "configs" / "tensorrt.pbtxt").read_text(), model_config_pb2.ModelConfig()
-    )
-    assert (repository / "electra" / "1" / config.default_model_filename).is_file()
-    assert json.loads((repository / "electra" / "1" / "export.json").read_text())["graph_inputs"] == "tokens"
-    (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
-    (volume,) = [v for v in COMPOSE["services"]["triton"]["volumes"] if v.startswith("./model_repository:")]
-    assert accelerator.parameters["trt_engine_cache_path"].startswith(f"{volume.split(':')[1]}/electra/1/")
+def files_of(repository: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime) of every file in the repository but Python's byte-code caches."""
+    return {
+        str(p.relative_to(repository)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in repository.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
 
-    log = tmp_path_factory.mktemp("compose-triton") / "triton.log"
-    others = sorted(p.name for p in repository.iterdir() if (p / "config.pbtxt").is_file() and p.name != "electra")
-    loads = [f"--load-model={name}" for name in others if name != ENSEMBLE]  # the ensemble needs electra
-    container, _ = compose_container(image, "triton", repository, log, **{"--load-model=*": loads})
+
+def batched_run(triton: Container, key: str, pairs: list, concurrency: int) -> dict:
+    """``pairs`` asked ``concurrency`` at a time on Triton's own gRPC port, and what the model step ran meanwhile."""
+    http = int(next(a for a in triton.argv if a.startswith("--http-port=")).split("=")[1])
+    grpc = int(next(a for a in triton.argv if a.startswith("--grpc-port=")).split("=")[1])
+    command = ["batched", f"127.0.0.1:{grpc}", f"http://127.0.0.1:{http}", key, str(concurrency)]
+    return on_network(triton, *command, stdin=pairs)
+
+
+def test_compose_gpu_service_on_cpu_stand_ins_batches_every_length_and_only_reads_its_repository(
+    gpu_image, tmp_path_factory, tiny_checkpoint, reference
+):
+    """docker compose up triton's code path, here on the CPU: the torch engine in the Python backend with the
+    GPU variants of every step (configs/torch.pbtxt: its length buckets, batches and CUDA graphs' count as on the
+    GPU; the tokenizer's and decoder's instances of a GPU host), behind its proxy. Windows of concurrent requests
+    batch together whatever their lengths (Triton's statistics: windows per model execution at concurrency 64),
+    the read-only repository is never written, and a re-export is what the restarted service serves."""
+    from serving.checkpoints import build_random_checkpoint
+    from serving.configs import torch_engine_on_cpu
+
+    repository = exported(tmp_path_factory, tiny_checkpoint)
+    torch_engine_on_cpu(repository, pre_post="gpu-host")
+    before = files_of(repository)
+    workdir = tmp_path_factory.mktemp("compose-gpu")
+    healthcheck = COMPOSE["services"]["triton"]["healthcheck"]["test"]
+
+    def start(log: str) -> tuple[Container, Container, str]:
+        triton, key = compose_container(gpu_image, "triton", repository, workdir / f"{log}.log")
+        try:
+            proxy = compose_proxy(triton, "proxy", workdir / f"{log}-proxy.log")
+        except RuntimeError:
+            triton.stop()
+            raise
+        try:
+            wait_until(lambda: triton.exec(healthcheck[1:]).returncode == 0, READY_TIMEOUT_S, triton, "healthy")
+            wait_until(lambda: triton.http_status(HTTP, "/v2/health/ready") == 200, 30, proxy, "the proxy")
+        except BaseException:
+            proxy.stop()
+            triton.stop()
+            raise
+        return triton, proxy, key
+
+    triton, proxy, key = start("triton")
     try:
-        assert "--model-config-name=tensorrt" in container.argv
-        # Triton itself (no proxy here): its own HTTP port
-        http = int(next(a for a in container.argv if a.startswith("--http-port=")).split("=")[1])
-        wait_until(lambda: container.http_status(http, "/v2/health/ready") == 200, READY_TIMEOUT_S, container, "ready")
-        for name in ("tokenizer", "decoder"):
-            assert container.http_status(http, f"/v2/models/{name}/ready") == 200, name
+        assert "--model-config-name=torch" in triton.argv
+        log = triton.log.read_text()
+        assert "electra: torch on cpu, fp32" in log and "ModuleNotFoundError" not in log
+        pairs = [CASES["squad"], CASES["emoji"], CASES["long"]]
+        got = on_network(triton, "ask", f"127.0.0.1:{GRPC}", stdin=pairs)
+        for (question, context), answer in zip(pairs, got):
+            assert_same_answers([tuple(answer)], as_list(reference(question=question, context=context)))
+
+        # SQuAD-sized questions, then long documents among them: every window of a request runs with other
+        # requests' windows, of other lengths
+        squad = squad_sized_pairs(200) * 6
+        mixed = [(q, long_document(20_000)) if i % 16 == 0 else (q, c) for i, (q, c) in enumerate(squad)]
+        for name, load in (("SQuAD-sized", squad), ("mixed lengths", mixed)):
+            ran = batched_run(triton, key, load, concurrency=64)
+            assert not [a for a in ran["answers"] if isinstance(a, str)][:3], name
+            assert ran["windows"] >= len(load), name
+            assert ran["windows"] / ran["executions"] >= 16, f"{name}: {ran}"
     finally:
-        container.stop()
+        proxy.stop()
+        triton.stop()
+    assert files_of(repository) == before  # the repository is only read
+
+    # a re-export of another checkpoint into the same repository, then a restart: its answers, not the first's
+    other = build_random_checkpoint(workdir / "other-checkpoint", "tiny", seed=1)
+    assert export_main(["--model", str(other), "--repository", str(repository)]) == 0
+    from transformers import pipeline
+
+    other_reference = pipeline("question-answering", model=str(other), tokenizer=str(other), device=-1)
+    triton, proxy, _ = start("triton-reexported")
+    try:
+        pairs = list(CASES.values())
+        got = on_network(triton, "ask", f"127.0.0.1:{GRPC}", stdin=pairs)
+        firsts = []
+        for (question, context), answer in zip(pairs, got):
+            assert_same_answers([tuple(answer)], as_list(other_reference(question=question, context=context)))
+            firsts.append(as_list(reference(question=question, context=context))[0])
+        assert [tuple(a[2:]) for a in got] != [(f["start"], f["end"]) for f in firsts]
+    finally:
+        proxy.stop()
+        triton.stop()
 
 
 def kubectl_kustomize(overlay: str) -> list[dict]:

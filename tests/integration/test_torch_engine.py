@@ -38,3 +38,34 @@ def test_torch_engine_answers_like_the_reference_pipeline(torch_server, referenc
             expected = as_list(reference(question=question, context=context, top_k=top_k))
             assert_same_answers([(a.text, a.score, a.start, a.end) for a in got], expected)
     assert "electra: torch on cpu" in torch_server.log.read_text()
+
+
+def test_non_finite_logits_fail_the_request_with_the_reason_instead_of_an_answer(tmp_path_factory, tiny_checkpoint):
+    """A checkpoint whose logits are NaN (as an fp16 overflow or broken weights would make them) is served on the
+    torch engine: every question gets INTERNAL saying why, none an answer made from them."""
+    import torch
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    from client import ServerError, TritonQA
+    from serving.export import export
+
+    workdir = tmp_path_factory.mktemp("torch-engine-nan")
+    broken = workdir / "checkpoint"
+    model = AutoModelForQuestionAnswering.from_pretrained(tiny_checkpoint)
+    with torch.no_grad():
+        model.qa_outputs.bias[0] = float("nan")  # every start logit
+    model.save_pretrained(broken)
+    AutoTokenizer.from_pretrained(tiny_checkpoint).save_pretrained(broken)
+    repository = copy_repository(ROOT / "model_repository", workdir / "model_repository")
+    export(str(broken), repository, engine="torch", onnx=False)  # the ONNX check would refuse NaN logits
+    torch_engine_on_cpu(repository)
+    server = launch(workdir, broken, repository, serve_args="--no-export", engine="torch")
+    try:
+        with TritonQA(server.grpc_url, timeout_s=60) as qa:
+            for question, context in (CASES["squad"], CASES["long"]):
+                with pytest.raises(ServerError, match="non-finite logits"):
+                    qa.ask(question, context)
+        assert "electra: the model step computed non-finite logits" in server.log.read_text()
+        assert server.alive()
+    finally:
+        stop(server.process)

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from preprocessing import InputError
-from runtime.backend import MemoryTrimmer, error_response, reply
+from runtime.backend import MemoryTrimmer, attempt, error_response, reply
 from runtime.scheduling import Busy
 
 
@@ -79,6 +79,31 @@ def test_callers_mistakes_and_overload_keep_their_message_and_code():
     busy = error_response(pb_utils, Busy("no time left; retry"), "tokenizer")
     assert (busy.error.code, busy.error.message) == ("UNAVAILABLE", "no time left; retry")
     assert logged == []
+
+
+def test_non_finite_logits_fail_their_request_saying_so_and_the_log_gets_it():
+    """NaN or infinite logits on a request's real tokens become INTERNAL with the reason, never an answer; what
+    lies past a window's tokens is not looked at."""
+    import numpy as np
+
+    from runtime.model_inputs import finite_logits
+    from runtime.tensors import pack_tokens
+
+    ids = np.array([[101, 7, 102, 0], [101, 8, 9, 102]])
+    mask = np.array([[1, 1, 1, 0], [1, 1, 1, 1]])
+    tokens = pack_tokens(ids, mask, np.zeros_like(ids))
+    logits = np.zeros((2, 4, 2), np.float32)
+    logits[0, 3] = np.nan  # padding: not a token of the request
+    assert finite_logits(logits, tokens) is logits
+    logits[1, 2, 0], logits[0, 1, 1] = np.nan, -np.inf
+    pb_utils, logged = fake_pb_utils()
+    out = reply(pb_utils, "electra", attempt(finite_logits, logits, tokens), lambda _: "an answer")
+    assert out.error.code == "INTERNAL"
+    assert out.error.message == (
+        "the model step computed non-finite logits (NaN or infinity) for 2 of the request's 7 tokens; no answer is "
+        "given from them"
+    )
+    assert logged == [f"electra: {out.error.message}"]
 
 
 def test_memory_trimmer_trims_after_large_work_only():

@@ -47,11 +47,19 @@ def test_the_torch_engine_on_the_cpu_is_its_own_config_on_a_cpu_instance_in_fp32
     after = parsed(variant)
     assert [g.kind for g in after.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_CPU]
     changed = {k for k in after.parameters if after.parameters[k] != before.parameters[k]}
-    assert changed == {"device", "precision", "cuda_graphs"}
+    assert changed == {"device", "precision"}  # its buckets, batches and CUDA graphs' count as on the GPU
     assert after.parameters["device"].string_value == "cpu" and after.parameters["engine"].string_value == "torch"
     # the pre/post steps fall back to their default configs: one instance each on a small host
-    assert [p.name for p in step_configs(repository, "tokenizer")] == ["config.pbtxt", "tensorrt.pbtxt"]
+    assert [p.name for p in step_configs(repository, "tokenizer")] == ["config.pbtxt"]
     assert [p.name for p in step_configs(repository, "decoder")] == ["config.pbtxt"]
+
+
+def test_the_torch_engine_on_the_cpu_can_keep_the_gpu_hosts_pre_post_steps(repository):
+    torch_engine_on_cpu(repository, pre_post="gpu-host")
+    for model in ("tokenizer", "decoder"):
+        assert [p.name for p in step_configs(repository, model)] == ["config.pbtxt", "torch.pbtxt"]
+    with pytest.raises(ValueError, match="pre_post must be default or gpu-host"):
+        torch_engine_on_cpu(repository, pre_post="large")
 
 
 def test_an_edited_file_is_read_as_the_checked_in_ones_are(repository):

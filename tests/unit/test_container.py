@@ -1,5 +1,6 @@
 """The container path, checked without a Docker engine: the compose file against the Compose
-specification (compose-spec, a real validator), and both model-step variants with Triton's protobufs."""
+specification (compose-spec, a real validator), the Dockerfile's targets, and the GPU service's model-step config
+with Triton's protobufs. What the image and the compose services start is in tests/integration/test_image.py."""
 
 import re
 
@@ -32,7 +33,7 @@ def test_compose_file_is_valid_compose_specification(compose):
     [
         ("shm_size:", "shm_sizee:"),
         ("capabilities: [gpu]", "capabilities: gpu"),
-        ("start_period: 15m", "start_period: soon"),
+        ("start_period: 5m", "start_period: soon"),
     ],
 )
 def test_compose_validator_rejects_a_broken_file(broken):
@@ -53,10 +54,12 @@ def test_triton_service_runs_the_pinned_ngc_image_on_a_gpu_with_secure_flags(com
         "--model-control-mode=explicit",
         "--load-model=*",
         "--strict-readiness=true",
-        "--model-config-name=tensorrt",
+        "--model-config-name=torch",
     } <= set(command)
     assert any(a.startswith("--grpc-restricted-protocol=") and "x-admin-key=" in a for a in command)
-    assert "./model_repository:/models" in triton["volumes"]
+    assert triton["build"]["target"] == "gpu"
+    for name in ("triton", "triton-cpu"):  # no step writes to the repository
+        assert compose["services"][name]["volumes"] == ["./model_repository:/models:ro"]
 
 
 def test_triton_service_has_shm_ports_healthcheck_and_a_long_enough_grace_period(compose):
@@ -83,14 +86,38 @@ def test_sdk_service_load_tests_the_triton_service(compose):
     assert (ROOT / "perf" / "perf_analyzer.sh").is_file()
 
 
-def test_tensorrt_variant_runs_onnxruntime_with_tensorrt_fp16_and_a_profile_for_its_batches():
-    config = parse((REPOSITORY / "electra" / "configs" / "tensorrt.pbtxt").read_text())
-    assert config.backend == "onnxruntime"
+def test_the_gpu_target_is_the_cpu_image_plus_the_pinned_torch_of_the_tests():
+    """The Dockerfile's gpu target adds PyTorch (requirements-gpu.txt) to the server stage the cpu target is,
+    the same release as requirements.txt's (its CPU build, which the tests run the torch engine on)."""
+    from tests.integration.image import stages
+
+    _, built = stages(ROOT / "docker" / "Dockerfile")
+    froms = {name: base for name, base, _ in built}
+    assert froms["gpu"] == froms["cpu"] == "server" and built[-1][0] == "cpu"  # cpu: docker build's default
+    (gpu_steps,) = [steps for name, _, steps in built if name == "gpu"]
+    assert any(k == "RUN" and "-r /opt/electra_qa/requirements-gpu.txt" in rest for k, rest in gpu_steps)
+
+    def torch_pin(path):
+        return re.search(r"^torch==(\S+)$", (ROOT / path).read_text(), re.M).group(1)
+
+    assert torch_pin("requirements-gpu.txt") == torch_pin("requirements.txt")
+    assert "torch" not in (ROOT / "requirements-server.txt").read_text()  # the cpu target has none
+
+
+def test_gpu_variant_runs_the_torch_engine_in_the_python_backend_with_ragged_batches():
+    """Windows of any length batch together (ragged) and the CUDA graphs' count is written where it is checked
+    at load."""
+    config = parse((REPOSITORY / "electra" / "configs" / "torch.pbtxt").read_text())
+    assert config.backend == "python" and config.parameters["engine"].string_value == "torch"
     assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.Kind.Value("KIND_GPU")
-    accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator[0]
-    assert accelerator.name == "tensorrt" and accelerator.parameters["precision_mode"] == "FP16"
-    assert accelerator.parameters["trt_engine_cache_enable"] == "1"
-    assert f"tokens:{config.max_batch_size}x384" in accelerator.parameters["trt_profile_max_shapes"]
+    assert config.input[0].allow_ragged_batch
+    assert int(config.parameters["cuda_graphs"].string_value) > 0
+    for model in ("tokenizer", "decoder"):  # pre/post sized for a GPU host
+        variant = parse((REPOSITORY / model / "configs" / "torch.pbtxt").read_text())
+        assert (
+            variant.instance_group[0].count
+            > parse((REPOSITORY / model / "config.pbtxt").read_text()).instance_group[0].count
+        )
 
 
 def _seconds(duration) -> float:

@@ -61,3 +61,26 @@ def test_instances_follow_the_measured_costs(tmp_path, capsys):
     assert instances.plan(instances.costs(path), cores=16, rate=1000)["instances"] == {"tokenizer": 1, "decoder": 1}
     assert instances.main(["--cpu", str(path), "--cores", "16"]) == 0
     assert "tokenizer/config.pbtxt: instance_group [ { count: 6 kind: KIND_CPU } ]" in capsys.readouterr().out
+
+
+def test_on_a_gpu_host_the_model_steps_cpu_measured_on_a_cpu_is_left_out():
+    costs = {"tritonserver": 600, "tokenizer": 500, "decoder": 400, "electra": 3000}
+    on_gpu = instances.plan(costs, cores=16, rate=None, gpu=True)
+    assert on_gpu["sustainable_rate"] == pytest.approx(16 * 0.8 * 1e6 / 1500)
+    assert instances.plan(costs, cores=16, rate=None)["sustainable_rate"] == pytest.approx(16 * 0.8 * 1e6 / 4500)
+
+
+def test_the_gpu_hosts_pre_post_instances_are_what_the_measured_costs_give_16_cores():
+    """configs/torch.pbtxt's tokenizer and decoder counts: make instances CORES=16 GPU=1 on the checked-in
+    measurement of the GPU service's configs (make perf, perf/results/perf-torch-cpu.csv)."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from tests.conftest import ROOT
+
+    measured = instances.costs(ROOT / "perf" / "results" / "perf-torch-cpu.csv")
+    planned = instances.plan(measured, cores=16, rate=None, gpu=True)["instances"]
+    for step in ("tokenizer", "decoder"):
+        text = (ROOT / "model_repository" / step / "configs" / "torch.pbtxt").read_text()
+        config = text_format.Parse(text, model_config_pb2.ModelConfig())
+        assert config.instance_group[0].count == planned[step], step

@@ -8,7 +8,16 @@ import time
 import pytest
 
 from serving.checkpoints import build_random_checkpoint
-from serving.export import DEFAULT_MODEL, ExportError, copy_repository, export, hub_offline, is_current, read_record
+from serving.export import (
+    DEFAULT_MODEL,
+    OPSET,
+    ExportError,
+    copy_repository,
+    export,
+    hub_offline,
+    is_current,
+    read_record,
+)
 from tests.conftest import ROOT
 
 
@@ -28,13 +37,11 @@ def test_export_writes_the_onnx_model_and_tokenizer_checked_against_pytorch(repo
     assert read_record(repository) == record
     assert record.family == "electra" and record.engines == ["onnxruntime", "openvino", "torch"]
     assert is_current(repository, str(tiny_checkpoint))
-    # openvino (bf16) and torch run this same fp32 graph's export: nothing to export again; int8 is another graph,
-    # tensorrt's takes other inputs
+    # openvino (bf16) and torch run this same fp32 graph's export: nothing to export again; int8 is another graph
     assert is_current(repository, str(tiny_checkpoint), "openvino")
     assert is_current(repository, str(tiny_checkpoint), "auto", "bf16")
     assert is_current(repository, str(tiny_checkpoint), "torch")
     assert not is_current(repository, str(tiny_checkpoint), "onnxruntime", "int8")
-    assert not is_current(repository, str(tiny_checkpoint), "tensorrt")
 
 
 def test_exported_onnx_has_dynamic_batch_and_sequence_axes(repository, tiny_checkpoint):
@@ -50,44 +57,64 @@ def test_exported_onnx_has_dynamic_batch_and_sequence_axes(repository, tiny_chec
     }
 
 
-def test_the_tensorrt_engines_graph_takes_the_steps_packed_tokens_and_gives_the_same_logits(
-    repository, tiny_checkpoint, tmp_path
-):
-    """The container's native backend gets the step's own tensors: ``tokens`` in (unpacked inside the graph),
-    ``logits`` [B, L, 2] out, equal to the Python-backend graph's on the three standard inputs."""
+def fp16_mask_graph(constant: float):
+    """``(1 - mask) * constant``, the additive attention mask transformers builds, as an ONNX graph in fp16 (what
+    an engine lowering the fp32 graph to fp16 runs), the constant held as a ``Constant`` node."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("Constant", [], ["one"], value=numpy_helper.from_array(np.array(1, np.float16))),
+        helper.make_node("Constant", [], ["lowest"], value=numpy_helper.from_array(np.array(constant, np.float32))),
+        helper.make_node("Cast", ["lowest"], ["lowest16"], to=TensorProto.FLOAT16),
+        helper.make_node("Sub", ["one", "mask"], ["inverted"]),
+        helper.make_node("Mul", ["inverted", "lowest16"], ["additive"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mask",
+        [helper.make_tensor_value_info("mask", TensorProto.FLOAT16, [None])],
+        [helper.make_tensor_value_info("additive", TensorProto.FLOAT16, [None])],
+    )
+    return onnx.helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+def test_a_mask_constant_past_fp16s_range_is_nan_in_fp16_until_the_export_brings_it_in(tmp_path):
+    """What an engine lowering a graph to fp16 does with float32's lowest (-3.4e38, transformers' mask value):
+    infinity, and ``0 * -inf`` is NaN for every real token. ``fp16_safe_constants`` rewrites it to -65504."""
     import numpy as np
     import onnx
     import onnxruntime as ort
 
-    from runtime.tensors import pack_tokens
+    from serving.export import fp16_safe_constants, fp16_unsafe_constants
 
-    if not is_current(repository, str(tiny_checkpoint)):
-        export(str(tiny_checkpoint), repository)
-    packed_repository = copy_repository(ROOT / "model_repository", tmp_path / "tensorrt")
-    export(str(tiny_checkpoint), packed_repository, engine="tensorrt")
-    packed_graph = packed_repository / "electra" / "1" / "model.onnx"
-    graph = onnx.load(str(packed_graph)).graph
-    names = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
-    assert names == {"tokens": ["batch", "sequence"]} and [o.name for o in graph.output] == ["logits"]
+    path = tmp_path / "mask.onnx"
+    onnx.save(fp16_mask_graph(float(np.finfo(np.float32).min)), str(path))
+    mask = np.array([1, 1, 0], np.float16)
 
-    rng = np.random.default_rng(0)
-    ids = rng.integers(0, 30522, (3, 20))
-    ids[:, 0], ids[:, 5] = 101, 102  # a literal [SEP] and [PAD] inside the text stay what they are
-    ids[1, 3], ids[2, 12] = 102, 0
-    mask = (np.arange(20) < np.array([[20], [14], [9]])).astype(np.int64)
-    types = ((np.arange(20) > 5) & (mask == 1)).astype(np.int64)
-    ids = np.where(mask == 1, ids, 0)
-    cpu = ["CPUExecutionProvider"]
-    (logits,) = ort.InferenceSession(str(packed_graph), providers=cpu).run(
-        None, {"tokens": pack_tokens(ids, mask, types)}
-    )
-    plain = ort.InferenceSession(str(repository / "electra" / "1" / "model.onnx"), providers=cpu)
-    start, end = plain.run(
-        ["start_logits", "end_logits"], {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-    )
-    real = mask == 1
-    np.testing.assert_allclose(logits[..., 0][real], start[real], atol=1e-4)
-    np.testing.assert_allclose(logits[..., 1][real], end[real], atol=1e-4)
+    def masked():
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(None, {"mask": mask})[0]
+
+    assert np.isnan(masked()[:2]).all()
+    assert [value for _, value in fp16_unsafe_constants(path)] == [pytest.approx(-3.4028235e38)]
+    assert list(fp16_safe_constants(path).values()) == [pytest.approx(-3.4028235e38)]
+    assert fp16_unsafe_constants(path) == []
+    assert masked().tolist() == [0, 0, -65504]
+    assert fp16_safe_constants(path) == {}  # nothing left to change: the file is not rewritten
+
+
+@pytest.mark.parametrize("optimize", [True, False], ids=["fused", "unfused"])
+def test_every_exported_graph_is_fp16_safe_with_the_pytorch_logits(tiny_checkpoint, tmp_path, optimize):
+    """The unfused graph holds transformers' mask constant (the fused one folds it into its attention): both
+    leave the export fp16-safe, checked against PyTorch on the rewritten graph."""
+    from serving.export import fp16_unsafe_constants
+
+    repository = copy_repository(ROOT / "model_repository", tmp_path / "model_repository")
+    record = export(str(tiny_checkpoint), repository, optimize=optimize)
+    assert fp16_unsafe_constants(repository / "electra" / "1" / "model.onnx") == []
+    assert record.max_abs_diff <= record.tolerance
 
 
 def test_a_different_checkpoint_is_not_current(repository, tiny_checkpoint, tmp_path):

@@ -194,25 +194,13 @@ def test_the_torch_engine_gives_the_onnx_graphs_logits_for_every_family(family, 
     np.testing.assert_allclose(got[real], expected[real], atol=1e-4, rtol=1e-4)
 
 
-def test_the_tensorrt_engines_packed_graph_gives_every_familys_logits(family, graph_logits, tmp_path):
-    """The graph the NGC image's TensorRT builds from (``make export ENGINE=tensorrt``: the step's packed
-    ``tokens`` in, unpacked inside the graph to the family's own inputs; ``logits`` out), without control flow,
-    gives the served graph's logits, here on ONNX Runtime's CPU provider (TensorRT itself is not measured on a
-    GPU yet)."""
-    import onnx
-    import onnxruntime as ort
+def test_every_familys_graph_is_fp16_safe(family):
+    """No float constant outside fp16's finite range (the masks transformers builds from float32's lowest are
+    brought to -65504 at export), so an engine that lowers the graph to fp16 gives no NaN."""
+    from serving.export import fp16_unsafe_constants
 
-    _, checkpoint, _ = family
-    packed_repository = copy_repository(ROOT / "model_repository", tmp_path / "tensorrt")
-    record = export(str(checkpoint), packed_repository, engine="tensorrt")
-    assert record.graph_inputs == "tokens"
-    packed_graph = packed_repository / "electra" / "1" / "model.onnx"
-    graph = onnx.load(str(packed_graph)).graph
-    assert [i.name for i in graph.input] == ["tokens"] and [o.name for o in graph.output] == ["logits"]
-    assert not {node.op_type for node in graph.node} & {"If", "Loop", "Scan"}
-    tokens, real, expected = graph_logits
-    (got,) = ort.InferenceSession(str(packed_graph), providers=["CPUExecutionProvider"]).run(None, {"tokens": tokens})
-    np.testing.assert_allclose(got[real], expected[real], atol=1e-4, rtol=1e-4)
+    _, _, repository = family
+    assert fp16_unsafe_constants(repository / "electra" / "1" / "model.onnx") == []
 
 
 def test_make_bench_times_bare_openvino_on_every_familys_graph(family):

@@ -37,13 +37,15 @@ def test_auto_takes_the_cpu_engine_of_the_precision_asked_for():
 def test_an_engine_named_computes_in_its_default_unless_told():
     assert chosen("openvino") == ("openvino", "bf16")
     assert chosen("onnxruntime", "int8") == ("onnxruntime", "int8")
-    assert chosen("tensorrt") == ("tensorrt", "fp16")
+    assert chosen("torch") == ("torch", "fp16")
 
 
 def test_a_pair_that_does_not_go_together_is_refused_naming_every_engines_precisions():
     with pytest.raises(EngineChoiceError, match=r"engine torch computes in fp16, not int8; .*onnxruntime \(cpu: fp32"):
         choose("torch", "int8")
-    with pytest.raises(EngineChoiceError, match="engine must be auto or one of onnxruntime, openvino, torch, tensorrt"):
+    with pytest.raises(
+        EngineChoiceError, match="engine must be auto or one of onnxruntime, openvino, torch, got 'cuda'"
+    ):
         choose("cuda")
 
 
@@ -51,10 +53,9 @@ def serve_args(engine="auto", precision=None, tritonserver_args=()):
     return Namespace(engine=engine, precision=precision, tritonserver_args=list(tritonserver_args))
 
 
-def test_make_serve_refuses_the_images_engine_and_a_config_name_of_its_own():
+def test_make_serve_runs_every_engine_and_refuses_a_config_name_of_its_own():
     assert chosen_engine(serve_args("openvino")) == ("openvino", "bf16")
-    with pytest.raises(ServerSetupError, match="engine tensorrt runs in the NGC image's tritonserver"):
-        chosen_engine(serve_args("tensorrt"))
+    assert chosen_engine(serve_args("torch")) == ("torch", "fp16")  # the image's GPU engine too
     with pytest.raises(ServerSetupError, match="not tritonserver's --model-config-name"):
         chosen_engine(serve_args("auto", None, ["--model-config-name=mine"]))
 
@@ -84,17 +85,14 @@ def test_an_engine_the_export_does_not_run_on_is_refused_saying_why_and_auto_fal
 def test_every_engine_names_a_config_file_of_the_model_step_that_says_so(engine):
     config = REPOSITORY / "electra" / "configs" / f"{engine}.pbtxt"
     assert config.is_file(), f"--model-config-name={engine} would fall back to config.pbtxt"
-    text = config.read_text()
-    if ENGINES[engine].embedded:
-        parameters = config_file_parameters(config)
-        assert parameters["engine"] == engine
-        assert parameters["precision"] in (*ENGINES[engine].precisions, "auto")
-    else:
-        assert 'backend: "onnxruntime"' in text and "tensorrt" in text
+    assert 'backend: "python"' in config.read_text()
+    parameters = config_file_parameters(config)
+    assert parameters["engine"] == engine
+    assert parameters["precision"] in (*ENGINES[engine].precisions, "auto")
 
 
-def test_the_python_backend_engines_are_the_embedded_ones_and_configs_name_only_engines():
-    assert set(STEP_ENGINES) == {name for name, engine in ENGINES.items() if engine.embedded}
+def test_the_step_runs_every_engine_of_the_table_and_configs_name_only_engines():
+    assert set(STEP_ENGINES) == set(ENGINES)
     for variant in REPOSITORY.glob("*/configs/*.pbtxt"):
         assert variant.stem in ENGINES, variant
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
 
 import yaml
@@ -84,6 +85,35 @@ def test_the_adapters_and_probes_import_only_listed_packages():
     modules = server_modules()
     assert {"runtime.backend", "runtime.onnx_runner", "preprocessing.tokenize", "serving.admin"} <= modules
     assert not missing(modules, server_packages.project_packages())
+
+
+def third_party_imports(modules: set[str]) -> dict[str, set[str]]:
+    """The third-party top-level modules that ``modules`` import (any depth of their code): name -> importers."""
+    found: dict[str, set[str]] = {}
+    for module in modules:
+        for node in ast.walk(ast.parse(module_file(module).read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for top in {n.split(".")[0] for n in names} - FIRST_PARTY - set(sys.stdlib_module_names):
+                found.setdefault(top, set()).add(module)
+    return found
+
+
+def test_the_server_imports_only_what_the_image_installs():
+    """Every third-party module the server's code imports is a package of requirements-server.txt or, for the
+    torch engine, of requirements-gpu.txt (the image's gpu target adds it)."""
+    installed = {
+        requirement.name.replace("-", "_")
+        for path in (server_packages.SERVER_REQUIREMENTS, server_packages.GPU_REQUIREMENTS)
+        for requirement in server_packages.requirements(path, "3.10")
+    }
+    imported = third_party_imports(server_modules())
+    assert {"torch", "safetensors", "tokenizers", "numpy"} <= set(imported)
+    assert {name: sorted(by) for name, by in imported.items() if name not in installed} == {}
 
 
 def test_a_list_without_a_package_the_adapters_import_is_caught():

@@ -13,7 +13,7 @@ from runtime.electra_encoder import UnsupportedCheckpoint
 from runtime.model_inputs import PaddingStats
 from runtime.onnx_runner import OnnxQARunner
 from runtime.tensors import ATTENTION_BIT, pack_tokens, unpack_tokens
-from runtime.torch_runner import TorchQARunner
+from runtime.torch_runner import TorchQARunner, runs_on
 from tests.conftest import ROOT
 
 ATOL = 1e-4
@@ -164,16 +164,13 @@ def test_run_shapes_with_graph_buckets_pad_batches_with_dummy_windows(tiny_check
     runner.graph_lengths = frozenset(range(32, 97, 32))
     shapes = []
 
-    class EagerGraphs:
-        def get(self, batch, width):
-            shapes.append((batch, width))
-            return self
-
+    class EagerGraph:
         def replay(self, tokens):
             assert (tokens[:, 0] >= ATTENTION_BIT).all()  # dummy windows hold a token
+            shapes.append(tuple(tokens.shape))
             return runner.model(*unpack_tokens(tokens)).float()
 
-    runner._graphs = EagerGraphs()
+    runner._graphs = {shape: EagerGraph() for shape in runner.graph_shapes()}
     rng = np.random.default_rng(5)
     requests = [windows(rng, [120, 90, 60, 50, 40, 30], 120), windows(rng, [20, 10, 5], 20)]
     got, tokens = runner.run(packed(requests))
@@ -185,6 +182,64 @@ def test_run_shapes_with_graph_buckets_pad_batches_with_dummy_windows(tiny_check
     assert_same_logits(got, [reference_logits(hf_model, r) for r in requests], requests)
     # [90, 60, 50, 20, 10] in one run at width 96, padded to the batch bucket 8
     assert shapes == [(1, 32), (8, 96)] and tokens == PaddingStats(real_tokens=230, executed_tokens=8 * 96)
+
+
+def test_a_shape_without_a_graph_runs_eagerly_and_is_never_captured_while_serving(tiny_checkpoint, hf_model):
+    """Graphs are captured at load only (``warmup``): a run shape that has none is run eagerly, here on the CPU
+    where a capture would fail."""
+    runner = TorchQARunner(tiny_checkpoint, device="cpu", max_windows_per_run=8, length_bucket=32)
+    runner.cuda_graphs = True  # as on CUDA, with no graph captured
+    requests = ragged_requests()
+    got, _ = runner.run(packed(requests))
+    assert_same_logits(got, [reference_logits(hf_model, r) for r in requests], requests)
+    assert runner.graphs_captured == 0
+
+
+def test_the_cuda_graphs_count_must_be_the_run_shapes(tiny_checkpoint):
+    """Batch buckets 1, 2, 4, 8 x lengths 32 to 384 by 32: 48 shapes; another count is refused at load, saying
+    what to set."""
+    runner = TorchQARunner(tiny_checkpoint, device="cpu", max_windows_per_run=8, length_bucket=32, cuda_graphs=48)
+    assert len(runner.graph_shapes()) == 48 and runner.graph_shapes()[0] == (8, 384)
+    assert not runner.cuda_graphs and runner.warmup() == 0  # counted, never captured on a CPU
+    with pytest.raises(ValueError, match=r"cuda_graphs is 64, but the run shapes are 48 .*: set it to 48, or 0"):
+        TorchQARunner(tiny_checkpoint, device="cpu", max_windows_per_run=8, length_bucket=32, cuda_graphs=64)
+    # fewer tokens per run leave out the largest shapes
+    few = TorchQARunner(tiny_checkpoint, device="cpu", max_windows_per_run=8, max_tokens_per_run=1024, cuda_graphs=0)
+    assert max(b * w for b, w in few.graph_shapes()) <= 1024
+
+
+def test_the_gpu_configs_cuda_graphs_count_is_its_run_shapes(tiny_checkpoint):
+    """configs/torch.pbtxt's count holds for its buckets and the tokenizer's windows (checked wherever it loads)."""
+    from runtime.backend import config_file_parameters
+    from tests.conftest import ROOT
+
+    parameters = config_file_parameters(ROOT / "model_repository" / "electra" / "configs" / "torch.pbtxt")
+    max_seq_len = int(config_file_parameters(ROOT / "model_repository" / "tokenizer" / "config.pbtxt")["max_seq_len"])
+    runner = TorchQARunner(
+        tiny_checkpoint,
+        device="cpu",
+        max_windows_per_run=int(parameters["max_windows_per_run"]),
+        max_tokens_per_run=int(parameters["max_tokens_per_run"]),
+        length_bucket=int(parameters["length_bucket"]),
+        cuda_graphs=int(parameters["cuda_graphs"]),
+        graph_max_length=max_seq_len,
+    )
+    assert len(runner.graph_shapes()) == int(parameters["cuda_graphs"]) == 108
+
+
+@pytest.mark.parametrize(
+    ("capability", "arch_list", "runs"),
+    [
+        ((9, 0), ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"], True),
+        ((8, 9), ["sm_75", "sm_80", "sm_86", "sm_90"], True),  # sm_86 machine code runs on 8.9
+        ((12, 0), ["sm_75", "sm_80", "sm_86", "sm_90"], False),  # Blackwell on a build without it
+        ((12, 0), ["sm_80", "sm_90", "compute_90"], True),  # PTX the driver compiles for it
+        ((7, 0), ["sm_75", "sm_80", "compute_80"], False),  # older than every kernel
+        ((10, 3), ["sm_100", "sm_120"], True),
+    ],
+)
+def test_a_gpu_runs_the_builds_kernels_of_its_major_version_or_its_ptx(capability, arch_list, runs):
+    assert runs_on(capability, arch_list) is runs
 
 
 @pytest.mark.parametrize("precision,atol", [("bf16", 0.3), ("fp16", 0.05)])  # logits reach ~12
@@ -274,7 +329,7 @@ def test_base_shaped_layers_equal_transformers(tmp_path, embedding_size):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("cuda_graphs", [False, True])
 def test_cuda_fp16_stays_close_to_fp32_with_and_without_graphs(tiny_checkpoint, hf_model, cuda_graphs):
-    runner = TorchQARunner(tiny_checkpoint, device="cuda", cuda_graphs=cuda_graphs, max_windows_per_run=8)
+    runner = TorchQARunner(tiny_checkpoint, device="cuda", cuda_graphs=48 if cuda_graphs else 0, max_windows_per_run=8)
     assert runner.device == "cuda" and runner.precision == "fp16"
     assert runner.warmup() == (48 if cuda_graphs else 0)  # batch 1, 2, 4, 8 x widths 32, 64, ... 384
     requests = ragged_requests()

@@ -6,21 +6,24 @@ import triton_python_backend_utils as pb_utils
 
 from runtime.backend import Counters, attempt, checked_parameters, reply, response, sibling_parameters, version_dir
 from runtime.engines import PARAMETERS, make_runner, step_budget
-from runtime.model_inputs import ModelLimits, read_tokens
+from runtime.model_inputs import ModelLimits, finite_logits, read_tokens
 
 
 class TritonPythonModel:
     def initialize(self, args):
         parameters = checked_parameters(args, "electra", PARAMETERS)
         self.limits = ModelLimits.from_export(version_dir(args))
-        self.runner = make_runner(parameters, version_dir(args), args.get("model_instance_device_id"))
+        max_seq_len = int(sibling_parameters(args, "tokenizer", ["max_seq_len"])["max_seq_len"])
+        self.runner = make_runner(parameters, version_dir(args), max_seq_len, args.get("model_instance_device_id"))
         # a batch's requests, fewest tokens first, as far as they fit in batch_budget_ms; a request that alone would
         # take longer than max_request_ms at the measured pace is refused (INVALID_ARGUMENT); the others UNAVAILABLE
-        max_seq_len = int(sibling_parameters(args, "tokenizer", ["max_seq_len"])["max_seq_len"])
         self.budget = step_budget(parameters, self.runner, max_seq_len)
         precision = getattr(self.runner, "precision", None)  # of the engines that choose one
+        graphs = getattr(self.runner, "graphs_captured", 0)
         pb_utils.Logger.log_info(
-            f"electra: {parameters['engine']} on {self.runner.device}" + (f", {precision}" if precision else "")
+            f"electra: {parameters['engine']} on {self.runner.device}"
+            + (f", {precision}" if precision else "")
+            + (f", {graphs} CUDA graphs" if graphs else "")
         )
         self.token_counts = Counters(
             pb_utils,
@@ -48,9 +51,9 @@ class TritonPythonModel:
             self.token_counts.add("real", tokens.real_tokens)
             self.token_counts.add("executed", tokens.executed_tokens)
         logits = iter(logits)
-        return [
-            reply(pb_utils, "electra", w if isinstance(w, Exception) else next(logits), self._pack) for w in windows
-        ]
+        # NaN or infinite logits fail their request (INTERNAL, saying so) rather than becoming an answer
+        outcomes = [w if isinstance(w, Exception) else attempt(finite_logits, next(logits), w) for w in windows]
+        return [reply(pb_utils, "electra", outcome, self._pack) for outcome in outcomes]
 
     @staticmethod
     def _pack(logits):
