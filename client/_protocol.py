@@ -63,7 +63,7 @@ class Call:
         }
 
     def finish(self, response: Any) -> Any:
-        return self.result(parse_answers(response, len(self.pairs)))
+        return self.result(parse_answers(response, self.pairs, self.options.top_k))
 
 
 class ClientBase:
@@ -263,18 +263,30 @@ def build_inputs(grpc_module: Any, pairs: Sequence[tuple[str, str]]) -> list:
     return tensors
 
 
-def parse_answers(result: Any, n_questions: int) -> list[list[Answer]]:
-    """Per question, its answers best first (filler entries for missing answers dropped). The server answers
-    ``[N, top_k]`` for every output."""
+def parse_answers(result: Any, pairs: Sequence[tuple[str, str]], top_k: int) -> list[list[Answer]]:
+    """Per question, its answers best first (filler entries for missing answers dropped), checked: the server
+    answers ``[N, top_k]`` for every output, each answer a span of its own context (``text ==
+    context[start:end]``); anything else raises ``ServerError`` rather than reaching the caller."""
     text, score, start, end = (result.as_numpy(name) for name in OUTPUT_NAMES)
-    if text.shape[0] != n_questions or not text.shape == score.shape == start.shape == end.shape:
-        raise ServerError(f"the server answered shape {list(text.shape)} for {n_questions} questions")
+    expected = [len(pairs), top_k]
+    if not list(text.shape) == list(score.shape) == list(start.shape) == list(end.shape) == expected:
+        raise ServerError(
+            f"the server answered shapes {[list(a.shape) for a in (text, score, start, end)]} for {expected[0]} "
+            f"questions and top_k {top_k}"
+        )
     # plain Python values first (one conversion per array, not per element)
-    rows = zip(text.tolist(), score.tolist(), start.tolist(), end.tolist())
-    return [
-        [Answer(t.decode("utf-8") if isinstance(t, bytes) else str(t), s, b, e) for t, s, b, e in zip(*row) if b >= 0]
-        for row in rows
-    ]
+    answers = []
+    for (_, context), row in zip(pairs, zip(text.tolist(), score.tolist(), start.tolist(), end.tolist())):
+        found = []
+        for t, s, b, e in zip(*row):
+            t = t.decode("utf-8", "replace") if isinstance(t, bytes) else str(t)
+            if b == e == -1 and not t:  # a question with fewer answers than top_k
+                continue
+            if not (0 <= b <= e <= len(context) and context[b:e] == t):
+                raise ServerError(f"the server answered a span that is not its context's: {_short(t)} at [{b}, {e})")
+            found.append(Answer(t, s, b, e))
+        answers.append(found)
+    return answers
 
 
 def best(answers: list[Answer]) -> Answer:

@@ -54,7 +54,10 @@ class ChannelSettings:
     waits before its next attempt; until then gRPC fails calls at once (gRPC's own maximum, 120 s, would keep a
     client failing long after a restarted server is back)."""
 
-    max_message_bytes: int = 2**31 - 1
+    max_send_bytes: int = 2**31 - 1
+    # an answer is at most 256 questions x 20 answers of a context's span: far under this. A larger reply is
+    # refused by gRPC as it arrives (the call fails with ServerError), not held
+    max_receive_bytes: int = 64 * 2**20
     keepalive_time_s: float = 30.0
     keepalive_timeout_s: float = 10.0
     keepalive_without_calls: bool = True
@@ -66,8 +69,8 @@ class ChannelSettings:
         """These settings as gRPC channel arguments."""
         return [
             ("grpc.lb_policy_name", self.lb_policy),
-            ("grpc.max_send_message_length", self.max_message_bytes),
-            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.max_send_message_length", self.max_send_bytes),
+            ("grpc.max_receive_message_length", self.max_receive_bytes),
             ("grpc.keepalive_time_ms", int(self.keepalive_time_s * 1000)),
             ("grpc.keepalive_timeout_ms", int(self.keepalive_timeout_s * 1000)),
             ("grpc.keepalive_permit_without_calls", int(self.keepalive_without_calls)),

@@ -75,6 +75,9 @@ def translate(error: Exception) -> QAError:
         return ServerUnavailableError(message)
     if status == "INTERNAL" and re.search(r"Stub process '.*' is not healthy", message):
         return ServerUnavailableError(message)  # a Python-backend process died; `make serve` restarts the server
+    if status == "RESOURCE_EXHAUSTED" and message.startswith("Received message larger than max"):
+        # the reply exceeded the client's receive limit (ChannelSettings.max_receive_bytes): the server's doing
+        return ServerError(f"the server's reply is larger than this client takes: {message}", status)
     kind = _BY_STATUS.get(status, ServerError)
     if kind is ServerError:
         return ServerError(f"{status or 'error'}: {message}", status or None)

@@ -15,16 +15,21 @@ per question, in input order, in ASCII (other characters as ``\\u`` escapes, so 
 Questions go ``--batch-size`` per request with ``--in-flight`` requests outstanding (``TritonQA.ask_stream``);
 memory stays flat whatever the size of IN. An invalid example (a line that is not UTF-8 or not JSON, a last line
 cut short, an empty question, a context over the server's limits) gets its error line and the run goes on; any
-other failure (the server unreachable or not answering within ``--timeout-s``, after retries) stops the run with
-exit status 2. Rerunning the same command resumes: OUT is kept up to its last complete line and the questions it
-answers are skipped (their ids are checked against IN's, as JSON values: NaN is NaN).
+other failure (the server unreachable or not answering within ``--timeout-s``, after retries; a full disk) stops
+the run with exit status 2 and one line saying why. Rerunning the same command resumes: OUT is kept up to its last
+complete line and the questions it answers are skipped (their ids are checked against IN's, as JSON values: NaN is
+NaN). A run holds OUT exclusively (a lock on it) from start to end: a second run on the same OUT is refused,
+naming the first one's process.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import fcntl
 import io
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -53,6 +58,37 @@ def output_line(record: Record, result: Answer | list[Answer] | QAError) -> dict
     if isinstance(result, Answer):
         return {"id": record.id, **result.as_pipeline_dict()}
     return {"id": record.id, "answers": [answer.as_pipeline_dict() for answer in result]}
+
+
+class OutputBusy(RuntimeError):
+    """Another run is writing the same output file."""
+
+
+def hold(sink: io.TextIOBase, out: Path) -> None:
+    """An exclusive lock on ``out`` (``sink``'s file) for as long as ``sink`` is open, or ``OutputBusy`` naming
+    the process that holds it."""
+    try:
+        fcntl.flock(sink.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = lock_holder(out)
+        raise OutputBusy(
+            f"{out} is being written by another run{f' (process {holder})' if holder else ''}: wait for it to end, "
+            "or write elsewhere"
+        ) from None
+
+
+def lock_holder(path: Path) -> int | None:
+    """The process holding a lock on ``path`` (``/proc/locks``), if one is found."""
+    found = os.stat(path)
+    device = f"{os.major(found.st_dev):02x}:{os.minor(found.st_dev):02x}:{found.st_ino}"
+    try:
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 5 and fields[5] == device:
+                return int(fields[4])
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def resume(out: Path, records: Iterator[Record]) -> int:
@@ -111,29 +147,30 @@ def run(
     ``api_key``: (header, value) for a server started with ``--api-key``."""
     records, total = read_records(source)
     out.parent.mkdir(parents=True, exist_ok=True)
-    skipped = resume(out, records)
     answered = failed = 0
     started = time.monotonic()
-    with (
-        TritonQA(url, timeout_s=timeout_s, retry=retry, api_key=api_key) as qa,
-        open(out, "a", encoding="utf-8") as sink,
-        Progress(total, skipped, progress) as bar,
-        closing(
-            answer_records(qa, records, top_k=top_k, batch_size=batch_size, in_flight=in_flight, **options)
-        ) as results,
-    ):
-        lines: list[str] = []
-        for record, result in results:
-            if isinstance(result, QAError) and not isinstance(result, InvalidInputError):
-                flush(sink, lines)
-                raise result
-            failed += isinstance(result, QAError)
-            answered += not isinstance(result, QAError)
-            lines.append(json.dumps(output_line(record, result)) + "\n")  # ASCII: any string round-trips
-            if len(lines) >= batch_size:
-                flush(sink, lines)
-            bar.update(1)
-        flush(sink, lines)
+    with open(out, "a", encoding="utf-8") as sink:
+        hold(sink, out)  # until the run ends: nothing else resumes or appends meanwhile
+        skipped = resume(out, records)
+        with (
+            TritonQA(url, timeout_s=timeout_s, retry=retry, api_key=api_key) as qa,
+            Progress(total, skipped, progress) as bar,
+            closing(
+                answer_records(qa, records, top_k=top_k, batch_size=batch_size, in_flight=in_flight, **options)
+            ) as results,
+        ):
+            lines: list[str] = []
+            for record, result in results:
+                if isinstance(result, QAError) and not isinstance(result, InvalidInputError):
+                    flush(sink, lines)
+                    raise result
+                failed += isinstance(result, QAError)
+                answered += not isinstance(result, QAError)
+                lines.append(json.dumps(output_line(record, result)) + "\n")  # ASCII: any string round-trips
+                if len(lines) >= batch_size:
+                    flush(sink, lines)
+                bar.update(1)
+            flush(sink, lines)
     seconds = time.monotonic() - started
     return {
         "skipped": skipped,
@@ -190,13 +227,22 @@ def main(argv: list[str] | None = None) -> int:
             max_answer_len=args.max_answer_len,
             handle_impossible_answer=args.handle_impossible_answer,
         )
-    except InputFileError as error:
+    except (InputFileError, OutputBusy) as error:
         print(f"refused: {error}", file=sys.stderr)
         return 2
     except QAError as error:
         print(
             f"stopped: {type(error).__name__}: {error}\nwhat is in {args.out} stays; run the same command again "
             "to resume",
+            file=sys.stderr,
+        )
+        return 2
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(
+            f"stopped: no space left to write {args.out} ({os.strerror(error.errno)}); what is in it stays: free some "
+            "space and run the same command again to resume",
             file=sys.stderr,
         )
         return 2

@@ -4,9 +4,10 @@ Pure Python (numpy + HF ``tokenizers``); nothing here imports Triton.
 """
 
 from preprocessing.decode import DecodedAnswers, decode
-from preprocessing.decode_batch import DecoderInput, decode_requests
+from preprocessing.decode_batch import DecoderInput, decode_requests, measure_paces
 from preprocessing.errors import InputError
 from preprocessing.requests import (
+    DECODER_PARAMETERS,
     TOKENIZER_PARAMETERS,
     AnswerOptions,
     DecoderLimits,
@@ -18,6 +19,7 @@ from preprocessing.tokenize import NO_OFFSET, QATokenizer, Windows, WindowSettin
 from preprocessing.tokenize_batch import tokenize_requests
 
 __all__ = [
+    "DECODER_PARAMETERS",
     "NO_OFFSET",
     "TOKENIZER_PARAMETERS",
     "AnswerOptions",
@@ -31,6 +33,7 @@ __all__ = [
     "Windows",
     "decode",
     "decode_requests",
+    "measure_paces",
     "read_pairs",
     "readable_texts",
     "tokenize_requests",

@@ -13,7 +13,7 @@ merge by text (a few candidates per window) is a Python loop.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,9 +48,12 @@ def decode(
     window_question: np.ndarray,
     contexts: Sequence[str],
     options: AnswerOptions = AnswerOptions(),
+    replayable: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> DecodedAnswers:
     """Decode ``[W, L]`` logits of the windows of ``len(contexts)`` questions (windows of a question contiguous
-    and in order)."""
+    and in order). ``replayable(windows, products)``: which of the windows that need the reference's replay
+    (``products``: the n x n products each replays, its costly part) may have it; the others give no candidate
+    (their request is refused by whoever said no)."""
     n_windows, width = start_logits.shape
     in_context = token_offsets[..., 0] != NO_OFFSET
     keep = in_context.copy()
@@ -91,11 +94,17 @@ def decode(
     # needs them: n^2 for a window of n <= L tokens, the product masked by one [L, L] band cut to each window
     # (the decoder step takes windows of at most the tokenizer's max_seq_len tokens, which bounds it).
     replayed = np.flatnonzero(positive < per_window)
+    if replayed.size and replayable is not None:
+        last_kept = width - 1 - np.argmax(keep[replayed, ::-1], axis=1)
+        products = np.minimum(last_kept + 2, width) ** 2
+        allowed = np.asarray(replayable(replayed, products), dtype=bool)
+        valid[replayed[~allowed]] = False
+        replayed = replayed[allowed]
     if replayed.size:
         offset = np.arange(width)[None, :] - np.arange(width)[:, None]
         band_mask = ((offset >= 0) & (offset < options.max_answer_len)).astype(np.float32)
     for window in replayed:
-        found = _reference_spans(p_start[window], p_end[window], keep[window], per_window, band_mask)
+        found = reference_spans(p_start[window], p_end[window], keep[window], per_window, band_mask)
         n = len(found[0])
         scores[window, :n], starts[window, :n], span_ends[window, :n] = found
         valid[window, n:] = False
@@ -118,7 +127,7 @@ def decode(
     return _merge(contexts, window_question, scores, char_start, char_end, valid, min_null, options)
 
 
-def _reference_spans(p_start, p_end, keep, k, band_mask):
+def reference_spans(p_start, p_end, keep, k, band_mask):
     """The reference's ``decode_spans`` on one window, unpadded: [CLS] question [SEP] context [SEP].
     ``band_mask``: 1 where 0 <= end - start < max_answer_len, else 0 (its ``tril(triu(...))``, same values:
     the products are finite and non-negative)."""

@@ -1,23 +1,33 @@
 """Many requests at once, the decoder step's part: the answers of everything one ``execute`` receives.
 
-Each request's problems stay its own: a request that is refused gets its ``InputError``, and the others are
-still answered. The work is done for all of them together — one vectorised decode per set of answer options —
-and split per request afterwards.
+Each request's problems stay its own: a request that is refused gets its ``InputError`` (or, past the step's
+time budget, the budget's ``Busy``), and the others are still answered. The work is done for all of them
+together — one vectorised decode per set of answer options — and split per request afterwards.
+
+Under a budget the work is predicted in two parts, each at a pace measured at load (``measure_paces``): the
+span band every window has (windows x width x answer lengths), known from the request's shapes, and the
+reference's replay of a window whose spans score 0 (n x n products), known only once its probabilities are
+(logits so low they underflow, made on purpose or not, cost it a replay for each window).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from preprocessing.arrays import stack_padded
-from preprocessing.decode import DecodedAnswers, decode
+from preprocessing.decode import DecodedAnswers, decode, reference_spans
 from preprocessing.errors import InputError
 from preprocessing.requests import AnswerOptions, DecoderLimits, readable_texts
 from preprocessing.tokenize import NO_OFFSET
 from runtime.tensors import window_questions
+
+if TYPE_CHECKING:  # for its type only: runtime.scheduling imports preprocessing
+    from runtime.scheduling import Budget
 
 
 @dataclass
@@ -90,11 +100,61 @@ def _invalid_rows(start_logits, end_logits, token_offsets, word_offsets, context
     return checks
 
 
-def decode_requests(requests: Sequence[DecoderInput | Exception]) -> list[DecodedAnswers | Exception]:
+def band_work(request: DecoderInput) -> int:
+    """The span scores a request's windows compute: windows x width x answer lengths."""
+    n_windows, width = request.start_logits.shape
+    return n_windows * width * min(request.options.max_answer_len, width)
+
+
+def measure_paces(budget: Budget, max_seq_len: int, max_answer_len: int = 15) -> None:
+    """Anchor ``budget``'s two paces (``Budget.anchor``), before any request: the span band on 64 windows of
+    ``max_seq_len`` tokens, and the replay of one such window's n x n products (the costliest per product: the
+    widest), each the faster of two runs after a first that warms up."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(64, max_seq_len)).astype(np.float32)
+    offsets = np.stack([np.arange(max_seq_len), np.arange(max_seq_len) + 1], axis=-1).astype(np.int32)
+    offsets = np.broadcast_to(offsets, (64, max_seq_len, 2)).copy()
+    request = DecoderInput(
+        logits,
+        logits,
+        offsets,
+        offsets,
+        np.arange(64, dtype=np.int32),
+        ["x" * (max_seq_len + 1)] * 64,
+        AnswerOptions(max_answer_len=max_answer_len),
+    )
+    keep = np.ones(max_seq_len, bool)
+    band_mask = np.triu(np.ones((max_seq_len, max_seq_len), np.float32))
+    p = np.full(max_seq_len, 1.0 / max_seq_len, np.float32)
+    for kind, work, run in (
+        ("band", band_work(request), lambda: _decode_together([request], request.options)),
+        ("replay", max_seq_len**2, lambda: reference_spans(p, p, keep, 12, band_mask)),
+    ):
+        run()
+        times = []
+        for _ in range(2):
+            started = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - started)
+        budget.anchor(kind, work, min(times))
+
+
+def decode_requests(
+    requests: Sequence[DecoderInput | Exception], budget: Budget | None = None, started: float | None = None
+) -> list[DecodedAnswers | Exception]:
     """Answers of each request: one vectorised decode over the windows of all requests that share answer
     options, split per request afterwards (errors given in ``requests`` pass through). When decoding them
     together fails (a ``MemoryError``, any exception), each is decoded alone: only the request that fails
-    alone gets the exception, the others are answered."""
+    alone gets the exception, the others are answered.
+
+    With a ``budget`` (its paces anchored: ``measure_paces``), requests go smallest band first as far as they
+    fit in the execute that began at ``started``, the others ``Busy``; a request whose band alone is over the
+    budget's per-request limit is refused; so is one whose windows' replays would take it past that limit
+    (``InputError`` saying so), known once its probabilities are, without running them."""
+    started = time.monotonic() if started is None else started
+    if budget is not None:
+        work = [0 if isinstance(r, Exception) else band_work(r) for r in requests]
+        requests = budget.select_smallest(requests, work, started, "decoder", "band")  # type: ignore[assignment]
     results: list[DecodedAnswers | Exception | None] = [r if isinstance(r, Exception) else None for r in requests]
     groups: dict[AnswerOptions, list[int]] = {}
     for i, request in enumerate(requests):
@@ -102,27 +162,33 @@ def decode_requests(requests: Sequence[DecoderInput | Exception]) -> list[Decode
             groups.setdefault(request.options, []).append(i)
     for options, members in groups.items():
         parts = [requests[i] for i in members]
+        decode_started = time.monotonic()
         try:
-            answers = _decode_together(parts, options)
+            answers = _decode_together(parts, options, budget)
         except Exception as error:  # noqa: BLE001 -- the failing request is found below; its reply holds the error
             answers = [error] if len(parts) == 1 else None
         if answers is None:  # outside the except block: the failed attempt's arrays are freed first
-            answers = [_decode_alone(part, options) for part in parts]
+            answers = [_decode_alone(part, options, budget) for part in parts]
+        if budget is not None:
+            budget.learn("band", sum(map(band_work, parts)), time.monotonic() - decode_started)
         for i, answer in zip(members, answers):
             results[i] = answer
     return results  # type: ignore[return-value]
 
 
-def _decode_alone(request: DecoderInput, options: AnswerOptions) -> DecodedAnswers | Exception:
+def _decode_alone(request: DecoderInput, options: AnswerOptions, budget: Budget | None) -> DecodedAnswers | Exception:
     try:
-        return _decode_together([request], options)[0]
+        return _decode_together([request], options, budget)[0]
     except Exception as error:  # noqa: BLE001 -- becomes that request's error reply
         return error
 
 
-def _decode_together(parts: Sequence[DecoderInput], options: AnswerOptions) -> list[DecodedAnswers | InputError]:
+def _decode_together(
+    parts: Sequence[DecoderInput], options: AnswerOptions, budget: Budget | None = None
+) -> list[DecodedAnswers | InputError]:
     """The answers of requests that share ``options`` from one decode of all their windows, or the
-    ``InputError`` that refuses a request for its values."""
+    ``InputError`` that refuses a request for its values or, under a ``budget``, for the replays its windows
+    would need."""
     first_question = np.cumsum([0] + [len(p.contexts) for p in parts])
     first_window = np.cumsum([0] + [len(p.window_question) for p in parts])
     tensors = (
@@ -141,7 +207,22 @@ def _decode_together(parts: Sequence[DecoderInput], options: AnswerOptions) -> l
     for bad_rows, message in _invalid_rows(*tensors, context_chars):
         for p in np.unique(request_of_window[bad_rows]).tolist():
             refused.setdefault(p, InputError(message))
-    answers = decode(*tensors, window_question, contexts, options)
+
+    def replayable(windows: np.ndarray, products: np.ndarray) -> np.ndarray:
+        """The windows whose request may have its replays: each request's within the per-request limit."""
+        of_request = request_of_window[windows]
+        for p in np.unique(of_request).tolist():
+            seconds = budget.predict(band=band_work(parts[p]), replay=int(products[of_request == p].sum()))
+            if p not in refused and budget.request_seconds is not None and seconds > budget.request_seconds:
+                refused[p] = InputError(
+                    f"the request's logits leave {int((of_request == p).sum())} of its {len(parts[p].window_question)} "
+                    f"windows without a span of positive score (their probabilities underflow): replaying the "
+                    f"reference's choice among them would hold the decoder step longer than its limit of "
+                    f"{budget.request_seconds:g} s per request (max_request_ms)"
+                )
+        return np.array([int(p) not in refused for p in of_request], dtype=bool)
+
+    answers = decode(*tensors, window_question, contexts, options, replayable if budget is not None else None)
     return [
         refused.get(p) or answers.rows(begin, end)
         for p, (begin, end) in enumerate(zip(first_question[:-1], first_question[1:]))

@@ -45,8 +45,12 @@ TOKENIZER_PARAMETERS = (
     *(f.name for f in fields(RequestLimits)),
     "parallel_encoding",
     "batch_budget_ms",
-    "context_cache_tokens",
+    "context_cache_bytes",
 )
+
+
+# the decoder config's parameters, every one required: its limits (DecoderLimits.OWN) and its time budget
+DECODER_PARAMETERS = ("max_top_k", "max_answer_len", "batch_budget_ms", "max_request_ms")
 
 
 @dataclass(frozen=True)
@@ -66,14 +70,16 @@ class DecoderLimits:
 
     @classmethod
     def from_config(cls, parameters: Mapping[str, str], tokenizer_parameters: Mapping[str, str]) -> DecoderLimits:
-        """From the decoder's parameters (exactly ``OWN``) and the tokenizer's (``FROM_TOKENIZER`` among them);
-        a missing, unknown or non-positive one raises ``ValueError`` (the model does not load)."""
-        unknown, missing = sorted(set(parameters) - set(cls.OWN)), sorted(set(cls.OWN) - set(parameters))
+        """From the decoder's parameters (exactly ``DECODER_PARAMETERS``: ``OWN`` and its time budget's) and the
+        tokenizer's (``FROM_TOKENIZER`` among them); a missing, unknown or non-positive one raises ``ValueError``
+        (the model does not load)."""
+        known = set(DECODER_PARAMETERS)
+        unknown, missing = sorted(set(parameters) - known), sorted(known - set(parameters))
         missing += [f"tokenizer's {key}" for key in cls.FROM_TOKENIZER if key not in tokenizer_parameters]
         if unknown or missing:
             raise ValueError(
                 f"decoder config parameters: unknown {unknown or 'none'}, missing {missing or 'none'}; "
-                f"the decoder reads {', '.join(cls.OWN)} and the tokenizer's {', '.join(cls.FROM_TOKENIZER)}"
+                f"the decoder reads {', '.join(DECODER_PARAMETERS)} and the tokenizer's {', '.join(cls.FROM_TOKENIZER)}"
             )
         values = {**{k: parameters[k] for k in cls.OWN}, **{k: tokenizer_parameters[k] for k in cls.FROM_TOKENIZER}}
         limits = cls(**{key: int(value) for key, value in values.items()})

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -144,15 +145,23 @@ class ContextTokens:
         return len(self.ids)
 
 
+# what one entry of the cache holds beyond its key's characters and its arrays: the dict's node, the dataclass,
+# three array headers (measured with tracemalloc: ~570 bytes; rounded up)
+ENTRY_OVERHEAD_BYTES = 1024
+# more characters than this per token is no document (a megabyte of control characters around one emoji
+# normalises to a token or two): such a context is encoded, never kept
+MAX_CACHED_CHARS_PER_TOKEN = 100
+
+
 class ContextCache:
     """The tokens of recently seen contexts, keyed by the context's text, least recently used dropped first once
-    they hold more than ``max_tokens`` tokens (0: nothing kept). "Many questions about one document" then
-    encodes the document once, across requests as within one."""
+    the entries hold more than ``max_bytes`` (0: nothing kept). An entry's bytes are what it holds: its key as
+    Python stores it (1, 2 or 4 bytes a character, by the widest), its arrays, and ``ENTRY_OVERHEAD_BYTES``.
+    "Many questions about one document" then encodes the document once, across requests as within one."""
 
-    def __init__(self, max_tokens: int):
-        self.max_tokens, self.tokens = max_tokens, 0
-        self._entries: OrderedDict[str, ContextTokens] = OrderedDict()
-        self.hits = self.misses = 0  # lookups since the last take_counts
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.bytes = max_bytes, 0
+        self._entries: OrderedDict[str, tuple[ContextTokens, int]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -160,26 +169,28 @@ class ContextCache:
     def get(self, context: str) -> ContextTokens | None:
         found = self._entries.get(context)
         if found is None:
-            self.misses += 1
-        else:
-            self.hits += 1
-            self._entries.move_to_end(context)
-        return found
+            return None
+        self._entries.move_to_end(context)
+        return found[0]
 
-    def take_counts(self) -> dict[str, int]:
-        """Lookups by result ("hit", "miss") since the last call."""
-        counts = {"hit": self.hits, "miss": self.misses}
-        self.hits = self.misses = 0
-        return counts
+    @staticmethod
+    def entry_bytes(context: str, tokens: ContextTokens) -> int:
+        arrays = tokens.ids.nbytes + tokens.offsets.nbytes + tokens.words.nbytes
+        return sys.getsizeof(context) + arrays + ENTRY_OVERHEAD_BYTES
 
     def put(self, context: str, tokens: ContextTokens) -> None:
-        if tokens.tokens > self.max_tokens or context in self._entries:
+        size = self.entry_bytes(context, tokens)
+        if (
+            size > self.max_bytes
+            or context in self._entries
+            or len(context) > MAX_CACHED_CHARS_PER_TOKEN * max(tokens.tokens, 1)
+        ):
             return
-        self._entries[context] = tokens
-        self.tokens += tokens.tokens
-        while self.tokens > self.max_tokens:
-            _, dropped = self._entries.popitem(last=False)
-            self.tokens -= dropped.tokens
+        self._entries[context] = (tokens, size)
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, (_, dropped) = self._entries.popitem(last=False)
+            self.bytes -= dropped
 
 
 @dataclass(frozen=True)
@@ -239,12 +250,12 @@ class QATokenizer:
         tokenizer_file: str | Path,
         settings: WindowSettings,
         parallel: bool = True,
-        cache_tokens: int = 0,
+        cache_bytes: int = 0,
     ):
         """``parallel``: whether the tokenizer library encodes a batch on all cores (its thread pool, for the
-        whole process); off, each call encodes on the calling thread alone. ``cache_tokens``: the context
-        tokens kept across calls (``ContextCache``; 0: none)."""
-        self.cache = ContextCache(cache_tokens)
+        whole process); off, each call encodes on the calling thread alone. ``cache_bytes``: the memory the
+        context encodings kept across calls may hold (``ContextCache``; 0: none)."""
+        self.cache = ContextCache(cache_bytes)
         # the library reads this before its first parallel call, once per process
         os.environ["TOKENIZERS_PARALLELISM"] = "true" if parallel else "false"
         self.settings = settings
@@ -287,7 +298,7 @@ class QATokenizer:
 
     def _count(self, texts: list[str]) -> list[int]:
         # the ids alone: without offsets the library encodes about twice as fast (long contexts are counted)
-        return [len(e) for e in self._tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
+        return [len(e) for e in _library(self._tokenizer.encode_batch_fast, texts, add_special_tokens=False)]
 
     def plan(self, questions: Sequence[str], contexts: Sequence[str], max_windows: int) -> np.ndarray:
         """Upper bounds on the windows each pair of one request makes (see ``plan_requests``); raises its
@@ -384,10 +395,7 @@ class QATokenizer:
         the contexts not in the cache."""
         found = [self.cache.get(c) for c in contexts]
         missing = [c for c, tokens in zip(contexts, found) if tokens is None]
-        try:
-            encodings = self._tokenizer.encode_batch([*questions, *missing], add_special_tokens=False)
-        except Exception as error:  # plan() keeps texts the tokenizer refuses from getting here
-            raise InputError(f"the tokenizer rejected the input: {error}") from error
+        encodings = _library(self._tokenizer.encode_batch, [*questions, *missing], add_special_tokens=False)
         new = iter(encodings[len(questions) :])
         for i, tokens in enumerate(found):
             if tokens is None:
@@ -479,6 +487,20 @@ class QATokenizer:
             word_offsets=_word_offsets(token_offsets, word_ids),
             window_question=window_question,
         )
+
+
+def _library(call, *args, **kwargs):
+    """``call``'s result (the tokenizer library's), or ``InputError`` for texts it fails on: its exceptions, and
+    its panics (pyo3's ``PanicException``, a ``BaseException``: a regex of the tokenizer's that gives up on a
+    crafted text), which would otherwise pass every ``except Exception`` up to the step's ``execute``."""
+    try:
+        return call(*args, **kwargs)
+    except Exception as error:
+        raise InputError(f"the tokenizer rejected the input: {error}") from error
+    except BaseException as error:
+        if type(error).__name__ != "PanicException":
+            raise
+        raise InputError(f"the tokenizer failed on the input: {str(error).splitlines()[0]}") from None
 
 
 def _spans(sizes: list[int]) -> list[tuple[int, int]]:

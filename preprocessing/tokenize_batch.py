@@ -65,7 +65,7 @@ def tokenize_requests(
             begun = begun or bool(group)
         plan_started = time.monotonic()
         pairs: list[tuple[int, str, str, int]] = []  # (request, question, context, planned windows)
-        for r, planned in zip(group, tokenizer.plan_requests([requests[r] for r in group], max_windows)):
+        for r, planned in zip(group, _plan_group(tokenizer, [requests[r] for r in group], max_windows)):
             if isinstance(planned, InputError):
                 results[r] = planned
                 continue
@@ -95,6 +95,17 @@ def tokenize_requests(
         if results[r] is None:
             results[r] = Windows.concatenate(request_parts)
     return results  # type: ignore[return-value]
+
+
+def _plan_group(tokenizer: QATokenizer, requests: list, max_windows: int) -> list:
+    """``plan_requests`` of the group; when the tokenizer fails on the group's texts, each request is planned
+    alone, so that only the one it fails on gets the error."""
+    try:
+        return tokenizer.plan_requests(requests, max_windows)
+    except InputError as error:
+        if len(requests) == 1:
+            return [error]
+        return [_plan_group(tokenizer, [request], max_windows)[0] for request in requests]
 
 
 def _groups(requests: list[int], size: dict[int, int], max_chars: int):

@@ -81,15 +81,15 @@ def make_runner(parameters: Mapping[str, str], version_dir: Path, max_seq_len: i
 
 def step_budget(parameters: Mapping[str, str], runner, max_seq_len: int) -> Budget | None:
     """The model step's time budget from its config: ``batch_budget_ms`` per execute, ``max_request_ms`` per
-    request (0: none; None when both are 0). With a request limit, the step's pace is measured before the first
-    request (``measure_pace``, windows of the tokenizer's ``max_seq_len`` tokens), so that the very first
-    request over the limit is refused too; it is learned on from every execute."""
+    request (0: none; None when both are 0), in a request's real tokens (its windows' attention: what the engines
+    run). The step's pace is measured before the first request (``measure_pace``, full windows of the tokenizer's
+    ``max_seq_len`` tokens, the costliest per token), so that the very first request over the limit is refused
+    too; it is learned on from every execute, within its bounds (``Budget.anchor``)."""
     batch_ms, request_ms = int(parameters["batch_budget_ms"]), int(parameters["max_request_ms"])
     if not batch_ms and not request_ms:
         return None
     budget = Budget(batch_ms / 1000 if batch_ms else math.inf, min_work=1000, request_seconds=request_ms / 1000 or None)
-    if request_ms:
-        budget.learn("tokens", *measure_pace(runner, int(parameters["max_windows_per_run"]), max_seq_len))
+    budget.anchor("tokens", *measure_pace(runner, int(parameters["max_windows_per_run"]), max_seq_len))
     return budget
 
 

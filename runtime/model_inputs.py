@@ -30,6 +30,11 @@ def per_request(logits: np.ndarray, requests) -> list[np.ndarray]:
     return [np.ascontiguousarray(part[:, : r.shape[1]]) for part, r in zip(np.split(logits, bounds), requests)]
 
 
+def real_tokens(tokens: np.ndarray) -> int:
+    """The tokens of packed windows that attend (``runtime.tensors``): what an engine runs of them."""
+    return int(np.count_nonzero(tokens >= ATTENTION_BIT))
+
+
 def finite_logits(logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
     """``logits`` [W, L, 2] of one request's packed ``tokens`` [W, L], unless any of its real tokens' is NaN or
     infinite (an overflow in reduced precision, broken weights, a faulty device): then ``StepFault``, and the
@@ -39,7 +44,7 @@ def finite_logits(logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
     if bad:
         raise StepFault(
             f"the model step computed non-finite logits (NaN or infinity) for {bad} of the request's "
-            f"{int(real.sum())} tokens; no answer is given from them"
+            f"{real_tokens(tokens)} tokens; no answer is given from them"
         )
     return logits
 

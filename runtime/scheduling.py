@@ -23,11 +23,22 @@ class Budget:
     def __init__(self, seconds: float, min_work: int = 10_000, request_seconds: float | None = None):
         self.seconds, self.min_work, self.request_seconds = seconds, min_work, request_seconds
         self.paces: dict[str, float] = {}  # seconds per unit of each kind of work, learned from the work done
+        self.bounds: dict[str, tuple[float, float]] = {}  # what a learned pace is kept within (``anchor``)
+
+    def anchor(self, kind: str, work: int, elapsed: float, slower: float = 4.0) -> None:
+        """The pace of ``kind`` measured before any request (on work as costly per unit as any request's), and
+        the bounds learning keeps it within: never faster than that, at most ``slower`` times slower. What the
+        requests themselves teach (a caller's crafted work can be much cheaper per unit than it is counted)
+        then never makes the step expect a request to take less than it will."""
+        pace = elapsed / work
+        self.paces[kind], self.bounds[kind] = pace, (pace, slower * pace)
 
     def learn(self, kind: str, work: int, elapsed: float) -> None:
         if work >= self.min_work:  # small pieces of work measure overheads more than pace
             pace, known = elapsed / work, self.paces.get(kind)
-            self.paces[kind] = pace if known is None else 0.8 * known + 0.2 * pace
+            pace = pace if known is None else 0.8 * known + 0.2 * pace
+            low, high = self.bounds.get(kind, (0.0, float("inf")))
+            self.paces[kind] = min(max(pace, low), high)
 
     def predict(self, **work: int) -> float:
         """Seconds that ``work`` (units of each kind) takes at the paces learned (nothing for a kind not yet
@@ -72,11 +83,11 @@ class Budget:
             predicted = work[i] * (pace or 0.0)
             if isinstance(request, Exception) or self.request_seconds is None:
                 continue
-            if predicted > self.request_seconds:
+            if predicted > self.request_seconds:  # the message gives no pace: nothing to tune a request against
                 kept[i] = InputError(
-                    f"the request's {work[i]:,} {kind} would take the {step} step about {predicted:.1f} s at its "
-                    f"measured pace ({1 / pace:,.0f} {kind}/s); the limit is {self.request_seconds:g} s per request "
-                    f"(the {step} step's max_request_ms): send shorter contexts or fewer questions"
+                    f"the request's {work[i]:,} {kind} would hold the {step} step longer than its limit of "
+                    f"{self.request_seconds:g} s per request (max_request_ms): send shorter contexts or fewer "
+                    "questions"
                 )
         order = sorted(range(len(requests)), key=work.__getitem__)
         chosen = self.select([kept[i] for i in order], [work[i] * (pace or 0.0) for i in order], started, step)

@@ -11,9 +11,11 @@ ensemble (new requests are refused with UNAVAILABLE, those in flight finish thro
 and waits until it is unloaded, at most ``--timeout-s``. The key: ``--admin-key HEADER=VALUE``, else the value
 of $ELECTRA_QA_ADMIN_KEY (header x-admin-key).
 
-``live`` is the containers' liveness check: tritonserver answers ``/v2/health/live`` (open, no key) and its
+``live`` is the containers' liveness check: tritonserver answers ``/v2/health/live`` (open, no key), its
 private memory is at most ``--max-memory-mb`` — what ``make serve``'s supervisor restarts it for: Triton 2.51
-keeps calls whose clients went away with their responses unread, for good (docs/architecture.md, "Limits and failures").
+keeps calls whose clients went away with their responses unread, for good (docs/architecture.md, "Limits and
+failures") — and the ensemble answers a one-pair question within ``--answer-timeout-s``, as callers would be
+answered (``answering``): health alone stays green with a step's process dead or stuck.
 
 Needs only the standard library: it runs in Triton's image.
 """
@@ -25,6 +27,7 @@ import json
 import os
 import sys
 import time
+import urllib.error
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
@@ -129,6 +132,43 @@ class AdminClient:
         return {m["name"]: m.get("state", "") for m in self.call("/v2/repository/index", {})}
 
 
+PROBE_PAIR = ("Who wrote it?", "Ada Lovelace wrote it in 1843.")
+
+
+def answering(http_url: str, timeout_s: float = 4.0, key: tuple[str, str] | None = None) -> str | None:
+    """Why the ensemble does not answer a one-pair question over ``http_url`` (Triton's own HTTP port, on
+    loopback) within ``timeout_s`` — no answer in time (a stuck step or server), a Python-backend process that
+    is not healthy (dead, killed for memory), no connection — or None when it does. A refusal that only a
+    serving server gives is an answer too: overload (UNAVAILABLE, the request's queue timeout passed), or the
+    ensemble unloaded by a drain. ``key``: the inference key of a server that restricts inference."""
+    question, context = PROBE_PAIR
+    body = {
+        "inputs": [
+            {"name": "question", "shape": [1], "datatype": "BYTES", "data": [question]},
+            {"name": "context", "shape": [1], "datatype": "BYTES", "data": [context]},
+        ],
+        # refused from Triton's queues before the probe gives up, rather than left waiting
+        "parameters": {"timeout": int(timeout_s * 1e6 * 0.75)},
+    }
+    request = urllib.request.Request(
+        f"{http_url.rstrip('/')}/v2/models/{ENSEMBLE}/infer",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **(dict([key]) if key else {})},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            outputs = {o["name"]: o["data"] for o in json.loads(response.read())["outputs"]}
+            return None if "answer" in outputs else "the answer has no 'answer' output"
+    except urllib.error.HTTPError as error:
+        message = (json.loads(error.read() or b"{}") or {}).get("error", "")
+        if error.code in (400, 404, 503) and "not healthy" not in message:  # refused by a serving server
+            return None
+        return f"HTTP {error.code}: {message[:300]}"
+    except (OSError, ValueError) as error:  # no answer in time, no connection, not JSON
+        return f"no answer within {timeout_s:g} s ({error.__class__.__name__}: {error})"
+
+
 def drain(admin: AdminClient, model: str = ENSEMBLE, timeout_s: float = 30.0, poll_s: float = 0.1) -> str:
     """Unload ``model`` and wait until it is no longer UNLOADING (its requests in flight have finished), at
     most ``timeout_s``; its state then."""
@@ -151,9 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     command.add_argument("--admin-key", metavar="HEADER=VALUE", help=f"default: x-admin-key=${ADMIN_KEY_ENV}")
     command.add_argument("--settle-s", type=float, default=5.0, help="wait first, for endpoints to drop the server")
     command.add_argument("--timeout-s", type=float, default=30.0, help="longest wait for requests in flight")
-    live = commands.add_parser("live", help="liveness: health, and tritonserver's memory under the limit")
+    live = commands.add_parser(
+        "live", help="liveness: health, tritonserver's memory under the limit, a question answered"
+    )
     live.add_argument("--url", default="http://127.0.0.1:8000", help="the server's HTTP endpoint")
     live.add_argument("--max-memory-mb", type=float, default=2048, help="tritonserver's private memory limit")
+    live.add_argument("--answer-timeout-s", type=float, default=4.0, help="longest wait for the question's answer")
+    add_api_key_option(live)
     args = parser.parse_args(argv)
     if args.command == "live":
         if not AdminClient(args.url).live():
@@ -167,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
                 return 1
+        if why := answering(args.url, args.answer_timeout_s, args.api_key):
+            print(f"live: {ENSEMBLE} does not answer: {why}", file=sys.stderr)
+            return 1
         return 0
     key = (
         parse_header(args.admin_key)

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.backend import config_file_parameters
-from runtime.tensors import GRAPH_INPUTS, GRAPH_OUTPUTS
+from runtime.tensors import GRAPH_INPUTS, GRAPH_OUTPUTS, TYPE_BIT
 from serving.engines import ENGINES, PRECISIONS, EngineChoiceError, choose, graph_precision
 
 DEFAULT_MODEL = "valhalla/electra-base-discriminator-finetuned_squadv1"
@@ -217,29 +217,44 @@ def load_checkpoint(model: str):
 
         if not isinstance(try_to_load_from_cache(model, "config.json"), str):  # fails fast, without torch
             raise _hub_error(model, f"{offline} and the model is not in the local cache")
-    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            str(path) if local else model, use_fast=True, local_files_only=bool(offline)
-        )
-        # eager attention: the graph traced from it is the one ONNX Runtime's fusions recognise (the SDPA path
-        # does not trace); the logits are the same, and checked against the exported graph's
-        network = AutoModelForQuestionAnswering.from_pretrained(
-            str(path) if local else model, local_files_only=bool(offline), attn_implementation="eager"
-        ).eval()
-    except OSError as error:
-        if local:
-            raise ExportError(f"{path} is not a question-answering checkpoint: {error}") from error
-        raise _hub_error(model, error.__class__.__name__) from error
-    family = getattr(network.config, "model_type", None)
+    source = str(path) if local else model
+
+    def loaded(load, **kwargs):
+        """``load(source)``, its failures as ``ExportError`` (one line, no traceback); never another checkpoint's
+        own code (auto_map): its classes would run in the export and the server."""
+        try:
+            return load(source, local_files_only=bool(offline), trust_remote_code=False, **kwargs)
+        except OSError as error:
+            if local:
+                raise ExportError(f"{path} is not a question-answering checkpoint: {_first_line(error)}") from error
+            raise _hub_error(model, error.__class__.__name__) from error
+        except (ValueError, ImportError, RuntimeError, MemoryError) as error:  # what transformers and torch raise
+            raise ExportError(f"{model} does not load: {type(error).__name__}: {_first_line(error)}") from error
+
+    config = loaded(AutoConfig.from_pretrained)
+    family = getattr(config, "model_type", None)
     if family not in FAMILIES:
         raise ExportError(f"{model} is a {family} checkpoint; the families served are {', '.join(FAMILIES)}")
+    vocab_size = getattr(config, "vocab_size", None)
+    if not isinstance(vocab_size, int) or not 0 < vocab_size <= TYPE_BIT:
+        raise ExportError(
+            f"{model}'s vocab_size is {vocab_size}; the served tokens carry ids below {TYPE_BIT:,} (runtime.tensors)"
+        )
+    tokenizer = loaded(AutoTokenizer.from_pretrained, use_fast=True)
+    # eager attention: the graph traced from it is the one ONNX Runtime's fusions recognise (the SDPA path does
+    # not trace); the logits are the same, and checked against the exported graph's
+    network = loaded(AutoModelForQuestionAnswering.from_pretrained, attn_implementation="eager").eval()
     if not tokenizer.is_fast:
         raise ExportError(f"{model} has no fast tokenizer; the tokenizer step needs tokenizer.json offsets")
     if tokenizer.padding_side != "right":
         raise ExportError(f"{model}'s tokenizer pads on the {tokenizer.padding_side}; question-first needs right")
     return tokenizer, network
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [""])[0][:300]
 
 
 def _hub_error(model: str, reason: str) -> ExportError:
@@ -281,8 +296,9 @@ def export(
         raise ExportError(f"engine {chosen.name} runs the ONNX graph: only the torch engine serves without one")
     precision = graph_precision(precision)
     tokenizer, network = load_checkpoint(model)
-
     repository = Path(repository)
+    if not (repository / "electra" / "config.pbtxt").is_file():
+        raise ExportError(f"{repository} is not a model repository (no electra/config.pbtxt): copy model_repository/")
     files = ExportedFiles.of(repository)
     check_windowing(tokenizer, repository)
     model_dir = files.record.parent

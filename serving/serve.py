@@ -20,13 +20,16 @@ fail ensemble requests between two steps). Whenever tritonserver ends without be
 signal, any exit status) a new one is started at once, with a bounded back-off when that keeps happening soon
 after starting. When a Python-backend stub process dies (killed, out of memory), which this Triton build
 neither reports nor repairs (its health endpoints stay green while every request to that model fails),
-tritonserver is killed and restarted. It is restarted, drained, when its own memory stays above
-``--max-server-memory-mb``: Triton 2.51's gRPC frontend never frees a call whose client went away while the
-response was being written (a ModelStreamInfer or ModelInfer whose responses are never read, then dropped),
-and its shutdown then waits out the exit timeout; the restart bounds what such calls can hold. The Python
-backend's shared-memory regions are made owner-only as they appear and removed once their server has ended
-(``serving.shm``). gRPC and HTTP listen on 127.0.0.1 unless ``--address`` says otherwise; the printed command
-lines show keys as <redacted> (tritonserver's own /proc/<pid>/cmdline still holds them).
+tritonserver is killed and restarted; so it is when the ensemble answers no question for PROBE_FAILURES probes
+in a row (a stub or tritonserver stuck: ``serving.admin.answering``). SIGHUP (a closing terminal) and SIGQUIT
+drain and stop as SIGTERM does. It is restarted, drained, when a stub's memory stays above
+``--max-stub-memory-mb``, or its own above ``--max-server-memory-mb``: Triton 2.51's gRPC frontend never frees a
+call whose client went away while the response was being written (a ModelStreamInfer or ModelInfer whose
+responses are never read, then dropped), and its shutdown then waits out the exit timeout; the restart bounds
+what such calls can hold. The Python backend's shared-memory regions are made owner-only as they appear and
+removed once their server has ended (``serving.shm``). gRPC and HTTP listen on 127.0.0.1 unless ``--address``
+says otherwise; the printed command lines show keys as <redacted> (tritonserver's own /proc/<pid>/cmdline still
+holds them).
 ``--no-supervise`` execs tritonserver instead.
 """
 
@@ -43,13 +46,14 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from client.names import ENSEMBLE
 from serving import shm, stub_compat
-from serving.admin import ADMIN_HEADER, AdminClient, admin_key_file, parse_header
+from serving.admin import ADMIN_HEADER, AdminClient, admin_key_file, answering, parse_header
 from serving.engines import ENGINES, PRECISIONS, EngineChoiceError, choose, described
 from serving.export import DEFAULT_MODEL, DEFAULT_REPOSITORY, is_current, read_record
 from serving.processes import mapped_shm, memory_mb, processes, running, stub_pids
@@ -58,6 +62,9 @@ PROJECT = Path(__file__).resolve().parent.parent
 EXIT_TIMEOUT_S = 30
 # tritonserver's private memory above which the supervisor restarts it (see Supervisor); 0 turns it off
 MAX_SERVER_MEMORY_MB = 2048
+# a Python-backend stub's: the model step's holds the model (the base model in fp32: ~1 GB), the tokenizer's its
+# context cache (context_cache_bytes); far above both, so that only a leak or a runaway request reaches it
+MAX_STUB_MEMORY_MB = 4096
 # glibc's allocator for tritonserver and its stubs: buffers of 1 MiB and more are mapped on their own and given
 # back when freed (without it, the threshold grows after the first large free and a burst's tensors stay
 # resident: tritonserver's private memory after 8 concurrent 1,000-window requests 91 MB, with it 21 MB)
@@ -366,6 +373,12 @@ def main(argv: list[str] | None = None) -> int:
         help="restart tritonserver (drained) when its private memory stays above this (0: never)",
     )
     parser.add_argument(
+        "--max-stub-memory-mb",
+        type=float,
+        default=MAX_STUB_MEMORY_MB,
+        help="restart tritonserver (drained) when a Python-backend stub's private memory stays above this (0: never)",
+    )
+    parser.add_argument(
         "--no-supervise", action="store_true", help="exec tritonserver: no restarts, no shared-memory upkeep"
     )
     parser.add_argument(
@@ -434,7 +447,15 @@ def main(argv: list[str] | None = None) -> int:
         os.chdir(workdir)
         os.execve(command[0], command, env)
     host = "127.0.0.1" if args.address in ("0.0.0.0", "::") else args.address
-    supervisor = Supervisor(command, env, f"http://{host}:{args.http_port}", admin, args.max_server_memory_mb)
+    supervisor = Supervisor(
+        command,
+        env,
+        f"http://{host}:{args.http_port}",
+        admin,
+        args.max_server_memory_mb,
+        args.max_stub_memory_mb,
+        header_pair(args.api_key, "--api-key") if args.api_key else None,
+    )
     return supervisor.run(workdir)
 
 
@@ -459,9 +480,11 @@ class Supervisor:
     """Runs tritonserver and keeps it serving until asked to stop: drains and stops it on SIGINT/SIGTERM, and
     starts it again whenever it ends without being asked to (a crash, a signal, any exit status), at once, with
     a bounded back-off when it keeps ending soon after starting (BACKOFF_S). It kills and restarts it when one of
-    its stub processes dies, and restarts it, drained first so no ensemble request is lost, when its private
-    memory stays above ``max_memory_mb`` for MEMORY_GRACE_S (a leak: calls Triton 2.51 never frees; a burst of
-    large requests passes within seconds). The exit watch runs from the start; the stubs are watched from the
+    its stub processes dies or the ensemble answers no question for PROBE_FAILURES probes in a row, PROBE_S apart
+    (``serving.admin.answering``: a stub or the server stuck), and restarts it, drained first so no ensemble
+    request is lost, when its private memory stays above ``max_memory_mb`` or a stub's above
+    ``max_stub_memory_mb`` for MEMORY_GRACE_S (a leak: calls Triton 2.51 never frees; a burst of large requests
+    passes within seconds). The exit watch runs from the start; the stubs and the answers are watched from the
     first readiness (loading starts short-lived ones). Each server's shared-memory regions are made owner-only as
     they appear and removed once it has exited (``serving.shm``). Only a first server that ends before it was
     ever ready (a setup error: a port taken, a model that fails to load) ends the supervisor, with its status."""
@@ -472,11 +495,21 @@ class Supervisor:
     MEMORY_GRACE_S = 10.0
     STABLE_S = 60.0  # a server that ran less before ending counts towards the back-off
     BACKOFF_S = (0.0, 1.0, 2.0, 4.0, 8.0, 10.0)  # before the 1st, 2nd, ... restart of servers that ran < STABLE_S
+    PROBE_S, PROBE_TIMEOUT_S, PROBE_FAILURES = 5.0, 4.0, 3  # a question every 5 s; 3 unanswered in a row: stuck
+    STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 
     def __init__(
-        self, command: list[str], env: dict[str, str], http_url: str, admin: tuple[str, str], max_memory_mb: float = 0
+        self,
+        command: list[str],
+        env: dict[str, str],
+        http_url: str,
+        admin: tuple[str, str],
+        max_memory_mb: float = 0,
+        max_stub_memory_mb: float = 0,
+        api_key: tuple[str, str] | None = None,
     ):
         self.command, self.env, self.max_memory_mb = command, env, max_memory_mb
+        self.max_stub_memory_mb, self.http_url, self.api_key = max_stub_memory_mb, http_url, api_key
         self.server = AdminClient(http_url, admin, timeout_s=2.0)
         self.stopping: int | None = None  # the signal asked to stop with
         self.process: subprocess.Popen | None = None
@@ -489,11 +522,12 @@ class Supervisor:
 
     def _drain_and_stop(self) -> None:
         """Unload the ensemble (new requests are refused, those in flight finish), wait until it is unloaded or
-        the exit timeout passes, then stop tritonserver."""
+        the exit timeout passes, then stop tritonserver (SIGINT as asked, else SIGTERM: tritonserver knows no
+        SIGHUP or SIGQUIT)."""
         assert self.process is not None
         self._drain()
         if self.process.poll() is None:
-            self.process.send_signal(self.stopping or signal.SIGTERM)
+            self.process.send_signal(signal.SIGINT if self.stopping == signal.SIGINT else signal.SIGTERM)
 
     def _drain(self) -> None:
         """Unload the ensemble and wait until it is unloaded (every request in it finished), or the exit timeout
@@ -509,12 +543,27 @@ class Supervisor:
         except (OSError, ValueError) as error:  # not serving yet, or gone: just stop it
             log(f"draining skipped ({error})")
 
-    def _over_memory(self, since: float | None) -> float | None:
-        """When tritonserver's private memory went above the limit (and has stayed there), else None."""
+    def _over_memory(self, since: float | None, stubs: set[int]) -> float | None:
+        """When tritonserver's private memory or a stub's went above its limit (and has stayed there), else
+        None."""
         assert self.process is not None
-        if not self.max_memory_mb or memory_mb(self.process.pid) <= self.max_memory_mb:
+        if not self._memory_excess(stubs):
             return None
         return since if since is not None else time.monotonic()
+
+    def _memory_excess(self, stubs: set[int]) -> str | None:
+        """Which process holds more private memory than its limit, and how much, or None."""
+        assert self.process is not None
+        if self.max_memory_mb and (held := memory_mb(self.process.pid)) > self.max_memory_mb:
+            limit = f"limit {self.max_memory_mb:.0f} MB, --max-server-memory-mb"
+            return f"tritonserver holds {held:.0f} MB of private memory ({limit})"
+        for stub in stubs if self.max_stub_memory_mb else ():
+            if (held := memory_mb(stub)) > self.max_stub_memory_mb:
+                return (
+                    f"Python-backend stub {stub} holds {held:.0f} MB of private memory "
+                    f"(limit {self.max_stub_memory_mb:.0f} MB, --max-stub-memory-mb)"
+                )
+        return None
 
     def _restart_stop(self) -> None:
         """Stop tritonserver for a restart: gracefully, but after RESTART_GRACE_S it is killed (calls Triton
@@ -569,36 +618,47 @@ class Supervisor:
         asked to stop, it has been told to)."""
         assert self.process is not None
         stubs: set[int] | None = None  # armed once the server is ready (loading starts short-lived stubs)
-        over_memory: float | None = None  # since when tritonserver's memory is above the limit
+        prober: Prober | None = None
+        over_memory: float | None = None  # since when a process's memory is above its limit
         next_poll = time.monotonic()
-        while True:
-            shm.protect(prefix)
-            if self.stopping is not None:
-                self._drain_and_stop()
-                return False
-            status = self.process.poll()
-            if status is not None:
-                log(f"tritonserver ended ({exit_reason(status)}); restarting tritonserver")
-                return True
-            if stubs is None:
-                stubs = stub_pids(self.process.pid) if self.server.ready() else None
-                self.served = self.served or stubs is not None
-            elif dead := stubs - running(stubs):
-                log(f"Python-backend stub process(es) {sorted(dead)} died; killing and restarting tritonserver")
-                self.process.kill()  # a model whose stub is dead never finishes unloading
-                return True
-            elif time.monotonic() >= next_poll:
-                next_poll = time.monotonic() + self.POLL_S
-                over_memory = self._over_memory(over_memory)
-                if over_memory is not None and time.monotonic() - over_memory >= self.MEMORY_GRACE_S:
-                    log(
-                        f"tritonserver holds {memory_mb(self.process.pid):.0f} MB of private memory "
-                        f"(limit {self.max_memory_mb:.0f} MB, --max-server-memory-mb); restarting it"
-                    )
-                    self._drain()  # the ensemble's requests finish; calls Triton leaked keep it from exiting,
-                    self._restart_stop()  # so it is killed after RESTART_GRACE_S
+        try:
+            while True:
+                shm.protect(prefix)
+                if self.stopping is not None:
+                    self._drain_and_stop()
+                    return False
+                status = self.process.poll()
+                if status is not None:
+                    log(f"tritonserver ended ({exit_reason(status)}); restarting tritonserver")
                     return True
-            time.sleep(self.TICK_S)
+                if stubs is None:
+                    stubs = stub_pids(self.process.pid) if self.server.ready() else None
+                    self.served = self.served or stubs is not None
+                    if stubs is not None:
+                        prober = Prober(self.http_url, self.PROBE_S, self.PROBE_TIMEOUT_S, self.api_key)
+                elif dead := stubs - running(stubs):
+                    log(f"Python-backend stub process(es) {sorted(dead)} died; killing and restarting tritonserver")
+                    self.process.kill()  # a model whose stub is dead never finishes unloading
+                    return True
+                elif prober is not None and prober.failures >= self.PROBE_FAILURES:
+                    log(
+                        f"{ENSEMBLE} answered no question {prober.failures} times in a row, {self.PROBE_S:g} s apart "
+                        f"(last: {prober.last}); killing and restarting tritonserver"
+                    )
+                    self.process.kill()  # a stuck server or stub drains nothing
+                    return True
+                elif time.monotonic() >= next_poll:
+                    next_poll = time.monotonic() + self.POLL_S
+                    over_memory = self._over_memory(over_memory, stubs)
+                    if over_memory is not None and time.monotonic() - over_memory >= self.MEMORY_GRACE_S:
+                        log(f"{self._memory_excess(stubs)}; restarting tritonserver")
+                        self._drain()  # the ensemble's requests finish; calls Triton leaked keep it from exiting,
+                        self._restart_stop()  # so it is killed after RESTART_GRACE_S
+                        return True
+                time.sleep(self.TICK_S)
+        finally:
+            if prober is not None:
+                prober.stop()
 
     def _backoff_s(self, quick: int) -> float:
         """The wait before the next start after ``quick`` servers in a row ended within STABLE_S."""
@@ -606,8 +666,8 @@ class Supervisor:
 
     def run(self, workdir: Path | None = None) -> int:
         """Serve (tritonserver in ``workdir``) until asked to stop; tritonserver's exit status."""
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        for stop_signal in self.STOP_SIGNALS:
+            signal.signal(stop_signal, self._on_signal)
         if orphans := shm.remove_orphans(mapped_shm({p.pid for p in processes()})):
             log(f"removed {len(orphans)} shared-memory region(s) of supervisors that were killed")
         quick = 0  # servers in a row that ended within STABLE_S of starting
@@ -628,6 +688,27 @@ class Supervisor:
                 self._sleep(delay)
                 if self.stopping is not None:
                     return status
+
+
+class Prober:
+    """Asks the ensemble a question every ``interval_s`` on a thread of its own (``serving.admin.answering``),
+    so that a stuck server never holds up the supervisor's watch: ``failures`` counts the probes in a row that
+    got no answer, ``last`` says why the last one failed."""
+
+    def __init__(self, http_url: str, interval_s: float, timeout_s: float, api_key: tuple[str, str] | None):
+        self.http_url, self.interval_s, self.timeout_s, self.api_key = http_url, interval_s, timeout_s, api_key
+        self.failures, self.last = 0, ""
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="answer-probe", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.interval_s):
+            why = answering(self.http_url, self.timeout_s, self.api_key)
+            self.failures, self.last = (self.failures + 1, why) if why else (0, "")
+
+    def stop(self) -> None:
+        self._stopped.set()
 
 
 def exit_reason(status: int) -> str:

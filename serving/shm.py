@@ -41,15 +41,27 @@ def regions(prefix: str, directory: Path = SHM_DIR) -> list[Path]:
 
 
 def protect(prefix: str, directory: Path = SHM_DIR) -> list[Path]:
-    """Make the regions named with ``prefix`` owner-only (0600); those it changed."""
+    """Make the regions named with ``prefix`` owner-only (0600); those it changed. Only regular files this
+    process's user owns are changed, through a descriptor opened without following links: /dev/shm is
+    world-writable, and anyone may put a link there under a region's name (to make a file of ours 0600) or a
+    file of their own."""
     changed = []
     for region in regions(prefix, directory):
         try:
-            if stat.S_IMODE(region.stat().st_mode) != OWNER_ONLY:
-                region.chmod(OWNER_ONLY)
-                changed.append(region)
-        except OSError:  # removed meanwhile
+            fd = os.open(region, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:  # a link (ELOOP), or removed meanwhile
             continue
+        try:
+            found = os.fstat(fd)
+            if (
+                stat.S_ISREG(found.st_mode)
+                and found.st_uid == os.geteuid()
+                and stat.S_IMODE(found.st_mode) != OWNER_ONLY
+            ):
+                os.fchmod(fd, OWNER_ONLY)
+                changed.append(region)
+        finally:
+            os.close(fd)
     return changed
 
 

@@ -19,6 +19,7 @@ client, an HTTP probe).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -272,8 +273,10 @@ class Container:
         log: Path,
         network_of: Container | None = None,
         read_only: Iterable[str] = (),
+        service: str = "",
+        binds: dict[str, Path] | None = None,
     ):
-        self.image, self.log, self.volumes = image, log, volumes
+        self.image, self.log, self.volumes, self.service = image, log, volumes, service
         self.env = image.environment(env)
         self.argv = [self._host(a) for a in argv]
         network = "" if network_of else "ip link set lo up && "
@@ -283,6 +286,11 @@ class Container:
             f"mount --bind {shlex.quote(str(volumes[v]))} {shlex.quote(str(volumes[v]))} && "
             f"mount -o remount,bind,ro {shlex.quote(str(volumes[v]))} && "
             for v in read_only
+        )
+        # a directory of this machine bound at a path of the container's (its own mount namespace: the machine's
+        # own file there is left alone), for a program of this machine that reads that path
+        bound += "".join(
+            f"mount --bind {shlex.quote(str(src))} {shlex.quote(dst)} && " for dst, src in (binds or {}).items()
         )
         setup = network + bound + 'mount -t tmpfs -o size=1g,mode=1777 shm /dev/shm && cd "$0" && exec "$@"'
         # a network namespace of its own, or the one of ``network_of``
@@ -365,23 +373,32 @@ class Container:
     def http_status(self, port: int, path: str, body: bytes | None = None) -> int:
         """What an HTTP GET of ``path`` (a POST of ``body``) on the container's ``port`` answers (0: no answer),
         as a probe or a client on its network sees it."""
+        return self.http(port, path, body)[0]
+
+    def http(self, port: int, path: str, body: bytes | None = None, headers: dict | None = None) -> tuple[int, str]:
+        """(status, body) of an HTTP GET of ``path`` (a POST of ``body``, with ``headers``) on the container's
+        ``port`` (0: no answer), as a client on its network sees it."""
         probe = (
-            "import sys, urllib.request, urllib.error\n"
+            "import json, sys, urllib.request, urllib.error\n"
+            "headers = json.loads(sys.argv[2])\n"
             "body = sys.stdin.buffer.read() if sys.argv[1] == 'post' else None\n"
+            f"request = urllib.request.Request('http://127.0.0.1:{port}{path}', data=body, headers=headers)\n"
             "try:\n"
-            f"    print(urllib.request.urlopen('http://127.0.0.1:{port}{path}', data=body, timeout=10).status)\n"
+            "    with urllib.request.urlopen(request, timeout=10) as response:\n"
+            "        print(json.dumps([response.status, response.read().decode('utf-8', 'replace')]))\n"
             "except urllib.error.HTTPError as error:\n"
-            "    print(error.code)\n"
+            "    print(json.dumps([error.code, error.read().decode('utf-8', 'replace')]))\n"
             "except OSError:\n"
-            "    print(0)\n"
+            "    print(json.dumps([0, '']))\n"
         )
         process = self.on_network(
-            [sys.executable, "-c", probe, "get" if body is None else "post"],
+            [sys.executable, "-c", probe, "get" if body is None else "post", json.dumps(headers or {})],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
         out, _ = process.communicate(body or b"", timeout=60)
-        return int(out.strip() or 0)
+        status, text = json.loads(out or b'[0, ""]')
+        return status, text
 
     def tcp_open(self, port: int) -> bool:
         """Whether a TCP connection to the container's ``port`` opens (a tcpSocket probe)."""

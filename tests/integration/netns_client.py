@@ -9,11 +9,18 @@ results as JSON on standard output.
         -> {"answers": [[text, start, end] or "ErrorType: message", ...], "windows": w, "executions": e}: the
            pairs asked CONCURRENCY at a time (one question per call, without retries), and what the model step ran
            meanwhile (its statistics before and after, read with the admin key)
+    python -m tests.integration.netns_client concurrent URL CALLS
+        -> {"answered": n, "errors": ["ErrorType: message", ...]}: CALLS questions at once on one channel (one
+           client, one connection), without retries
+    python -m tests.integration.netns_client compressed URL
+        -> "ErrorType: message" of one question sent gzip-compressed, or null when answered
+    python -m tests.integration.netns_client streamed URL
+        -> the error of one question sent on a ModelStreamInfer stream, or null when answered
     python -m tests.integration.netns_client large URL BYTES
         -> "ErrorType: message" of one question whose context has BYTES bytes, or null when answered
-    python -m tests.integration.netns_client unfinished HOST:PORT
+    python -m tests.integration.netns_client unfinished HOST:PORT [INFERENCE_KEY]
         -> what the server answers (its status line, or "" when it closes) to a POST that announces 2 GB and
-           sends 1 MB of it, within 15 s
+           sends 1 MB of it, within 15 s (with the key in x-inference-key, when given)
     python -m tests.integration.netns_client idle URL CONNECTIONS SECONDS
         -> {"answered": bool, "open_after": n}: CONNECTIONS idle TCP connections opened, a question asked
            beside them, then how many the server still holds open SECONDS later
@@ -97,6 +104,65 @@ def batched(url: str, http_url: str, key: str, concurrency: int) -> dict:
     }
 
 
+def concurrent(url: str, calls: int) -> dict:
+    from concurrent.futures import ThreadPoolExecutor
+
+    start = threading.Barrier(calls)
+    with TritonQA(url, timeout_s=120, retry=NO_RETRIES) as qa:
+
+        def one(i: int) -> str | None:
+            start.wait()
+            try:
+                qa.ask(f"Who wrote text {i}?", f"Text {i} was written by Ada Lovelace in {1800 + i}.")
+            except QAError as failure:
+                return f"{type(failure).__name__}: {failure}"
+            return None
+
+        with ThreadPoolExecutor(calls) as pool:
+            outcomes = list(pool.map(one, range(calls)))
+    errors = [o for o in outcomes if o]
+    return {"answered": len(outcomes) - len(errors), "errors": errors}
+
+
+def raw_inputs(grpc_module):
+    import numpy as np
+
+    inputs = []
+    for name, text in (("question", "Who wrote it?"), ("context", "Ada Lovelace wrote it.")):
+        tensor = grpc_module.InferInput(name, [1], "BYTES")
+        tensor.set_data_from_numpy(np.array([text.encode()], dtype=object))
+        inputs.append(tensor)
+    return inputs
+
+
+def compressed(url: str) -> str | None:
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        client.infer("electra_qa", raw_inputs(grpcclient), compression_algorithm="gzip", client_timeout=30)
+    except InferenceServerException as failure:
+        return f"{failure.status()}: {failure.message()}"
+    return None
+
+
+def streamed(url: str) -> str | None:
+    import queue
+
+    import tritonclient.grpc as grpcclient
+
+    results: queue.Queue = queue.Queue()
+    client = grpcclient.InferenceServerClient(url)
+    client.start_stream(callback=lambda result, error: results.put(error), stream_timeout=30)
+    try:
+        client.async_stream_infer("electra_qa", raw_inputs(grpcclient))
+        error = results.get(timeout=30)
+    finally:
+        client.stop_stream()
+    return None if error is None else f"{error.status()}: {error.message()}"
+
+
 def large(url: str, size: int) -> str | None:
     with TritonQA(url, timeout_s=60, retry=NO_RETRIES) as qa:
         try:
@@ -106,10 +172,13 @@ def large(url: str, size: int) -> str | None:
     return None
 
 
-def unfinished(address: str) -> str:
+def unfinished(address: str, key: str = "") -> str:
     host, port = address.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=15) as connection:
-        head = b"POST /v2/models/electra_qa/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000000\r\n\r\n"
+        keyed = f"x-inference-key: {key}\r\n".encode() if key else b""
+        head = (
+            b"POST /v2/models/electra_qa/infer HTTP/1.1\r\nHost: x\r\n" + keyed + b"Content-Length: 2000000000\r\n\r\n"
+        )
         try:
             connection.sendall(head + b"{" * 2**20)
         except OSError:  # refused before all of it was sent
@@ -152,8 +221,14 @@ if __name__ == "__main__":
         result = load(url, float(rest[0]), int(rest[1]))
     elif command == "batched":
         result = batched(url, rest[0], rest[1], int(rest[2]))
+    elif command == "concurrent":
+        result = concurrent(url, int(rest[0]))
+    elif command == "compressed":
+        result = compressed(url)
+    elif command == "streamed":
+        result = streamed(url)
     elif command == "unfinished":
-        result = unfinished(url)
+        result = unfinished(url, *rest)
     elif command == "large":
         result = large(url, int(rest[0]))
     else:

@@ -283,6 +283,83 @@ def test_bulk_command_stops_when_the_server_is_gone_and_says_how_to_resume(tmp_p
     assert out.read_text() == ""
 
 
+def test_a_second_run_on_the_same_output_is_refused_naming_the_first_which_finishes_alone(triton_server, tmp_path):
+    source, out = tmp_path / "q.jsonl", tmp_path / "a.jsonl"
+    ids, _ = write_jsonl(source, 600)
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "offline.bulk",
+            str(source),
+            str(out),
+            "--url",
+            triton_server.grpc_url,
+            "--no-progress",
+            "--batch-size",
+            "4",
+            "--in-flight",
+            "1",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while not out.exists() or not out.stat().st_size:  # the first run holds the file
+            assert first.poll() is None, "the first run ended before it wrote"
+            time.sleep(0.02)
+        second = bulk(source, out, "--url", triton_server.grpc_url)
+        assert second.returncode == 2
+        assert second.stderr.strip().splitlines() == [
+            f"refused: {out} is being written by another run (process {first.pid}): wait for it to end, or write "
+            "elsewhere"
+        ]
+        assert first.wait(timeout=300) == 0
+    finally:
+        first.kill()
+    assert [line["id"] for line in read_jsonl(out)] == ids  # each question once, in input order
+
+
+def test_a_full_disk_stops_the_run_in_one_line_and_the_same_command_resumes_it(triton_server, tmp_path):
+    """The output on a 64 KiB filesystem of its own (tmpfs, in a mount namespace): the run stops with exit
+    status 2 and one line; with room again, the same command finishes it, each question once."""
+    source, full = tmp_path / "q.jsonl", tmp_path / "full"
+    ids, _ = write_jsonl(source, 3000)  # ~250 KiB of answers
+    full.mkdir()
+    command = [
+        sys.executable,
+        "-m",
+        "offline.bulk",
+        str(source),
+        str(full / "a.jsonl"),
+        "--url",
+        triton_server.grpc_url,
+        "--no-progress",
+    ]
+    script = (
+        f"mount -t tmpfs -o size=64k tmpfs {full} && {' '.join(command)}; status=$?; "
+        f"cp {full}/a.jsonl {tmp_path}/a.jsonl; exit $status"
+    )
+    stopped = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert stopped.returncode == 2, stopped.stderr[-2000:]
+    (line,) = stopped.stderr.strip().splitlines()
+    assert line.startswith(f"stopped: no space left to write {full / 'a.jsonl'} (No space left on device)")
+    assert "run the same command again to resume" in line
+    out = tmp_path / "a.jsonl"
+    assert 0 < len(read_jsonl_prefix(out)) < 3000
+    resumed = bulk(source, out, "--url", triton_server.grpc_url)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert [line["id"] for line in read_jsonl(out)] == ids
+
+
+def read_jsonl_prefix(path):
+    """The complete lines of a file a stopped run left (its last may be cut short)."""
+    return [json.loads(line) for line in path.read_bytes().split(b"\n")[:-1]]
+
+
 def test_make_bulk_without_files_explains_its_usage():
     result = subprocess.run(
         ["make", "--no-print-directory", "bulk", "IN=x.jsonl"], cwd=ROOT, capture_output=True, text=True

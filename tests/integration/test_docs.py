@@ -37,3 +37,54 @@ def test_python_blocks_run(where, block, triton_server, tiny_checkpoint, tmp_pat
         namespace = {"json": json, "qa": qa, "pairs": list(CASES.values()), "q1": q1, "c1": c1, "q2": q2, "c2": c2}
         namespace["TritonQA"] = TritonQA
         exec(compile(source, where, "exec"), namespace)
+
+
+def test_the_javascript_block_asks_as_the_python_client_does(triton_server, reference, tmp_path):
+    """docs/client.md's Node.js example, as its shell block says to run it (the descriptors from
+    ``python -m client.protos``, the npm packages it pins): the pipeline's answer, and INVALID_ARGUMENT with the
+    server's message for an empty question."""
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, as_list
+
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("Node.js and npm are not installed here")
+    ((where, script),) = code_blocks("javascript")
+    (tmp_path / "ask.js").write_text(script)
+    shell = next(block for _, block in code_blocks("bash") if "node ask.js" in block)
+    install = re.search(r"^npm install (.+?)\s*$", shell, re.M).group(1).split()
+    subprocess.run(
+        ["npm", "install", "--no-audit", "--no-fund", *install],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    subprocess.run([sys.executable, "-m", "client.protos", str(tmp_path / "triton.protoset")], cwd=ROOT, check=True)
+
+    def node(question, context):
+        run = subprocess.run(
+            ["node", "ask.js", triton_server.grpc_url, question, context],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return run.returncode, json.loads(run.stdout)
+
+    question, context = CASES["squad"]
+    status, answer = node(question, context)
+    (expected,) = as_list(reference(question=question, context=context))
+    assert status == 0, answer
+    assert (answer["answer"], answer["start"], answer["end"]) == (
+        expected["answer"],
+        expected["start"],
+        expected["end"],
+    )
+    assert answer["score"] == pytest.approx(expected["score"], rel=1e-4)
+    status, refused = node("  ", context)
+    assert status == 1 and refused["status"] == "INVALID_ARGUMENT", refused
+    assert "question 0 is empty or only whitespace" in refused["message"], where

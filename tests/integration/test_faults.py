@@ -1,8 +1,12 @@
 """Faults: the server killed under load and restarted, tritonserver crashed or killed under make serve's
 supervisor, a Python-backend stub killed, a graceful shutdown. Each test runs its own server (it gets killed)."""
 
+import contextlib
 import os
+import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -211,3 +215,85 @@ def test_a_dead_stub_gets_tritonserver_killed_at_once_and_its_shared_memory_remo
     assert not [r for r in regions if Path(r).exists()], "the dead server's shared memory is left in /dev/shm"
     with TritonQA(server.grpc_url) as qa:
         assert qa.ask(*CASES["squad"]).text
+
+
+def live(server, *args) -> subprocess.CompletedProcess:
+    """The containers' liveness command against ``server``'s own HTTP port."""
+    url = server.http_url.replace("localhost", "127.0.0.1")
+    return subprocess.run(
+        [sys.executable, "-m", "serving.admin", "live", "--url", url, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def unsupervised_server(tmp_path, tiny_checkpoint, triton_server):
+    """tritonserver as the containers run it: nothing restarts it (make serve --no-supervise execs it)."""
+    server = launch(tmp_path, tiny_checkpoint, triton_server.repository, serve_args="--no-supervise")
+    yield server
+    for pid in tritonserver_pids(grpc_port(server)):
+        for stub in stub_pids(pid):  # a stopped stub does not stop
+            os.kill(stub, signal.SIGCONT)
+    stop(server.process)
+
+
+@pytest.mark.parametrize("fault", ["killed", "stopped"])
+def test_liveness_fails_when_a_step_can_no_longer_answer_while_health_stays_green(unsupervised_server, fault):
+    """What callers see, not what /v2/health says: a stub killed (as the kernel kills one for memory) or stopped
+    leaves Triton's health and readiness green; the liveness command asks a question and fails, saying why."""
+    server = unsupervised_server
+    assert live(server).returncode == 0
+    (stub,) = stub_pids(tritonserver_of(server), "tokenizer")
+    os.kill(stub, signal.SIGKILL if fault == "killed" else signal.SIGSTOP)
+    failed = live(server)
+    assert failed.returncode == 1, failed.stderr
+    # a stopped stub: no answer in time, or Triton's own heartbeat has found it not healthy by then
+    whys = ("not healthy",) if fault == "killed" else ("not healthy", "no answer within 4 s")
+    assert "live: electra_qa does not answer" in failed.stderr, failed.stderr
+    assert any(why in failed.stderr for why in whys), failed.stderr
+    assert AdminClient(server.http_url.replace("localhost", "127.0.0.1")).live()  # health alone says all is well
+
+
+def test_a_stuck_stub_gets_tritonserver_restarted_by_the_supervisor(own_server):
+    """A stub stopped (SIGSTOP): no process died, health stays green, but no question is answered; after
+    PROBE_FAILURES probes in a row the supervisor kills tritonserver and starts a new one, which answers."""
+    server = own_server[0][0]
+    old = tritonserver_of(server)
+    time.sleep(Supervisor.POLL_S)  # the watch arms at the first readiness
+    (stub,) = stub_pids(old, "electra")
+    os.kill(stub, signal.SIGSTOP)
+    bound_s = (Supervisor.PROBE_FAILURES + 1) * (Supervisor.PROBE_S + Supervisor.PROBE_TIMEOUT_S)
+    wait_for_a_new_tritonserver(server, old, bound_s + RESTART_BOUND_S)
+    with contextlib.suppress(ProcessLookupError):  # the guard killed it with its server: gone, or dying
+        os.kill(stub, signal.SIGCONT)
+    with TritonQA(server.grpc_url) as qa:
+        assert qa.ask(*CASES["squad"]).text
+    assert "answered no question 3 times in a row" in server.log.read_text()
+
+
+def test_sighup_drains_and_stops_make_serve_as_sigterm_does(own_server):
+    """A closing terminal's SIGHUP: the ensemble drained, tritonserver stopped, make serve done (no restart)."""
+    server = own_server[0][0]
+    old = tritonserver_of(server)
+    os.killpg(server.process.pid, signal.SIGHUP)  # make and the supervisor, as a terminal's hangup reaches them
+    deadline = time.monotonic() + 60
+    while old in tritonserver_pids() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert old not in tritonserver_pids(), "tritonserver still runs"
+    log = server.log.read_text()
+    assert "successfully unloaded 'electra_qa'" in log  # drained: the ensemble unloaded before the stop
+    assert "restarting tritonserver" not in log
+
+
+def test_a_stub_over_its_memory_limit_gets_tritonserver_restarted_drained(tmp_path, tiny_checkpoint, triton_server):
+    """--max-stub-memory-mb bounds the stubs as --max-server-memory-mb bounds tritonserver: here 1 MB, which
+    every stub holds more than, so the first server is restarted after MEMORY_GRACE_S."""
+    server = launch(tmp_path, tiny_checkpoint, triton_server.repository, serve_args="--max-stub-memory-mb 1")
+    try:
+        old = tritonserver_of(server)
+        wait_for_a_new_tritonserver(server, old, Supervisor.MEMORY_GRACE_S + 2 * RESTART_BOUND_S)
+        assert re.search(r"Python-backend stub \d+ holds \d+ MB of private memory \(limit 1 MB", server.log.read_text())
+    finally:
+        stop(server.process)

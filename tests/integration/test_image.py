@@ -99,11 +99,18 @@ def exported(tmp_path_factory, checkpoint: Path, *args: str) -> Path:
 
 
 def compose_container(
-    image: Image, name: str, repository: Path, log: Path, variables: dict[str, str] | None = None, **override
+    image: Image,
+    name: str,
+    repository: Path,
+    log: Path,
+    variables: dict[str, str] | None = None,
+    front: Container | None = None,
+    **override,
 ) -> tuple[Container, str]:
     """The compose service ``name`` started from the layout: its entrypoint and command (``override``: flags
     replaced) with compose's ``variables`` set, its environment with a new admin key, its volume of the model
-    repository."""
+    repository, in its ``front``'s network namespace (``network_mode: service:<proxy>``; a namespace of its own
+    for a test that does not need the front)."""
     service = COMPOSE["services"][name]
     key = secrets.token_hex(16)
     env = {"ELECTRA_QA_ADMIN_KEY": key, **(variables or {})}
@@ -114,7 +121,10 @@ def compose_container(
     (volume,) = [v for v in service["volumes"] if v.startswith("./model_repository:")]
     _, inside, *mode = volume.split(":")
     read_only = [inside] if mode == ["ro"] else []
-    return Container(image, argv, environment, {inside: repository}, log, read_only=read_only), key
+    if front is not None:
+        assert service["network_mode"] == f"service:{front.service}"
+    container = Container(image, argv, environment, {inside: repository}, log, network_of=front, read_only=read_only)
+    return container, key
 
 
 def wait_until(check, timeout_s: float, container: Container, what: str) -> float:
@@ -158,36 +168,36 @@ def test_the_layout_has_the_project_installed_not_a_checkout_on_a_path(image):
     assert "PYTHONPATH" not in image.env
 
 
-def compose_proxy(triton: Container, name: str, log: Path) -> Container:
-    """The compose proxy service ``name`` in ``triton``'s network namespace, its configuration mounted."""
+def compose_proxy(name: str, log: Path, inference_keys: list[str] = ()) -> Container:
+    """The compose proxy service ``name``, its configuration mounted, in a network namespace of its own: the one
+    its Triton service joins, and whose ports it publishes. ``inference_keys``: the HTTP/JSON inference keys an
+    operator gives it (in /etc/nginx/inference-keys/, as docs/deploy.md says to mount them)."""
     service = COMPOSE["services"][name]
     (volume,) = service["volumes"]
     source, target, _ = volume.split(":")
-    return Container(
-        stand_in(log.parent / "nginx-image", NGINX_STOP),
-        NGINX_COMMAND,
-        {},
-        {target: ROOT / source},
-        log,
-        network_of=triton,
-    )
+    image = stand_in(log.parent / "nginx-image", NGINX_STOP)
+    etc = log.parent / f"{name}-etc-nginx"  # stands for the image's /etc/nginx
+    (etc / "inference-keys").mkdir(parents=True, exist_ok=True)
+    (etc / "inference-keys" / "operator.keys").write_text("".join(f'"{key}" 1;\n' for key in inference_keys))
+    binds = {"/etc/nginx": etc}
+    return Container(image, NGINX_COMMAND, {}, {target: ROOT / source}, log, service=name, binds=binds)
 
 
 def test_compose_cpu_service_behind_its_proxy(image, tmp_path_factory, tiny_checkpoint, reference):
     repository = exported(tmp_path_factory, tiny_checkpoint)
     workdir = tmp_path_factory.mktemp("compose-cpu")
-    triton, _ = compose_container(image, "triton-cpu", repository, workdir / "triton-cpu.log")
-    assert COMPOSE["services"]["proxy-cpu"]["network_mode"] == "service:triton-cpu"
-    proxy = compose_proxy(triton, "proxy-cpu", workdir / "proxy-cpu.log")
+    key = secrets.token_hex(16)
+    proxy = compose_proxy("proxy-cpu", workdir / "proxy-cpu.log", inference_keys=[key])
+    triton, _ = compose_container(image, "triton-cpu", repository, workdir / "triton-cpu.log", front=proxy)
+    healthcheck = COMPOSE["services"]["triton-cpu"]["healthcheck"]["test"]
+    assert healthcheck[0] == "CMD"
     try:
-        healthcheck = COMPOSE["services"]["triton-cpu"]["healthcheck"]["test"]
-        assert healthcheck[0] == "CMD"
         wait_until(lambda: triton.exec(healthcheck[1:]).returncode == 0, READY_TIMEOUT_S, triton, "healthy")
-        wait_until(lambda: triton.http_status(HTTP, "/v2/health/ready") == 200, 30, proxy, "the proxy")
+        wait_until(lambda: proxy.http_status(HTTP, "/v2/health/ready") == 200, 30, proxy, "the proxy")
 
         # questions through the proxy's gRPC port, answered as the pipeline answers them
         pairs = [CASES["squad"], CASES["emoji"], CASES["long"]]
-        got = on_network(triton, "ask", f"127.0.0.1:{GRPC}", stdin=pairs)
+        got = on_network(proxy, "ask", f"127.0.0.1:{GRPC}", stdin=pairs)
         for (question, context), answer in zip(pairs, got):
             assert_same_answers([tuple(answer)], as_list(reference(question=question, context=context)))
         assert "ModuleNotFoundError" not in triton.log.read_text()
@@ -197,21 +207,63 @@ def test_compose_cpu_service_behind_its_proxy(image, tmp_path_factory, tiny_chec
         assert {"--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1"} <= set(
             triton.argv
         )
-        for _ in range(2):  # the body that crashes tritonserver's JSON parser never reaches it
-            assert triton.http_status(HTTP, "/v2/models/electra_qa/infer", deep_json_body(200_000)) == 413
-        assert triton.http_status(HTTP, "/v2/models/electra_qa/infer", deep_json_body(10)) == 403  # no POST at all
-        # a body announced at 2 GB is refused from its headers: nothing of it is held
-        assert on_network(triton, "unfinished", f"127.0.0.1:{HTTP}", stdin=None).startswith("HTTP/1.1 413")
-        refused = on_network(triton, "large", f"127.0.0.1:{GRPC}", str(17 * 2**20), stdin=None)
+        for _ in range(2):  # the body that crashes tritonserver's JSON parser never reaches it without a key
+            assert proxy.http_status(HTTP, "/v2/models/electra_qa/infer", deep_json_body(200_000)) == 403
+        assert proxy.http_status(HTTP, "/v2/models/electra_qa/infer", deep_json_body(10)) == 403  # without a key
+        # HTTP/JSON inference for callers the operator gave a key: answered; without it, refused before Triton
+        question, context = CASES["squad"]
+        body = json.dumps(
+            {
+                "inputs": [
+                    {"name": "question", "shape": [1], "datatype": "BYTES", "data": [question]},
+                    {"name": "context", "shape": [1], "datatype": "BYTES", "data": [context]},
+                ]
+            }
+        ).encode()
+        infer = "/v2/models/electra_qa/infer"
+        status, answered = proxy.http(HTTP, infer, body, {"x-inference-key": key, "Content-Type": "application/json"})
+        assert status == 200, answered
+        outputs = {o["name"]: o["data"] for o in json.loads(answered)["outputs"]}
+        (expected,) = as_list(reference(question=question, context=context))
+        assert (outputs["answer"][0], outputs["start"][0], outputs["end"][0]) == (
+            expected["answer"],
+            expected["start"],
+            expected["end"],
+        )
+        assert proxy.http(HTTP, infer, body, {"x-inference-key": key[::-1]})[0] == 403
+        assert proxy.http(HTTP, infer, body)[0] == 403
+        assert proxy.http(HTTP, "/v2/repository/index", b"{}", {"x-inference-key": key})[0] == 403
+        # a body announced at 2 GB is refused from its headers, with a key or without: nothing of it is held
+        assert on_network(proxy, "unfinished", f"127.0.0.1:{HTTP}", stdin=None).startswith("HTTP/1.1 413")
+        assert on_network(proxy, "unfinished", f"127.0.0.1:{HTTP}", key, stdin=None).startswith("HTTP/1.1 413")
+        refused = on_network(proxy, "large", f"127.0.0.1:{GRPC}", str(17 * 2**20), stdin=None)
         assert refused.startswith("InvalidInputError") and "16 MiB" in refused, refused
-        held = on_network(triton, "idle", f"127.0.0.1:{GRPC}", "5000", "12", stdin=None)
+        # a compressed message never reaches Triton, which would inflate it past every bound; nor does a stream
+        compressed = on_network(proxy, "compressed", f"127.0.0.1:{GRPC}", stdin=None)
+        assert compressed == (
+            "StatusCode.UNIMPLEMENTED: compressed messages (grpc-encoding gzip) are not accepted: send them "
+            "uncompressed"
+        )
+        streamed = on_network(proxy, "streamed", f"127.0.0.1:{GRPC}", stdin=None)
+        assert "streaming inference is not served here: call ModelInfer" in streamed, streamed
+        # one client with 256 calls at once on one channel, no retries: the per-client bound lets them all in
+        crowd = on_network(proxy, "concurrent", f"127.0.0.1:{GRPC}", "256", stdin=None)
+        assert crowd == {"answered": 256, "errors": []}, crowd["errors"][:3]
+        held = on_network(proxy, "idle", f"127.0.0.1:{GRPC}", "5000", "12", stdin=None)
         assert held == {"answered": True, "open_after": 0}  # idle connections are cut after 10 s
-        assert triton.http_status(8002, "/metrics") == 200
-        (answer,) = on_network(triton, "ask", f"127.0.0.1:{GRPC}", stdin=[CASES["squad"]])
+        assert proxy.http_status(8002, "/metrics") == 200
+
+        # Triton restarted (a crash, a memory restart): the ports are the proxy's, which stays; a caller sees
+        # UNAVAILABLE meanwhile (retried by TritonQA), then answers again through the same front
+        triton.stop()
+        assert on_network(proxy, "large", f"127.0.0.1:{GRPC}", "10", stdin=None).startswith("ServerUnavailableError")
+        triton, _ = compose_container(image, "triton-cpu", repository, workdir / "triton-cpu-2.log", front=proxy)
+        wait_until(lambda: triton.exec(healthcheck[1:]).returncode == 0, READY_TIMEOUT_S, triton, "healthy again")
+        (answer,) = on_network(proxy, "ask", f"127.0.0.1:{GRPC}", stdin=[CASES["squad"]])
         assert triton.alive() and proxy.alive()
     finally:
-        proxy.stop()
         triton.stop()
+        proxy.stop()
 
 
 def test_compose_cpu_service_on_openvino_runs_bf16_in_the_images_python(image, tmp_path_factory, tiny_checkpoint):
@@ -273,64 +325,61 @@ def test_compose_gpu_service_on_cpu_stand_ins_batches_every_length_and_only_read
     workdir = tmp_path_factory.mktemp("compose-gpu")
     healthcheck = COMPOSE["services"]["triton"]["healthcheck"]["test"]
 
-    def start(log: str) -> tuple[Container, Container, str]:
-        triton, key = compose_container(gpu_image, "triton", repository, workdir / f"{log}.log")
-        try:
-            proxy = compose_proxy(triton, "proxy", workdir / f"{log}-proxy.log")
-        except RuntimeError:
-            triton.stop()
-            raise
+    proxy = compose_proxy("proxy", workdir / "proxy.log")
+
+    def start(log: str) -> tuple[Container, str]:
+        triton, key = compose_container(gpu_image, "triton", repository, workdir / f"{log}.log", front=proxy)
         try:
             wait_until(lambda: triton.exec(healthcheck[1:]).returncode == 0, READY_TIMEOUT_S, triton, "healthy")
-            wait_until(lambda: triton.http_status(HTTP, "/v2/health/ready") == 200, 30, proxy, "the proxy")
         except BaseException:
-            proxy.stop()
             triton.stop()
             raise
-        return triton, proxy, key
+        return triton, key
 
-    triton, proxy, key = start("triton")
     try:
-        assert "--model-config-name=torch" in triton.argv
-        log = triton.log.read_text()
-        assert "electra: torch on cpu, fp32" in log and "ModuleNotFoundError" not in log
-        pairs = [CASES["squad"], CASES["emoji"], CASES["long"]]
-        got = on_network(triton, "ask", f"127.0.0.1:{GRPC}", stdin=pairs)
-        for (question, context), answer in zip(pairs, got):
-            assert_same_answers([tuple(answer)], as_list(reference(question=question, context=context)))
+        triton, key = start("triton")
+        try:
+            assert "--model-config-name=torch" in triton.argv
+            log = triton.log.read_text()
+            assert "electra: torch on cpu, fp32" in log and "ModuleNotFoundError" not in log
+            pairs = [CASES["squad"], CASES["emoji"], CASES["long"]]
+            got = on_network(proxy, "ask", f"127.0.0.1:{GRPC}", stdin=pairs)
+            for (question, context), answer in zip(pairs, got):
+                assert_same_answers([tuple(answer)], as_list(reference(question=question, context=context)))
 
-        # SQuAD-sized questions, then long documents among them: every window of a request runs with other
-        # requests' windows, of other lengths
-        squad = squad_sized_pairs(200) * 6
-        mixed = [(q, long_document(20_000)) if i % 16 == 0 else (q, c) for i, (q, c) in enumerate(squad)]
-        for name, load in (("SQuAD-sized", squad), ("mixed lengths", mixed)):
-            ran = batched_run(triton, key, load, concurrency=64)
-            assert not [a for a in ran["answers"] if isinstance(a, str)][:3], name
-            assert ran["windows"] >= len(load), name
-            assert ran["windows"] / ran["executions"] >= 16, f"{name}: {ran}"
+            # SQuAD-sized questions, then long documents among them: every window of a request runs with other
+            # requests' windows, of other lengths
+            squad = squad_sized_pairs(200) * 6
+            mixed = [(q, long_document(20_000)) if i % 16 == 0 else (q, c) for i, (q, c) in enumerate(squad)]
+            for name, load in (("SQuAD-sized", squad), ("mixed lengths", mixed)):
+                ran = batched_run(triton, key, load, concurrency=64)
+                assert not [a for a in ran["answers"] if isinstance(a, str)][:3], name
+                assert ran["windows"] >= len(load), name
+                assert ran["windows"] / ran["executions"] >= 16, f"{name}: {ran}"
+        finally:
+            triton.stop()
+        assert files_of(repository) == before  # the repository is only read
+
+        # a re-export of another checkpoint into the same repository, then a restart behind the same front: the
+        # new checkpoint's answers, not the first's
+        other = build_random_checkpoint(workdir / "other-checkpoint", "tiny", seed=1)
+        assert export_main(["--model", str(other), "--repository", str(repository)]) == 0
+        from transformers import pipeline
+
+        other_reference = pipeline("question-answering", model=str(other), tokenizer=str(other), device=-1)
+        triton, _ = start("triton-reexported")
+        try:
+            pairs = list(CASES.values())
+            got = on_network(proxy, "ask", f"127.0.0.1:{GRPC}", stdin=pairs)
+            firsts = []
+            for (question, context), answer in zip(pairs, got):
+                assert_same_answers([tuple(answer)], as_list(other_reference(question=question, context=context)))
+                firsts.append(as_list(reference(question=question, context=context))[0])
+            assert [tuple(a[2:]) for a in got] != [(f["start"], f["end"]) for f in firsts]
+        finally:
+            triton.stop()
     finally:
         proxy.stop()
-        triton.stop()
-    assert files_of(repository) == before  # the repository is only read
-
-    # a re-export of another checkpoint into the same repository, then a restart: its answers, not the first's
-    other = build_random_checkpoint(workdir / "other-checkpoint", "tiny", seed=1)
-    assert export_main(["--model", str(other), "--repository", str(repository)]) == 0
-    from transformers import pipeline
-
-    other_reference = pipeline("question-answering", model=str(other), tokenizer=str(other), device=-1)
-    triton, proxy, _ = start("triton-reexported")
-    try:
-        pairs = list(CASES.values())
-        got = on_network(triton, "ask", f"127.0.0.1:{GRPC}", stdin=pairs)
-        firsts = []
-        for (question, context), answer in zip(pairs, got):
-            assert_same_answers([tuple(answer)], as_list(other_reference(question=question, context=context)))
-            firsts.append(as_list(reference(question=question, context=context))[0])
-        assert [tuple(a[2:]) for a in got] != [(f["start"], f["end"]) for f in firsts]
-    finally:
-        proxy.stop()
-        triton.stop()
 
 
 def kubectl_kustomize(overlay: str) -> list[dict]:

@@ -187,8 +187,63 @@ def test_every_call_sends_its_deadline_as_the_requests_timeout():
 
 def test_channel_settings_set_message_sizes_and_keepalive_explicitly():
     args = dict(ChannelSettings().channel_args())
-    assert args["grpc.max_send_message_length"] == args["grpc.max_receive_message_length"] == 2**31 - 1
+    assert args["grpc.max_send_message_length"] == 2**31 - 1  # the server bounds what it takes
+    assert args["grpc.max_receive_message_length"] == 64 * 2**20  # no answer comes near it
     assert args["grpc.keepalive_time_ms"] == 30_000 and args["grpc.keepalive_permit_without_calls"] == 1
+
+
+def test_a_reply_over_the_clients_receive_limit_is_the_servers_error_not_the_callers():
+    error = translate(
+        InferenceServerException(
+            "Received message larger than max (314572800 vs. 67108864)", status="StatusCode.RESOURCE_EXHAUSTED"
+        )
+    )
+    assert type(error) is ServerError and "larger than this client takes" in str(error)
+    assert type(translate(InferenceServerException("too big", status="StatusCode.RESOURCE_EXHAUSTED"))) is (
+        InvalidInputError
+    )
+
+
+class Reply:
+    """tritonclient's InferResult, as far as the client reads it."""
+
+    def __init__(self, **arrays):
+        self.arrays = arrays
+
+    def as_numpy(self, name):
+        return self.arrays[name]
+
+
+def reply(texts, starts, ends):
+    import numpy as np
+
+    texts = np.array(texts, dtype=object)
+    return Reply(
+        answer=texts,
+        score=np.full(texts.shape, 0.5, np.float32),
+        start=np.array(starts, np.int64),
+        end=np.array(ends, np.int64),
+    )
+
+
+def test_answers_are_checked_against_the_question_count_top_k_and_their_contexts():
+    from client._protocol import parse_answers
+
+    pairs = [("Who?", "Ada wrote it."), ("When?", "In 1843.")]
+    good = reply([[b"Ada", b""], [b"1843", b"In"]], [[0, -1], [3, 0]], [[3, -1], [7, 2]])
+    assert parse_answers(good, pairs, 2) == [
+        [Answer("Ada", 0.5, 0, 3)],
+        [Answer("1843", 0.5, 3, 7), Answer("In", 0.5, 0, 2)],
+    ]
+    for wrong, why in [
+        (reply([[b"Ada"]] * 2, [[0]] * 2, [[3]] * 2), "shapes"),  # top_k 1 answered for top_k 2
+        (reply([[b"Ada"] * 2] * 3, [[0] * 2] * 3, [[3] * 2] * 3), "shapes"),  # three questions for two
+        (reply([[b"Ada", b""], [b"1843", b"In"]], [[0, -1], [3, 10**12]], [[3, -1], [7, 10**12 + 2]]), "span"),
+        (reply([[b"Eve", b""], [b"1843", b"In"]], [[0, -1], [3, 0]], [[3, -1], [7, 2]]), "span"),  # not the text
+        (reply([[b"Ada", b"x"], [b"1843", b"In"]], [[0, -1], [3, 0]], [[3, -1], [7, 2]]), "span"),  # a bad filler
+    ]:
+        with pytest.raises(ServerError, match=why):
+            parse_answers(wrong, pairs, 2)
 
 
 def test_api_key_is_sent_in_the_header_tritons_restricted_protocol_reads():

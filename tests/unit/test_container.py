@@ -63,10 +63,16 @@ def test_triton_service_runs_the_pinned_ngc_image_on_a_gpu_with_secure_flags(com
 
 
 def test_triton_service_has_shm_ports_healthcheck_and_a_long_enough_grace_period(compose):
-    for name in ("triton", "triton-cpu"):
+    for name, proxy in (("triton", "proxy"), ("triton-cpu", "proxy-cpu")):
         service = compose["services"][name]
-        assert {str(p) for p in service["ports"]} >= {"8000:8000", "8001:8001", "8002:8002"}
-        assert "/v2/health/ready" in " ".join(service["healthcheck"]["test"])
+        # the ports are its proxy's, whose network namespace it joins: a Triton restart leaves them answering
+        assert service["network_mode"] == f"service:{proxy}" and "ports" not in service
+        assert service["depends_on"] == {proxy: {"condition": "service_started"}}
+        assert {str(p) for p in compose["services"][proxy]["ports"]} == {"8000:8000", "8001:8001", "8002:8002"}
+        assert "network_mode" not in compose["services"][proxy] and "depends_on" not in compose["services"][proxy]
+        # what callers see: a question answered on Triton's own port, not /v2/health alone
+        assert service["healthcheck"]["test"][1:5] == ["python3", "-m", "serving.admin", "live"]
+        assert "http://127.0.0.1:8100" in service["healthcheck"]["test"]
         assert "1gb" in str(service["shm_size"]).lower() or int(service["shm_size"]) >= 2**28
         exit_timeout = int(next(a for a in service["entrypoint"] if a.startswith("--exit-timeout-secs=")).split("=")[1])
         assert _seconds(service["stop_grace_period"]) > exit_timeout

@@ -121,7 +121,7 @@ def degenerate_window(rng, width, question, context, zeros):
 def test_the_zero_filled_windows_replay_the_references_own_span_selection(max_answer_len, question, context, zeros):
     from transformers.pipelines.question_answering import decode_spans
 
-    from preprocessing.decode import _reference_spans
+    from preprocessing.decode import reference_spans
 
     rng = np.random.default_rng(question + context + zeros)
     width = question + context + 3 + 7
@@ -130,7 +130,7 @@ def test_the_zero_filled_windows_replay_the_references_own_span_selection(max_an
     for k in (1, 12, 50):
         p_start, p_end, keep = degenerate_window(rng, width, question, context, zeros)
         n = int(np.flatnonzero(keep)[-1]) + 2
-        scores, starts, ends = _reference_spans(p_start, p_end, keep, k, band_mask)
+        scores, starts, ends = reference_spans(p_start, p_end, keep, k, band_mask)
         want_starts, want_ends, want_scores = decode_spans(p_start[:n], p_end[:n], k, max_answer_len, keep[:n])
         assert starts.tolist() == want_starts.tolist() and ends.tolist() == want_ends.tolist()
         np.testing.assert_array_equal(scores, want_scores)

@@ -1,13 +1,24 @@
 """Many requests in one decoder execute(): one decode for all of them, each request's failure its own, results
 equal to decoding each request alone."""
 
+import dataclasses
 import re
+import time
 
 import numpy as np
 import pytest
 
 from perf.cases import CASES, LONG_CONTEXT
-from preprocessing import AnswerOptions, DecoderInput, DecoderLimits, InputError, decode, decode_requests
+from perf.inputs import long_document
+from preprocessing import (
+    AnswerOptions,
+    DecoderInput,
+    DecoderLimits,
+    InputError,
+    decode,
+    decode_requests,
+    measure_paces,
+)
 from runtime.tensors import window_questions, window_tensors
 from tests.conftest import qa_tokenizer
 
@@ -138,3 +149,60 @@ def test_a_request_whose_decoding_fails_fails_alone(tokenizer, monkeypatch):
         alone = decoded_alone(r)
         assert got.text.tolist() == alone.text.tolist() and got.start.tolist() == alone.start.tolist()
     assert isinstance(decode_requests([DecoderInput.checked(*bad, LIMITS)])[0], MemoryError)  # alone, too
+
+
+def underflowing(tokenizer, n_windows: int):
+    """A request sent straight to the decoder: windows of a long context whose logits make every span's
+    probability underflow to 0 ([CLS] at 0, every token at -60: each token's probability ~1e-26, a span's
+    ~1e-52, below float32's least), so that each window needs the reference's replay."""
+    logits, offsets, window_context, options = decoder_request(tokenizer, ["Who?"], [long_document(50_000)])
+    assert len(logits) >= n_windows
+    logits = np.full_like(logits[:n_windows], -60.0)
+    logits[:, 0] = 0.0
+    return logits, offsets[:n_windows], window_context[:n_windows], options
+
+
+def test_under_a_budget_logits_whose_replays_would_pass_the_limit_are_refused_and_the_others_answered(tokenizer):
+    """The decoder's cost grows with windows x width^2 where probabilities underflow: such a request is refused
+    once its probabilities show it (without replaying anything), naming why; a normal request in the same
+    execute is answered as without a budget."""
+    from runtime.scheduling import Budget
+
+    limits = dataclasses.replace(LIMITS, max_context_chars=50_000, max_request_chars=100_000)
+    budget = Budget(1.0, request_seconds=0.01)
+    measure_paces(budget, limits.max_seq_len)
+    assert budget.paces["band"] > 0 and budget.paces["replay"] > 0
+    assert budget.predict(replay=40 * limits.max_seq_len**2) > budget.request_seconds  # 40 windows' replays
+    replays = underflowing(tokenizer, 40)
+    normal = decoder_request(tokenizer, ["Who founded it?"], [LONG_CONTEXT])
+    unbudgeted = decode_requests([DecoderInput.checked(*normal, limits)])[0]
+    started = time.monotonic()
+    refused, answered = decode_requests(
+        [DecoderInput.checked(*replays, limits), DecoderInput.checked(*normal, limits)], budget, started
+    )
+    assert isinstance(refused, InputError)
+    assert re.fullmatch(
+        r"the request's logits leave 40 of its 40 windows without a span of positive score .*: replaying the "
+        r"reference's choice among them would hold the decoder step longer than its limit of 0\.01 s per request "
+        r"\(max_request_ms\)",
+        str(refused),
+    )
+    assert (answered.text == unbudgeted.text).all() and (answered.start == unbudgeted.start).all()
+    # the same logits, few enough windows to replay within the limit, are answered
+    few = decode_requests([DecoderInput.checked(*underflowing(tokenizer, 1), limits)], budget)[0]
+    assert not isinstance(few, Exception)
+
+
+def test_under_a_budget_the_smallest_requests_go_first_and_a_band_over_the_limit_is_refused(tokenizer):
+    from runtime.scheduling import Budget, Busy
+
+    budget = Budget(0.001, request_seconds=10.0)
+    budget.paces.update(band=1e-6, replay=1e-6)  # a microsecond a span score: the budget fits 1,000
+    small = DecoderInput.checked(*decoder_request(tokenizer, ["Who?"], ["Ada wrote it."]), LIMITS)
+    large = DecoderInput.checked(*decoder_request(tokenizer, ["Who founded it?"], [LONG_CONTEXT]), LIMITS)
+    results = decode_requests([large, small, large], budget, time.monotonic())
+    assert not isinstance(results[1], Exception)  # the smallest runs first
+    assert isinstance(results[0], Busy) and isinstance(results[2], Busy)
+    budget.request_seconds = 1e-6
+    (over,) = decode_requests([large], budget, time.monotonic())
+    assert isinstance(over, InputError) and "longer than its limit" in str(over)

@@ -58,21 +58,23 @@ def kustomize(directory: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> dict[str, list[dict]]:
-    """Every overlay, and the torch overlay reading its repository from object storage (the component)."""
+    """Every overlay, and the torch overlay with each component: its repository from object storage, HTTP/JSON
+    inference for callers with a key."""
     renders = {name: kustomize(K8S / "overlays" / name) for name in OVERLAYS}
-    composed = tmp_path_factory.mktemp("object-storage")
-    up = Path(os.path.relpath(K8S, composed))  # kustomize takes relative paths only
-    (composed / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                "resources": [str(up / "overlays" / "torch")],
-                "components": [str(up / "components" / "object-storage")],
-            }
+    for component in ("object-storage", "http-inference"):
+        composed = tmp_path_factory.mktemp(component)
+        up = Path(os.path.relpath(K8S, composed))  # kustomize takes relative paths only
+        (composed / "kustomization.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                    "kind": "Kustomization",
+                    "resources": [str(up / "overlays" / "torch")],
+                    "components": [str(up / "components" / component)],
+                }
+            )
         )
-    )
-    renders["torch+object-storage"] = kustomize(composed)
+        renders[f"torch+{component}"] = kustomize(composed)
     return renders
 
 
@@ -337,6 +339,10 @@ def test_liveness_memory_bound_is_per_overlay_and_below_the_pods_memory_limit(re
     assert bound_mb("torch") >= bound_mb("onnxruntime") + 1024
     for overlay in OVERLAYS:  # drained by the probe's restart before the kernel's out-of-memory kill
         assert bound_mb(overlay) <= 0.6 * limit_mb(overlay)
+    # compose's healthchecks bound tritonserver as the overlays of their engines do
+    for service, overlay in (("triton", "torch"), ("triton-cpu", "onnxruntime")):
+        test = COMPOSE["services"][service]["healthcheck"]["test"]
+        assert float(test[test.index("--max-memory-mb") + 1]) == bound_mb(overlay), service
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -379,6 +385,19 @@ def test_object_storage_component_reads_the_repository_from_a_bucket_with_a_cred
     assert "/tmp" in mounts  # where Triton downloads the repository
     volumes = {v["name"]: v for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]}
     assert volumes[mounts[str(credentials.parent)]["name"]]["secret"]["secretName"]
+
+
+def test_http_inference_component_gives_the_proxy_the_keys_where_its_configuration_reads_them(rendered):
+    """Off by default (no keys: every POST refused at the front); the component mounts the operator's Secret of
+    keys, read-only, at the directory nginx.conf includes them from."""
+    conf = (K8S / "base" / "nginx.conf").read_text()
+    included = re.search(r"include (/\S+)/\*\.keys;", conf).group(1)
+    assert all(included not in str(container(rendered[o], "proxy")) for o in OVERLAYS)
+    docs = rendered["torch+http-inference"]
+    mounts = {m["mountPath"]: m for m in container(docs, "proxy")["volumeMounts"]}
+    assert mounts[included]["readOnly"] is True
+    volumes = {v["name"]: v for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes[mounts[included]["name"]]["secret"]["secretName"] == "electra-qa-inference-keys"
 
 
 # --- services, disruption budget, scraping ---------------------------------------------------------------
@@ -483,8 +502,8 @@ def test_compose_monitoring_profile_adds_prometheus_and_grafana_with_pinned_imag
 def test_prometheus_scrapes_both_triton_services_metrics_port():
     config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
     targets = {t for job in config["scrape_configs"] for group in job["static_configs"] for t in group["targets"]}
-    assert targets == {"triton:8002", "triton-cpu:8002"}
-    for service in ("triton", "triton-cpu"):
+    assert targets == {"proxy:8002", "proxy-cpu:8002"}  # each Triton service's front, in its network namespace
+    for service in ("proxy", "proxy-cpu"):
         assert "8002:8002" in {str(p) for p in COMPOSE["services"][service]["ports"]}
 
 

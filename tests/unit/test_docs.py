@@ -67,6 +67,10 @@ def test_shell_blocks_name_what_exists(where, block):
                 assert (ROOT / path).exists(), f"{where}: {tool} names {path}, which does not exist"
         elif tool == "bash":
             assert args[0] == "gpu-kit/run.sh" and (ROOT / "perf" / "gpu_kit_run.sh").exists()
+        elif tool == "npm":  # packages pinned to a release, as the test that runs the docs' JavaScript installs them
+            assert args[0] == "install" and all(re.fullmatch(r"@?[\w./-]+@\d+\.\d+\.\d+", a) for a in args[1:]), words
+        elif tool == "node":  # a script the docs hold as a javascript block (tests/integration/test_docs.py runs it)
+            assert args[0].endswith(".js") and code_blocks("javascript"), f"{where}: node {args[0]}"
         else:
             pytest.fail(f"{where}: a shell command this test does not check: {' '.join(words)}")
 

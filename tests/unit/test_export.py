@@ -124,8 +124,9 @@ def test_a_different_checkpoint_is_not_current(repository, tiny_checkpoint, tmp_
 
 def test_export_of_a_hub_id_offline_says_how_to_pass_a_local_directory(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    repository = copy_repository(ROOT / "model_repository", tmp_path / "repo")
     result = subprocess.run(
-        [sys.executable, "-m", "serving.export", "--model", DEFAULT_MODEL, "--repository", str(tmp_path / "repo")],
+        [sys.executable, "-m", "serving.export", "--model", DEFAULT_MODEL, "--repository", str(repository)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -139,6 +140,7 @@ def test_export_of_a_hub_id_offline_says_how_to_pass_a_local_directory(tmp_path)
 
 
 def test_export_refuses_a_path_that_is_not_a_checkpoint(tmp_path):
+    copy_repository(ROOT / "model_repository", tmp_path / "repo")
     result = subprocess.run(
         [
             sys.executable,
@@ -195,3 +197,52 @@ def test_an_engine_and_precision_that_do_not_go_together_are_refused_before_any_
         export("no-such-checkpoint", tmp_path, engine="openvino", precision="int8")
     with pytest.raises(ExportError, match="only the torch engine serves without one"):
         export("no-such-checkpoint", tmp_path, engine="onnxruntime", onnx=False)
+
+
+def edited_checkpoint(tiny_checkpoint, out, **config):
+    """A copy of the tiny checkpoint with ``config`` (keys of config.json) changed, and a conf.py that would
+    stop the export if it ran."""
+    import shutil
+
+    shutil.copytree(tiny_checkpoint, out)
+    path = out / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **config}))
+    (out / "conf.py").write_text("raise SystemExit('the checkpoint's own code ran')\n")
+    return out
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            {"model_type": "electra-custom", "auto_map": {"AutoConfig": "conf.Config"}},
+            "does not load: ValueError: The repository .* contains custom code",
+        ),
+        ({"vocab_size": 2_000_000_000}, "vocab_size is 2000000000; the served tokens carry ids below 16,777,216"),
+        ({"hidden_size": 64, "num_attention_heads": 4}, r"does not load: RuntimeError: Error\(s\) in loading"),
+    ],
+    ids=["its own code", "a vocabulary past the packed ids", "weights of another shape"],
+)
+def test_a_checkpoint_that_cannot_be_served_is_refused_in_one_line_with_exit_status_2(
+    tiny_checkpoint, tmp_path, config, message
+):
+    import re
+
+    checkpoint = edited_checkpoint(tiny_checkpoint, tmp_path / "checkpoint", **config)
+    repository = copy_repository(ROOT / "model_repository", tmp_path / "repository")
+    result = subprocess.run(
+        [sys.executable, "-m", "serving.export", "--model", str(checkpoint), "--repository", str(repository)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert re.search(message, line), line
+    assert "Traceback" not in result.stdout + result.stderr and "own code ran" not in result.stderr
+
+
+def test_exporting_into_a_directory_that_is_no_model_repository_is_refused(tiny_checkpoint, tmp_path):
+    with pytest.raises(ExportError, match="is not a model repository"):
+        export(str(tiny_checkpoint), tmp_path)

@@ -174,10 +174,10 @@ def test_tensor_names_in_code_are_the_configs():
 @pytest.mark.parametrize("variant", ["default", *VARIANT_NAMES])
 def test_the_python_steps_configs_hold_exactly_the_parameters_their_models_read(variant):
     # a missing or unknown one fails the model's loading (runtime.backend.checked_parameters)
-    from preprocessing import TOKENIZER_PARAMETERS, DecoderLimits
+    from preprocessing import DECODER_PARAMETERS, TOKENIZER_PARAMETERS
     from runtime.engines import PARAMETERS
 
-    for name, known in (("tokenizer", TOKENIZER_PARAMETERS), ("electra", PARAMETERS), ("decoder", DecoderLimits.OWN)):
+    for name, known in (("tokenizer", TOKENIZER_PARAMETERS), ("electra", PARAMETERS), ("decoder", DECODER_PARAMETERS)):
         path = REPOSITORY / name / "configs" / f"{variant}.pbtxt"
         if variant != "default" and not path.is_file():
             continue

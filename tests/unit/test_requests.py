@@ -61,7 +61,7 @@ def test_answer_options_take_max_answer_len_up_to_the_servers_limit():
     assert AnswerOptions.from_parameters({"max_answer_len": 512}, 20, 512).max_answer_len == 512
 
 
-DECODER = {"max_top_k": "20", "max_answer_len": "512"}
+DECODER = {"max_top_k": "20", "max_answer_len": "512", "batch_budget_ms": "1000", "max_request_ms": "1000"}
 TOKENIZER = {"max_seq_len": "384", "max_context_chars": "1000", "max_request_chars": "2000", "doc_stride": "128"}
 
 
@@ -72,7 +72,7 @@ def test_decoder_limits_come_from_its_config_and_the_tokenizers():
 @pytest.mark.parametrize(
     ("decoder", "tokenizer", "message"),
     [
-        ({"max_top_k": "20"}, TOKENIZER, r"unknown none, missing \['max_answer_len'\]"),
+        ({**DECODER, "max_answer_len": None}, TOKENIZER, r"unknown none, missing \['max_answer_len'\]"),
         ({**DECODER, "max_answer_length": "9"}, TOKENIZER, r"unknown \['max_answer_length'\], missing none"),
         (DECODER, {"max_seq_len": "384"}, r"missing \[\"tokenizer's max_context_chars\", \"tokenizer's max_request"),
         ({**DECODER, "max_answer_len": "0"}, TOKENIZER, "must be positive integers: max_answer_len"),
@@ -81,7 +81,7 @@ def test_decoder_limits_come_from_its_config_and_the_tokenizers():
 )
 def test_decoder_limits_refuse_a_missing_unknown_or_bad_key(decoder, tokenizer, message):
     with pytest.raises(ValueError, match=message):
-        DecoderLimits.from_config(decoder, tokenizer)
+        DecoderLimits.from_config({k: v for k, v in decoder.items() if v is not None}, tokenizer)
 
 
 def test_request_limits_and_windowing_come_from_config_parameters_and_a_missing_one_is_named():

@@ -28,10 +28,26 @@ def test_a_request_over_the_per_request_limit_is_refused_wherever_it_stands_in_i
     budget.paces["tokens"] = 0.1
     kept = budget.select_smallest(["huge", "alone"], [30, 19], time.monotonic(), "electra", "tokens")
     assert isinstance(kept[0], InputError) and kept[1] == "alone"  # 3 s: over the limit; 1.9 s: the first, it runs
-    assert str(kept[0]) == (
-        "the request's 30 tokens would take the electra step about 3.0 s at its measured pace (10 tokens/s); the "
-        "limit is 2 s per request (the electra step's max_request_ms): send shorter contexts or fewer questions"
+    assert str(kept[0]) == (  # no pace, no predicted time: nothing a caller could tune a request against
+        "the request's 30 tokens would hold the electra step longer than its limit of 2 s per request "
+        "(max_request_ms): send shorter contexts or fewer questions"
     )
     unlimited = Budget(1.0)
     unlimited.paces["tokens"] = 0.1
     assert unlimited.select_smallest(["huge"], [10**6], time.monotonic(), "electra", "tokens") == ["huge"]
+
+
+def test_the_pace_learned_stays_within_the_bounds_of_the_pace_measured_before_any_request():
+    """Requests teach the pace (a busier machine, cheaper work), but a caller's crafted work — windows whose
+    attention is a token wide, whatever width they are counted at — cannot teach it faster than the anchor, and
+    a slow run no slower than 4 times it."""
+    budget = Budget(1.0, min_work=1, request_seconds=5.0)
+    budget.anchor("tokens", 1000, 1.0)  # 1,000 tokens a second, measured on full windows
+    for _ in range(40):
+        budget.learn("tokens", 10_000, 0.001)  # "10,000 tokens in a millisecond"
+    assert budget.paces["tokens"] == 0.001
+    refused = budget.select_smallest(["large"], [6_000], time.monotonic(), "electra", "tokens")
+    assert isinstance(refused[0], InputError)  # still 6 s at the anchor's pace: over the limit
+    for _ in range(40):
+        budget.learn("tokens", 1_000, 60.0)
+    assert budget.paces["tokens"] == 0.004

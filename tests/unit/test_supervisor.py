@@ -7,6 +7,8 @@ import stat
 import subprocess
 import sys
 
+import pytest
+
 from client import ChannelSettings, RetryPolicy
 from serving import shm
 from serving.processes import running
@@ -44,6 +46,30 @@ def test_regions_of_one_server_are_made_owner_only_then_removed_and_no_others(tm
     assert len(shm.remove(prefix, tmp_path)) == 2
     assert {p.name for p in tmp_path.iterdir()} == {f"{shm.BACKEND_PREFIX}d", f"{other}c"}
     assert shm.backend_config(prefix) == f"--backend-config=python,shm-region-prefix-name={prefix}"
+
+
+def test_protecting_regions_never_follows_a_link_nor_touches_what_is_not_our_file(tmp_path):
+    """/dev/shm is anyone's: a link named like a region (to make another file 0600), a FIFO, a file of another
+    user are left as they are."""
+    prefix = shm.prefix_for(100, 1)
+    victim = tmp_path / "root-owned-config"
+    victim.write_text("x")
+    victim.chmod(0o644)
+    (tmp_path / f"{prefix}link").symlink_to(victim)
+    os.mkfifo(tmp_path / f"{prefix}fifo", 0o644)
+    theirs = tmp_path / f"{prefix}theirs"
+    theirs.write_bytes(b"x")
+    theirs.chmod(0o644)
+    if os.geteuid() != 0:
+        pytest.skip("making a file another user's needs root")
+    os.chown(theirs, 1, -1)
+    ours = tmp_path / f"{prefix}ours"
+    ours.write_bytes(b"x")
+    ours.chmod(0o644)
+    assert shm.protect(prefix, tmp_path) == [ours]
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o644
+    assert stat.S_IMODE(theirs.stat().st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(tmp_path / f"{prefix}fifo").st_mode) == 0o644
 
 
 def test_the_back_off_of_a_crash_loop_is_bounded_and_the_first_restart_immediate():

@@ -1,4 +1,5 @@
 import random
+import sys
 import time
 
 import numpy as np
@@ -256,30 +257,69 @@ def test_windows_are_cut_exactly_as_the_tokenizer_library_truncates_with_a_strid
             assert [tuple(s) for s in got.word_offsets[row, :n].tolist()] == word_spans
 
 
+class EncodedTexts:
+    """A QATokenizer's library tokenizer, recording the texts each call encodes."""
+
+    def __init__(self, tokenizer):
+        self.inner, self.texts = tokenizer._tokenizer, []
+        tokenizer._tokenizer = self
+
+    def encode_batch(self, texts, **kwargs):
+        self.texts.extend(texts)
+        return self.inner.encode_batch(texts, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
 def test_questions_about_one_context_get_the_windows_each_pair_gets_alone(tiny_checkpoint):
-    tokenizer = qa_tokenizer(tiny_checkpoint / "tokenizer.json", cache_tokens=100_000)
+    tokenizer = qa_tokenizer(tiny_checkpoint / "tokenizer.json", cache_bytes=1_000_000)
+    encoded = EncodedTexts(tokenizer)
     questions = ["Who founded it?", "When?", "Where was it founded and by whom, exactly?", "Why?", "What [SEP] is it?"]
     together = tokenizer.encode(questions, [LONG_CONTEXT] * len(questions))
-    assert tokenizer.cache.take_counts() == {"hit": 0, "miss": 1}  # the shared context is encoded once
+    assert encoded.texts.count(LONG_CONTEXT) == 1  # the shared context is encoded once
     alone = qa_tokenizer(tiny_checkpoint / "tokenizer.json")  # no cache
     for i, question in enumerate(questions):
         expected, got = alone.encode([question], [LONG_CONTEXT]), together.select(i, 1)
         for name in ("input_ids", "attention_mask", "token_type_ids", "token_offsets", "word_offsets"):
             np.testing.assert_array_equal(getattr(got, name), getattr(expected, name))
     again = tokenizer.encode(questions[:2], [LONG_CONTEXT, "Ada wrote it."])  # a later call: from the cache
-    assert tokenizer.cache.take_counts() == {"hit": 1, "miss": 1}
+    assert encoded.texts.count(LONG_CONTEXT) == 1 and encoded.texts.count("Ada wrote it.") == 1
     np.testing.assert_array_equal(again.select(0, 1).input_ids, together.select(0, 1).input_ids)
 
 
-def test_the_context_cache_keeps_the_most_recently_used_within_its_tokens(tiny_checkpoint):
-    tokenizer = qa_tokenizer(tiny_checkpoint / "tokenizer.json", cache_tokens=20)
+def test_the_context_cache_keeps_the_most_recently_used_within_its_bytes(tiny_checkpoint):
+    """Each entry counts its text as Python holds it (a character outside Latin-1 makes every character 2 or 4
+    bytes), its arrays and an overhead; the least recently used go first."""
+    from preprocessing.tokenize import ENTRY_OVERHEAD_BYTES, ContextCache
+
     contexts = ["one two three four five six seven", "eight nine ten eleven twelve", "a b c d e f g h i j k"]
-    for context in contexts:  # 7, 5 and 11 tokens: the first is dropped for the third
+    probe = qa_tokenizer(tiny_checkpoint / "tokenizer.json", cache_bytes=10**6)
+    for context in contexts:
+        probe.encode(["Who?"], [context])
+    sizes = [ContextCache.entry_bytes(c, probe.cache.get(c)) for c in contexts]
+    assert sizes[0] == sys.getsizeof(contexts[0]) + 7 * 16 + ENTRY_OVERHEAD_BYTES  # 7 tokens, 16 bytes each
+
+    tokenizer = qa_tokenizer(tiny_checkpoint / "tokenizer.json", cache_bytes=sizes[1] + sizes[2])
+    encoded = EncodedTexts(tokenizer)
+    for context in contexts:  # the first is dropped for the third
         tokenizer.encode(["Who?"], [context])
-    assert len(tokenizer.cache) == 2 and tokenizer.cache.tokens == 16
+    assert len(tokenizer.cache) == 2 and tokenizer.cache.bytes == sizes[1] + sizes[2]
     tokenizer.encode(["Who?"], [contexts[1]])
     tokenizer.encode(["Who?"], [contexts[0]])
-    assert tokenizer.cache.take_counts() == {"hit": 1, "miss": 4}
-    tokenizer.encode(["Who?"], [" ".join(["word"] * 21)])  # larger than the whole cache: not kept
-    assert tokenizer.cache.tokens <= 20 and len(tokenizer.cache) == 2
-    assert qa_tokenizer(tiny_checkpoint / "tokenizer.json").cache.max_tokens == 0  # off unless asked for
+    assert [encoded.texts.count(c) for c in contexts] == [2, 1, 1]
+    assert tokenizer.cache.bytes <= tokenizer.cache.max_bytes
+    tokenizer.encode(["Who?"], [" ".join(["word"] * 200)])  # larger than the whole cache: not kept
+    assert tokenizer.cache.bytes <= tokenizer.cache.max_bytes and len(tokenizer.cache) <= 2
+    assert qa_tokenizer(tiny_checkpoint / "tokenizer.json").cache.max_bytes == 0  # off unless asked for
+
+
+def test_a_context_of_many_characters_per_token_is_encoded_but_never_kept(tiny_checkpoint):
+    """Control characters around one emoji: 4 bytes a character for Python, a token or two after normalising.
+    Kept, a few such requests would fill the cache's bytes (or, bounded in tokens, the memory)."""
+    tokenizer = qa_tokenizer(tiny_checkpoint / "tokenizer.json", cache_bytes=10**9)
+    bomb = "\x01" * 200_000 + "\U0001f600 cat"
+    windows = tokenizer.encode(["What?"], [bomb])
+    assert windows.input_ids.shape[0] == 1 and len(tokenizer.cache) == 0 and tokenizer.cache.bytes == 0
+    tokenizer.encode(["What?"], ["A cat sat on the mat."])
+    assert len(tokenizer.cache) == 1

@@ -53,6 +53,31 @@ def test_a_bad_request_gets_its_own_error_and_the_others_their_windows(tokenizer
     same_windows(results[4], tokenizer.encode(*requests[4]))
 
 
+def panicking_tokenizer(tiny_checkpoint, out):
+    """The tiny checkpoint's tokenizer with a pre-tokenizer regex that backtracks past the regex library's limit
+    on a long run of "a" followed by "b": the library panics (pyo3's PanicException, not an Exception)."""
+    from tokenizers import Regex, Tokenizer, pre_tokenizers
+
+    library = Tokenizer.from_file(str(tiny_checkpoint / "tokenizer.json"))
+    library.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(r"(a|aa)+$"), behavior="isolated"), library.pre_tokenizer]
+    )
+    library.save(str(out))
+    return qa_tokenizer(out)
+
+
+@pytest.mark.parametrize("where", ["question", "context"])
+def test_a_text_the_tokenizer_library_panics_on_fails_its_own_request_only(tiny_checkpoint, tmp_path, where):
+    tokenizer = panicking_tokenizer(tiny_checkpoint, tmp_path / "tokenizer.json")
+    bomb = "a" * 50_000 + "b"
+    bad = (["Who?"], [bomb]) if where == "context" else ([bomb], [LONG_CONTEXT])
+    requests = [(["Who?"], ["Ada wrote it."]), bad, (["When?"], ["In 1843."])]
+    results = tokenize_requests(tokenizer, requests, max_windows=1024)
+    assert isinstance(results[1], InputError) and "the tokenizer failed on the input" in str(results[1])
+    same_windows(results[0], tokenizer.encode(*requests[0]))
+    same_windows(results[2], tokenizer.encode(*requests[2]))
+
+
 def test_large_requests_are_encoded_in_slices_and_refused_over_the_window_limit(tokenizer):
     many = ([f"Question {i}?" for i in range(40)], [CASES["squad"][1]] * 40)  # planned > 8, actual 40 windows
     few = (["Who?"] * 4, [CASES["squad"][1]] * 4)

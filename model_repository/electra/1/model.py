@@ -6,7 +6,7 @@ import triton_python_backend_utils as pb_utils
 
 from runtime.backend import Counters, attempt, checked_parameters, reply, response, sibling_parameters, version_dir
 from runtime.engines import PARAMETERS, make_runner, step_budget
-from runtime.model_inputs import ModelLimits, finite_logits, read_tokens
+from runtime.model_inputs import ModelLimits, finite_logits, read_tokens, real_tokens
 
 
 class TritonPythonModel:
@@ -36,14 +36,14 @@ class TritonPythonModel:
     def execute(self, requests):
         started = time.monotonic()
         windows = [attempt(read_tokens, pb_utils, request, self.limits) for request in requests]
-        if self.budget is not None:
-            sizes = [0 if isinstance(w, Exception) else w.size for w in windows]
+        if self.budget is not None:  # in real tokens, what the engines run (padding is not counted)
+            sizes = [0 if isinstance(w, Exception) else real_tokens(w) for w in windows]
             windows = self.budget.select_smallest(windows, sizes, started, "electra", "tokens")
         valid = [w for w in windows if not isinstance(w, Exception)]
         run_started = time.monotonic()
         ran = attempt(self.runner.run, valid) if valid else ([], None)
         if self.budget is not None and valid:
-            self.budget.learn("tokens", sum(w.size for w in valid), time.monotonic() - run_started)
+            self.budget.learn("tokens", sum(map(real_tokens, valid)), time.monotonic() - run_started)
         if isinstance(ran, Exception):  # the model run failed: every request it held gets the error
             return [reply(pb_utils, "electra", w if isinstance(w, Exception) else ran, self._pack) for w in windows]
         logits, tokens = ran

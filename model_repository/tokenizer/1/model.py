@@ -14,7 +14,6 @@ from preprocessing import (
     tokenize_requests,
 )
 from runtime.backend import (
-    Counters,
     MemoryTrimmer,
     attempt,
     checked_parameters,
@@ -42,14 +41,7 @@ class TritonPythonModel:
             version_dir(args) / parameters["tokenizer_file"],
             WindowSettings.from_config(parameters),
             parallel=parameters["parallel_encoding"] == "true",
-            cache_tokens=int(parameters["context_cache_tokens"]),
-        )
-        self.cache_counts = Counters(
-            pb_utils,
-            "electra_qa_context_cache_total",
-            "Contexts the tokenizer step looked up in its cache of context encodings, by result",
-            "result",
-            ("hit", "miss"),
+            cache_bytes=int(parameters["context_cache_bytes"]),
         )
         self.trimmer = MemoryTrimmer(TRIM_AFTER_CHARS)
         budget_ms = int(parameters["batch_budget_ms"])
@@ -64,8 +56,6 @@ class TritonPythonModel:
             for w, r in zip(windows, raw)
         ]
         self.trimmer.after(sum(len(c) for t in texts if not isinstance(t, Exception) for c in t[1]))
-        for result, count in self.tokenizer.cache.take_counts().items():
-            self.cache_counts.add(result, count)
         return replies
 
     def _read(self, request):
