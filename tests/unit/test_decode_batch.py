@@ -169,10 +169,12 @@ def test_under_a_budget_logits_whose_replays_would_pass_the_limit_are_refused_an
     from runtime.scheduling import Budget
 
     limits = dataclasses.replace(LIMITS, max_context_chars=50_000, max_request_chars=100_000)
-    budget = Budget(1.0, request_seconds=0.01)
-    measure_paces(budget, limits.max_seq_len)
-    assert budget.paces["band"] > 0 and budget.paces["replay"] > 0
-    assert budget.predict(replay=40 * limits.max_seq_len**2) > budget.request_seconds  # 40 windows' replays
+    measured = Budget(1.0)
+    measure_paces(measured, limits.max_seq_len)  # what the step does at load: both paces anchored
+    assert measured.paces["band"] > 0 and measured.paces["replay"] > 0 and set(measured.bounds) == {"band", "replay"}
+    budget = Budget(1.0, request_seconds=0.5)  # paces set here, so that the test does not hang on this CPU's
+    budget.anchor("band", 10**9, 1.0)  # a nanosecond a span score
+    budget.anchor("replay", 10**6, 1.0)  # a microsecond a product: 40 windows' replays ~5.9 s, one's ~0.15 s
     replays = underflowing(tokenizer, 40)
     normal = decoder_request(tokenizer, ["Who founded it?"], [LONG_CONTEXT])
     unbudgeted = decode_requests([DecoderInput.checked(*normal, limits)])[0]
@@ -183,7 +185,7 @@ def test_under_a_budget_logits_whose_replays_would_pass_the_limit_are_refused_an
     assert isinstance(refused, InputError)
     assert re.fullmatch(
         r"the request's logits leave 40 of its 40 windows without a span of positive score .*: replaying the "
-        r"reference's choice among them would hold the decoder step longer than its limit of 0\.01 s per request "
+        r"reference's choice among them would hold the decoder step longer than its limit of 0\.5 s per request "
         r"\(max_request_ms\)",
         str(refused),
     )
