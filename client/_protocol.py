@@ -265,8 +265,9 @@ def build_inputs(grpc_module: Any, pairs: Sequence[tuple[str, str]]) -> list:
 
 def parse_answers(result: Any, pairs: Sequence[tuple[str, str]], top_k: int) -> list[list[Answer]]:
     """Per question, its answers best first (filler entries for missing answers dropped), checked: the server
-    answers ``[N, top_k]`` for every output, each answer a span of its own context (``text ==
-    context[start:end]``); anything else raises ``ServerError`` rather than reaching the caller."""
+    answers ``[N, top_k]`` for every output, each answer a span of its own context (offsets within it, ``text ==
+    context[start:end]``; as the pipeline's, an answer whose word alignment puts its start after its end is
+    ""); anything else raises ``ServerError`` rather than reaching the caller."""
     text, score, start, end = (result.as_numpy(name) for name in OUTPUT_NAMES)
     expected = [len(pairs), top_k]
     if not list(text.shape) == list(score.shape) == list(start.shape) == list(end.shape) == expected:
@@ -282,7 +283,7 @@ def parse_answers(result: Any, pairs: Sequence[tuple[str, str]], top_k: int) -> 
             t = t.decode("utf-8", "replace") if isinstance(t, bytes) else str(t)
             if b == e == -1 and not t:  # a question with fewer answers than top_k
                 continue
-            if not (0 <= b <= e <= len(context) and context[b:e] == t):
+            if not (0 <= b <= len(context) and 0 <= e <= len(context) and context[b:e] == t):
                 raise ServerError(f"the server answered a span that is not its context's: {_short(t)} at [{b}, {e})")
             found.append(Answer(t, s, b, e))
         answers.append(found)

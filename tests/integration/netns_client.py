@@ -7,8 +7,9 @@ results as JSON on standard output.
         -> [{"sent": t, "done": t, "error": null or "ErrorType: message"}, ...]   (wall-clock seconds)
     python -m tests.integration.netns_client batched URL HTTP_URL ADMIN_KEY CONCURRENCY  < [[question, context], ...]
         -> {"answers": [[text, start, end] or "ErrorType: message", ...], "windows": w, "executions": e}: the
-           pairs asked CONCURRENCY at a time (one question per call, without retries), and what the model step ran
-           meanwhile (its statistics before and after, read with the admin key)
+           pairs asked CONCURRENCY at a time (one question per call, retried as TritonQA retries by default: a
+           step's overload refusal is retried), and what the model step ran meanwhile (its statistics before and
+           after, read with the admin key)
     python -m tests.integration.netns_client concurrent URL CALLS
         -> {"answered": n, "errors": ["ErrorType: message", ...]}: CALLS questions at once on one channel (one
            client, one connection), without retries
@@ -82,7 +83,7 @@ def batched(url: str, http_url: str, key: str, concurrency: int) -> dict:
     numbers = itertools.count()
 
     def worker() -> None:
-        with TritonQA(url, timeout_s=120, retry=NO_RETRIES) as qa:
+        with TritonQA(url, timeout_s=120) as qa:
             while (i := next(numbers)) < len(pairs):
                 try:
                     answer = qa.ask(*pairs[i])

@@ -285,7 +285,7 @@ def test_bulk_command_stops_when_the_server_is_gone_and_says_how_to_resume(tmp_p
 
 def test_a_second_run_on_the_same_output_is_refused_naming_the_first_which_finishes_alone(triton_server, tmp_path):
     source, out = tmp_path / "q.jsonl", tmp_path / "a.jsonl"
-    ids, _ = write_jsonl(source, 600)
+    ids, _ = write_jsonl(source, 2000)  # one question per request, one at a time: the first run lasts seconds
     first = subprocess.Popen(
         [
             sys.executable,
@@ -297,7 +297,7 @@ def test_a_second_run_on_the_same_output_is_refused_naming_the_first_which_finis
             triton_server.grpc_url,
             "--no-progress",
             "--batch-size",
-            "4",
+            "1",
             "--in-flight",
             "1",
         ],
