@@ -84,7 +84,7 @@ export: setup
 # any family served: bert, distilbert, roberta, xlm-roberta, albert, deberta-v2).
 FAMILY ?= electra
 checkpoint: setup
-	$(BIN)/python -m serving.checkpoints --size $(SIZE) --family $(FAMILY) \
+	$(BIN)/python -m testkit.checkpoints --size $(SIZE) --family $(FAMILY) \
 	  --out checkpoints/$(FAMILY)-qa-$(SIZE)
 
 # The served ensemble vs pipeline('question-answering') on the full-size random checkpoint (minutes), or on MODEL

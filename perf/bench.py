@@ -27,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from perf.cases import CASES
-from perf.inputs import long_document, squad_sized_pairs
 from runtime.cpu import describe
 from serving.admin import AdminClient, local_admin_key
 from serving.configs import edit, step_configs
 from serving.engines import ENGINES, choose, graph_precision
 from serving.export import FAMILIES, copy_repository, export, is_current
+from testkit.cases import CASES
+from testkit.inputs import long_document, squad_sized_pairs
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ("tokenizer", "electra", "decoder")
@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.checkpoint / "config.json").exists():
             print(f"building the full-size random {args.family} checkpoint in {args.checkpoint}", flush=True)
             built = subprocess.run(  # sentencepiece's trainer in a process of its own
-                [sys.executable, "-m", "serving.checkpoints", "--size", "base", "--family", args.family]
+                [sys.executable, "-m", "testkit.checkpoints", "--size", "base", "--family", args.family]
                 + ["--out", str(args.checkpoint)],
                 cwd=ROOT,
             )

@@ -300,7 +300,7 @@ def _empty_pytriton(staging: Path) -> None:
 
 def build(out: Path, python_version: str = "3.12", level: int = 6, cache: Path = CACHE) -> dict:
     """Write the kit into ``out`` (replacing an earlier kit there); returns its manifest."""
-    from serving.checkpoints import uncased_vocab
+    from testkit.checkpoints import uncased_vocab
 
     if python_version not in PYTHON_VERSIONS:
         raise KitError(f"the kit runs on Python {', '.join(PYTHON_VERSIONS)}, not {python_version}")

@@ -67,9 +67,9 @@ from perf.gpu.served import perf_analyzer_binary, run_served, server_starter
 def prepare(work: Path, size: str, device: str, vocab: Path | None) -> tuple[Path, Path]:
     """(checkpoint, repository): the random-weight checkpoint (built once per size) and a fresh copy of the model
     repository with the export's files, without ONNX; on the CPU fallback the model step runs the torch engine."""
-    from serving.checkpoints import build_random_checkpoint
     from serving.configs import torch_engine_on_cpu
     from serving.export import copy_repository, export
+    from testkit.checkpoints import build_random_checkpoint
 
     checkpoint = work / f"checkpoint-{size}"
     if not (checkpoint / "config.json").is_file():
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         return pipeline_main(argv[1:])
     args = parse(argv)
     from perf.bench import machine_label
-    from perf.inputs import squad_sized_pairs
+    from testkit.inputs import squad_sized_pairs
 
     environment = probe_environment()
     device, why = choose_device(args.device, environment)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from perf.inputs import long_document, questions_about_one_context, squad_sized_pairs
+from testkit.inputs import long_document, questions_about_one_context, squad_sized_pairs
 
 DATA = Path(__file__).resolve().parent / "data"
 

@@ -3,7 +3,7 @@
     python -m perf.prepost --tokenizer model_repository/tokenizer/1/tokenizer.json [--batch 1 8 32 128]
 
 Runs the steps' own code (``preprocessing``: the request checks, ``tokenize_requests``, ``decode_requests`` on
-logits of the windows' shape) in this process on SQuAD-sized pairs (``perf.inputs``), one batch of requests at
+logits of the windows' shape) in this process on SQuAD-sized pairs (``testkit.inputs``), one batch of requests at
 a time as an ``execute()`` receives them, and prints microseconds per question for each batch size beside the
 tokenizer library's own call on the same pairs, which is the floor of the tokenizer step. The window settings
 are read from the tokenizer's ``config.pbtxt`` beside the file given. What the Python backend adds around the
@@ -24,20 +24,12 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from perf.inputs import squad_sized_pairs
-from preprocessing import (
-    AnswerOptions,
-    DecoderInput,
-    DecoderLimits,
-    QATokenizer,
-    RequestLimits,
-    WindowSettings,
-    decode_requests,
-    read_pairs,
-    tokenize_requests,
-)
+from preprocessing import AnswerOptions, DecoderLimits, QATokenizer, RequestLimits, WindowSettings, read_pairs
 from runtime.backend import config_file_parameters
+from runtime.decode_batch import DecoderInput, decode_requests
 from runtime.tensors import window_tensors
+from runtime.tokenize_batch import tokenize_requests
+from testkit.inputs import squad_sized_pairs
 
 
 def per_question_us(work, questions: int, min_seconds: float, clock=time.perf_counter) -> float:

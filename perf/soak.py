@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from client import DEFAULT_URL, AsyncTritonQA, QAError
-from perf.inputs import squad_sized_pairs
 from serving.processes import family, memory_mb, tritonserver_pids
+from testkit.inputs import squad_sized_pairs
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,10 +1,11 @@
-"""Tokenization into doc-stride windows and answer-span decoding, shared by the Triton Python models.
+"""Per pair: tokenization into doc-stride windows and answer-span decoding, request options and limits — what
+the Triton Python models compute, one (question, context) at a time or vectorised over many.
 
-Pure Python (numpy + HF ``tokenizers``); nothing here imports Triton.
+Pure Python (numpy + HF ``tokenizers``); nothing here imports Triton, nor the per-execute floor above it
+(``runtime``: batching requests, budgets, the steps' tensors).
 """
 
 from preprocessing.decode import DecodedAnswers, decode
-from preprocessing.decode_batch import DecoderInput, decode_requests, measure_paces
 from preprocessing.errors import InputError
 from preprocessing.requests import (
     DECODER_PARAMETERS,
@@ -16,7 +17,6 @@ from preprocessing.requests import (
     readable_texts,
 )
 from preprocessing.tokenize import NO_OFFSET, QATokenizer, Windows, WindowSettings
-from preprocessing.tokenize_batch import tokenize_requests
 
 __all__ = [
     "DECODER_PARAMETERS",
@@ -24,7 +24,6 @@ __all__ = [
     "TOKENIZER_PARAMETERS",
     "AnswerOptions",
     "DecodedAnswers",
-    "DecoderInput",
     "DecoderLimits",
     "InputError",
     "QATokenizer",
@@ -32,9 +31,6 @@ __all__ = [
     "WindowSettings",
     "Windows",
     "decode",
-    "decode_requests",
-    "measure_paces",
     "read_pairs",
     "readable_texts",
-    "tokenize_requests",
 ]

@@ -1,6 +1,6 @@
 """The ELECTRA step on PyTorch: the same contract as ``runtime.onnx_runner.OnnxQARunner``, for GPU and CPU.
 
-Runs the encoder that reproduces the checkpoint's family (``runtime.electra_encoder``, ``runtime.deberta_encoder``;
+Runs the encoder that reproduces the checkpoint's family (``runtime.encoders``;
 weights read from a Hugging Face checkpoint directory) over the windows of many requests. Windows are sorted by
 length (longest first) and cut into runs of at most ``max_windows_per_run`` windows and ``max_tokens_per_run``
 executed tokens; each run is padded to its longest window rounded up to a multiple of ``length_bucket`` (1 on CPU:
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from preprocessing.arrays import stack_padded
-from runtime.electra_encoder import read_checkpoint
+from runtime.encoders import read_checkpoint
 from runtime.model_inputs import PaddingStats, per_request
 from runtime.tensors import ATTENTION_BIT, unpack_tokens
 

@@ -553,10 +553,10 @@ def openvino_refusal(onnx_file: Path) -> str | None:
 
 
 def torch_engine_refusal(checkpoint_dir: Path) -> str | None:
-    """Why the torch engine's own encoders (``runtime.electra_encoder``: ELECTRA and its kin, ALBERT;
-    ``runtime.deberta_encoder``) do not compute this checkpoint's logits (None: they do, every family served
-    in its published configurations); the others serve on the ONNX graph's engines."""
-    from runtime.electra_encoder import UnsupportedCheckpoint, shape_of
+    """Why the torch engine's own encoders (``runtime.encoders``: ELECTRA and its kin, ALBERT; DeBERTa) do not
+    compute this checkpoint's logits (None: they do, every family served in its published configurations); the
+    others serve on the ONNX graph's engines."""
+    from runtime.encoders import UnsupportedCheckpoint, shape_of
 
     try:
         shape_of(json.loads((checkpoint_dir / "config.json").read_text()))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.checkpoints import build_random_checkpoint
+from testkit.checkpoints import build_random_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,10 +34,10 @@ SCORE_RTOL = 1e-4
 
 
 def family_checkpoint(out: Path, family: str) -> Path:
-    """The tiny random checkpoint of ``family`` (``python -m serving.checkpoints --family``) in ``out``, built in a
+    """The tiny random checkpoint of ``family`` (``python -m testkit.checkpoints --family``) in ``out``, built in a
     process of its own: sentencepiece's trainer and loader crash beside the test process's other native
     libraries."""
-    command = [sys.executable, "-m", "serving.checkpoints", "--size", "tiny", "--family", family, "--out", str(out)]
+    command = [sys.executable, "-m", "testkit.checkpoints", "--size", "tiny", "--family", family, "--out", str(out)]
     subprocess.run(command, check=True, capture_output=True, timeout=600)
     return out
 

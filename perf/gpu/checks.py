@@ -71,31 +71,14 @@ def preflight(environment: dict, device: str) -> dict:
     return found
 
 
-def server_memory(grpc_port: int) -> dict[str, float]:
-    """Private memory (anonymous resident MB) of tritonserver, what the liveness probe bounds, and of each
-    model's stub processes (their instances summed)."""
-    from serving.processes import memory_mb, stub_pids, tritonserver_pids
-
-    memory: dict[str, float] = {}
-    for pid in tritonserver_pids(grpc_port):
-        memory["tritonserver"] = memory.get("tritonserver", 0.0) + memory_mb(pid)
-        for model in ("tokenizer", "electra", "decoder"):
-            for stub in stub_pids(pid, model):
-                try:
-                    memory[model] = memory.get(model, 0.0) + memory_mb(stub)
-                except OSError:
-                    pass
-    return memory
-
-
 def reexport(args, work: Path, repository: Path, size: str, vocab: Path | None, start_server, before: list) -> dict:
     """Another random checkpoint of the same shape exported into the served repository, the server started again
     on it: its answers to the first parity questions must differ from the first checkpoint's (an engine or state
     kept from the earlier export would give the same)."""
     from perf.gpu.served import served_answers
-    from perf.inputs import squad_sized_pairs
-    from serving.checkpoints import build_random_checkpoint
     from serving.export import export
+    from testkit.checkpoints import build_random_checkpoint
+    from testkit.inputs import squad_sized_pairs
 
     other = work / f"checkpoint-{size}-seed1"
     if not (other / "config.json").is_file():

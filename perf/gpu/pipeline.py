@@ -50,7 +50,7 @@ def pipeline_main(argv: list[str]) -> int:
     """``python -m perf.gpu_run pipeline ...``: the card's pipeline one question per call, then batched; results as
     JSON (written after each form), with the GPU's memory in use at its peak during each."""
     from perf.bench import bench_pipeline
-    from perf.inputs import squad_sized_pairs
+    from testkit.inputs import squad_sized_pairs
 
     parser = argparse.ArgumentParser(prog="perf.gpu_run pipeline")
     parser.add_argument("--checkpoint", type=Path, required=True)

@@ -17,6 +17,23 @@ from perf.gpu.machine import GpuMemory
 from perf.gpu.report import render_row
 
 
+def server_memory(grpc_port: int) -> dict[str, float]:
+    """Private memory (anonymous resident MB) of tritonserver, what the liveness probe bounds, and of each
+    model's stub processes (their instances summed)."""
+    from serving.processes import memory_mb, stub_pids, tritonserver_pids
+
+    memory: dict[str, float] = {}
+    for pid in tritonserver_pids(grpc_port):
+        memory["tritonserver"] = memory.get("tritonserver", 0.0) + memory_mb(pid)
+        for model in ("tokenizer", "electra", "decoder"):
+            for stub in stub_pids(pid, model):
+                try:
+                    memory[model] = memory.get(model, 0.0) + memory_mb(stub)
+                except OSError:
+                    pass
+    return memory
+
+
 def served_answers(http_url: str, pairs: list[tuple[str, str]]) -> list[tuple[str, int, int] | str]:
     """The served (answer, start, end) of each pair, one request each (Triton's HTTP/JSON protocol), or the
     error the server answered it with (its message)."""
@@ -127,7 +144,6 @@ def run_served(args, device: str, start_server, pairs: list[tuple[str, str]]) ->
     """Start the server, answer the parity questions, run perf_analyzer at each concurrency and on the long
     document (the server's memory after each), stop the server. A server that does not start, or a perf_analyzer
     run that fails, is reported (with the end of its output) and the run goes on: ``errors`` lists what failed."""
-    from perf.gpu.checks import server_memory
     from perf.load_test import PerfAnalyzerError, composing_models, measure
     from perf.process_cpu import server_processes
     from serving.admin import grpc_headers, local_admin_key

@@ -17,7 +17,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from client import ENSEMBLE
-from perf.inputs import long_document
+from testkit.inputs import long_document
 from tests.integration import raw
 
 FLOODING = "flooding"

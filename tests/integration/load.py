@@ -7,7 +7,7 @@ import time
 from typing import NamedTuple
 
 from client import Answer, QAError, TritonQA
-from perf.cases import CASES
+from testkit.cases import CASES
 
 
 class Outcome(NamedTuple):

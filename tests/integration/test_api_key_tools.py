@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from perf.cases import CASES
+from testkit.cases import CASES
 from tests.conftest import ROOT
 from tests.integration.conftest import launch, stop
 

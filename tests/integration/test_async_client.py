@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from client import AsyncTritonQA, InvalidInputError, ServerUnavailableError
-from perf.cases import CASES
+from testkit.cases import CASES
 
 
 def test_async_client_gives_the_sync_clients_answers(triton_server, qa):

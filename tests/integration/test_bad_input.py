@@ -5,7 +5,7 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from client import InvalidInputError, ServerError, TritonQA
-from perf.cases import CASES
+from testkit.cases import CASES
 from tests.integration import raw
 
 

@@ -6,12 +6,12 @@ refuses to start, naming the CPU and its flags."""
 
 import pytest
 
-from perf.cases import CASES
-from perf.inputs import squad_sized_pairs
 from runtime.cpu import describe
 from runtime.openvino_runner import bf16_units
-from serving.checkpoints import build_random_checkpoint
 from serving.export import copy_repository
+from testkit.cases import CASES
+from testkit.checkpoints import build_random_checkpoint
+from testkit.inputs import squad_sized_pairs
 from tests.conftest import ROOT
 from tests.integration.conftest import launch, stop, wait_ready
 

@@ -14,7 +14,7 @@ import tracemalloc
 import pytest
 
 from client import AsyncTritonQA, TritonQA
-from perf.cases import CASES
+from testkit.cases import CASES
 from tests.conftest import ROOT, as_list, assert_same_answers
 
 SHORT = [

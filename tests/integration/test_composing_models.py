@@ -17,10 +17,10 @@ from hypothesis.extra import numpy as hnp
 from tritonclient.utils import InferenceServerException
 
 from client import ENSEMBLE
-from perf.cases import CASES
 from runtime.backend import config_file_parameters
 from runtime.tensors import ATTENTION_BIT, pack_tokens, unpack_tokens
 from serving.processes import memory_mb, stub_pids, tritonserver_pids
+from testkit.cases import CASES
 from tests.integration import raw
 
 FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

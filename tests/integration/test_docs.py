@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from perf.cases import CASES
+from testkit.cases import CASES
 from tests.conftest import code_blocks
 
 BLOCKS = code_blocks("python")

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from perf.cases import CASES
+from testkit.cases import CASES
 from tests.conftest import ROOT
 
 

@@ -8,9 +8,9 @@ import os
 
 import pytest
 
-from perf.cases import CASES
-from perf.inputs import squad_sized_pairs
 from serving.export import copy_repository, read_record
+from testkit.cases import CASES
+from testkit.inputs import squad_sized_pairs
 from tests.conftest import ROOT, as_list, assert_same_answers, family_checkpoint
 from tests.integration.conftest import launch, stop
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from client import QAError, RetryPolicy, TritonQA
-from perf.cases import CASES
-from perf.inputs import long_document
 from serving.admin import AdminClient
 from serving.processes import mapped_shm, stub_pids, tritonserver_pids
 from serving.serve import PROBE_S, Supervisor
+from testkit.cases import CASES
+from testkit.inputs import long_document
 from tests.integration.conftest import free_port, launch, stop
 from tests.integration.load import keep_asking
 from tests.integration.raw import deep_json_body

@@ -7,8 +7,8 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from client import ENSEMBLE, NO_RETRIES, DeadlineExceededError, RetryPolicy, ServerUnavailableError, TritonQA
-from perf.cases import CASES
-from perf.inputs import long_document
+from testkit.cases import CASES
+from testkit.inputs import long_document
 from tests.integration import raw
 from tests.integration.conftest import free_port
 

@@ -33,11 +33,11 @@ import pytest
 import yaml
 from compose_spec import PyCompose
 
-from perf.cases import CASES
-from perf.inputs import long_document, squad_sized_pairs
 from runtime.openvino_runner import bf16_units
 from serving.export import copy_repository
 from serving.export import main as export_main
+from testkit.cases import CASES
+from testkit.inputs import long_document, squad_sized_pairs
 from tests.conftest import ROOT, as_list, assert_same_answers
 from tests.integration.image import Container, Image, build, stand_in
 from tests.integration.raw import deep_json_body
@@ -316,8 +316,8 @@ def test_compose_gpu_service_on_cpu_stand_ins_batches_every_length_and_only_read
     GPU; the tokenizer's and decoder's instances of a GPU host), behind its proxy. Windows of concurrent requests
     batch together whatever their lengths (Triton's statistics: windows per model execution at concurrency 64),
     the read-only repository is never written, and a re-export is what the restarted service serves."""
-    from serving.checkpoints import build_random_checkpoint
     from serving.configs import torch_engine_on_cpu
+    from testkit.checkpoints import build_random_checkpoint
 
     repository = exported(tmp_path_factory, tiny_checkpoint)
     torch_engine_on_cpu(repository, pre_post="gpu-host")

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from client import ENSEMBLE, AsyncTritonQA, QAError, TritonQA
-from perf.cases import CASES
+from testkit.cases import CASES
 from tests.integration.conftest import launch, stop, wait_ready
 from tests.integration.load import keep_asking
 

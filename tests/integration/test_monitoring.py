@@ -5,7 +5,7 @@ import re
 import urllib.request
 
 from client import ENSEMBLE
-from perf.cases import CASES
+from testkit.cases import CASES
 from tests.monitoring import GPU_ONLY_METRICS, adapter_queries, dashboard_queries, metric_names
 
 

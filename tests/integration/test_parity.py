@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from client import Answer, InvalidInputError
-from perf.cases import CASES
+from testkit.cases import CASES
 from tests.conftest import as_list, assert_same_answers
 from tests.integration import raw
 

@@ -24,11 +24,11 @@ from tritonclient.grpc import service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from client import ENSEMBLE, InvalidInputError, QAError, TritonQA
-from perf.cases import CASES
-from perf.inputs import long_document, squad_sized_pairs
 from serving.configs import edit
 from serving.export import copy_repository
 from serving.processes import memory_mb, stub_pids, tritonserver_pids
+from testkit.cases import CASES
+from testkit.inputs import long_document, squad_sized_pairs
 from tests.conftest import ROOT
 from tests.integration import raw
 from tests.integration.conftest import launch, stop

@@ -13,8 +13,8 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from client import ENSEMBLE, TLS, AuthenticationError, RetryPolicy, ServerUnavailableError, TritonQA
-from perf.cases import CASES
 from serving.processes import mapped_shm, processes, stub_pids, tritonserver_pids
+from testkit.cases import CASES
 from tests.integration.certs import make_certificates
 from tests.integration.conftest import launch, stop
 

@@ -4,7 +4,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 from client import ENSEMBLE, TritonQA
-from perf.cases import CASES, LONG_CONTEXT
+from testkit.cases import CASES, LONG_CONTEXT
 
 
 def test_model_card_snippet_migrated_to_triton_qa(triton_server):
@@ -57,7 +57,7 @@ def test_long_document_is_answered_in_one_request(qa, reference):
 
 
 def test_140k_character_document_is_answered_like_the_reference(qa, reference, triton_server):
-    from perf.inputs import long_document
+    from testkit.inputs import long_document
 
     context = long_document(140_000)
     got = qa.top_answers("Who received the grain?", context, 3)

@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from perf.cases import CASES
 from serving.configs import torch_engine_on_cpu
 from serving.export import copy_repository
+from testkit.cases import CASES
 from tests.conftest import ROOT, as_list, assert_same_answers
 from tests.integration.conftest import launch, stop
 

@@ -3,8 +3,8 @@ import pytest
 import torch
 from transformers import AutoModelForQuestionAnswering
 
-from perf.cases import CASES
 from preprocessing import AnswerOptions, decode
+from testkit.cases import CASES
 from tests.conftest import as_list, assert_same_answers, qa_tokenizer
 
 OPTIONS = [

@@ -8,18 +8,11 @@ import time
 import numpy as np
 import pytest
 
-from perf.cases import CASES, LONG_CONTEXT
-from perf.inputs import long_document
-from preprocessing import (
-    AnswerOptions,
-    DecoderInput,
-    DecoderLimits,
-    InputError,
-    decode,
-    decode_requests,
-    measure_paces,
-)
+from preprocessing import AnswerOptions, DecoderLimits, InputError, decode
+from runtime.decode_batch import DecoderInput, decode_requests, measure_paces
 from runtime.tensors import window_questions, window_tensors
+from testkit.cases import CASES, LONG_CONTEXT
+from testkit.inputs import long_document
 from tests.conftest import qa_tokenizer
 
 LIMITS = DecoderLimits(
@@ -133,14 +126,14 @@ def test_decoder_refuses_contexts_over_the_tokenizers_characters_limits(tokenize
 
 
 def test_a_request_whose_decoding_fails_fails_alone(tokenizer, monkeypatch):
-    import preprocessing.decode_batch
+    import runtime.decode_batch
 
     def decode_unless_poisoned(*args):
         if any("poison" in context for context in args[5]):
             raise MemoryError("Unable to allocate 7.45 GiB")
         return decode(*args)
 
-    monkeypatch.setattr(preprocessing.decode_batch, "decode", decode_unless_poisoned)
+    monkeypatch.setattr(runtime.decode_batch, "decode", decode_unless_poisoned)
     good = [decoder_request(tokenizer, [q], [c], seed=i) for i, (q, c) in enumerate(list(CASES.values())[:3])]
     bad = decoder_request(tokenizer, ["Who?"], ["Ada wrote the poison."])
     results = decode_requests([DecoderInput.checked(*r, LIMITS) for r in (good[0], bad, good[1], good[2])])

@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-from serving.checkpoints import build_random_checkpoint
 from serving.export import (
     DEFAULT_MODEL,
     OPSET,
@@ -18,6 +17,7 @@ from serving.export import (
     is_current,
     read_record,
 )
+from testkit.checkpoints import build_random_checkpoint
 from tests.conftest import ROOT
 
 

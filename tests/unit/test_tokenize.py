@@ -7,10 +7,10 @@ import pytest
 from tokenizers import Tokenizer
 from transformers import AutoTokenizer
 
-from perf.cases import CASES, LONG_CONTEXT
-from perf.inputs import long_document
 from preprocessing import NO_OFFSET, InputError, QATokenizer, WindowSettings
 from preprocessing.tokenize import COUNT_PIECE_CHARS
+from testkit.cases import CASES, LONG_CONTEXT
+from testkit.inputs import long_document
 from tests.conftest import qa_tokenizer
 
 

@@ -7,10 +7,11 @@ import time
 import numpy as np
 import pytest
 
-from perf.cases import CASES, LONG_CONTEXT
-from perf.inputs import long_document
-from preprocessing import InputError, tokenize_requests
+from preprocessing import InputError
 from runtime.scheduling import Budget, Busy
+from runtime.tokenize_batch import tokenize_requests
+from testkit.cases import CASES, LONG_CONTEXT
+from testkit.inputs import long_document
 from tests.conftest import qa_tokenizer
 
 

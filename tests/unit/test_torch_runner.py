@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.electra_encoder import UnsupportedCheckpoint
+from runtime.encoders import UnsupportedCheckpoint
 from runtime.model_inputs import PaddingStats
 from runtime.onnx_runner import OnnxQARunner
 from runtime.tensors import ATTENTION_BIT, pack_tokens, unpack_tokens

@@ -11,7 +11,6 @@ from preprocessing import (
     RequestLimits,
     WindowSettings,
     read_pairs,
-    tokenize_requests,
 )
 from runtime.backend import (
     MemoryTrimmer,
@@ -25,6 +24,7 @@ from runtime.backend import (
 )
 from runtime.scheduling import Budget
 from runtime.tensors import window_tensors
+from runtime.tokenize_batch import tokenize_requests
 
 # an execute that read this many characters gives the memory it freed back to the system (runtime.backend)
 TRIM_AFTER_CHARS = 100_000

@@ -1,4 +1,5 @@
-"""Many requests at once, the decoder step's part: the answers of everything one ``execute`` receives.
+"""Many requests at once, the decoder step's part: the answers of everything one ``execute`` receives (the
+per-execute floor over ``preprocessing.decode``'s per-window spans).
 
 Each request's problems stay its own: a request that is refused gets its ``InputError`` (or, past the step's
 time budget, the budget's ``Busy``), and the others are still answered. The work is done for all of them
@@ -15,7 +16,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,10 +24,8 @@ from preprocessing.decode import DecodedAnswers, decode, reference_spans
 from preprocessing.errors import InputError
 from preprocessing.requests import AnswerOptions, DecoderLimits, readable_texts
 from preprocessing.tokenize import NO_OFFSET
+from runtime.scheduling import Budget
 from runtime.tensors import window_questions
-
-if TYPE_CHECKING:  # for its type only: runtime.scheduling imports preprocessing
-    from runtime.scheduling import Budget
 
 
 @dataclass

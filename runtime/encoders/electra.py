@@ -9,23 +9,21 @@ layers shared across the depth, its GELU the tanh approximation, its embeddings 
 attention of each layer done by ``torch.nn.functional.scaled_dot_product_attention`` (fused flash /
 memory-efficient kernels on GPU) and the query, key and value projections fused into one matrix product. Padded
 keys are masked out, so right padding never changes the logits of real positions. DeBERTa's encoder is
-``runtime.deberta_encoder``; ``read_checkpoint`` reads either.
+``runtime.encoders.deberta``.
 
-Weights are read by name from a checkpoint directory saved by Hugging Face (``config.json`` and
-``model.safetensors``, or ``pytorch_model.bin``): every tensor is used and none may be missing.
+Weights are taken by name from the checkpoint's state dict (``runtime.encoders.checkpoint``): every tensor is used
+and none may be missing.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from runtime.encoders.checkpoint import CheckpointTensors, UnsupportedCheckpoint, built_strictly
 
 # the families this encoder reproduces (config.json's model_type) and the prefix of their weights' names
 PREFIXES = {
@@ -49,10 +47,6 @@ DISTILBERT_KEYS = {
 # Tensors a question-answering model does not read, as transformers does not: buffers older versions saved, and
 # the pooler that checkpoints fine-tuned from a pre-trained model may still carry
 IGNORED_TENSORS = ("embeddings.position_ids", "embeddings.token_type_ids", "pooler.dense.weight", "pooler.dense.bias")
-
-
-class UnsupportedCheckpoint(ValueError):
-    """The checkpoint is not a question-answering model this encoder reproduces exactly (``PREFIXES``)."""
 
 
 @dataclass(frozen=True)
@@ -146,75 +140,6 @@ class ElectraShape:
 
     def build(self, state: dict[str, torch.Tensor]) -> ElectraForQA:
         return ElectraForQA.from_state_dict(self, state)
-
-
-def shape_of(config: dict):
-    """The shape of the network that reproduces this ``config.json``: this module's (``PREFIXES``) or DeBERTa's
-    (``runtime.deberta_encoder``); ``UnsupportedCheckpoint`` for any other."""
-    if config.get("model_type") == "deberta-v2":
-        from runtime.deberta_encoder import DebertaShape
-
-        return DebertaShape.from_config(config)
-    return ElectraShape.from_config(config)
-
-
-class CheckpointTensors:
-    """A checkpoint's state dict, taken tensor by tensor under its Hugging Face names: taking one it lacks, or
-    leaving one untaken (but the ``ignored``, which transformers does not read either), is
-    ``UnsupportedCheckpoint``."""
-
-    def __init__(self, state: dict[str, torch.Tensor], ignored: Iterable[str] = ()):
-        skipped = set(ignored)
-        self.remaining = {name: tensor for name, tensor in state.items() if name not in skipped}
-
-    def take(self, name: str) -> torch.Tensor:
-        try:
-            return self.remaining.pop(name)
-        except KeyError:
-            raise UnsupportedCheckpoint(f"the checkpoint has no tensor {name}") from None
-
-    def check_all_taken(self) -> None:
-        if self.remaining:
-            raise UnsupportedCheckpoint(
-                f"the checkpoint has tensors this network does not use: {sorted(self.remaining)}"
-            )
-
-
-Network = TypeVar("Network", bound=nn.Module)
-
-
-def built_strictly(network: Callable[[Any], Network], shape, state: dict[str, torch.Tensor], renamed) -> Network:
-    """``network(shape)`` (on CPU, in the weights' dtype, for inference) with the weights ``renamed(state,
-    model)`` gives under its own names, strictly: ``UnsupportedCheckpoint`` when a tensor is missing, has a shape
-    that config.json does not imply, or is left unused."""
-    with torch.device("meta"):  # no random initialisation of weights that are overwritten anyway
-        model = network(shape)
-    try:
-        model.load_state_dict(renamed(state, model), strict=True, assign=True)
-    except RuntimeError as error:  # size mismatch
-        raise UnsupportedCheckpoint(f"the checkpoint does not fit config.json: {error}") from None
-    return model.eval().requires_grad_(False)
-
-
-def read_checkpoint(directory: str | Path):
-    """(shape, state dict on CPU) of a Hugging Face question-answering checkpoint directory; ``shape.build(state)``
-    is the network."""
-    directory = Path(directory)
-    config_file = directory / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{directory} has no config.json (not a Hugging Face checkpoint directory)")
-    shape = shape_of(json.loads(config_file.read_text()))
-    if (directory / "model.safetensors").is_file():
-        from safetensors.torch import load_file
-
-        state = load_file(str(directory / "model.safetensors"), device="cpu")
-    elif (directory / "pytorch_model.bin").is_file():
-        state = torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    else:
-        raise FileNotFoundError(
-            f"{directory} has neither model.safetensors nor pytorch_model.bin (sharded checkpoints are not supported)"
-        )
-    return shape, state
 
 
 class ElectraLayer(nn.Module):

@@ -1,4 +1,5 @@
-"""Many requests at once, the tokenizer step's part: the windows of everything one ``execute`` receives.
+"""Many requests at once, the tokenizer step's part: the windows of everything one ``execute`` receives (the
+per-execute floor over ``preprocessing.tokenize``'s per-pair windows).
 
 Each request's problems stay its own: a request that is refused gets its ``InputError`` (or, past the step's
 time budget, the budget's ``Busy``), and the others are still encoded. The work is done for all of them
@@ -9,13 +10,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from preprocessing.errors import InputError
 from preprocessing.tokenize import QATokenizer, Windows
-
-if TYPE_CHECKING:  # for its type only: runtime.scheduling imports preprocessing
-    from runtime.scheduling import Budget
+from runtime.scheduling import Budget
 
 # Requests planned together (one call for their exact token counts where needed) and pairs encoded together, in
 # characters (100,000 characters take ~0.2 s to encode on 2 cores)

@@ -7,7 +7,7 @@ tokenizer of its kind: the real uncased WordPiece vocabulary (BERT, ELECTRA, Dis
 (RoBERTa) or a sentencepiece unigram model (XLM-RoBERTa, ALBERT, DeBERTa-v2/v3) trained here on the benchmark's
 generated text and the vocabulary's words. A fixed seed makes every build identical.
 
-    python -m serving.checkpoints --size tiny --out checkpoints/electra-qa-tiny [--family roberta]
+    python -m testkit.checkpoints --size tiny --out checkpoints/electra-qa-tiny [--family roberta]
 """
 
 from __future__ import annotations
@@ -152,8 +152,8 @@ def build_random_checkpoint(
 def training_texts() -> list[str]:
     """The text the tokenizers are trained on: the benchmark's generated pairs, the parity cases and the uncased
     vocabulary's words (for a vocabulary of a useful size)."""
-    from perf.cases import CASES
-    from perf.inputs import squad_sized_pairs
+    from testkit.cases import CASES
+    from testkit.inputs import squad_sized_pairs
 
     words = [w for w in uncased_vocab().read_text().split("\n") if w.isalpha()]
     texts = [text for pair in [*squad_sized_pairs(200), *CASES.values()] for text in pair]

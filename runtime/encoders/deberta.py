@@ -8,8 +8,8 @@ term read off a table of relative-position embeddings (relative distances bucket
 memory-efficient kernels on GPU), and the query, key and value projections fused into one matrix product.
 Padded keys are masked out, so right padding never changes the logits of real positions.
 
-Weights are read by name from the same checkpoint directories as ``runtime.electra_encoder`` (which dispatches
-here on ``model_type``): every tensor is used and none may be missing.
+Weights are taken by name from the checkpoint's state dict (``runtime.encoders.checkpoint``): every tensor is used
+and none may be missing.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from runtime.electra_encoder import CheckpointTensors, UnsupportedCheckpoint, built_strictly
+from runtime.encoders.checkpoint import CheckpointTensors, UnsupportedCheckpoint, built_strictly
 
 RELATIVE_TERMS = ("c2p", "p2c")  # content-to-position, position-to-content
 # the convolution's activations (conv_act), as transformers' ACT2FN computes them
@@ -266,7 +266,7 @@ class DebertaForQA(nn.Module):
     @classmethod
     def from_state_dict(cls, shape: DebertaShape, state: dict[str, torch.Tensor]) -> DebertaForQA:
         """The network with the weights of a Hugging Face ``DebertaV2ForQuestionAnswering`` state dict
-        (``runtime.electra_encoder.built_strictly``)."""
+        (``runtime.encoders.checkpoint.built_strictly``)."""
         model = built_strictly(cls, shape, state, _renamed)
         model.relative_index = (  # built on the meta device, like the weights
             relative_positions(shape.max_positions, shape) if shape.relative_attention else torch.zeros((0, 0))
