@@ -18,7 +18,7 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
-from serving.export import FAMILIES  # the families served: a checkpoint of each can be built here
+from runtime.families import FAMILIES, TestRecipe
 
 VOCAB_MD5 = "64800d5d8528ce344256daf115d4965e"
 SIZES = {
@@ -49,20 +49,6 @@ def uncased_vocab(path: str | Path | None = None) -> Path:
     return path
 
 
-# sentencepiece families: the tokenizer class and the special pieces' ids its converter expects
-SENTENCEPIECE = {
-    "xlm-roberta": ("XLMRobertaTokenizerFast", dict(pad_id=1, unk_id=3, bos_id=0, eos_id=2)),
-    "albert": (
-        "AlbertTokenizerFast",
-        dict(pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, control_symbols=["[CLS]", "[SEP]", "[MASK]"]),
-    ),
-    "deberta-v2": (
-        "DebertaV2TokenizerFast",
-        dict(pad_id=0, unk_id=3, bos_id=1, eos_id=2, user_defined_symbols=["[MASK]"]),
-    ),
-}
-
-
 def build_random_checkpoint(
     out: str | Path, size: str = "tiny", seed: int = 0, vocab: str | Path | None = None, family: str = "electra"
 ) -> Path:
@@ -71,75 +57,19 @@ def build_random_checkpoint(
     import torch
     import transformers
 
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    declared = FAMILIES[family]
+    recipe = declared.recipe
     out = Path(out)
     torch.manual_seed(seed)
-    shape = SIZES[size]
-    layers = {k: v for k, v in shape.items() if k != "embedding_size"}
-    if family in SENTENCEPIECE:
-        tokenizer_class, pieces = SENTENCEPIECE[family]
-        tokenizer = getattr(transformers, tokenizer_class)(
-            vocab_file=str(sentencepiece_model(out / "spm", pieces)), model_max_length=512
-        )
-        if family == "xlm-roberta":
-            config = transformers.XLMRobertaConfig(
-                vocab_size=len(tokenizer),
-                max_position_embeddings=514,
-                pad_token_id=tokenizer.pad_token_id,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                type_vocab_size=1,
-                **layers,
-            )
-        elif family == "albert":
-            config = transformers.AlbertConfig(vocab_size=len(tokenizer), max_position_embeddings=512, **shape)
-        else:  # DeBERTa-v3's settings: relative attention with position buckets, no token types
-            config = transformers.DebertaV2Config(
-                vocab_size=len(tokenizer),
-                max_position_embeddings=512,
-                type_vocab_size=0,
-                relative_attention=True,
-                position_biased_input=False,
-                pos_att_type=["p2c", "c2p"],
-                position_buckets=256,
-                norm_rel_ebd="layer_norm",
-                share_att_key=True,
-                max_relative_positions=-1,
-                pad_token_id=tokenizer.pad_token_id,
-                **layers,
-            )
-    elif family == "roberta":
-        tokenizer = byte_level_bpe_tokenizer(out / "bpe")
-        config = transformers.RobertaConfig(
-            vocab_size=len(tokenizer),
-            max_position_embeddings=514,  # RoBERTa's positions start after the padding index
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            type_vocab_size=1,
-            **layers,
-        )
-    else:
-        tokenizer_class = {"electra": "ElectraTokenizerFast", "bert": "BertTokenizerFast"}.get(
-            family, "DistilBertTokenizerFast"
-        )
-        tokenizer = getattr(transformers, tokenizer_class)(
-            vocab_file=str(uncased_vocab(vocab)), do_lower_case=True, model_max_length=512
-        )
-        if family == "electra":
-            config = transformers.ElectraConfig(vocab_size=30522, max_position_embeddings=512, **shape)
-        elif family == "bert":
-            config = transformers.BertConfig(vocab_size=30522, max_position_embeddings=512, **layers)
-        elif family == "distilbert":
-            config = transformers.DistilBertConfig(
-                vocab_size=30522,
-                max_position_embeddings=512,
-                dim=shape["hidden_size"],
-                n_layers=shape["num_hidden_layers"],
-                n_heads=shape["num_attention_heads"],
-                hidden_dim=shape["intermediate_size"],
-            )
-        else:
-            raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    tokenizer = test_tokenizer(recipe, out, vocab)
+    shape = {k: v for k, v in SIZES[size].items() if recipe.takes_embedding_size or k != "embedding_size"}
+    settings = {declared.config_names.get(k, k): v for k, v in shape.items()}
+    settings.update({name: getattr(tokenizer, name) for name in recipe.special_ids})
+    config = getattr(transformers, recipe.config_class)(
+        vocab_size=len(tokenizer), max_position_embeddings=recipe.max_position_embeddings, **settings, **recipe.config
+    )
     model = transformers.AutoModelForQuestionAnswering.from_config(config).eval()
     with torch.no_grad():
         model.qa_outputs.weight.mul_(QA_HEAD_SCALE)
@@ -147,6 +77,18 @@ def build_random_checkpoint(
     tokenizer.save_pretrained(out)
     shutil.rmtree(out / "spm", ignore_errors=True)  # the tokenizer saved its own copy
     return out
+
+
+def test_tokenizer(recipe: TestRecipe, out: Path, vocab: str | Path | None):
+    """The family's kind of fast tokenizer, made offline."""
+    import transformers
+
+    tokenizer_class = getattr(transformers, recipe.tokenizer_class)
+    if recipe.tokenizer == "sentencepiece":
+        return tokenizer_class(vocab_file=str(sentencepiece_model(out / "spm", recipe.pieces)), model_max_length=512)
+    if recipe.tokenizer == "byte-level-bpe":
+        return byte_level_bpe_tokenizer(out / "bpe", tokenizer_class)
+    return tokenizer_class(vocab_file=str(uncased_vocab(vocab)), do_lower_case=True, model_max_length=512)
 
 
 def training_texts() -> list[str]:
@@ -160,7 +102,7 @@ def training_texts() -> list[str]:
     return texts + [" ".join(words[i : i + 20]) for i in range(0, len(words), 20)]
 
 
-def sentencepiece_model(directory: Path, pieces: dict) -> Path:
+def sentencepiece_model(directory: Path, pieces) -> Path:
     """A sentencepiece unigram model (2,000 pieces, every character of the text) with ``pieces``' special ids."""
     import io
 
@@ -182,11 +124,10 @@ def sentencepiece_model(directory: Path, pieces: dict) -> Path:
     return directory / "spm.model"
 
 
-def byte_level_bpe_tokenizer(scratch: Path):
+def byte_level_bpe_tokenizer(scratch: Path, tokenizer_class):
     """RoBERTa's kind of tokenizer (byte-level BPE, ``<s> A </s></s> B </s>`` pairs), trained on
     ``training_texts``: every byte is in its alphabet, so any text encodes."""
     from tokenizers import ByteLevelBPETokenizer
-    from transformers import RobertaTokenizerFast
 
     trainer = ByteLevelBPETokenizer()
     trainer.train_from_iterator(
@@ -194,7 +135,7 @@ def byte_level_bpe_tokenizer(scratch: Path):
     )
     scratch.mkdir(parents=True, exist_ok=True)
     vocab_file, merges_file = trainer.save_model(str(scratch))
-    tokenizer = RobertaTokenizerFast(vocab_file=vocab_file, merges_file=merges_file, model_max_length=512)
+    tokenizer = tokenizer_class(vocab_file=vocab_file, merges_file=merges_file, model_max_length=512)
     shutil.rmtree(scratch)
     return tokenizer
 
