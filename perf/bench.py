@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from runtime.cpu import describe
+from runtime.families import FAMILIES
 from serving.admin import AdminClient, local_admin_key
 from serving.configs import edit, step_configs
 from serving.engines import ENGINES, choose, graph_precision
-from serving.export import FAMILIES, copy_repository, export, is_current
+from serving.export import copy_repository, export, is_current
 from testkit.cases import CASES
 from testkit.inputs import long_document, squad_sized_pairs
 

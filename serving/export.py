@@ -35,18 +35,13 @@ from pathlib import Path
 import numpy as np
 
 from runtime.backend import config_file_parameters
+from runtime.families import FAMILIES
 from runtime.tensors import GRAPH_INPUTS, GRAPH_OUTPUTS, TYPE_BIT
 from serving.engines import ENGINES, PRECISIONS, EngineChoiceError, choose, graph_precision
 
 DEFAULT_MODEL = "valhalla/electra-base-discriminator-finetuned_squadv1"
 DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 OPSET = 17
-# the families served (config.json's model_type), each held to the 4.57.6 pipeline by tests/unit/test_families.py;
-# what a step needs to know about a family (its pair layout, its model inputs) is read from the checkpoint's own
-# files and recorded in export.json, not kept here
-FAMILIES = ("albert", "bert", "deberta-v2", "distilbert", "electra", "roberta", "xlm-roberta")
-# the families whose graph ONNX Runtime's BERT fusions rewrite (DeBERTa's disentangled attention is not theirs)
-FUSED_FAMILIES = ("albert", "bert", "distilbert", "electra", "roberta", "xlm-roberta")
 DEFAULT_TOLERANCE = 1e-3  # max |ONNX - PyTorch| over the check inputs' logits
 
 
@@ -382,7 +377,7 @@ def _export_onnx(
                 opset_version=OPSET,
                 dynamo=False,
             )
-        optimize = optimize and network.config.model_type in FUSED_FAMILIES
+        optimize = optimize and FAMILIES[network.config.model_type].fused
         fused = _fuse_transformer_ops(onnx_path, network.config) if optimize else {}
         expected = [t.numpy() for t in network(**{n: sample[n] for n in names}, return_dict=False)[:2]]
     clamped = fp16_safe_constants(onnx_path)
@@ -513,7 +508,7 @@ def model_limits(config, inputs: tuple[str, ...]) -> dict:
     (None: it takes none, and the tokenizer's types never reach it), windows within the positions the model has
     (RoBERTa's positions start after its padding index: two fewer)."""
     positions = config.max_position_embeddings
-    if config.model_type in ("roberta", "xlm-roberta"):
+    if FAMILIES[config.model_type].positions_after_padding:
         positions -= config.pad_token_id + 1
     return {
         "vocab_size": config.vocab_size,

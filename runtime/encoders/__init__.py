@@ -9,19 +9,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from runtime.encoders.bert_like import BertLikeShape
 from runtime.encoders.checkpoint import UnsupportedCheckpoint, read_weights
 from runtime.encoders.deberta import DebertaShape
-from runtime.encoders.electra import ElectraShape
+from runtime.families import FAMILIES
 
-# config.json's model_type -> the shape of the network that reproduces it (every other family: ElectraShape's)
-SHAPES = {"deberta-v2": DebertaShape}
+# each encoder's shape, by the kind the families declare (runtime.families)
+SHAPES = {"bert-like": BertLikeShape, "deberta": DebertaShape}
 
 __all__ = ["UnsupportedCheckpoint", "read_checkpoint", "shape_of"]
 
 
 def shape_of(config: dict):
     """The shape of the network that reproduces this ``config.json``; ``UnsupportedCheckpoint`` for any other."""
-    return SHAPES.get(config.get("model_type"), ElectraShape).from_config(config)
+    family = FAMILIES.get(config.get("model_type"))
+    if family is None or family.encoder is None:
+        reproduced = [name for name, family in FAMILIES.items() if family.encoder]
+        raise UnsupportedCheckpoint(f"model_type is {config.get('model_type')!r}, not one of {', '.join(reproduced)}")
+    return SHAPES[family.encoder].from_config(config)
 
 
 def read_checkpoint(directory: str | Path):

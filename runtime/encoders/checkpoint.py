@@ -14,7 +14,7 @@ from torch import nn
 
 
 class UnsupportedCheckpoint(ValueError):
-    """The checkpoint is not a question-answering model this encoder reproduces exactly (``PREFIXES``)."""
+    """The checkpoint is not a question-answering model the encoders reproduce exactly (``runtime.families``)."""
 
 
 class CheckpointTensors:

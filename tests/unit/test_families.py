@@ -1,4 +1,4 @@
-"""Every family served (``serving.export.FAMILIES``) answers as the 4.57.6 pipeline does, on a random-weight
+"""Every family served (``runtime.families``) answers as the 4.57.6 pipeline does, on a random-weight
 checkpoint of its own architecture with a tokenizer of its kind (``testkit.checkpoints``): the exported graph on
 ONNX Runtime between the tokenizer step's windows and the decoder's spans — the served path without Triton
 (tests/integration/test_families.py serves one over gRPC). What differs by family is read from its files: the
@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from preprocessing import AnswerOptions, decode
+from runtime.families import FAMILIES
 from runtime.onnx_runner import OnnxQARunner
 from runtime.tensors import pack_tokens
-from serving.export import FAMILIES, ExportError, copy_repository, export, read_record
+from serving.export import ExportError, copy_repository, export, read_record
 from testkit.cases import CASES
 from testkit.inputs import squad_sized_pairs
 from tests.conftest import ROOT, as_list, assert_same_answers, family_checkpoint, qa_tokenizer

@@ -1,4 +1,5 @@
-"""A compact ELECTRA (BERT-style) encoder with the extractive question-answering head, in plain torch.
+"""The BERT-like encoder with the extractive question-answering head, in plain torch (BERT, ELECTRA, DistilBERT,
+RoBERTa, XLM-RoBERTa, ALBERT).
 
 It computes what ``transformers``' ``ElectraForQuestionAnswering`` computes in eval mode (absolute position
 embeddings, post-LayerNorm layers, exact-erf GELU), and so what ``BertForQuestionAnswering``,
@@ -24,33 +25,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from runtime.encoders.checkpoint import CheckpointTensors, UnsupportedCheckpoint, built_strictly
+from runtime.families import FAMILIES
 
-# the families this encoder reproduces (config.json's model_type) and the prefix of their weights' names
-PREFIXES = {
-    "electra": "electra",
-    "bert": "bert",
-    "roberta": "roberta",
-    "xlm-roberta": "roberta",
-    "distilbert": "distilbert",
-    "albert": "albert",
-}
+# the families this encoder reproduces (config.json's model_type)
+REPRODUCED = tuple(name for name, family in FAMILIES.items() if family.encoder == "bert-like")
+
 # the activations transformers names in hidden_act, as torch computes them (gelu_new: the tanh approximation)
 ACTIVATIONS = {"gelu": "none", "gelu_new": "tanh"}
-# DistilBERT's config names for the same hyper-parameters (it has no token types, and LayerNorm eps 1e-12)
-DISTILBERT_KEYS = {
-    "hidden_size": "dim",
-    "num_hidden_layers": "n_layers",
-    "num_attention_heads": "n_heads",
-    "intermediate_size": "hidden_dim",
-    "hidden_act": "activation",
-}
 # Tensors a question-answering model does not read, as transformers does not: buffers older versions saved, and
 # the pooler that checkpoints fine-tuned from a pre-trained model may still carry
 IGNORED_TENSORS = ("embeddings.position_ids", "embeddings.token_type_ids", "pooler.dense.weight", "pooler.dense.bias")
 
 
 @dataclass(frozen=True)
-class ElectraShape:
+class BertLikeShape:
     """The hyper-parameters the network is built from, read from ``config.json``."""
 
     model_type: str
@@ -73,7 +61,7 @@ class ElectraShape:
 
     @property
     def prefix(self) -> str:
-        return PREFIXES[self.model_type]
+        return FAMILIES[self.model_type].weights_prefix
 
     @property
     def schedule(self) -> tuple[int, ...]:
@@ -92,16 +80,17 @@ class ElectraShape:
         return self.max_position_embeddings - self.position_offset
 
     @classmethod
-    def from_config(cls, config: dict) -> ElectraShape:
+    def from_config(cls, config: dict) -> BertLikeShape:
         model_type = config.get("model_type")
-        if model_type not in PREFIXES:
-            raise UnsupportedCheckpoint(f"model_type is {model_type!r}, not one of {', '.join(PREFIXES)}")
+        if model_type not in REPRODUCED:
+            raise UnsupportedCheckpoint(f"model_type is {model_type!r}, not one of {', '.join(REPRODUCED)}")
+        family = FAMILIES[model_type]
         if model_type == "distilbert":
             if config.get("sinusoidal_pos_embds", False):
                 raise UnsupportedCheckpoint("sinusoidal_pos_embds=True is not supported (learned positions only)")
-            renamed = {ours: config[theirs] for ours, theirs in DISTILBERT_KEYS.items() if theirs in config}
-            config = {**config, **renamed}
-            config["type_vocab_size"] = 0
+            config = {**config, "type_vocab_size": 0}  # it has no token types
+        renamed = {ours: config[theirs] for ours, theirs in family.config_names.items() if theirs in config}
+        config = {**config, **renamed}
         if config.get("hidden_act", "gelu") not in ACTIVATIONS:
             raise UnsupportedCheckpoint(
                 f"hidden_act={config['hidden_act']!r} is not supported (only {', '.join(map(repr, ACTIVATIONS))})"
@@ -122,7 +111,7 @@ class ElectraShape:
                 **{name: config[name] for name in cls.__dataclass_fields__ if name not in derived},
                 model_type=model_type,
                 layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)),
-                position_offset=config["pad_token_id"] + 1 if PREFIXES[model_type] == "roberta" else 0,
+                position_offset=config["pad_token_id"] + 1 if family.positions_after_padding else 0,
                 projected=model_type == "albert" or config["embedding_size"] != config["hidden_size"],
             )
         except KeyError as missing:
@@ -138,12 +127,12 @@ class ElectraShape:
             )
         return shape
 
-    def build(self, state: dict[str, torch.Tensor]) -> ElectraForQA:
-        return ElectraForQA.from_state_dict(self, state)
+    def build(self, state: dict[str, torch.Tensor]) -> BertLikeForQA:
+        return BertLikeForQA.from_state_dict(self, state)
 
 
-class ElectraLayer(nn.Module):
-    def __init__(self, shape: ElectraShape):
+class BertLikeLayer(nn.Module):
+    def __init__(self, shape: BertLikeShape):
         super().__init__()
         hidden = shape.hidden_size
         self.heads = shape.num_attention_heads
@@ -166,11 +155,11 @@ class ElectraLayer(nn.Module):
         return self.output_norm(self.output(intermediate) + hidden)
 
 
-class ElectraForQA(nn.Module):
+class BertLikeForQA(nn.Module):
     """``forward(input_ids, attention_mask, token_type_ids)`` ([B, L] integer tensors, right padded) ->
     logits [B, L, 2] (start, end) in the module's dtype."""
 
-    def __init__(self, shape: ElectraShape):
+    def __init__(self, shape: BertLikeShape):
         super().__init__()
         self.shape = shape
         self.word_embeddings = nn.Embedding(shape.vocab_size, shape.embedding_size)
@@ -181,7 +170,7 @@ class ElectraForQA(nn.Module):
         )
         self.embedding_norm = nn.LayerNorm(shape.embedding_size, eps=shape.layer_norm_eps)
         self.embeddings_project = nn.Linear(shape.embedding_size, shape.hidden_size) if shape.projected else None
-        self.layers = nn.ModuleList(ElectraLayer(shape) for _ in range(max(shape.schedule) + 1))
+        self.layers = nn.ModuleList(BertLikeLayer(shape) for _ in range(max(shape.schedule) + 1))
         self.qa_outputs = nn.Linear(shape.hidden_size, 2)
 
     def forward(
@@ -204,7 +193,7 @@ class ElectraForQA(nn.Module):
         return self.qa_outputs(hidden)
 
     @classmethod
-    def from_state_dict(cls, shape: ElectraShape, state: dict[str, torch.Tensor]) -> ElectraForQA:
+    def from_state_dict(cls, shape: BertLikeShape, state: dict[str, torch.Tensor]) -> BertLikeForQA:
         """The network with the weights of a Hugging Face ``<family>ForQuestionAnswering`` state dict
         (``built_strictly``)."""
         return built_strictly(cls, shape, state, _renamed)
@@ -244,7 +233,7 @@ DISTILBERT_LAYER = {
 PROJECTIONS = {"electra": "electra.embeddings_project", "albert": "albert.encoder.embedding_hidden_mapping_in"}
 
 
-def _renamed(state: dict[str, torch.Tensor], model: ElectraForQA) -> dict[str, torch.Tensor]:
+def _renamed(state: dict[str, torch.Tensor], model: BertLikeForQA) -> dict[str, torch.Tensor]:
     """``state`` (Hugging Face names, under the family's prefix) under this module's names, query/key/value
     concatenated."""
     prefix = model.shape.prefix
