@@ -37,7 +37,7 @@ from testkit.cases import CASES
 from testkit.inputs import long_document, squad_sized_pairs
 
 ROOT = Path(__file__).resolve().parent.parent
-STEPS = ("tokenizer", "electra", "decoder")
+STEPS = ("tokenizer", "encoder", "decoder")
 LONG_QUESTION = "Who received the grain shipped in 1057?"
 
 
@@ -244,7 +244,7 @@ def prepare(checkpoint: Path, repository: Path, precision: str) -> None:
     if not current:
         shutil.rmtree(repository, ignore_errors=True)
     copy_repository(ROOT / "model_repository", repository, over_existing=True)
-    for config in step_configs(repository, "electra"):
+    for config in step_configs(repository, "encoder"):
         edit(config, {"max_request_ms": "0"})
     if not current:
         export(str(checkpoint), repository, engine=engine, precision=precision)
@@ -268,7 +268,7 @@ def bench_bare_openvino(repository: Path, pairs, duration_s: float) -> dict:
 
     tokenizer = library_tokenizer(repository / "tokenizer" / "1" / "tokenizer.json")
     core = openvino.Core()
-    graph = core.read_model(str(repository / "electra" / "1" / "model.onnx"))
+    graph = core.read_model(str(repository / "encoder" / "1" / "model.onnx"))
     compiled = core.compile_model(graph, "CPU", {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY"})
     request = compiled.create_infer_request()
     # the family's own inputs (RoBERTa, DistilBERT and DeBERTa-v3 take no token types)
@@ -469,7 +469,7 @@ def render(report: dict) -> str:
         + f"inputs: {report['inputs']}; answers compared with the fp32 pipeline's (SQuAD-sized pairs / the "
         f"{len(CASES)} edge cases).",
         "",
-        "| setup | throughput (q/s) | p50 (ms) | p99 (ms) | × pipeline | tokenizer / electra / decoder share "
+        "| setup | throughput (q/s) | p50 (ms) | p99 (ms) | × pipeline | tokenizer / encoder / decoder share "
         "| queue share | padding | same answer |",
         "|---|---|---|---|---|---|---|---|---|",
         f"| pipeline fp32, in-process (mean of {' and '.join(f'{q:.2f}' for q in ref['throughput_before_after_qps'])}, "

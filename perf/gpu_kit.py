@@ -52,7 +52,7 @@ FORMAT = 1  # part of every payload's cache key: bump when the payloads' layout 
 # the server's packages (requirements-server.txt) that the GPU run does not carry, and why
 SERVER_PACKAGES_LEFT_OUT = {
     "onnxruntime": "the GPU configs run the torch engine, whose torch comes from the machine",
-    "openvino": "the CPU's bf16 engine (electra/configs/openvino.pbtxt), not the GPU's",
+    "openvino": "the CPU's bf16 engine (encoder/configs/openvino.pbtxt), not the GPU's",
     "openvino-telemetry": "OpenVINO's, left out with it",
     "tritonclient": "the run talks to the server over HTTP and through perf_analyzer (the CPU fallback's config "
     "edit, serving.configs, takes it from the machine's Python)",

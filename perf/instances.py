@@ -48,7 +48,7 @@ def costs(path: Path, concurrency: int | None = None) -> dict[str, float]:
     return per
 
 
-MODEL_STEP = "electra"
+MODEL_STEP = "encoder"
 
 
 def plan(

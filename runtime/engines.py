@@ -16,7 +16,7 @@ from runtime.scheduling import Budget
 from runtime.tensors import pack_tokens
 
 ENGINES = ("onnxruntime", "openvino", "torch")
-# the electra config's parameters, every one required (runtime.backend.checked_parameters)
+# the encoder config's parameters, every one required (runtime.backend.checked_parameters)
 PARAMETERS = (
     "engine",
     "onnx_file",
@@ -34,7 +34,7 @@ PARAMETERS = (
 
 
 def make_runner(parameters: Mapping[str, str], version_dir: Path, max_seq_len: int, device_id: str | None = None):
-    """The runner that ``parameters`` (the electra config's) name, on the device Triton gave the instance, for
+    """The runner that ``parameters`` (the encoder config's) name, on the device Triton gave the instance, for
     windows of at most ``max_seq_len`` tokens (the tokenizer's)."""
     engine = parameters["engine"]
     device = parameters["device"]

@@ -1,4 +1,4 @@
-"""What the ELECTRA step accepts: windows as the tokenizer step makes them, checked request by request, so
+"""What the encoder step accepts: windows as the tokenizer step makes them, checked request by request, so
 that a request sent to the step directly with ids outside the vocabulary, a malformed mask or too many
 tokens is refused (INVALID_ARGUMENT) without failing the requests batched with it."""
 

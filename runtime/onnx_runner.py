@@ -1,4 +1,4 @@
-"""The ELECTRA step on the exported ONNX graph: ONNX Runtime (``OnnxQARunner``, the CPU default, exact parity)
+"""The encoder step on the exported ONNX graph: ONNX Runtime (``OnnxQARunner``, the CPU default, exact parity)
 or OpenVINO (``runtime.openvino_runner``, bf16 on CPUs with bf16 matrix units), over windows of many requests,
 length-aware.
 

@@ -1,4 +1,4 @@
-"""The ELECTRA step on OpenVINO: the exported ONNX graph compiled for the CPU, in bf16 on the CPU's bf16 matrix
+"""The encoder step on OpenVINO: the exported ONNX graph compiled for the CPU, in bf16 on the CPU's bf16 matrix
 units (AMX-BF16, AVX512-BF16) or in fp32. Same windows, same length-aware runs and same logits contract as ONNX
 Runtime (``runtime.onnx_runner.GraphRunner``). bf16 on a CPU without bf16 units is refused: OpenVINO would
 emulate it, slower than fp32 and with bf16's answers. Nothing here imports Triton."""

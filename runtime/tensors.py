@@ -16,9 +16,9 @@ what travels together is one tensor:
 
 import numpy as np
 
-# tokenizer -> electra, decoder
+# tokenizer -> encoder, decoder
 WINDOW_TENSORS = {"tokens": np.int64, "offsets": np.int32, "window_context": np.object_}
-# electra
+# encoder
 MODEL_INPUTS = ("tokens",)
 MODEL_OUTPUTS = ("logits",)
 # decoder: (name, dtype, rank as the Python backend hands it over)

@@ -1,4 +1,4 @@
-"""The ELECTRA step on PyTorch: the same contract as ``runtime.onnx_runner.OnnxQARunner``, for GPU and CPU.
+"""The encoder step on PyTorch: the same contract as ``runtime.onnx_runner.OnnxQARunner``, for GPU and CPU.
 
 Runs the encoder that reproduces the checkpoint's family (``runtime.encoders``;
 weights read from a Hugging Face checkpoint directory) over the windows of many requests. Windows are sorted by

@@ -42,7 +42,7 @@ def torch_engine_on_cpu(repository: Path, pre_post: str = "default") -> None:
     decoder as the default configs have them (one instance each: a few cores), ``gpu-host`` keeps the GPU host's
     variants (their instance counts)."""
     edit(
-        repository / "electra" / "configs" / "torch.pbtxt",
+        repository / "encoder" / "configs" / "torch.pbtxt",
         {"device": "cpu", "precision": "fp32"},
         instance_kind="KIND_CPU",
     )

@@ -1,6 +1,6 @@
 """The model step's engines: ``ENGINE`` is the one word that chooses it, the same in ``make serve`` / ``make
 export``, ``serving.serve --engine``, ``serving.export --engine``, docker compose's ``ENGINE``, the k8s overlays
-(``deploy/k8s/overlays/<engine>``) and the config variant files (``model_repository/electra/configs/<engine>.pbtxt``,
+(``deploy/k8s/overlays/<engine>``) and the config variant files (``model_repository/encoder/configs/<engine>.pbtxt``,
 which tritonserver takes as ``--model-config-name=<engine>``). ``PRECISION`` beside it says what the engine
 computes in. Every engine runs in Triton's Python backend, so the embedded server (make serve), the image (docker
 compose, the k8s overlays) and the GPU run start the same code. docs/serving.md has the table of which to use

@@ -3,10 +3,10 @@
     python -m serving.export --model valhalla/electra-base-discriminator-finetuned_squadv1
     python -m serving.export --model /path/to/checkpoint --repository model_repository
 
-Writes the files the repository's configs name (``ExportedFiles``): ``electra/1/model.onnx`` (dynamic batch and
-sequence axes, checked against the PyTorch logits; the ONNX Runtime engine), ``electra/1/checkpoint/`` (the
+Writes the files the repository's configs name (``ExportedFiles``): ``encoder/1/model.onnx`` (dynamic batch and
+sequence axes, checked against the PyTorch logits; the ONNX Runtime engine), ``encoder/1/checkpoint/`` (the
 checkpoint itself; the torch engine), ``tokenizer/1/tokenizer.json`` (the fast tokenizer the tokenizer step
-loads) and ``electra/1/export.json`` (what was exported, and how close ONNX came to PyTorch). The server itself
+loads) and ``encoder/1/export.json`` (what was exported, and how close ONNX came to PyTorch). The server itself
 never downloads anything. ``--clean`` removes them. ``--engine`` and ``--precision`` choose the graph
 (``serving.engines``: fp32 or int8). ``--no-onnx`` writes all but the ONNX graph: enough for the torch engine,
 not for the others. Every graph is fp16-safe: no float constant outside fp16's finite range
@@ -51,7 +51,7 @@ class ExportError(RuntimeError):
 
 @dataclass(frozen=True)
 class ExportRecord:
-    """``electra/1/export.json``: which checkpoint the repository serves."""
+    """``encoder/1/export.json``: which checkpoint the repository serves."""
 
     model: str
     fingerprint: str
@@ -90,7 +90,7 @@ def source_fingerprint(model: str) -> tuple[str, str]:
 
 def read_record(repository: Path) -> ExportRecord | None:
     try:
-        return ExportRecord(**json.loads((repository / "electra" / "1" / "export.json").read_text()))
+        return ExportRecord(**json.loads((repository / "encoder" / "1" / "export.json").read_text()))
     except (OSError, ValueError, TypeError):
         return None
 
@@ -110,9 +110,9 @@ class ExportedFiles:
 
     @classmethod
     def of(cls, repository: Path) -> ExportedFiles:
-        model = config_file_parameters(repository / "electra" / "config.pbtxt")
+        model = config_file_parameters(repository / "encoder" / "config.pbtxt")
         tokenizer = config_file_parameters(repository / "tokenizer" / "config.pbtxt")
-        model_dir = repository / "electra" / "1"
+        model_dir = repository / "encoder" / "1"
         return cls(
             onnx_file=model_dir / model["onnx_file"],
             checkpoint_dir=model_dir / model["checkpoint_dir"],
@@ -124,7 +124,7 @@ class ExportedFiles:
 def copy_repository(source: Path, target: Path, over_existing: bool = False) -> Path:
     """A copy of the model repository ``source`` without its exported files (to export another model into);
     ``over_existing`` refreshes the configs and adapters of a copy, keeping its exports. Links stay links: a
-    variant that is its model's config.pbtxt (electra/configs/onnxruntime.pbtxt) stays that file in the copy."""
+    variant that is its model's config.pbtxt (encoder/configs/onnxruntime.pbtxt) stays that file in the copy."""
     exported = {p.relative_to(source) for p in ExportedFiles.of(source).paths()}
 
     def ignore(directory: str, names: list[str]) -> set[str]:
@@ -292,8 +292,8 @@ def export(
     precision = graph_precision(precision)
     tokenizer, network = load_checkpoint(model)
     repository = Path(repository)
-    if not (repository / "electra" / "config.pbtxt").is_file():
-        raise ExportError(f"{repository} is not a model repository (no electra/config.pbtxt): copy model_repository/")
+    if not (repository / "encoder" / "config.pbtxt").is_file():
+        raise ExportError(f"{repository} is not a model repository (no encoder/config.pbtxt): copy model_repository/")
     files = ExportedFiles.of(repository)
     check_windowing(tokenizer, repository)
     model_dir = files.record.parent

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-STEPS = ("tokenizer", "electra", "decoder")
+STEPS = ("tokenizer", "encoder", "decoder")
 PAIRS = 200  # perf/data/squad.json holds squad_sized_pairs(200)
 
 

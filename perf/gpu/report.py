@@ -25,10 +25,10 @@ COLUMNS = (
     "p99 ms",
     "x pipeline (1/call)",
     "x pipeline (batched)",
-    "tokenizer / electra / decoder share",
-    "req/execute tok / electra / dec",
-    "electra windows/s",
-    "CPU us/request: tritonserver / tokenizer / electra / decoder",
+    "tokenizer / encoder / decoder share",
+    "req/execute tok / encoder / dec",
+    "encoder windows/s",
+    "CPU us/request: tritonserver / tokenizer / encoder / decoder",
     "GPU memory MiB",
 )
 
@@ -102,7 +102,7 @@ def render(report: dict) -> str:
         "",
         "q/s of the document row: documents per second; its x pipeline: the pipeline's time for the same "
         "document over the served p50. Shares: queue + compute per request of each step (Triton's statistics); "
-        "electra windows/s: windows per second of the model step's own compute; CPU us/request: each server "
+        "encoder windows/s: windows per second of the model step's own compute; CPU us/request: each server "
         "process's CPU time over the run (/proc) per answered request, a step's instances summed.",
         "",
         f"Same answers as the pipeline (text, start, end; one question per call): {parity['same']}/"

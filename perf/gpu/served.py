@@ -25,7 +25,7 @@ def server_memory(grpc_port: int) -> dict[str, float]:
     memory: dict[str, float] = {}
     for pid in tritonserver_pids(grpc_port):
         memory["tritonserver"] = memory.get("tritonserver", 0.0) + memory_mb(pid)
-        for model in ("tokenizer", "electra", "decoder"):
+        for model in ("tokenizer", "encoder", "decoder"):
             for stub in stub_pids(pid, model):
                 try:
                     memory[model] = memory.get(model, 0.0) + memory_mb(stub)
@@ -117,7 +117,7 @@ def served_row(
         "p99_ms": int(row["p99 latency"]) / 1000,
         "share": {s: time_us[s] / total for s in STEPS},
         "requests_per_execute": {s: per_step[s]["requests_per_execution"] for s in STEPS},
-        "windows_per_s": per_step["electra"]["inferences_per_compute_s"],
+        "windows_per_s": per_step["encoder"]["inferences_per_compute_s"],
         "gpu_mib": gpu_mib,
         "cpu_us": cpu_us or {},
         "memory_mb": memory_mb or {},

@@ -1,5 +1,5 @@
-"""The torch engine's encoders, one per kind of network among the families served: ``electra`` (ELECTRA and its
-kin: BERT, DistilBERT, RoBERTa, XLM-RoBERTa, ALBERT) and ``deberta`` (DeBERTa-v2/v3), each in plain torch with
+"""The torch engine's encoders, one per kind of network among the families served: ``bert_like`` (BERT and its
+kin: ELECTRA, DistilBERT, RoBERTa, XLM-RoBERTa, ALBERT) and ``deberta`` (DeBERTa-v2/v3), each in plain torch with
 SDPA and held to transformers by the tests. ``read_checkpoint`` reads a checkpoint directory into the shape of
 the network that reproduces it and its weights; ``shape_of`` refuses (``UnsupportedCheckpoint``) a
 configuration no encoder reproduces."""

@@ -91,13 +91,13 @@ def batched(url: str, http_url: str, key: str, concurrency: int) -> dict:
                 except QAError as failure:
                     answers[i] = f"{type(failure).__name__}: {failure}"
 
-    before = admin.statistics("electra")
+    before = admin.statistics("encoder")
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    after = admin.statistics("electra")
+    after = admin.statistics("encoder")
     return {
         "answers": answers,
         "windows": after["inference_count"] - before["inference_count"],

@@ -1,4 +1,4 @@
-"""``make serve ENGINE=openvino``: the model step on OpenVINO in bf16 (electra/configs/openvino.pbtxt). On a CPU with
+"""``make serve ENGINE=openvino``: the model step on OpenVINO in bf16 (encoder/configs/openvino.pbtxt). On a CPU with
 bf16 matrix units it answers at least 97 % of SQuAD-sized questions and the edge cases as the fp32 pipeline does,
 on a random-weight checkpoint of the real model's layer width (two layers: bf16's rounding at the real width; the
 stand-in's near-tied spans make this a lower bound for a fine-tuned model); on a CPU without them the server
@@ -48,7 +48,7 @@ def test_bf16_answers_as_the_fp32_pipeline_mostly(bf16_server, shallow_checkpoin
     expected = [reference(question=q, context=c) for q, c in pairs]
     same = [(a.text, a.start, a.end) == (e["answer"], e["start"], e["end"]) for a, e in zip(got, expected)]
     assert sum(same) / len(same) >= MIN_SAME_ANSWERS, f"{sum(same)} of {len(same)} answers as the fp32 pipeline's"
-    assert "electra: openvino on cpu, bf16" in bf16_server.log.read_text()
+    assert "encoder: openvino on cpu, bf16" in bf16_server.log.read_text()
 
 
 @pytest.mark.skipif(BF16_UNITS, reason="this CPU has bf16 matrix units (its answers are tested instead)")

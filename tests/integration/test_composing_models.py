@@ -82,15 +82,15 @@ def settled_token_metric(server, interval_s=1.5) -> dict:
         (lambda w: {"tokens": w["tokens"] + 2 * ATTENTION_BIT}, "attention must be ones followed by zeros"),
         (lambda w: {"tokens": w["tokens"] + 40_000}, "token ids must be in [0, 30522)"),
         (lambda w: {"tokens": -w["tokens"]}, "token ids must be in [0, 30522)"),
-        (lambda w: {"tokens": w["tokens"].astype(np.int32)}, "but model 'electra' expects 'INT64'"),
+        (lambda w: {"tokens": w["tokens"].astype(np.int32)}, "but model 'encoder' expects 'INT64'"),
         (lambda w: windows(width=513), "windows of 513 tokens; the model takes at most 512"),
     ],
 )
 def test_model_step_refuses_windows_the_tokenizer_never_makes(triton_server, change, message):
     before = settled_token_metric(triton_server)
     for _ in range(4):  # repeated: a crash or a poisoned process would show on the next call
-        assert message in refused(triton_server, "electra", change(windows()))
-    logits = infer(triton_server, "electra", windows()).as_numpy("logits")
+        assert message in refused(triton_server, "encoder", change(windows()))
+    logits = infer(triton_server, "encoder", windows()).as_numpy("logits")
     assert logits.shape == (2, 12, 2) and np.isfinite(logits).all()
     # the metrics count the answered windows' 24 tokens and nothing of the refused requests (sent each second)
     after = settled_token_metric(triton_server)
@@ -99,7 +99,7 @@ def test_model_step_refuses_windows_the_tokenizer_never_makes(triton_server, cha
 
 def test_a_bad_request_batched_with_good_ones_fails_alone(triton_server):
     def stats():
-        entry = triton_server.admin.statistics("electra")
+        entry = triton_server.admin.statistics("encoder")
         return entry["inference_stats"]["success"]["count"], entry["execution_count"]
 
     def call(i):
@@ -107,7 +107,7 @@ def test_a_bad_request_batched_with_good_ones_fails_alone(triton_server):
         if i % 4 == 0:
             w = model_input(unpacked(w)["ids"], -unpacked(w)["mask"])
         try:
-            return infer(triton_server, "electra", w).as_numpy("logits").shape[:2]
+            return infer(triton_server, "encoder", w).as_numpy("logits").shape[:2]
         except InferenceServerException as error:
             return error.status()
 
@@ -274,7 +274,7 @@ def test_tokenizer_called_directly_checks_like_the_ensemble(triton_server):
 def test_model_step_fuzz_answers_or_refuses(triton_server, ids, mask_value, raw_tokens):
     tokens = {"tokens": ids} if raw_tokens else model_input(ids % 30522, np.full_like(ids, mask_value))
     try:
-        result = infer(triton_server, "electra", tokens)
+        result = infer(triton_server, "encoder", tokens)
     except InferenceServerException as error:
         assert error.status() == "StatusCode.INVALID_ARGUMENT", error.message()
     else:

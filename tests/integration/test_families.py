@@ -71,4 +71,4 @@ def test_the_torch_engine_serves_other_families_with_the_pipelines_answers(on_to
         for (question, context), got in zip(pairs, qa.top_answers_many(pairs, 3)):
             expected = as_list(reference(question=question, context=context, top_k=3))
             assert_same_answers([(a.text, a.score, a.start, a.end) for a in got], expected)
-    assert "electra: torch on cpu" in server.log.read_text()
+    assert "encoder: torch on cpu" in server.log.read_text()

@@ -76,7 +76,7 @@ def test_killed_python_stub_is_replaced_and_the_next_requests_succeed(own_server
     tritonserver = next(iter(tritonserver_pids(int(server.grpc_url.rsplit(":", 1)[1]))))
     time.sleep(Supervisor.POLL_S)  # the stub watch arms at the first readiness
     stubs = stub_pids(tritonserver)
-    assert len(stubs) >= 3  # tokenizer, electra, decoder
+    assert len(stubs) >= 3  # tokenizer, encoder, decoder
     os.kill(sorted(stubs)[0], signal.SIGKILL)
     # the supervisor in `make serve` restarts the server; a retrying client rides through it
     with TritonQA(
@@ -205,7 +205,7 @@ def test_a_dead_stub_gets_tritonserver_killed_at_once_and_its_shared_memory_remo
     time.sleep(Supervisor.POLL_S)  # the stub watch arms at the first readiness
     stubs = stub_pids(old)
     regions = mapped_shm(stubs)
-    assert len(stubs) >= 3 and len(regions) >= 3  # tokenizer, electra, decoder: a region each
+    assert len(stubs) >= 3 and len(regions) >= 3  # tokenizer, encoder, decoder: a region each
     killed = time.monotonic()
     os.kill(sorted(stubs)[0], signal.SIGKILL)
     while old in tritonserver_pids(grpc_port(server)):
@@ -264,7 +264,7 @@ def test_a_stuck_stub_gets_tritonserver_restarted_by_the_supervisor(tmp_path, ti
     try:
         old = tritonserver_of(server)
         time.sleep(Supervisor.POLL_S)  # the watch arms at the first readiness
-        (stub,) = stub_pids(old, "electra")
+        (stub,) = stub_pids(old, "encoder")
         os.kill(stub, signal.SIGSTOP)
         bound_s = (Supervisor.PROBE_FAILURES + 1) * (PROBE_S + Supervisor.PROBE_TIMEOUT_S)
         wait_for_a_new_tritonserver(server, old, bound_s + RESTART_BOUND_S)

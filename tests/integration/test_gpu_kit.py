@@ -99,12 +99,12 @@ def test_run_sh_quick_in_the_cpu_fallback_prints_the_table_and_answers_as_the_pi
     assert report["front"]["ran"] and report["front"]["met"], report["front"]
     assert report["front"]["failed"] == 0
     memory = report["served"]["rows"][0]["memory_mb"]
-    assert set(memory) == {"tritonserver", "tokenizer", "electra", "decoder"} and all(memory.values())
+    assert set(memory) == {"tritonserver", "tokenizer", "encoder", "decoder"} and all(memory.values())
     for row in report["served"]["rows"]:
         assert row["failures"] == 0 and row["successes"] > 0 and row["qps"] > 0
-        assert set(row["share"]) == {"tokenizer", "electra", "decoder"} and sum(row["share"].values()) > 0.99
+        assert set(row["share"]) == {"tokenizer", "encoder", "decoder"} and sum(row["share"].values()) > 0.99
         assert all(v >= 1 for v in row["requests_per_execute"].values())
     assert report["pipeline"]["one_per_call"]["throughput_qps"] > 0
     assert report["pipeline"]["batched"]["throughput_qps"] > 0
     assert (out / "gpu-run.md").read_text().count("\n| ") == len(table) + 1
-    assert "electra: torch on cpu" in (out / "server.log").read_text()  # the GPU path's engine, on the CPU
+    assert "encoder: torch on cpu" in (out / "server.log").read_text()  # the GPU path's engine, on the CPU

@@ -286,7 +286,7 @@ def test_compose_cpu_service_on_openvino_runs_bf16_in_the_images_python(image, t
         question, context = CASES["squad"]
         ((text, _, start, end),) = on_network(triton, "ask", "127.0.0.1:8101", stdin=[(question, context)])
         assert context[start:end] == text
-        assert "electra: openvino on cpu, bf16" in triton.log.read_text()
+        assert "encoder: openvino on cpu, bf16" in triton.log.read_text()
     finally:
         triton.stop()
 
@@ -341,7 +341,7 @@ def test_compose_gpu_service_on_cpu_stand_ins_batches_every_length_and_only_read
         try:
             assert "--model-config-name=torch" in triton.argv
             log = triton.log.read_text()
-            assert "electra: torch on cpu, fp32" in log and "ModuleNotFoundError" not in log
+            assert "encoder: torch on cpu, fp32" in log and "ModuleNotFoundError" not in log
             pairs = [CASES["squad"], CASES["emoji"], CASES["long"]]
             got = on_network(proxy, "ask", f"127.0.0.1:{GRPC}", stdin=pairs)
             for (question, context), answer in zip(pairs, got):

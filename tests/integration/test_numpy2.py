@@ -139,6 +139,6 @@ def test_a_stub_that_finds_numpy2_fails_its_model_at_startup_not_per_request(num
         stop(process)
     text = log.read_text(errors="replace")
     assert process.returncode != 0, text[-5000:]
-    for model in ("tokenizer", "electra", "decoder"):
+    for model in ("tokenizer", "encoder", "decoder"):
         assert f"failed to load '{model}'" in text
     assert "ImportError: numpy 2." in text and REFUSAL in text

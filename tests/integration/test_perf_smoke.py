@@ -37,7 +37,7 @@ def test_make_perf_smoke_run_completes_without_errors(triton_server, tmp_path):
     with open(out.with_name("perf-breakdown.csv")) as f:
         breakdown = list(csv.DictReader(f))
     assert {(int(b["concurrency"]), b["model"]) for b in breakdown} == {
-        (c, m) for c in (1, 2) for m in ("tokenizer", "electra", "decoder")
+        (c, m) for c in (1, 2) for m in ("tokenizer", "encoder", "decoder")
     }
     # every request the ensemble answered went through each step exactly once
     for row in rows:
@@ -50,7 +50,7 @@ def test_make_perf_smoke_run_completes_without_errors(triton_server, tmp_path):
     # each server process's CPU per answered request, beside the bare tokenizer call on the same pairs
     with open(out.with_name("perf-cpu.csv")) as f:
         cpu = {(int(r["concurrency"]), r["process"]): r for r in csv.DictReader(f)}
-    processes = ("tritonserver", "tokenizer_0_0", "electra_0_0", "decoder_0_0", "outside the model step", "all")
+    processes = ("tritonserver", "tokenizer_0_0", "encoder_0_0", "decoder_0_0", "outside the model step", "all")
     assert set(cpu) == {(c, p) for c in (1, 2) for p in processes}
     for (c, process), r in cpu.items():
         assert float(r["cpu_us_per_request"]) > 0 and float(r["x_bare_tokenizer"]) > 0, (c, process)

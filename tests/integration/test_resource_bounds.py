@@ -294,7 +294,7 @@ def test_errors_of_malformed_calls_name_no_server_paths(triton_server):
             "tokenizer",
             [tensor("question", np.array([[1.0]], np.float32), "FP32"), tensor("context", text(1, 1), "BYTES")],
         ),
-        grpc_error(triton_server, "electra", [tensor("tokens", np.ones((1, 4), np.int32), "INT32")]),
+        grpc_error(triton_server, "encoder", [tensor("tokens", np.ones((1, 4), np.int32), "INT32")]),
         grpc_error(triton_server, "decoder", [tensor("logits", np.ones((1, 4), np.float32), "FP32")]),
         grpc_error(
             triton_server,
@@ -332,7 +332,7 @@ def request_limited_server(tmp_path_factory, tiny_checkpoint, triton_server):
     ~60 times slower (the base model on 2 cores takes about as long for 1 window as the tiny one for 70)."""
     workdir = tmp_path_factory.mktemp("request-limited")
     repository = copy_repository(ROOT / "model_repository", workdir / "model_repository")
-    edit(repository / "electra" / "config.pbtxt", {"max_request_ms": str(REQUEST_LIMIT_MS)})
+    edit(repository / "encoder" / "config.pbtxt", {"max_request_ms": str(REQUEST_LIMIT_MS)})
     server = launch(workdir, tiny_checkpoint, repository)
     yield server
     stop(server.process)
@@ -375,7 +375,7 @@ def test_direct_calls_of_windows_a_token_wide_cannot_teach_the_model_step_a_fast
     mask[:, 0] = 1
     tokens = pack_tokens(ids, mask, np.zeros_like(ids))
     for _ in range(40):
-        raw.infer(request_limited_server, "electra", {"tokens": tokens})
+        raw.infer(request_limited_server, "encoder", {"tokens": tokens})
     with TritonQA(request_limited_server.grpc_url, timeout_s=30) as qa:
         with pytest.raises(InvalidInputError) as refused:
             qa.ask("Who shipped grain?", long_document(300_000))

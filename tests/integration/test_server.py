@@ -30,12 +30,12 @@ def test_server_reports_ready_on_the_http_health_endpoint(triton_server, qa):
 
 def test_ensemble_is_listed_with_its_steps(triton_server):
     config = triton_server.admin.config(ENSEMBLE)
-    assert [step["model_name"] for step in config["ensemble_scheduling"]["step"]] == ["tokenizer", "electra", "decoder"]
+    assert [step["model_name"] for step in config["ensemble_scheduling"]["step"]] == ["tokenizer", "encoder", "decoder"]
 
 
 def test_windows_of_concurrent_requests_are_batched_by_the_model_step(triton_server, qa):
     def stats():
-        entry = triton_server.admin.statistics("electra")
+        entry = triton_server.admin.statistics("encoder")
         return entry["inference_count"], entry["execution_count"]
 
     before = stats()

@@ -37,7 +37,7 @@ def test_torch_engine_answers_like_the_reference_pipeline(torch_server, referenc
             got = qa.top_answers(question, context, top_k)
             expected = as_list(reference(question=question, context=context, top_k=top_k))
             assert_same_answers([(a.text, a.score, a.start, a.end) for a in got], expected)
-    assert "electra: torch on cpu" in torch_server.log.read_text()
+    assert "encoder: torch on cpu" in torch_server.log.read_text()
 
 
 def test_non_finite_logits_fail_the_request_with_the_reason_instead_of_an_answer(tmp_path_factory, tiny_checkpoint):
@@ -65,7 +65,7 @@ def test_non_finite_logits_fail_the_request_with_the_reason_instead_of_an_answer
             for question, context in (CASES["squad"], CASES["long"]):
                 with pytest.raises(ServerError, match="non-finite logits"):
                     qa.ask(question, context)
-        assert "electra: the model step computed non-finite logits" in server.log.read_text()
+        assert "encoder: the model step computed non-finite logits" in server.log.read_text()
         assert server.alive()
     finally:
         stop(server.process)

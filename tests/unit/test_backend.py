@@ -97,13 +97,13 @@ def test_non_finite_logits_fail_their_request_saying_so_and_the_log_gets_it():
     assert finite_logits(logits, tokens) is logits
     logits[1, 2, 0], logits[0, 1, 1] = np.nan, -np.inf
     pb_utils, logged = fake_pb_utils()
-    out = reply(pb_utils, "electra", attempt(finite_logits, logits, tokens), lambda _: "an answer")
+    out = reply(pb_utils, "encoder", attempt(finite_logits, logits, tokens), lambda _: "an answer")
     assert out.error.code == "INTERNAL"
     assert out.error.message == (
         "the model step computed non-finite logits (NaN or infinity) for 2 of the request's 7 tokens; no answer is "
         "given from them"
     )
-    assert logged == [f"electra: {out.error.message}"]
+    assert logged == [f"encoder: {out.error.message}"]
 
 
 def test_memory_trimmer_trims_after_large_work_only():
@@ -130,9 +130,9 @@ def test_a_missing_or_unknown_config_parameter_fails_loading():
     def args(**parameters):
         return {"model_config": json.dumps({"parameters": {k: {"string_value": v} for k, v in parameters.items()}})}
 
-    assert checked_parameters(args(a="1", b="2"), "electra", ("a", "b")) == {"a": "1", "b": "2"}
-    with pytest.raises(ValueError, match=r"electra config parameters: unknown \['c'\], missing \['b'\]"):
-        checked_parameters(args(a="1", c="3"), "electra", ("a", "b"))
+    assert checked_parameters(args(a="1", b="2"), "encoder", ("a", "b")) == {"a": "1", "b": "2"}
+    with pytest.raises(ValueError, match=r"encoder config parameters: unknown \['c'\], missing \['b'\]"):
+        checked_parameters(args(a="1", c="3"), "encoder", ("a", "b"))
 
 
 def test_another_models_parameters_must_agree_in_all_of_its_configs(tmp_path):

@@ -20,7 +20,7 @@ def repository(tmp_path):
 
 
 def test_an_edit_changes_the_named_parameters_and_nothing_else(repository):
-    config = repository / "electra" / "config.pbtxt"
+    config = repository / "encoder" / "config.pbtxt"
     before = parsed(config)
     edit(config, {"max_request_ms": "0", "intra_op_threads": "1"})
     after = parsed(config)
@@ -33,7 +33,7 @@ def test_an_edit_changes_the_named_parameters_and_nothing_else(repository):
 
 
 def test_a_misspelt_parameter_is_refused_and_the_file_left_alone(repository):
-    config = repository / "electra" / "config.pbtxt"
+    config = repository / "encoder" / "config.pbtxt"
     text = config.read_text()
     with pytest.raises(KeyError, match="has no parameter max_request_s"):
         edit(config, {"max_request_s": "0"})
@@ -41,7 +41,7 @@ def test_a_misspelt_parameter_is_refused_and_the_file_left_alone(repository):
 
 
 def test_the_torch_engine_on_the_cpu_is_its_own_config_on_a_cpu_instance_in_fp32(repository):
-    variant = repository / "electra" / "configs" / "torch.pbtxt"
+    variant = repository / "encoder" / "configs" / "torch.pbtxt"
     before = parsed(variant)
     torch_engine_on_cpu(repository)
     after = parsed(variant)
@@ -65,21 +65,21 @@ def test_the_torch_engine_on_the_cpu_can_keep_the_gpu_hosts_pre_post_steps(repos
 def test_an_edited_file_is_read_as_the_checked_in_ones_are(repository):
     from runtime.backend import config_file_parameters
 
-    config = repository / "electra" / "config.pbtxt"
+    config = repository / "encoder" / "config.pbtxt"
     before = config_file_parameters(config)
     edit(config, {"max_request_ms": "0"})
     assert config_file_parameters(config) == {**before, "max_request_ms": "0"}
 
 
 def test_a_copys_default_config_is_still_its_onnxruntime_variant(repository):
-    edit(repository / "electra" / "config.pbtxt", {"max_request_ms": "100"})
-    variant = repository / "electra" / "configs" / "onnxruntime.pbtxt"
+    edit(repository / "encoder" / "config.pbtxt", {"max_request_ms": "100"})
+    variant = repository / "encoder" / "configs" / "onnxruntime.pbtxt"
     assert variant.is_symlink() and parsed(variant).parameters["max_request_ms"].string_value == "100"
 
 
 def test_refreshing_a_copy_restores_its_links(repository):
-    variant = repository / "electra" / "configs" / "onnxruntime.pbtxt"
+    variant = repository / "encoder" / "configs" / "onnxruntime.pbtxt"
     edit(variant, {"max_request_ms": "7"})  # the copy's own file now
     assert not variant.is_symlink()
     copy_repository(ROOT / "model_repository", repository, over_existing=True)
-    assert variant.is_symlink() and parsed(variant) == parsed(repository / "electra" / "config.pbtxt")
+    assert variant.is_symlink() and parsed(variant) == parsed(repository / "encoder" / "config.pbtxt")

@@ -81,7 +81,7 @@ def test_triton_service_has_shm_ports_healthcheck_and_a_long_enough_grace_period
 def test_cpu_service_is_behind_a_profile_and_reserves_no_gpu(compose):
     cpu = compose["services"]["triton-cpu"]
     assert cpu["profiles"] == ["cpu"] and "deploy" not in cpu
-    # ENGINE unset: onnxruntime (electra/configs/onnxruntime.pbtxt); openvino: electra/configs/openvino.pbtxt
+    # ENGINE unset: onnxruntime (encoder/configs/onnxruntime.pbtxt); openvino: encoder/configs/openvino.pbtxt
     assert cpu["command"] == ["--model-config-name=${ENGINE:-onnxruntime}"]
     assert cpu["entrypoint"] == compose["services"]["triton"]["entrypoint"]
 
@@ -113,7 +113,7 @@ def test_the_gpu_target_is_the_cpu_image_plus_the_pinned_torch_of_the_tests():
 def test_gpu_variant_runs_the_torch_engine_in_the_python_backend_with_ragged_batches():
     """Windows of any length batch together (ragged) and the CUDA graphs' count is written where it is checked
     at load."""
-    config = parse((REPOSITORY / "electra" / "configs" / "torch.pbtxt").read_text())
+    config = parse((REPOSITORY / "encoder" / "configs" / "torch.pbtxt").read_text())
     assert config.backend == "python" and config.parameters["engine"].string_value == "torch"
     assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.Kind.Value("KIND_GPU")
     assert config.input[0].allow_ragged_batch

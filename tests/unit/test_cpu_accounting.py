@@ -29,15 +29,15 @@ def test_stub_instances_are_named_by_their_model():
 
 def test_cpu_rows_give_each_process_its_share_and_the_sums_of_the_targets():
     per_process = process_cpu.per_request_us(
-        {"tritonserver": 1.0, "tokenizer_0_0": 2.0, "electra_0_0": 3.0, "decoder_0_0": 4.0},
-        {"tritonserver": 1.3, "tokenizer_0_0": 2.4, "electra_0_0": 3.5, "decoder_0_0": 4.2},
+        {"tritonserver": 1.0, "tokenizer_0_0": 2.0, "encoder_0_0": 3.0, "decoder_0_0": 4.0},
+        {"tritonserver": 1.3, "tokenizer_0_0": 2.4, "encoder_0_0": 3.5, "decoder_0_0": 4.2},
         1000,
     )
-    assert per_process == {"tritonserver": 300.0, "tokenizer_0_0": 400.0, "electra_0_0": 500.0, "decoder_0_0": 200.0}
+    assert per_process == {"tritonserver": 300.0, "tokenizer_0_0": 400.0, "encoder_0_0": 500.0, "decoder_0_0": 200.0}
     rows = {r["process"]: r for r in load_test.cpu_rows({32: per_process}, 200.0)}
     assert rows["outside the model step"]["cpu_us_per_request"] == 900.0
     assert rows["outside the model step"]["x_bare_tokenizer"] == 4.5
-    assert rows["all"]["cpu_us_per_request"] == 1400.0 and rows["electra_0_0"]["x_bare_tokenizer"] == 2.5
+    assert rows["all"]["cpu_us_per_request"] == 1400.0 and rows["encoder_0_0"]["x_bare_tokenizer"] == 2.5
 
 
 def test_instances_follow_the_measured_costs(tmp_path, capsys):
@@ -64,7 +64,7 @@ def test_instances_follow_the_measured_costs(tmp_path, capsys):
 
 
 def test_on_a_gpu_host_the_model_steps_cpu_measured_on_a_cpu_is_left_out():
-    costs = {"tritonserver": 600, "tokenizer": 500, "decoder": 400, "electra": 3000}
+    costs = {"tritonserver": 600, "tokenizer": 500, "decoder": 400, "encoder": 3000}
     on_gpu = instances.plan(costs, cores=16, rate=None, gpu=True)
     assert on_gpu["sustainable_rate"] == pytest.approx(16 * 0.8 * 1e6 / 1500)
     assert instances.plan(costs, cores=16, rate=None)["sustainable_rate"] == pytest.approx(16 * 0.8 * 1e6 / 4500)

@@ -232,7 +232,7 @@ def test_one_word_chooses_the_model_step_in_compose_and_kubernetes(rendered):
     assert "--model-config-name=${ENGINE:-onnxruntime}" in COMPOSE["services"]["triton-cpu"]["command"]
     assert "--model-config-name=torch" in COMPOSE["services"]["triton"]["command"]
     for engine in OVERLAYS:
-        assert (ROOT / "model_repository" / "electra" / "configs" / f"{engine}.pbtxt").is_file()
+        assert (ROOT / "model_repository" / "encoder" / "configs" / f"{engine}.pbtxt").is_file()
     onnxruntime, openvino = (copy.deepcopy(rendered[o]) for o in ("onnxruntime", "openvino"))
     for docs, engine in ((onnxruntime, "onnxruntime"), (openvino, "openvino")):
         triton = container(docs)
@@ -553,7 +553,7 @@ def test_dashboard_shows_what_the_issue_asks_for():
     } <= names
     assert GPU_ONLY_METRICS - {"nv_gpu_memory_total_bytes"} <= names
     assert 'quantile="0.5"' in joined and 'quantile="0.99"' in joined
-    assert 'model=~"tokenizer|electra|decoder"' in joined  # per-step time
+    assert 'model=~"tokenizer|encoder|decoder"' in joined  # per-step time
 
 
 @pytest.mark.parametrize(

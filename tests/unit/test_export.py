@@ -29,7 +29,7 @@ def repository(tmp_path_factory):
 
 def test_export_writes_the_onnx_model_and_tokenizer_checked_against_pytorch(repository, tiny_checkpoint):
     record = export(str(tiny_checkpoint), repository)
-    assert (repository / "electra" / "1" / "model.onnx").stat().st_size > 1_000_000
+    assert (repository / "encoder" / "1" / "model.onnx").stat().st_size > 1_000_000
     tokenizer = json.loads((repository / "tokenizer" / "1" / "tokenizer.json").read_text())
     assert tokenizer["normalizer"]["lowercase"] is True
     assert 0 <= record.max_abs_diff <= record.tolerance
@@ -49,7 +49,7 @@ def test_exported_onnx_has_dynamic_batch_and_sequence_axes(repository, tiny_chec
 
     if not is_current(repository, str(tiny_checkpoint)):
         export(str(tiny_checkpoint), repository)
-    graph = onnx.load(str(repository / "electra" / "1" / "model.onnx")).graph
+    graph = onnx.load(str(repository / "encoder" / "1" / "model.onnx")).graph
     names = {i.name: [d.dim_param for d in i.type.tensor_type.shape.dim] for i in [*graph.input, *graph.output]}
     assert names == {
         name: ["batch", "sequence"]
@@ -113,7 +113,7 @@ def test_every_exported_graph_is_fp16_safe_with_the_pytorch_logits(tiny_checkpoi
 
     repository = copy_repository(ROOT / "model_repository", tmp_path / "model_repository")
     record = export(str(tiny_checkpoint), repository, optimize=optimize)
-    assert fp16_unsafe_constants(repository / "electra" / "1" / "model.onnx") == []
+    assert fp16_unsafe_constants(repository / "encoder" / "1" / "model.onnx") == []
     assert record.max_abs_diff <= record.tolerance
 
 

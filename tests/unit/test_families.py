@@ -45,7 +45,7 @@ def served(family):
 
     _, checkpoint, repository = family
     tokenizer = qa_tokenizer(repository / "tokenizer" / "1" / "tokenizer.json")
-    runner = OnnxQARunner(repository / "electra" / "1" / "model.onnx", device="cpu", max_windows_per_run=8)
+    runner = OnnxQARunner(repository / "encoder" / "1" / "model.onnx", device="cpu", max_windows_per_run=8)
 
     def answer(questions, contexts, **options):
         w = tokenizer.encode(questions, contexts)
@@ -102,7 +102,7 @@ def test_the_export_records_what_the_steps_read_from_the_family(family):
     assert record.engines == ["onnxruntime", "openvino", "torch"] and record.unrunnable == {}
     import onnx
 
-    graph = onnx.load(str(repository / "electra" / "1" / "model.onnx")).graph
+    graph = onnx.load(str(repository / "encoder" / "1" / "model.onnx")).graph
     assert [i.name for i in graph.input] == record.model_inputs
 
 
@@ -112,7 +112,7 @@ def test_every_familys_graph_is_free_of_control_flow(family):
     import onnx
 
     _, _, repository = family
-    graph = onnx.load(str(repository / "electra" / "1" / "model.onnx")).graph
+    graph = onnx.load(str(repository / "encoder" / "1" / "model.onnx")).graph
     assert not {node.op_type for node in graph.node} & {"If", "Loop", "Scan"}
 
 
@@ -167,7 +167,7 @@ def graph_logits(family):
     questions, contexts = (list(t) for t in zip(*CASES.values()))
     w = qa_tokenizer(repository / "tokenizer" / "1" / "tokenizer.json").encode(questions, contexts)
     tokens = pack_tokens(w.input_ids, w.attention_mask, w.token_type_ids)
-    (expected,), _ = OnnxQARunner(repository / "electra" / "1" / "model.onnx", device="cpu").run([tokens])
+    (expected,), _ = OnnxQARunner(repository / "encoder" / "1" / "model.onnx", device="cpu").run([tokens])
     return tokens, w.attention_mask == 1, expected
 
 
@@ -179,7 +179,7 @@ def test_the_openvino_engine_runs_every_familys_graph_as_onnx_runtime_does(famil
 
     _, _, repository = family
     tokens, real, expected = graph_logits
-    (got,), _ = OpenVinoQARunner(repository / "electra" / "1" / "model.onnx", precision="fp32").run([tokens])
+    (got,), _ = OpenVinoQARunner(repository / "encoder" / "1" / "model.onnx", precision="fp32").run([tokens])
     np.testing.assert_allclose(got[real], expected[real], atol=1e-4, rtol=1e-4)
 
 
@@ -190,7 +190,7 @@ def test_the_torch_engine_gives_the_onnx_graphs_logits_for_every_family(family, 
 
     _, _, repository = family
     tokens, real, expected = graph_logits
-    runner = TorchQARunner(repository / "electra" / "1" / "checkpoint", device="cpu", length_bucket=32)
+    runner = TorchQARunner(repository / "encoder" / "1" / "checkpoint", device="cpu", length_bucket=32)
     (got,), _ = runner.run([tokens])
     np.testing.assert_allclose(got[real], expected[real], atol=1e-4, rtol=1e-4)
 
@@ -201,7 +201,7 @@ def test_every_familys_graph_is_fp16_safe(family):
     from serving.export import fp16_unsafe_constants
 
     _, _, repository = family
-    assert fp16_unsafe_constants(repository / "electra" / "1" / "model.onnx") == []
+    assert fp16_unsafe_constants(repository / "encoder" / "1" / "model.onnx") == []
 
 
 def test_make_bench_times_bare_openvino_on_every_familys_graph(family):

@@ -14,7 +14,7 @@ def config(repository: str, name: str) -> model_config_pb2.ModelConfig:
     return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
 
 
-@pytest.mark.parametrize("name", [ENSEMBLE, "tokenizer", "electra", "decoder"])
+@pytest.mark.parametrize("name", [ENSEMBLE, "tokenizer", "encoder", "decoder"])
 def test_the_floor_composes_and_batches_like_the_served_repository(name):
     real, floor = config("model_repository", name), config("perf/floor", name)
     real.ClearField("parameters")

@@ -45,8 +45,8 @@ def test_project_files_are_what_the_server_and_the_run_need():
         "serving/serve.py",
         "runtime/torch_runner.py",
         "preprocessing/tokenize.py",
-        "model_repository/electra/configs/torch.pbtxt",
-        "model_repository/electra/1/model.py",
+        "model_repository/encoder/configs/torch.pbtxt",
+        "model_repository/encoder/1/model.py",
         "perf/gpu_run.py",
         "perf/load_test.py",
         "perf/data/long.json",
@@ -79,8 +79,8 @@ def test_export_without_onnx_writes_what_the_torch_engine_reads(tmp_path, tiny_c
 def test_statistics_deltas_read_triton_http_json():
     def stats(success, queue_ns, executions, windows, compute_ns):
         return {
-            "electra": {
-                "name": "electra",
+            "encoder": {
+                "name": "encoder",
                 "execution_count": executions,
                 "inference_count": windows,
                 "inference_stats": {
@@ -91,7 +91,7 @@ def test_statistics_deltas_read_triton_http_json():
             }
         }
 
-    d = delta(stats(10, 5000, 4, 30, 9000), stats(2, 1000, 1, 6, 3000), "electra")
+    d = delta(stats(10, 5000, 4, 30, 9000), stats(2, 1000, 1, 6, 3000), "encoder")
     assert (d["success_count"], d["queue_ns"], d["execution_count"], d["inference_count"], d["execution_ns"]) == (
         8,
         4000,
@@ -125,7 +125,7 @@ def report(device="gpu"):
             "tritonserver": 600,
             "tokenizer_0_0": 300,
             "tokenizer_0_1": 200,
-            "electra_0_0": 700,
+            "encoder_0_0": 700,
             "decoder_0_0": 400,
         }
         return gpu_served.served_row(setup, row, breakdown, 2048 if device == "gpu" else None, kind, cpu_us)

@@ -17,7 +17,7 @@ def load(name: str) -> model_config_pb2.ModelConfig:
     return text_format.Parse((REPOSITORY / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
 
 
-@pytest.mark.parametrize("name", [ENSEMBLE, "tokenizer", "electra", "decoder"])
+@pytest.mark.parametrize("name", [ENSEMBLE, "tokenizer", "encoder", "decoder"])
 def test_config_parses_and_is_named_after_its_directory(name):
     assert load(name).name == name
     assert (REPOSITORY / name / "1").is_dir()
@@ -52,19 +52,19 @@ def test_ensemble_steps_wire_existing_tensors_of_their_models():
 
 
 def test_model_step_batches_ragged_windows_dynamically():
-    electra = load("electra")
-    assert electra.max_batch_size > 0 and electra.HasField("dynamic_batching")
-    assert all(i.allow_ragged_batch for i in electra.input)
-    assert [i.name for i in electra.input] == ["tokens"]
-    assert [o.name for o in electra.output] == ["logits"]
+    encoder = load("encoder")
+    assert encoder.max_batch_size > 0 and encoder.HasField("dynamic_batching")
+    assert all(i.allow_ragged_batch for i in encoder.input)
+    assert [i.name for i in encoder.input] == ["tokens"]
+    assert [o.name for o in encoder.output] == ["logits"]
 
 
 def test_tokenizer_window_limit_fits_the_model_steps_batch():
     max_windows = int(load("tokenizer").parameters["max_windows"].string_value)
-    assert max_windows <= load("electra").max_batch_size
+    assert max_windows <= load("encoder").max_batch_size
 
 
-@pytest.mark.parametrize("name", ["tokenizer", "electra", "decoder"])
+@pytest.mark.parametrize("name", ["tokenizer", "encoder", "decoder"])
 def test_python_models_have_their_adapter(name):
     assert load(name).backend == "python"
     assert Path(REPOSITORY / name / "1" / "model.py").is_file()
@@ -87,7 +87,7 @@ def io(config: model_config_pb2.ModelConfig) -> list:
 
 
 @pytest.mark.parametrize("variant", VARIANT_NAMES)
-@pytest.mark.parametrize("name", ["tokenizer", "electra", "decoder"])
+@pytest.mark.parametrize("name", ["tokenizer", "encoder", "decoder"])
 def test_every_variant_keeps_its_models_io_contract(name, variant):
     config = load_variant(name, variant)
     assert config.name == name and io(config) == io(load(name))
@@ -96,10 +96,10 @@ def test_every_variant_keeps_its_models_io_contract(name, variant):
 @pytest.mark.parametrize("variant", ["default", *VARIANT_NAMES])
 def test_windows_per_request_fit_every_batch_they_go_into(variant):
     models = {
-        m: load_variant(m, variant) if variant != "default" else load(m) for m in ("tokenizer", "electra", "decoder")
+        m: load_variant(m, variant) if variant != "default" else load(m) for m in ("tokenizer", "encoder", "decoder")
     }
     max_windows = int(models["tokenizer"].parameters["max_windows"].string_value)
-    assert max_windows <= models["electra"].max_batch_size and max_windows <= models["decoder"].max_batch_size
+    assert max_windows <= models["encoder"].max_batch_size and max_windows <= models["decoder"].max_batch_size
 
 
 @pytest.mark.parametrize("variant", VARIANT_NAMES)
@@ -127,9 +127,9 @@ def test_decoder_limits_load_from_every_variant_and_allow_every_span_of_a_window
 def test_model_step_variants_read_the_files_the_export_writes():
     from runtime.engines import ENGINES
 
-    default = load("electra").parameters
+    default = load("encoder").parameters
     for variant in VARIANT_NAMES:
-        config = load_variant("electra", variant)
+        config = load_variant("encoder", variant)
         if config.backend == "python":
             assert config.parameters["engine"].string_value in ENGINES
             for key in ("onnx_file", "checkpoint_dir"):
@@ -155,7 +155,7 @@ def test_tensor_names_in_code_are_the_configs():
         model_config_pb2.DataType.Value(f"TYPE_{t}"): n
         for t, n in (("INT64", "int64"), ("INT32", "int32"), ("FP32", "float32"), ("STRING", "object"))
     }
-    ensemble, tokenizer, electra, decoder = (load(m) for m in (ENSEMBLE, "tokenizer", "electra", "decoder"))
+    ensemble, tokenizer, encoder, decoder = (load(m) for m in (ENSEMBLE, "tokenizer", "encoder", "decoder"))
     assert (tuple(i.name for i in ensemble.input), tuple(o.name for o in ensemble.output)) == (
         INPUT_NAMES,
         OUTPUT_NAMES,
@@ -163,8 +163,8 @@ def test_tensor_names_in_code_are_the_configs():
     assert {o.name: dtype[o.data_type] for o in tokenizer.output} == {
         name: np.dtype(t).name for name, t in tensors.WINDOW_TENSORS.items()
     }
-    assert tuple(i.name for i in electra.input) == tensors.MODEL_INPUTS
-    assert tuple(o.name for o in electra.output) == tensors.MODEL_OUTPUTS
+    assert tuple(i.name for i in encoder.input) == tensors.MODEL_INPUTS
+    assert tuple(o.name for o in encoder.output) == tensors.MODEL_OUTPUTS
     assert [(i.name, dtype[i.data_type], len(i.dims) + 1) for i in decoder.input] == [
         (name, np.dtype(t).name, rank) for name, t, rank in tensors.DECODER_INPUTS
     ]
@@ -177,7 +177,7 @@ def test_the_python_steps_configs_hold_exactly_the_parameters_their_models_read(
     from preprocessing import DECODER_PARAMETERS, TOKENIZER_PARAMETERS
     from runtime.engines import PARAMETERS
 
-    for name, known in (("tokenizer", TOKENIZER_PARAMETERS), ("electra", PARAMETERS), ("decoder", DECODER_PARAMETERS)):
+    for name, known in (("tokenizer", TOKENIZER_PARAMETERS), ("encoder", PARAMETERS), ("decoder", DECODER_PARAMETERS)):
         path = REPOSITORY / name / "configs" / f"{variant}.pbtxt"
         if variant != "default" and not path.is_file():
             continue

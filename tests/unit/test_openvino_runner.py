@@ -1,4 +1,4 @@
-"""The OpenVINO engine of the ELECTRA step (runtime.openvino_runner): in fp32 its logits are ONNX Runtime's on the
+"""The OpenVINO engine of the encoder step (runtime.openvino_runner): in fp32 its logits are ONNX Runtime's on the
 same exported graph; in bf16 they stay close, on a CPU with bf16 matrix units; on a CPU without them bf16 is
 refused, naming the CPU and its flags."""
 

@@ -12,10 +12,10 @@ def test_a_budget_selects_the_smallest_requests_that_fit_and_refuses_the_rest():
     budget = Budget(1.0)
     budget.paces["tokens"] = 0.1  # 10 tokens a second
     error = InputError("bad")
-    kept = budget.select_smallest(["a", "b", error, "c", "d"], [6, 2, 0, 3, 1], time.monotonic(), "electra", "tokens")
+    kept = budget.select_smallest(["a", "b", error, "c", "d"], [6, 2, 0, 3, 1], time.monotonic(), "encoder", "tokens")
     assert kept[1:4] == ["b", error, "c"] and kept[4] == "d"  # 1 + 2 + 3 tokens: 0.6 s
-    assert isinstance(kept[0], Busy) and "the electra step had no time left" in str(kept[0])
-    chosen = budget.select_smallest(["big", "bigger"], [50, 60], time.monotonic(), "electra", "tokens")
+    assert isinstance(kept[0], Busy) and "the encoder step had no time left" in str(kept[0])
+    chosen = budget.select_smallest(["big", "bigger"], [50, 60], time.monotonic(), "encoder", "tokens")
     assert chosen[0] == "big" and isinstance(chosen[1], Busy)  # the first runs
     # an execute that has begun other work starts nothing more past its budget
     assert isinstance(budget.select(["big"], [5.0], time.monotonic(), "tokenizer", begun=True)[0], Busy)
@@ -23,18 +23,18 @@ def test_a_budget_selects_the_smallest_requests_that_fit_and_refuses_the_rest():
 
 def test_a_request_over_the_per_request_limit_is_refused_wherever_it_stands_in_its_batch():
     budget = Budget(1.0, request_seconds=2.0)
-    kept = budget.select_smallest(["huge", "small"], [30, 1], time.monotonic(), "electra", "tokens")
+    kept = budget.select_smallest(["huge", "small"], [30, 1], time.monotonic(), "encoder", "tokens")
     assert kept == ["huge", "small"]  # no pace measured yet: nothing is predicted over the limit
     budget.paces["tokens"] = 0.1
-    kept = budget.select_smallest(["huge", "alone"], [30, 19], time.monotonic(), "electra", "tokens")
+    kept = budget.select_smallest(["huge", "alone"], [30, 19], time.monotonic(), "encoder", "tokens")
     assert isinstance(kept[0], InputError) and kept[1] == "alone"  # 3 s: over the limit; 1.9 s: the first, it runs
     assert str(kept[0]) == (  # no pace, no predicted time: nothing a caller could tune a request against
-        "the request's 30 tokens would hold the electra step longer than its limit of 2 s per request "
+        "the request's 30 tokens would hold the encoder step longer than its limit of 2 s per request "
         "(max_request_ms): send shorter contexts or fewer questions"
     )
     unlimited = Budget(1.0)
     unlimited.paces["tokens"] = 0.1
-    assert unlimited.select_smallest(["huge"], [10**6], time.monotonic(), "electra", "tokens") == ["huge"]
+    assert unlimited.select_smallest(["huge"], [10**6], time.monotonic(), "encoder", "tokens") == ["huge"]
 
 
 def test_the_pace_learned_stays_within_the_bounds_of_the_pace_measured_before_any_request():
@@ -46,7 +46,7 @@ def test_the_pace_learned_stays_within_the_bounds_of_the_pace_measured_before_an
     for _ in range(40):
         budget.learn("tokens", 10_000, 0.001)  # "10,000 tokens in a millisecond"
     assert budget.paces["tokens"] == 0.001
-    refused = budget.select_smallest(["large"], [6_000], time.monotonic(), "electra", "tokens")
+    refused = budget.select_smallest(["large"], [6_000], time.monotonic(), "encoder", "tokens")
     assert isinstance(refused[0], InputError)  # still 6 s at the anchor's pace: over the limit
     for _ in range(40):
         budget.learn("tokens", 1_000, 60.0)

@@ -83,7 +83,7 @@ def test_an_engine_the_export_does_not_run_on_is_refused_saying_why_and_auto_fal
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_every_engine_names_a_config_file_of_the_model_step_that_says_so(engine):
-    config = REPOSITORY / "electra" / "configs" / f"{engine}.pbtxt"
+    config = REPOSITORY / "encoder" / "configs" / f"{engine}.pbtxt"
     assert config.is_file(), f"--model-config-name={engine} would fall back to config.pbtxt"
     assert 'backend: "python"' in config.read_text()
     parameters = config_file_parameters(config)
@@ -98,6 +98,6 @@ def test_the_step_runs_every_engine_of_the_table_and_configs_name_only_engines()
 
 
 def test_the_default_config_is_the_onnxruntime_engines():
-    assert (REPOSITORY / "electra" / "configs" / "onnxruntime.pbtxt").resolve() == (
-        REPOSITORY / "electra" / "config.pbtxt"
+    assert (REPOSITORY / "encoder" / "configs" / "onnxruntime.pbtxt").resolve() == (
+        REPOSITORY / "encoder" / "config.pbtxt"
     ).resolve()

@@ -1,4 +1,4 @@
-"""The torch engine of the ELECTRA step (runtime.torch_runner): logits equal transformers' and ONNX Runtime's on
+"""The torch engine of the encoder step (runtime.torch_runner): logits equal transformers' and ONNX Runtime's on
 the tiny random checkpoint, for ragged requests; token counts; refusal of checkpoints it would not reproduce."""
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def onnx_file(tiny_checkpoint, tmp_path_factory):
 
     repository = tmp_path_factory.mktemp("torch-runner") / "model_repository"
     export(str(tiny_checkpoint), repository=copy_repository(ROOT / "model_repository", repository))
-    return repository / "electra" / "1" / "model.onnx"
+    return repository / "encoder" / "1" / "model.onnx"
 
 
 def edited_checkpoint(source, target, config_changes=None, drop=None, add=None):
@@ -213,7 +213,7 @@ def test_the_gpu_configs_cuda_graphs_count_is_its_run_shapes(tiny_checkpoint):
     from runtime.backend import config_file_parameters
     from tests.conftest import ROOT
 
-    parameters = config_file_parameters(ROOT / "model_repository" / "electra" / "configs" / "torch.pbtxt")
+    parameters = config_file_parameters(ROOT / "model_repository" / "encoder" / "configs" / "torch.pbtxt")
     max_seq_len = int(config_file_parameters(ROOT / "model_repository" / "tokenizer" / "config.pbtxt")["max_seq_len"])
     runner = TorchQARunner(
         tiny_checkpoint,

@@ -1,4 +1,4 @@
-"""Triton Python model ``electra``: windows -> start/end logits, on the engine config.pbtxt names."""
+"""Triton Python model ``encoder``: windows -> start/end logits, on the engine config.pbtxt names."""
 
 import time
 
@@ -11,7 +11,7 @@ from runtime.model_inputs import ModelLimits, finite_logits, read_tokens, real_t
 
 class TritonPythonModel:
     def initialize(self, args):
-        parameters = checked_parameters(args, "electra", PARAMETERS)
+        parameters = checked_parameters(args, "encoder", PARAMETERS)
         self.limits = ModelLimits.from_export(version_dir(args))
         max_seq_len = int(sibling_parameters(args, "tokenizer", ["max_seq_len"])["max_seq_len"])
         self.runner = make_runner(parameters, version_dir(args), max_seq_len, args.get("model_instance_device_id"))
@@ -21,14 +21,14 @@ class TritonPythonModel:
         precision = getattr(self.runner, "precision", None)  # of the engines that choose one
         graphs = getattr(self.runner, "graphs_captured", 0)
         pb_utils.Logger.log_info(
-            f"electra: {parameters['engine']} on {self.runner.device}"
+            f"encoder: {parameters['engine']} on {self.runner.device}"
             + (f", {precision}" if precision else "")
             + (f", {graphs} CUDA graphs" if graphs else "")
         )
         self.token_counts = Counters(
             pb_utils,
             "electra_qa_model_tokens_total",
-            "Tokens through the ELECTRA step: real (window tokens) and executed (with padding)",
+            "Tokens through the encoder step: real (window tokens) and executed (with padding)",
             "kind",
             ("real", "executed"),
         )
@@ -38,14 +38,14 @@ class TritonPythonModel:
         windows = [attempt(read_tokens, pb_utils, request, self.limits) for request in requests]
         if self.budget is not None:  # in real tokens, what the engines run (padding is not counted)
             sizes = [0 if isinstance(w, Exception) else real_tokens(w) for w in windows]
-            windows = self.budget.select_smallest(windows, sizes, started, "electra", "tokens")
+            windows = self.budget.select_smallest(windows, sizes, started, "encoder", "tokens")
         valid = [w for w in windows if not isinstance(w, Exception)]
         run_started = time.monotonic()
         ran = attempt(self.runner.run, valid) if valid else ([], None)
         if self.budget is not None and valid:
             self.budget.learn("tokens", sum(map(real_tokens, valid)), time.monotonic() - run_started)
         if isinstance(ran, Exception):  # the model run failed: every request it held gets the error
-            return [reply(pb_utils, "electra", w if isinstance(w, Exception) else ran, self._pack) for w in windows]
+            return [reply(pb_utils, "encoder", w if isinstance(w, Exception) else ran, self._pack) for w in windows]
         logits, tokens = ran
         if tokens is not None:  # counted from validated windows only
             self.token_counts.add("real", tokens.real_tokens)
@@ -53,7 +53,7 @@ class TritonPythonModel:
         logits = iter(logits)
         # NaN or infinite logits fail their request (INTERNAL, saying so) rather than becoming an answer
         outcomes = [w if isinstance(w, Exception) else attempt(finite_logits, next(logits), w) for w in windows]
-        return [reply(pb_utils, "electra", outcome, self._pack) for outcome in outcomes]
+        return [reply(pb_utils, "encoder", outcome, self._pack) for outcome in outcomes]
 
     @staticmethod
     def _pack(logits):
