@@ -29,6 +29,7 @@ from tokenizers import Tokenizer
 
 from preprocessing.arrays import stack_padded
 from preprocessing.errors import InputError
+from preprocessing.outcomes import Outcome, Refused
 from preprocessing.requests import required_integers
 
 NO_OFFSET = -1
@@ -304,8 +305,8 @@ class QATokenizer:
         """Upper bounds on the windows each pair of one request makes (see ``plan_requests``); raises its
         ``InputError``."""
         planned = self.plan_requests([(questions, contexts)], max_windows)[0]
-        if isinstance(planned, InputError):
-            raise planned
+        if isinstance(planned, Refused):
+            raise planned.error
         return planned
 
     def counting_chars(self, requests: Sequence[tuple[Sequence[str], Sequence[str]]], max_windows: int) -> list[int]:
@@ -336,12 +337,12 @@ class QATokenizer:
 
     def plan_requests(
         self, requests: Sequence[tuple[Sequence[str], Sequence[str]]], max_windows: int
-    ) -> list[np.ndarray | InputError]:
+    ) -> list[Outcome[np.ndarray]]:
         """Per request, upper bounds on the windows each of its pairs makes, found without encoding the pairs
         (exact token counts only of texts long enough to matter, in one tokenizer call for all requests, a long
-        context's stopped once it is surely over the limit); or the ``InputError`` naming the first pair the
-        reference pipeline cannot window, or saying that the request surely makes more than ``max_windows``
-        windows."""
+        context's stopped once it is surely over the limit); or ``Refused`` with the ``InputError`` naming the
+        first pair the reference pipeline cannot window, or saying that the request surely makes more than
+        ``max_windows`` windows."""
         settings = self.settings
         sizes, questions, contexts, question_tokens, context_tokens = self._bounds(requests)
         room_for_context = settings.max_seq_len - self.special_tokens
@@ -367,24 +368,28 @@ class QATokenizer:
             stopped &= context_tokens > limits
         windows = windows_of_pair(context_tokens, room, settings.doc_stride)
         no_room = leaves_no_room(context_tokens, room, settings.doc_stride)
-        results: list[np.ndarray | InputError] = []
+        results: list[Outcome[np.ndarray]] = []
         for begin, end in _spans(sizes):
             results.append(windows[begin:end])
             if not unsure[begin:end].any():
                 continue
             for q in np.flatnonzero(no_room[begin:end])[:1]:
                 i = begin + q
-                results[-1] = InputError(
-                    f"question {q} is {question_tokens[i]} tokens long: it leaves {max(room[i], 0)} tokens of a "
-                    f"{settings.max_seq_len}-token window for the context, which must exceed the doc_stride of "
-                    f"{settings.doc_stride} when the context ({'at least ' if stopped[i] else ''}{context_tokens[i]} "
-                    f"tokens) does not fit in one window"
+                results[-1] = Refused(
+                    InputError(
+                        f"question {q} is {question_tokens[i]} tokens long: it leaves {max(room[i], 0)} tokens of "
+                        f"a {settings.max_seq_len}-token window for the context, which must exceed the doc_stride "
+                        f"of {settings.doc_stride} when the context ({'at least ' if stopped[i] else ''}"
+                        f"{context_tokens[i]} tokens) does not fit in one window"
+                    )
                 )
             exact = windows[begin:end][unsure[begin:end]].sum()
-            if exact > max_windows and not isinstance(results[-1], InputError):
-                results[-1] = InputError(
-                    f"the contexts make at least {exact} windows of {settings.max_seq_len} "
-                    f"tokens; the limit is {max_windows} per request"
+            if exact > max_windows and not isinstance(results[-1], Refused):
+                results[-1] = Refused(
+                    InputError(
+                        f"the contexts make at least {exact} windows of {settings.max_seq_len} "
+                        f"tokens; the limit is {max_windows} per request"
+                    )
                 )
         return results
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from preprocessing.errors import InputError, StepFault
+from preprocessing.outcomes import Outcome, refusal, then
 from runtime.scheduling import Busy
 
 # one parameters entry as our configs write it (one line) and as protobuf's text format does (serving.configs)
@@ -93,7 +94,7 @@ def response(pb_utils: Any, outputs: Mapping[str, np.ndarray]):
     return pb_utils.InferenceResponse([pb_utils.Tensor(name, value) for name, value in outputs.items()])
 
 
-def error_response(pb_utils: Any, error: Exception, model: str):
+def error_response(pb_utils: Any, error: BaseException, model: str):
     """An error reply for one request: INVALID_ARGUMENT naming the caller's mistake, UNAVAILABLE for a request
     the step had no time for (``Busy``, retried by clients), INTERNAL with its message for a ``StepFault`` (also
     logged); for anything else INTERNAL with no detail (no paths, no stack), the details going to the server
@@ -110,19 +111,12 @@ def error_response(pb_utils: Any, error: Exception, model: str):
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL))
 
 
-def attempt(function, *args):
-    """``function(*args)``, or the exception it raised (a request's own failure, kept for its reply)."""
-    try:
-        return function(*args)
-    except Exception as error:  # noqa: BLE001 -- becomes that request's error reply
-        return error
-
-
-def reply(pb_utils: Any, model: str, result: Any, pack):
-    """The reply for one request: ``pack(result)``, or the error reply when ``result`` (or packing it) failed."""
-    if not isinstance(result, Exception):
-        result = attempt(pack, result)
-    return error_response(pb_utils, result, model) if isinstance(result, Exception) else result
+def reply(pb_utils: Any, model: str, outcome: Outcome[Any], pack):
+    """The reply for one request: ``pack`` of its result, or the error reply when it was refused (or packing it
+    failed)."""
+    packed = then(outcome, pack)
+    error = refusal(packed)
+    return packed if error is None else error_response(pb_utils, error, model)
 
 
 class MemoryTrimmer:

@@ -22,6 +22,7 @@ import numpy as np
 from preprocessing.arrays import stack_padded
 from preprocessing.decode import DecodedAnswers, decode, reference_spans
 from preprocessing.errors import InputError
+from preprocessing.outcomes import Outcome, Refused, answered, attempt
 from preprocessing.requests import AnswerOptions, DecoderLimits, readable_texts
 from preprocessing.tokenize import NO_OFFSET
 from runtime.scheduling import Budget
@@ -138,55 +139,53 @@ def measure_paces(budget: Budget, max_seq_len: int, max_answer_len: int = 15) ->
 
 
 def decode_requests(
-    requests: Sequence[DecoderInput | Exception], budget: Budget | None = None, started: float | None = None
-) -> list[DecodedAnswers | Exception]:
+    requests: Sequence[Outcome[DecoderInput]], budget: Budget | None = None, started: float | None = None
+) -> list[Outcome[DecodedAnswers]]:
     """Answers of each request: one vectorised decode over the windows of all requests that share answer
-    options, split per request afterwards (errors given in ``requests`` pass through). When decoding them
+    options, split per request afterwards (refusals given in ``requests`` pass through). When decoding them
     together fails (a ``MemoryError``, any exception), each is decoded alone: only the request that fails
-    alone gets the exception, the others are answered.
+    alone is refused with the exception, the others are answered.
 
     With a ``budget`` (its paces anchored: ``measure_paces``), requests go smallest band first as far as they
     fit in the execute that began at ``started``, the others ``Busy``; a request whose band alone is over the
     budget's per-request limit is refused; so is one whose windows' replays would take it past that limit
     (``InputError`` saying so), known once its probabilities are, without running them."""
     started = time.monotonic() if started is None else started
+    outcomes: list = list(requests)
     if budget is not None:
-        work = [0 if isinstance(r, Exception) else band_work(r) for r in requests]
-        requests = budget.select_smallest(requests, work, started, "decoder", "band")  # type: ignore[assignment]
-    results: list[DecodedAnswers | Exception | None] = [r if isinstance(r, Exception) else None for r in requests]
+        work = [0 if isinstance(r, Refused) else band_work(r) for r in requests]
+        outcomes = budget.select_smallest(outcomes, work, started, "decoder", "band")
     groups: dict[AnswerOptions, list[int]] = {}
-    for i, request in enumerate(requests):
-        if not isinstance(request, Exception):
-            groups.setdefault(request.options, []).append(i)
+    for i in answered(outcomes):
+        groups.setdefault(outcomes[i].options, []).append(i)
     for options, members in groups.items():
-        parts = [requests[i] for i in members]
+        parts = [outcomes[i] for i in members]
         decode_started = time.monotonic()
-        try:
-            answers = _decode_together(parts, options, budget)
-        except Exception as error:  # noqa: BLE001 -- the failing request is found below; its reply holds the error
-            answers = [error] if len(parts) == 1 else None
-        if answers is None:  # outside the except block: the failed attempt's arrays are freed first
-            answers = [_decode_alone(part, options, budget) for part in parts]
+        answers = attempt(_decode_together, parts, options, budget)
+        if isinstance(answers, Refused):
+            if len(parts) == 1:
+                answers = [answers]
+            else:  # each alone, so that only the failing one is refused
+                answers = None  # the failed attempt's arrays (held by its traceback) are freed first
+                answers = [_decode_alone(part, options, budget) for part in parts]
         if budget is not None:
             budget.learn("band", sum(map(band_work, parts)), time.monotonic() - decode_started)
         for i, answer in zip(members, answers):
-            results[i] = answer
-    return results  # type: ignore[return-value]
+            outcomes[i] = answer
+    return outcomes
 
 
-def _decode_alone(request: DecoderInput, options: AnswerOptions, budget: Budget | None) -> DecodedAnswers | Exception:
-    try:
-        return _decode_together([request], options, budget)[0]
-    except Exception as error:  # noqa: BLE001 -- becomes that request's error reply
-        return error
+def _decode_alone(request: DecoderInput, options: AnswerOptions, budget: Budget | None) -> Outcome[DecodedAnswers]:
+    together = attempt(_decode_together, [request], options, budget)
+    return together if isinstance(together, Refused) else together[0]
 
 
 def _decode_together(
     parts: Sequence[DecoderInput], options: AnswerOptions, budget: Budget | None = None
-) -> list[DecodedAnswers | InputError]:
-    """The answers of requests that share ``options`` from one decode of all their windows, or the
-    ``InputError`` that refuses a request for its values or, under a ``budget``, for the replays its windows
-    would need."""
+) -> list[Outcome[DecodedAnswers]]:
+    """The answers of requests that share ``options`` from one decode of all their windows, or the refusal
+    (``InputError``) of a request for its values or, under a ``budget``, for the replays its windows would
+    need."""
     first_question = np.cumsum([0] + [len(p.contexts) for p in parts])
     first_window = np.cumsum([0] + [len(p.window_question) for p in parts])
     tensors = (
@@ -204,7 +203,7 @@ def _decode_together(
     refused = {}
     for bad_rows, message in _invalid_rows(*tensors, context_chars):
         for p in np.unique(request_of_window[bad_rows]).tolist():
-            refused.setdefault(p, InputError(message))
+            refused.setdefault(p, Refused(InputError(message)))
 
     def replayable(windows: np.ndarray, products: np.ndarray) -> np.ndarray:
         """The windows whose request may have its replays: each request's within the per-request limit."""
@@ -212,11 +211,14 @@ def _decode_together(
         for p in np.unique(of_request).tolist():
             seconds = budget.predict(band=band_work(parts[p]), replay=int(products[of_request == p].sum()))
             if p not in refused and budget.request_seconds is not None and seconds > budget.request_seconds:
-                refused[p] = InputError(
-                    f"the request's logits leave {int((of_request == p).sum())} of its {len(parts[p].window_question)} "
-                    f"windows without a span of positive score (their probabilities underflow): replaying the "
-                    f"reference's choice among them would hold the decoder step longer than its limit of "
-                    f"{budget.request_seconds:g} s per request (max_request_ms)"
+                refused[p] = Refused(
+                    InputError(
+                        f"the request's logits leave {int((of_request == p).sum())} of its "
+                        f"{len(parts[p].window_question)} windows without a span of positive score (their "
+                        "probabilities underflow): replaying the reference's choice among them would hold the "
+                        f"decoder step longer than its limit of {budget.request_seconds:g} s per request "
+                        "(max_request_ms)"
+                    )
                 )
         return np.array([int(p) not in refused for p in of_request], dtype=bool)
 

@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 
 from preprocessing.errors import InputError
+from preprocessing.outcomes import Refused
 
 
 class Busy(RuntimeError):
@@ -58,36 +59,38 @@ class Budget:
     def select(
         self, requests: Sequence[object], costs: Sequence[float], started: float, step: str, begun: bool = False
     ) -> list[object]:
-        """``requests`` (errors pass through), in the order given, as far as they fit in the budget together with
+        """``requests`` (refusals pass through), in the order given, as far as they fit in the budget together with
         their predicted ``costs`` in seconds (the first always does, unless the execute has ``begun`` other work);
-        the others replaced by ``Busy``."""
+        the others refused with ``Busy``."""
         kept: list[object] = list(requests)
         total = 0.0
         for i, request in enumerate(requests):
-            if isinstance(request, Exception):
+            if isinstance(request, Refused):
                 continue
             if begun and not self.fits(started, total + costs[i]):
-                kept[i] = self.busy(step)
+                kept[i] = Refused(self.busy(step))
             else:
                 total += costs[i]
                 begun = True
         return kept
 
     def select_smallest(self, requests: Sequence[object], work: Sequence[int], started: float, step: str, kind: str):
-        """``requests`` (errors pass through), smallest ``work`` (units of ``kind``) first, as far as they fit in the
-        budget together (see ``select``); a request over ``request_seconds`` alone gets an ``InputError`` naming
-        the limit."""
+        """``requests`` (refusals pass through), smallest ``work`` (units of ``kind``) first, as far as they fit in
+        the budget together (see ``select``); a request over ``request_seconds`` alone is refused with an
+        ``InputError`` naming the limit."""
         kept: list[object] = list(requests)
         pace = self.paces.get(kind)
         for i, request in enumerate(requests):
             predicted = work[i] * (pace or 0.0)
-            if isinstance(request, Exception) or self.request_seconds is None:
+            if isinstance(request, Refused) or self.request_seconds is None:
                 continue
             if predicted > self.request_seconds:  # the message gives no pace: nothing to tune a request against
-                kept[i] = InputError(
-                    f"the request's {work[i]:,} {kind} would hold the {step} step longer than its limit of "
-                    f"{self.request_seconds:g} s per request (max_request_ms): send shorter contexts or fewer "
-                    "questions"
+                kept[i] = Refused(
+                    InputError(
+                        f"the request's {work[i]:,} {kind} would hold the {step} step longer than its limit of "
+                        f"{self.request_seconds:g} s per request (max_request_ms): send shorter contexts or fewer "
+                        "questions"
+                    )
                 )
         order = sorted(range(len(requests)), key=work.__getitem__)
         chosen = self.select([kept[i] for i in order], [work[i] * (pace or 0.0) for i in order], started, step)

@@ -2,8 +2,8 @@
 per-execute floor over ``preprocessing.tokenize``'s per-pair windows).
 
 Each request's problems stay its own: a request that is refused gets its ``InputError`` (or, past the step's
-time budget, the budget's ``Busy``), and the others are still encoded. The work is done for all of them
-together — a few tokenizer calls — and split per request afterwards.
+time budget, the budget's ``Busy``) as its ``Refused`` outcome, and the others are still encoded. The work is
+done for all of them together — a few tokenizer calls — and split per request afterwards.
 """
 
 from __future__ import annotations
@@ -11,7 +11,10 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+import numpy as np
+
 from preprocessing.errors import InputError
+from preprocessing.outcomes import Outcome, Refused, answered
 from preprocessing.tokenize import QATokenizer, Windows
 from runtime.scheduling import Budget
 
@@ -21,14 +24,14 @@ PLAN_GROUP_CHARS = 200_000
 CHUNK_CHARS = 100_000
 
 
+Texts = tuple[Sequence[str], Sequence[str]]  # a request's (questions, contexts)
+
+
 def tokenize_requests(
-    tokenizer: QATokenizer,
-    requests: Sequence[tuple[Sequence[str], Sequence[str]] | Exception],
-    max_windows: int,
-    budget: Budget | None = None,
-) -> list[Windows | Exception]:
-    """Windows of each request's (questions, contexts), or the error that refuses it (errors given in
-    ``requests`` pass through).
+    tokenizer: QATokenizer, requests: Sequence[Outcome[Texts]], max_windows: int, budget: Budget | None = None
+) -> list[Outcome[Windows]]:
+    """Windows of each request's (questions, contexts), or ``Refused`` with the error that refuses it (refusals
+    given in ``requests`` pass through).
 
     Every request is planned first (window bounds from character counts, exact token counts only where they
     matter, stopped once a text is surely over the limit), so nothing over ``max_windows`` is encoded. The pairs
@@ -44,65 +47,86 @@ def tokenize_requests(
     takes about the budget, or one large request alone, not the sum of them all; and small requests batched
     with large ones are answered without waiting for them.
     """
-    started = time.monotonic()
-    results: list[Windows | Exception | None] = list(requests)
-    readable = [r for r, request in enumerate(requests) if not isinstance(request, Exception)]
-    size = {r: sum(map(len, requests[r][0])) + sum(map(len, requests[r][1])) for r in readable}
-    readable.sort(key=size.__getitem__)
-    parts: dict[int, list[Windows]] = {}
-    begun = False  # whether this execute has done any work yet: the first request always runs
+    batch = _Batch(tokenizer, requests, max_windows, budget)
+    readable = sorted(answered(requests), key=batch.size.__getitem__)
+    for group in _groups(readable, batch.size, PLAN_GROUP_CHARS):
+        batch.encode(batch.plan(batch.admit(group)))
+    return batch.outcomes()
 
-    for group in _groups(readable, size, PLAN_GROUP_CHARS):
-        if budget is not None:
-            counting = dict(zip(group, tokenizer.counting_chars([requests[r] for r in group], max_windows)))
-            costs = [budget.predict(counted=counting[r], encoded=size[r]) for r in group]
-            for r, kept in zip(group, budget.select([requests[r] for r in group], costs, started, "tokenizer", begun)):
-                if isinstance(kept, Exception):  # the budget's Busy: the group holds no errors
-                    results[r] = kept
-            group = [r for r in group if not isinstance(results[r], Exception)]
-            begun = begun or bool(group)
-        plan_started = time.monotonic()
-        pairs: list[tuple[int, str, str, int]] = []  # (request, question, context, planned windows)
-        for r, planned in zip(group, _plan_group(tokenizer, [requests[r] for r in group], max_windows)):
-            if isinstance(planned, InputError):
-                results[r] = planned
+
+class _Batch:
+    """One execute's requests on their way to windows: each one's refusal, or the windows made so far."""
+
+    def __init__(self, tokenizer: QATokenizer, requests: Sequence[Outcome[Texts]], max_windows: int, budget):
+        self.tokenizer, self.requests, self.max_windows, self.budget = tokenizer, requests, max_windows, budget
+        self.started = time.monotonic()
+        self.refused = {r: request for r, request in enumerate(requests) if isinstance(request, Refused)}
+        self.size = {r: sum(map(len, requests[r][0])) + sum(map(len, requests[r][1])) for r in answered(requests)}
+        self.parts: dict[int, list[Windows]] = {}
+        self.counting: dict[int, int] = {}  # the characters each admitted request's plan may count
+        self.begun = False  # whether this execute has done any work yet: the first request always runs
+
+    def admit(self, group: list[int]) -> list[int]:
+        """The group's requests that fit in the budget, in order; the others refused with ``Busy``."""
+        if self.budget is None:
+            return group
+        texts = [self.requests[r] for r in group]
+        self.counting.update(zip(group, self.tokenizer.counting_chars(texts, self.max_windows)))
+        costs = [self.budget.predict(counted=self.counting[r], encoded=self.size[r]) for r in group]
+        kept = self.budget.select(texts, costs, self.started, "tokenizer", self.begun)
+        self.refused.update((r, outcome) for r, outcome in zip(group, kept) if isinstance(outcome, Refused))
+        group = [r for r in group if r not in self.refused]
+        self.begun = self.begun or bool(group)
+        return group
+
+    def plan(self, group: list[int]) -> list[tuple[int, str, str, int]]:
+        """(request, question, context, planned windows) of the group's pairs; a request surely over the limit,
+        or that the pipeline cannot window, refused."""
+        started = time.monotonic()
+        pairs = []
+        for r, planned in zip(group, _plan_group(self.tokenizer, [self.requests[r] for r in group], self.max_windows)):
+            if isinstance(planned, Refused):
+                self.refused[r] = planned
                 continue
-            questions, contexts = requests[r]
+            questions, contexts = self.requests[r]
             pairs.extend(zip([r] * len(questions), questions, contexts, planned.tolist()))
-            results[r] = None
-        if budget is not None:
-            budget.learn("counted", sum(counting[r] for r in group), time.monotonic() - plan_started)
-        for chunk in _chunks(pairs, max_windows, CHUNK_CHARS):
-            chunk = [pair for pair in chunk if results[pair[0]] is None]
-            chunk_started = time.monotonic()
-            for r, windows in _encode_chunk(tokenizer, chunk).items():
-                if isinstance(windows, InputError):
-                    results[r] = windows
-                else:
-                    parts.setdefault(r, []).append(windows)
-                    count = sum(len(p.window_question) for p in parts[r])
-                    if count > max_windows:
-                        results[r] = InputError(
-                            f"the contexts make more than {max_windows} windows of "
-                            f"{tokenizer.settings.max_seq_len} tokens; the limit is "
-                            f"{max_windows} per request"
+        if self.budget is not None:
+            self.budget.learn("counted", sum(self.counting[r] for r in group), time.monotonic() - started)
+        return pairs
+
+    def encode(self, pairs: list[tuple[int, str, str, int]]) -> None:
+        """The pairs' windows, a few tokenizer calls; a request whose windows go over the limit refused."""
+        for chunk in _chunks(pairs, self.max_windows, CHUNK_CHARS):
+            chunk = [pair for pair in chunk if pair[0] not in self.refused]
+            started = time.monotonic()
+            for r, windows in _encode_chunk(self.tokenizer, chunk).items():
+                if isinstance(windows, Refused):
+                    self.refused[r] = windows
+                    continue
+                self.parts.setdefault(r, []).append(windows)
+                if sum(len(p.window_question) for p in self.parts[r]) > self.max_windows:
+                    self.refused[r] = Refused(
+                        InputError(
+                            f"the contexts make more than {self.max_windows} windows of "
+                            f"{self.tokenizer.settings.max_seq_len} tokens; the limit is {self.max_windows} per request"
                         )
-            if budget is not None and chunk:
-                budget.learn("encoded", sum(len(q) + len(c) for _, q, c, _ in chunk), time.monotonic() - chunk_started)
-    for r, request_parts in parts.items():
-        if results[r] is None:
-            results[r] = Windows.concatenate(request_parts)
-    return results  # type: ignore[return-value]
+                    )
+            if self.budget is not None and chunk:
+                encoded = sum(len(q) + len(c) for _, q, c, _ in chunk)
+                self.budget.learn("encoded", encoded, time.monotonic() - started)
+
+    def outcomes(self) -> list[Outcome[Windows]]:
+        return [self.refused.get(r) or Windows.concatenate(self.parts[r]) for r in range(len(self.requests))]
 
 
-def _plan_group(tokenizer: QATokenizer, requests: list, max_windows: int) -> list:
+def _plan_group(tokenizer: QATokenizer, requests: list, max_windows: int) -> list[Outcome[np.ndarray]]:
     """``plan_requests`` of the group; when the tokenizer fails on the group's texts, each request is planned
-    alone, so that only the one it fails on gets the error."""
+    alone, so that only the one it fails on is refused."""
     try:
         return tokenizer.plan_requests(requests, max_windows)
     except InputError as error:
         if len(requests) == 1:
-            return [error]
+            return [Refused(error)]
         return [_plan_group(tokenizer, [request], max_windows)[0] for request in requests]
 
 
@@ -135,9 +159,9 @@ def _chunks(pairs: list[tuple[int, str, str, int]], max_windows: int, max_chars:
         yield chunk
 
 
-def _encode_chunk(tokenizer: QATokenizer, chunk: list[tuple[int, str, str, int]]) -> dict[int, Windows | InputError]:
+def _encode_chunk(tokenizer: QATokenizer, chunk: list[tuple[int, str, str, int]]) -> dict[int, Outcome[Windows]]:
     """Windows per request of one chunk, from one tokenizer call; when that call refuses the chunk, each
-    request is encoded alone so that only the bad one gets the error."""
+    request is encoded alone so that only the bad one is refused."""
     if not chunk:
         return {}
     try:
@@ -145,8 +169,8 @@ def _encode_chunk(tokenizer: QATokenizer, chunk: list[tuple[int, str, str, int]]
     except InputError as error:
         requests = list(dict.fromkeys(r for r, _, _, _ in chunk))
         if len(requests) == 1:
-            return {requests[0]: error}
-        result: dict[int, Windows | InputError] = {}
+            return {requests[0]: Refused(error)}
+        result: dict[int, Outcome[Windows]] = {}
         for r in requests:
             result.update(_encode_chunk(tokenizer, [pair for pair in chunk if pair[0] == r]))
         return result

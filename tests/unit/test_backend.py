@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import pytest
 
 from preprocessing import InputError
-from runtime.backend import MemoryTrimmer, attempt, error_response, reply
+from preprocessing.outcomes import attempt
+from runtime.backend import MemoryTrimmer, error_response, reply
 from runtime.scheduling import Busy
 
 

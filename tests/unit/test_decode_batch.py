@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from preprocessing import AnswerOptions, DecoderLimits, InputError, decode
+from preprocessing.outcomes import refusal
 from runtime.decode_batch import DecoderInput, decode_requests, measure_paces
 from runtime.tensors import window_questions, window_tensors
 from testkit.cases import CASES, LONG_CONTEXT
@@ -92,7 +93,7 @@ def test_decoder_refuses_tensors_no_tokenizer_makes_and_answers_the_others(token
         assert re.search(message, str(error))
         return
     results = decode_requests([DecoderInput.checked(*good, LIMITS), bad, DecoderInput.checked(*good, LIMITS)])
-    assert isinstance(results[1], InputError) and re.search(message, str(results[1]))
+    assert isinstance(refusal(results[1]), InputError) and re.search(message, str(refusal(results[1])))
     assert results[0].text.shape == results[2].text.shape == (1, 1)
 
 
@@ -137,11 +138,11 @@ def test_a_request_whose_decoding_fails_fails_alone(tokenizer, monkeypatch):
     good = [decoder_request(tokenizer, [q], [c], seed=i) for i, (q, c) in enumerate(list(CASES.values())[:3])]
     bad = decoder_request(tokenizer, ["Who?"], ["Ada wrote the poison."])
     results = decode_requests([DecoderInput.checked(*r, LIMITS) for r in (good[0], bad, good[1], good[2])])
-    assert isinstance(results[1], MemoryError)
+    assert isinstance(refusal(results[1]), MemoryError)
     for r, got in zip(good, results[:1] + results[2:]):
         alone = decoded_alone(r)
         assert got.text.tolist() == alone.text.tolist() and got.start.tolist() == alone.start.tolist()
-    assert isinstance(decode_requests([DecoderInput.checked(*bad, LIMITS)])[0], MemoryError)  # alone, too
+    assert isinstance(refusal(decode_requests([DecoderInput.checked(*bad, LIMITS)])[0]), MemoryError)  # alone, too
 
 
 def underflowing(tokenizer, n_windows: int):
@@ -175,17 +176,17 @@ def test_under_a_budget_logits_whose_replays_would_pass_the_limit_are_refused_an
     refused, answered = decode_requests(
         [DecoderInput.checked(*replays, limits), DecoderInput.checked(*normal, limits)], budget, started
     )
-    assert isinstance(refused, InputError)
+    assert isinstance(refusal(refused), InputError)
     assert re.fullmatch(
         r"the request's logits leave 40 of its 40 windows without a span of positive score .*: replaying the "
         r"reference's choice among them would hold the decoder step longer than its limit of 0\.5 s per request "
         r"\(max_request_ms\)",
-        str(refused),
+        str(refusal(refused)),
     )
     assert (answered.text == unbudgeted.text).all() and (answered.start == unbudgeted.start).all()
     # the same logits, few enough windows to replay within the limit, are answered
     few = decode_requests([DecoderInput.checked(*underflowing(tokenizer, 1), limits)], budget)[0]
-    assert not isinstance(few, Exception)
+    assert refusal(few) is None
 
 
 def test_under_a_budget_the_smallest_requests_go_first_and_a_band_over_the_limit_is_refused(tokenizer):
@@ -196,8 +197,8 @@ def test_under_a_budget_the_smallest_requests_go_first_and_a_band_over_the_limit
     small = DecoderInput.checked(*decoder_request(tokenizer, ["Who?"], ["Ada wrote it."]), LIMITS)
     large = DecoderInput.checked(*decoder_request(tokenizer, ["Who founded it?"], [LONG_CONTEXT]), LIMITS)
     results = decode_requests([large, small, large], budget, time.monotonic())
-    assert not isinstance(results[1], Exception)  # the smallest runs first
-    assert isinstance(results[0], Busy) and isinstance(results[2], Busy)
+    assert refusal(results[1]) is None  # the smallest runs first
+    assert isinstance(refusal(results[0]), Busy) and isinstance(refusal(results[2]), Busy)
     budget.request_seconds = 1e-6
     (over,) = decode_requests([large], budget, time.monotonic())
-    assert isinstance(over, InputError) and "longer than its limit" in str(over)
+    assert isinstance(refusal(over), InputError) and "longer than its limit" in str(refusal(over))

@@ -5,20 +5,22 @@ test_tokenize_batch.py.)"""
 import time
 
 from preprocessing import InputError
+from preprocessing.outcomes import Refused, refusal
 from runtime.scheduling import Budget, Busy
 
 
 def test_a_budget_selects_the_smallest_requests_that_fit_and_refuses_the_rest():
     budget = Budget(1.0)
     budget.paces["tokens"] = 0.1  # 10 tokens a second
-    error = InputError("bad")
+    error = Refused(InputError("bad"))
     kept = budget.select_smallest(["a", "b", error, "c", "d"], [6, 2, 0, 3, 1], time.monotonic(), "encoder", "tokens")
     assert kept[1:4] == ["b", error, "c"] and kept[4] == "d"  # 1 + 2 + 3 tokens: 0.6 s
-    assert isinstance(kept[0], Busy) and "the encoder step had no time left" in str(kept[0])
+    assert isinstance(refusal(kept[0]), Busy) and "the encoder step had no time left" in str(refusal(kept[0]))
     chosen = budget.select_smallest(["big", "bigger"], [50, 60], time.monotonic(), "encoder", "tokens")
-    assert chosen[0] == "big" and isinstance(chosen[1], Busy)  # the first runs
+    assert chosen[0] == "big" and isinstance(refusal(chosen[1]), Busy)  # the first runs
     # an execute that has begun other work starts nothing more past its budget
-    assert isinstance(budget.select(["big"], [5.0], time.monotonic(), "tokenizer", begun=True)[0], Busy)
+    refused = budget.select(["big"], [5.0], time.monotonic(), "tokenizer", begun=True)[0]
+    assert isinstance(refusal(refused), Busy)
 
 
 def test_a_request_over_the_per_request_limit_is_refused_wherever_it_stands_in_its_batch():
@@ -27,8 +29,9 @@ def test_a_request_over_the_per_request_limit_is_refused_wherever_it_stands_in_i
     assert kept == ["huge", "small"]  # no pace measured yet: nothing is predicted over the limit
     budget.paces["tokens"] = 0.1
     kept = budget.select_smallest(["huge", "alone"], [30, 19], time.monotonic(), "encoder", "tokens")
-    assert isinstance(kept[0], InputError) and kept[1] == "alone"  # 3 s: over the limit; 1.9 s: the first, it runs
-    assert str(kept[0]) == (  # no pace, no predicted time: nothing a caller could tune a request against
+    # 3 s: over the limit; 1.9 s: the first, it runs
+    assert isinstance(refusal(kept[0]), InputError) and kept[1] == "alone"
+    assert str(refusal(kept[0])) == (  # no pace, no predicted time: nothing a caller could tune a request against
         "the request's 30 tokens would hold the encoder step longer than its limit of 2 s per request "
         "(max_request_ms): send shorter contexts or fewer questions"
     )
@@ -47,7 +50,7 @@ def test_the_pace_learned_stays_within_the_bounds_of_the_pace_measured_before_an
         budget.learn("tokens", 10_000, 0.001)  # "10,000 tokens in a millisecond"
     assert budget.paces["tokens"] == 0.001
     refused = budget.select_smallest(["large"], [6_000], time.monotonic(), "encoder", "tokens")
-    assert isinstance(refused[0], InputError)  # still 6 s at the anchor's pace: over the limit
+    assert isinstance(refusal(refused[0]), InputError)  # still 6 s at the anchor's pace: over the limit
     for _ in range(40):
         budget.learn("tokens", 1_000, 60.0)
     assert budget.paces["tokens"] == 0.004

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from preprocessing import InputError
+from preprocessing.outcomes import Refused, refusal
 from runtime.scheduling import Budget, Busy
 from runtime.tokenize_batch import tokenize_requests
 from testkit.cases import CASES, LONG_CONTEXT
@@ -38,7 +39,7 @@ def test_requests_tokenized_together_equal_each_tokenized_alone(tokenizer):
 
 def test_a_bad_request_gets_its_own_error_and_the_others_their_windows(tokenizer):
     long_question = " ".join(["why"] * 299) + "?"
-    given = InputError("refused earlier")
+    given = Refused(InputError("refused earlier"))
     requests = [
         (["Who?"], ["Ada wrote it."]),
         ([long_question], [LONG_CONTEXT]),
@@ -47,9 +48,9 @@ def test_a_bad_request_gets_its_own_error_and_the_others_their_windows(tokenizer
         (["When?"], ["In 1843."]),
     ]
     results = tokenize_requests(tokenizer, requests, max_windows=1024)
-    assert "question 0 is 300 tokens long" in str(results[1])
+    assert "question 0 is 300 tokens long" in str(refusal(results[1]))
     assert results[2] is given
-    assert "context 0 holds no token" in str(results[3])
+    assert "context 0 holds no token" in str(refusal(results[3]))
     same_windows(results[0], tokenizer.encode(*requests[0]))
     same_windows(results[4], tokenizer.encode(*requests[4]))
 
@@ -74,7 +75,8 @@ def test_a_text_the_tokenizer_library_panics_on_fails_its_own_request_only(tiny_
     bad = (["Who?"], [bomb]) if where == "context" else ([bomb], [LONG_CONTEXT])
     requests = [(["Who?"], ["Ada wrote it."]), bad, (["When?"], ["In 1843."])]
     results = tokenize_requests(tokenizer, requests, max_windows=1024)
-    assert isinstance(results[1], InputError) and "the tokenizer failed on the input" in str(results[1])
+    error = refusal(results[1])
+    assert isinstance(error, InputError) and "the tokenizer failed on the input" in str(error)
     same_windows(results[0], tokenizer.encode(*requests[0]))
     same_windows(results[2], tokenizer.encode(*requests[2]))
 
@@ -84,7 +86,7 @@ def test_large_requests_are_encoded_in_slices_and_refused_over_the_window_limit(
     few = (["Who?"] * 4, [CASES["squad"][1]] * 4)
     results = tokenize_requests(tokenizer, [few, many], max_windows=8)
     same_windows(results[0], tokenizer.encode(*few))
-    assert isinstance(results[1], InputError) and "the limit is 8 per request" in str(results[1])
+    assert isinstance(refusal(results[1]), InputError) and "the limit is 8 per request" in str(refusal(results[1]))
     sliced = tokenize_requests(tokenizer, [many], max_windows=64)[0]
     same_windows(sliced, tokenizer.encode(*many))
 
@@ -94,17 +96,17 @@ def test_under_a_budget_small_requests_go_first_and_large_ones_wait_for_another_
     budget.paces["encoded"] = 1e-5  # as if measured: 10 µs per character, any long context is over the budget
     big = (["Who shipped grain?"], [long_document(150_000)])  # a tokenizer call of its own (CHUNK_CHARS)
     small = [(["Who?"], ["Ada wrote it."]), (["What?"], [CASES["squad"][1]])]
-    results = tokenize_requests(tokenizer, [big, *small, InputError("refused earlier")], 1024, budget)
-    assert isinstance(results[0], Busy) and "retry" in str(results[0])
+    results = tokenize_requests(tokenizer, [big, *small, Refused(InputError("refused earlier"))], 1024, budget)
+    assert isinstance(refusal(results[0]), Busy) and "retry" in str(refusal(results[0]))
     for request, windows in zip(small, results[1:3]):
         same_windows(windows, tokenizer.encode(*request))
-    assert isinstance(results[3], InputError)
+    assert isinstance(refusal(results[3]), InputError)
     # the first request of a call always runs, however long: a large request alone is answered
     alone = tokenize_requests(tokenizer, [big, big], 1024, budget)
     same_windows(alone[0], tokenizer.encode(*big))
-    assert isinstance(alone[1], Busy)
+    assert isinstance(refusal(alone[1]), Busy)
     # without a budget everything runs
-    assert not any(isinstance(r, Exception) for r in tokenize_requests(tokenizer, [big, *small], 1024))
+    assert not any(refusal(r) for r in tokenize_requests(tokenizer, [big, *small], 1024))
 
 
 def test_the_budget_learns_the_tokenizers_pace(tokenizer):
@@ -128,9 +130,9 @@ def test_requests_refused_at_planning_count_against_the_budget(tokenizer):
     results = tokenize_requests(tokenizer, [*oversized, small], 8, budget)
     elapsed = time.monotonic() - started
     same_windows(results[-1], tokenizer.encode(*small))  # the smallest first
-    refused = [r for r in results[:-1] if isinstance(r, InputError)]
-    busy = [r for r in results[:-1] if isinstance(r, Busy)]
-    assert refused and all("the limit is 8 per request" in str(r) for r in refused)
+    refused = [r for r in results[:-1] if isinstance(refusal(r), InputError)]
+    busy = [r for r in results[:-1] if isinstance(refusal(r), Busy)]
+    assert refused and all("the limit is 8 per request" in str(refusal(r)) for r in refused)
     # how many are counted within 0.25 s depends on the machine (4-10 here); counting all 20 takes 1-2 s
     assert len(busy) >= 5 and len(refused) + len(busy) == 20, (len(refused), len(busy))
     assert elapsed < 1.5, elapsed  # each counted alone: ~0.1 s (the first piece); all 20 in full: ~6 s
@@ -138,4 +140,4 @@ def test_requests_refused_at_planning_count_against_the_budget(tokenizer):
     budget.paces["counted"] = 1e-3
     results = tokenize_requests(tokenizer, [small, oversized[0]], 8, budget)
     same_windows(results[0], tokenizer.encode(*small))
-    assert isinstance(results[1], Busy)
+    assert isinstance(refusal(results[1]), Busy)

@@ -6,7 +6,8 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from preprocessing import AnswerOptions, DecoderLimits
-from runtime.backend import attempt, config_parameters, input_array, reply, response, sibling_parameters
+from preprocessing.outcomes import attempt
+from runtime.backend import config_parameters, input_array, reply, response, sibling_parameters
 from runtime.decode_batch import DecoderInput, decode_requests, measure_paces
 from runtime.scheduling import Budget
 from runtime.tensors import ANSWER_OUTPUTS, DECODER_INPUTS

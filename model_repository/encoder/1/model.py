@@ -4,7 +4,8 @@ import time
 
 import triton_python_backend_utils as pb_utils
 
-from runtime.backend import Counters, attempt, checked_parameters, reply, response, sibling_parameters, version_dir
+from preprocessing.outcomes import Refused, answered, attempt
+from runtime.backend import Counters, checked_parameters, reply, response, sibling_parameters, version_dir
 from runtime.engines import PARAMETERS, make_runner, step_budget
 from runtime.model_inputs import ModelLimits, finite_logits, read_tokens, real_tokens
 
@@ -37,22 +38,23 @@ class TritonPythonModel:
         started = time.monotonic()
         windows = [attempt(read_tokens, pb_utils, request, self.limits) for request in requests]
         if self.budget is not None:  # in real tokens, what the engines run (padding is not counted)
-            sizes = [0 if isinstance(w, Exception) else real_tokens(w) for w in windows]
+            sizes = [0 if isinstance(w, Refused) else real_tokens(w) for w in windows]
             windows = self.budget.select_smallest(windows, sizes, started, "encoder", "tokens")
-        valid = [w for w in windows if not isinstance(w, Exception)]
+        valid = [windows[i] for i in answered(windows)]
         run_started = time.monotonic()
         ran = attempt(self.runner.run, valid) if valid else ([], None)
         if self.budget is not None and valid:
             self.budget.learn("tokens", sum(map(real_tokens, valid)), time.monotonic() - run_started)
-        if isinstance(ran, Exception):  # the model run failed: every request it held gets the error
-            return [reply(pb_utils, "encoder", w if isinstance(w, Exception) else ran, self._pack) for w in windows]
+        if isinstance(ran, Refused):  # the model run failed: every request it held gets its error
+            return [reply(pb_utils, "encoder", w if isinstance(w, Refused) else ran, self._pack) for w in windows]
         logits, tokens = ran
         if tokens is not None:  # counted from validated windows only
             self.token_counts.add("real", tokens.real_tokens)
             self.token_counts.add("executed", tokens.executed_tokens)
-        logits = iter(logits)
         # NaN or infinite logits fail their request (INTERNAL, saying so) rather than becoming an answer
-        outcomes = [w if isinstance(w, Exception) else attempt(finite_logits, next(logits), w) for w in windows]
+        outcomes = list(windows)
+        for i, request_logits in zip(answered(windows), logits):
+            outcomes[i] = attempt(finite_logits, request_logits, windows[i])
         return [reply(pb_utils, "encoder", outcome, self._pack) for outcome in outcomes]
 
     @staticmethod

@@ -12,9 +12,9 @@ from preprocessing import (
     WindowSettings,
     read_pairs,
 )
+from preprocessing.outcomes import answered, attempt, then
 from runtime.backend import (
     MemoryTrimmer,
-    attempt,
     checked_parameters,
     input_array,
     reply,
@@ -48,14 +48,11 @@ class TritonPythonModel:
         self.budget = Budget(budget_ms / 1000) if budget_ms else None
 
     def execute(self, requests):
-        raw = [attempt(self._read, request) for request in requests]
-        texts = [r if isinstance(r, Exception) else r[:2] for r in raw]
+        read = [attempt(self._read, request) for request in requests]
+        texts = [then(r, _texts) for r in read]
         windows = tokenize_requests(self.tokenizer, texts, self.limits.max_windows, self.budget)
-        replies = [
-            reply(pb_utils, "tokenizer", w if isinstance(w, Exception) else (w, r[2]), self._pack)
-            for w, r in zip(windows, raw)
-        ]
-        self.trimmer.after(sum(len(c) for t in texts if not isinstance(t, Exception) for c in t[1]))
+        replies = [reply(pb_utils, "tokenizer", then(w, _with_contexts, r), self._pack) for w, r in zip(windows, read)]
+        self.trimmer.after(sum(len(c) for i in answered(texts) for c in texts[i][1]))
         return replies
 
     def _read(self, request):
@@ -68,3 +65,13 @@ class TritonPythonModel:
     @staticmethod
     def _pack(result):
         return response(pb_utils, window_tensors(*result))
+
+
+def _texts(read):
+    """(questions, contexts) of what ``_read`` returned."""
+    return read[:2]
+
+
+def _with_contexts(windows, read):
+    """The windows with the contexts' raw bytes, which the decoder receives as they came."""
+    return windows, read[2]
