@@ -17,12 +17,15 @@ class Busy(RuntimeError):
 class Budget:
     """The time one ``execute`` may spend: no request is started that would end past it, as predicted from the
     step's pace so far — seconds per unit of each kind of work it does (for the tokenizer, characters counted
-    while planning and characters encoded; for the model step, tokens) — except the first. With
+    while planning and characters encoded; for the model step, tokens) — except one whose work ahead of it in
+    the execute is under a tenth of the budget (``head_start``): the first, or a large request behind a question or
+    two (a health probe's), which waits little for them and would gain nothing from a retry. With
     ``request_seconds``, also the longest one request may take: a request whose work alone is predicted longer
     is refused (``InputError``: it would never fit), whichever place it has in its batch."""
 
     def __init__(self, seconds: float, min_work: int = 10_000, request_seconds: float | None = None):
         self.seconds, self.min_work, self.request_seconds = seconds, min_work, request_seconds
+        self.head_start = seconds / 10
         self.paces: dict[str, float] = {}  # seconds per unit of each kind of work, learned from the work done
         self.bounds: dict[str, tuple[float, float]] = {}  # what a learned pace is kept within (``anchor``)
 
@@ -60,14 +63,15 @@ class Budget:
         self, requests: Sequence[object], costs: Sequence[float], started: float, step: str, begun: bool = False
     ) -> list[object]:
         """``requests`` (refusals pass through), in the order given, as far as they fit in the budget together with
-        their predicted ``costs`` in seconds (the first always does, unless the execute has ``begun`` other work);
-        the others refused with ``Busy``."""
+        their predicted ``costs`` in seconds, or start within its ``head_start`` (the first always runs, unless the
+        execute has ``begun`` other work); the others refused with ``Busy``."""
         kept: list[object] = list(requests)
         total = 0.0
         for i, request in enumerate(requests):
             if isinstance(request, Refused):
                 continue
-            if begun and not self.fits(started, total + costs[i]):
+            ahead = time.monotonic() - started + total  # the execute's work before this request, done or predicted
+            if begun and ahead >= self.head_start and not self.fits(started, total + costs[i]):
                 kept[i] = Refused(self.busy(step))
             else:
                 total += costs[i]

@@ -39,8 +39,9 @@ def tokenize_requests(
     (which bounds the memory a batch of large requests takes) and ``CHUNK_CHARS`` characters, or one pair; a
     request whose windows go over the limit is refused.
 
-    Smaller requests go first. With a ``budget``, once any work is done no request is started whose work —
-    the characters its plan may count exactly, then those it encodes — would end past the budget: those left
+    Smaller requests go first. With a ``budget``, once a tenth of it is spent or planned (``Budget.head_start``)
+    no request is started whose work — the characters its plan may count exactly, then those it encodes —
+    would end past the budget: those left
     get ``Busy`` (UNAVAILABLE, which clients retry), whether or not they would have been refused at planning.
     One execute handed many large requests — an overload, requests whose callers have given up (Triton 2.51
     does not cancel ensemble requests), or requests over the limits that only an exact count refuses — then

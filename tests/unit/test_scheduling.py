@@ -18,9 +18,21 @@ def test_a_budget_selects_the_smallest_requests_that_fit_and_refuses_the_rest():
     assert isinstance(refusal(kept[0]), Busy) and "the encoder step had no time left" in str(refusal(kept[0]))
     chosen = budget.select_smallest(["big", "bigger"], [50, 60], time.monotonic(), "encoder", "tokens")
     assert chosen[0] == "big" and isinstance(refusal(chosen[1]), Busy)  # the first runs
-    # an execute that has begun other work starts nothing more past its budget
-    refused = budget.select(["big"], [5.0], time.monotonic(), "tokenizer", begun=True)[0]
+    # an execute that has spent half its budget on other work starts nothing more past it
+    refused = budget.select(["big"], [5.0], time.monotonic() - 0.5, "tokenizer", begun=True)[0]
     assert isinstance(refusal(refused), Busy)
+
+
+def test_a_request_that_starts_within_a_tenth_of_the_budget_runs_however_long():
+    budget = Budget(10.0)
+    budget.paces["tokens"] = 0.01
+    # 0.05 s ahead of a 50 s request: it runs; 2 s ahead of it (over a tenth of 10 s): Busy
+    assert budget.select_smallest(["probe", "large"], [5, 5_000], time.monotonic(), "encoder", "tokens") == [
+        "probe",
+        "large",
+    ]
+    kept = budget.select_smallest(["many", "large"], [200, 5_000], time.monotonic(), "encoder", "tokens")
+    assert kept[0] == "many" and isinstance(refusal(kept[1]), Busy)
 
 
 def test_a_request_over_the_per_request_limit_is_refused_wherever_it_stands_in_its_batch():

@@ -94,6 +94,7 @@ def test_large_requests_are_encoded_in_slices_and_refused_over_the_window_limit(
 def test_under_a_budget_small_requests_go_first_and_large_ones_wait_for_another_batch(tokenizer):
     budget = Budget(0.25)
     budget.paces["encoded"] = 1e-5  # as if measured: 10 µs per character, any long context is over the budget
+    budget.head_start = 0.0  # as if the requests ahead of the large one had taken a tenth of the budget
     big = (["Who shipped grain?"], [long_document(150_000)])  # a tokenizer call of its own (CHUNK_CHARS)
     small = [(["Who?"], ["Ada wrote it."]), (["What?"], [CASES["squad"][1]])]
     results = tokenize_requests(tokenizer, [big, *small, Refused(InputError("refused earlier"))], 1024, budget)
@@ -107,6 +108,18 @@ def test_under_a_budget_small_requests_go_first_and_large_ones_wait_for_another_
     assert isinstance(refusal(alone[1]), Busy)
     # without a budget everything runs
     assert not any(refusal(r) for r in tokenize_requests(tokenizer, [big, *small], 1024))
+
+
+def test_a_large_request_behind_a_short_question_is_not_sent_back_to_retry(tokenizer):
+    """A health probe's question batched with a document that alone takes longer than the budget: the question
+    ahead takes far less than a tenth of the budget, so the document runs (it would only wait less on a retry)."""
+    budget = Budget(10.0)
+    budget.paces["encoded"] = 1e-4  # as if measured: the document alone is predicted at 15 s
+    probe = (["What is it?"], ["It is a small test."])
+    big = (["Who shipped grain?"], [long_document(150_000)])
+    results = tokenize_requests(tokenizer, [big, probe], 1024, budget)
+    same_windows(results[0], tokenizer.encode(*big))
+    same_windows(results[1], tokenizer.encode(*probe))
 
 
 def test_the_budget_learns_the_tokenizers_pace(tokenizer):
@@ -126,18 +139,15 @@ def test_requests_refused_at_planning_count_against_the_budget(tokenizer):
     oversized = [(["Who?"], ["a " * 150_000]) for _ in range(20)]
     small = (["Who?"], ["Ada wrote it."])
     budget = Budget(0.25)
-    started = time.monotonic()
+    budget.paces["counted"] = 1e-3  # as if measured: counting any of them is predicted past the budget
     results = tokenize_requests(tokenizer, [*oversized, small], 8, budget)
-    elapsed = time.monotonic() - started
     same_windows(results[-1], tokenizer.encode(*small))  # the smallest first
     refused = [r for r in results[:-1] if isinstance(refusal(r), InputError)]
     busy = [r for r in results[:-1] if isinstance(refusal(r), Busy)]
-    assert refused and all("the limit is 8 per request" in str(refusal(r)) for r in refused)
-    # how many are counted within 0.25 s depends on the machine (4-10 here); counting all 20 takes 1-2 s
-    assert len(busy) >= 5 and len(refused) + len(busy) == 20, (len(refused), len(busy))
-    assert elapsed < 1.5, elapsed  # each counted alone: ~0.1 s (the first piece); all 20 in full: ~6 s
-    # once the pace is known, a request whose counting would not fit is not planned: Busy, not INVALID_ARGUMENT
-    budget.paces["counted"] = 1e-3
+    # the first behind the small one starts within the head start and is counted; the rest are not planned
+    assert len(refused) <= 1 and len(refused) + len(busy) == 20, (len(refused), len(busy))
+    assert all("the limit is 8 per request" in str(refusal(r)) for r in refused)
+    budget.head_start = 0.0  # as if the small one had taken a tenth of the budget: nothing more is counted
     results = tokenize_requests(tokenizer, [small, oversized[0]], 8, budget)
     same_windows(results[0], tokenizer.encode(*small))
     assert isinstance(refusal(results[1]), Busy)
