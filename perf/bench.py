@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from runtime.cpu import describe
+from runtime.engines import ENGINES, graph_precision
 from runtime.families import FAMILIES
 from serving.admin import AdminClient, local_admin_key
 from serving.configs import edit, step_configs
-from serving.engines import ENGINES, choose, graph_precision
+from serving.engines import choose
 from serving.export import copy_repository, export, is_current
 from testkit.cases import CASES
 from testkit.inputs import long_document, squad_sized_pairs
@@ -226,7 +227,7 @@ def bench_served(server: Server, pairs, concurrency: int, duration_s: float) -> 
     }
 
 
-# what the CPU engines compute in (serving.engines): onnxruntime's fp32 and int8, openvino's bf16
+# what the CPU engines compute in (runtime.engines): onnxruntime's fp32 and int8, openvino's bf16
 CPU_PRECISIONS = [p for engine in ENGINES.values() if engine.hardware == "cpu" for p in engine.precisions]
 
 

@@ -8,7 +8,7 @@ The folder holds ``run.sh`` (``perf/gpu_kit_run.sh``), ``README.txt``, ``kit.jso
 
 * ``tritonserver``: nvidia-pytriton's tritonserver, bundled libraries and Python backend, with only the
   Python-backend stub of ``--python-version`` (not the other versions' stubs, nor the libpython 3.13 that only
-  the 3.13 stub uses), under an empty ``pytriton`` package that ``serving.serve`` finds;
+  the 3.13 stub uses), under an empty ``pytriton`` package that ``serving.stub_env`` finds;
 * ``site``: the kit's own packages, ahead of the machine's: numpy 1.x (the stubs misread numpy 2's tensors),
   tokenizers, and the card's transformers 4.x with its huggingface_hub (the pipeline comparison);
 * ``fallback``: small packages that transformers 4.x and huggingface_hub need, used only where the machine
@@ -293,7 +293,7 @@ def _copy_project(staging: Path) -> None:
 
 
 def _empty_pytriton(staging: Path) -> None:
-    # serving.serve finds tritonserver with importlib.util.find_spec("pytriton"), which does not run __init__.py
+    # serving.stub_env finds tritonserver with importlib.util.find_spec("pytriton"), which does not run __init__.py
     (staging / "pytriton").mkdir(parents=True, exist_ok=True)
     (staging / "pytriton" / "__init__.py").write_text("")
 

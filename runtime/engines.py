@@ -1,13 +1,18 @@
-"""The model step's engine, as its config chooses it (``engine``; each engine's config is configs/<engine>.pbtxt,
-serving/engines.py): ONNX Runtime on the exported graph (the CPU default, exact parity), OpenVINO on the same graph
-(bf16 on CPUs with bf16 matrix units), or PyTorch on the exported checkpoint (fp16, fused attention and length
-buckets on a GPU). All take the same windows and give the same logits (``run``)."""
+"""The model step's engines: the one table (``ENGINES``) that the model step, the export and the tools read.
+``ENGINE`` is the one word that chooses one, the same in ``make serve`` / ``make export``, ``serving.serve
+--engine``, ``serving.export --engine``, docker compose's ``ENGINE``, the k8s overlays (``deploy/k8s/overlays/
+<engine>``) and the config variant files (``model_repository/encoder/configs/<engine>.pbtxt``, which tritonserver
+takes as ``--model-config-name=<engine>``); ``PRECISION`` beside it says what the engine computes in. ONNX Runtime
+runs the exported graph (the CPU default, exact parity), OpenVINO the same graph (bf16 on CPUs with bf16 matrix
+units), PyTorch the exported checkpoint (fp16, fused attention and length buckets on a GPU). All run in Triton's
+Python backend and take the same windows and give the same logits (``make_runner``)."""
 
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +20,25 @@ import numpy as np
 from runtime.scheduling import Budget
 from runtime.tensors import pack_tokens
 
-ENGINES = ("onnxruntime", "openvino", "torch")
+
+@dataclass(frozen=True)
+class Engine:
+    name: str
+    hardware: str  # cpu or gpu
+    precisions: tuple[str, ...]  # what PRECISION may be with it; the first is its default
+    summary: str
+
+
+ENGINES = {
+    engine.name: engine
+    for engine in (
+        Engine("onnxruntime", "cpu", ("fp32", "int8"), "ONNX Runtime on the CPU (exact parity in fp32)"),
+        Engine("openvino", "cpu", ("bf16",), "OpenVINO in bf16 on the CPU's bf16 matrix units"),
+        Engine("torch", "gpu", ("fp16",), "PyTorch fp16 on a GPU, CUDA graphs per (batch, length) bucket"),
+    )
+}
+PRECISIONS = tuple(dict.fromkeys(p for engine in ENGINES.values() for p in engine.precisions))
+
 # the encoder config's parameters, every one required (runtime.backend.checked_parameters)
 PARAMETERS = (
     "engine",
@@ -31,6 +54,12 @@ PARAMETERS = (
     "batch_budget_ms",
     "max_request_ms",
 )
+
+
+def graph_precision(precision: str) -> str:
+    """The precision of the ONNX graph exported for ``precision``: int8 is its own graph; the others run the fp32
+    graph (OpenVINO lowers it itself; torch reads the checkpoint instead)."""
+    return "int8" if precision == "int8" else "fp32"
 
 
 def make_runner(parameters: Mapping[str, str], version_dir: Path, max_seq_len: int, device_id: str | None = None):

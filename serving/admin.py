@@ -1,5 +1,5 @@
 """Triton's HTTP API as operators' tools use it: readiness, statistics, model configuration and the model
-repository, with the admin key that ``make serve`` puts on those protocols (``serving.serve``); and the
+repository, with the admin key that ``make serve`` puts on those protocols (``serving.keys``); and the
 inference key (``serve --api-key``) as the tools that ask the server take it (``add_api_key_option``).
 
     python -m serving.admin drain [--url http://127.0.0.1:8000] [--settle-s 5] [--timeout-s 30]

@@ -8,7 +8,7 @@ sequence axes, checked against the PyTorch logits; the ONNX Runtime engine), ``e
 checkpoint itself; the torch engine), ``tokenizer/1/tokenizer.json`` (the fast tokenizer the tokenizer step
 loads) and ``encoder/1/export.json`` (what was exported, and how close ONNX came to PyTorch). The server itself
 never downloads anything. ``--clean`` removes them. ``--engine`` and ``--precision`` choose the graph
-(``serving.engines``: fp32 or int8). ``--no-onnx`` writes all but the ONNX graph: enough for the torch engine,
+(``runtime.engines``: fp32 or int8). ``--no-onnx`` writes all but the ONNX graph: enough for the torch engine,
 not for the others. Every graph is fp16-safe: no float constant outside fp16's finite range
 (``fp16_unsafe_constants``), so that no engine lowering it to fp16 turns a mask into infinities and its logits
 into NaN.
@@ -35,9 +35,10 @@ from pathlib import Path
 import numpy as np
 
 from runtime.backend import config_file_parameters
+from runtime.engines import ENGINES, PRECISIONS, graph_precision
 from runtime.families import FAMILIES
 from runtime.tensors import GRAPH_INPUTS, GRAPH_OUTPUTS, TYPE_BIT
-from serving.engines import ENGINES, PRECISIONS, EngineChoiceError, choose, graph_precision
+from serving.engines import EngineChoiceError, choose
 
 DEFAULT_MODEL = "valhalla/electra-base-discriminator-finetuned_squadv1"
 DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
@@ -60,12 +61,12 @@ class ExportRecord:
     opset: int
     exported_at: str
     fused_operators: dict
-    precision: str = "fp32"  # the graph's (serving.engines.graph_precision)
+    precision: str = "fp32"  # the graph's (runtime.engines.graph_precision)
     family: str = "electra"  # config.json's model_type
     # what the model takes, as the pipeline passes it (the tokenizer's model_input_names): the ``ids`` graph's
     # inputs, and whether token types reach the model at all
     model_inputs: list = field(default_factory=lambda: list(GRAPH_INPUTS))
-    # the embedded server's engines that run this export (serving.engines): onnxruntime always (its graph is the
+    # the embedded server's engines that run this export (runtime.engines): onnxruntime always (its graph is the
     # one checked), openvino where it compiles the graph, torch where its encoders build the checkpoint's config
     engines: list = field(default_factory=lambda: ["onnxruntime", "openvino", "torch"])
     unrunnable: dict = field(default_factory=dict)  # each other engine: why it does not run this export
@@ -272,7 +273,7 @@ def export(
     precision: str | None = None,
     onnx: bool = True,
 ) -> ExportRecord:
-    """Export ``model`` into ``repository`` for ``engine`` computing in ``precision`` (``serving.engines``; None:
+    """Export ``model`` into ``repository`` for ``engine`` computing in ``precision`` (``runtime.engines``; None:
     the engine's default); raises ExportError when ONNX and PyTorch disagree.
 
     The graph takes the model's own inputs (of the three standard ones); ``optimize`` applies ONNX Runtime's
@@ -644,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         "--engine",
         choices=("auto", *ENGINES),
         default="auto",
-        help="the model step that will run the export (serving.engines; auto: as make serve chooses it)",
+        help="the model step that will run the export (runtime.engines; auto: as make serve chooses it)",
     )
     parser.add_argument(
         "--precision",

@@ -23,7 +23,7 @@ release r24.11 / Triton 2.52); nvidia-pytriton 0.7.0 (the latest, which itself r
 it. So the server refuses to start when the stub's environment has numpy >= 2, with a message that says
 what to install, and never starts a server whose every request would crash:
 
-* ``numpy_problem()``: checked by ``serving.serve`` before it starts tritonserver, with the interpreter the
+* ``numpy_problem()``: checked by ``serving.stub_env`` before it starts tritonserver, with the interpreter the
   stub will use (the stub ignores PYTHON* environment variables, hence ``-E``);
 * ``patch_backend()``: the same check at the top of the backend copy's ``triton_python_backend_utils.py``,
   which every stub imports when it starts, so a stub that finds numpy 2 anyway fails its model's loading

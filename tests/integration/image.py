@@ -33,7 +33,7 @@ from pathlib import Path
 
 from docker.utils.build import exclude_paths
 
-from serving.serve import Interpreter, backend_directory, library_path, triton_home
+from serving.stub_env import Interpreter, backend_directory, library_path, triton_home
 
 # What the NGC base image holds that the layout stands in for: Triton's release notes give each release's
 # Ubuntu and Python (24.10: Ubuntu 22.04, Python 3.10).

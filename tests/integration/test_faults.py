@@ -17,7 +17,7 @@ import pytest
 from client import QAError, RetryPolicy, TritonQA
 from serving.admin import AdminClient
 from serving.processes import mapped_shm, stub_pids, tritonserver_pids
-from serving.serve import PROBE_S, Supervisor
+from serving.supervisor import PROBE_S, Supervisor
 from testkit.cases import CASES
 from testkit.inputs import long_document
 from tests.integration.conftest import free_port, launch, stop

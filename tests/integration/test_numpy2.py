@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.serve import server_command
+from serving.stub_env import server_command
 from tests.conftest import ROOT
 from tests.integration.conftest import STARTUP_TIMEOUT_S, free_port, stop
 

@@ -32,7 +32,7 @@ from tests.monitoring import (
 
 K8S = ROOT / "deploy" / "k8s"
 MONITORING = ROOT / "deploy" / "monitoring"
-OVERLAYS = ("torch", "onnxruntime", "openvino")  # named by their engine (serving/engines.py)
+OVERLAYS = ("torch", "onnxruntime", "openvino")  # named by their engine (runtime/engines.py)
 # the oldest Kubernetes minor these manifests are meant for, and the newest schemas kubernetes-validate ships
 KUBERNETES_VERSIONS = ("1.29.0", "1.37.0")
 CHECKOV = Path(os.environ.get("CHECKOV", ROOT / ".venv-checkov" / "bin" / "checkov"))
@@ -226,7 +226,7 @@ def test_one_word_chooses_the_model_step_in_compose_and_kubernetes(rendered):
     """ENGINE: each overlay is named by its engine and sets it; compose's CPU service takes it (onnxruntime when
     unset), its GPU service runs torch; each names a config file of the model step that exists. The openvino
     overlay differs from onnxruntime's in that, its label and its autoscaling target only."""
-    from serving.engines import ENGINES
+    from runtime.engines import ENGINES
 
     assert {p.name for p in (K8S / "overlays").iterdir()} == set(ENGINES)
     assert "--model-config-name=${ENGINE:-onnxruntime}" in COMPOSE["services"]["triton-cpu"]["command"]
@@ -258,7 +258,7 @@ def test_variables_are_compared_whatever_their_syntax():
 
 @pytest.mark.parametrize(("overlay", "service"), [("torch", "triton"), ("onnxruntime", "triton-cpu")])
 def test_admin_protocols_need_the_key_from_a_secret_or_a_required_variable(rendered, overlay, service):
-    from serving.serve import ADMIN_PROTOCOLS
+    from serving.keys import ADMIN_PROTOCOLS
 
     restricted = f"{','.join(ADMIN_PROTOCOLS)}:x-admin-key=${{ELECTRA_QA_ADMIN_KEY}}"
     triton = container(rendered[overlay])

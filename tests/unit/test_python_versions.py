@@ -1,5 +1,5 @@
 """Serving on any CPython 3.10 to 3.13: finding the interpreter (serving/find-python), and the shared libpython
-the Python-backend stub links (serving.serve), with the install hint for the distribution it runs on."""
+the Python-backend stub links (serving.stub_env), with the install hint for the distribution it runs on."""
 
 import subprocess
 import sys
@@ -7,7 +7,7 @@ import sysconfig
 
 import pytest
 
-from serving import serve
+from serving import stub_env
 from tests.conftest import ROOT
 
 FIND_PYTHON = ROOT / "serving" / "find-python"
@@ -48,35 +48,35 @@ def test_the_libpython_hint_names_the_package_of_the_distribution(tmp_path, os_r
     path = tmp_path / "os-release"
     if os_release is not None:
         path.write_text(os_release)
-    assert expected in serve.libpython_hint("3.12", path, system_python=tmp_path / "none")
+    assert expected in stub_env.libpython_hint("3.12", path, system_python=tmp_path / "none")
 
 
 def test_on_fedora_the_default_python3s_library_is_python3_libs(tmp_path):
     (tmp_path / "os-release").write_text("ID=fedora\n")
     (tmp_path / "python3.12").write_text("")
     (tmp_path / "python3").symlink_to(tmp_path / "python3.12")
-    assert serve.libpython_hint("3.12", tmp_path / "os-release", tmp_path / "python3") == "dnf install python3-libs"
+    assert stub_env.libpython_hint("3.12", tmp_path / "os-release", tmp_path / "python3") == "dnf install python3-libs"
 
 
 def test_libpython_found_by_the_system_loader_needs_no_library_path(monkeypatch):
-    monkeypatch.setattr(serve, "missing_libraries", lambda binary, path: [])
-    assert serve.python_library_path() == []
+    monkeypatch.setattr(stub_env, "missing_libraries", lambda binary, path: [])
+    assert stub_env.python_library_path() == []
 
 
 def test_libpython_of_the_interpreter_goes_on_the_library_path(monkeypatch):
     libdir, soname = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("INSTSONAME")
-    if not (libdir and soname and (serve.Path(libdir) / soname).is_file()):
+    if not (libdir and soname and (stub_env.Path(libdir) / soname).is_file()):
         pytest.skip("this Python has no shared libpython in its LIBDIR")
-    monkeypatch.setattr(serve, "missing_libraries", lambda binary, path: [] if libdir in path else [soname])
-    assert serve.python_library_path() == [libdir]
+    monkeypatch.setattr(stub_env, "missing_libraries", lambda binary, path: [] if libdir in path else [soname])
+    assert stub_env.python_library_path() == [libdir]
 
 
 def test_missing_libpython_says_what_to_install(monkeypatch):
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    monkeypatch.setattr(serve, "missing_libraries", lambda binary, path: [f"libpython{version}.so.1.0"])
-    monkeypatch.setattr(serve, "libpython_hint", lambda v: f"install libpython{v} (hint)")
-    with pytest.raises(serve.ServerSetupError) as error:
-        serve.python_library_path()
+    monkeypatch.setattr(stub_env, "missing_libraries", lambda binary, path: [f"libpython{version}.so.1.0"])
+    monkeypatch.setattr(stub_env, "libpython_hint", lambda v: f"install libpython{v} (hint)")
+    with pytest.raises(stub_env.ServerSetupError) as error:
+        stub_env.python_library_path()
     assert f"needs libpython{version}.so.1.0" in str(error.value)
     assert str(error.value).endswith(f"install libpython{version} (hint)")
 

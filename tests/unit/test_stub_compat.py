@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from serving import stub_compat
-from serving.serve import triton_home
+from serving.stub_env import triton_home
 
 # (Python source, evaluated in the subprocess) the kinds of string tensors the models exchange: ASCII,
 # multi-byte UTF-8, empty, and long enough for length prefixes with more than one non-zero byte

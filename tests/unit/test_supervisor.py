@@ -11,8 +11,9 @@ import pytest
 
 from client import ChannelSettings, RetryPolicy
 from serving import shm
+from serving.keys import REDACTED, redacted
 from serving.processes import running
-from serving.serve import REDACTED, Supervisor, exit_reason, redacted
+from serving.supervisor import Supervisor, exit_reason
 
 
 def test_printed_command_lines_show_no_key_values():
