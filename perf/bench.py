@@ -30,12 +30,12 @@ import numpy as np
 from runtime.cpu import describe
 from runtime.engines import ENGINES, graph_precision
 from runtime.families import FAMILIES
-from serving.admin import AdminClient, local_admin_key
 from serving.configs import edit, step_configs
 from serving.engines import choose
 from serving.export import copy_repository, export, is_current
 from testkit.cases import CASES
 from testkit.inputs import long_document, squad_sized_pairs
+from testkit.servers import Server, serve_module_command, start
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ("tokenizer", "encoder", "decoder")
@@ -117,82 +117,36 @@ def bench_pipeline(
     return result
 
 
-class Server:
-    def __init__(
-        self,
-        repository: Path,
-        grpc_port: int,
-        http_port: int,
-        metrics_port: int,
-        log: Path,
-        serve_args: tuple[str, ...] = (),
-    ):
-        self.http, self.metrics = f"http://localhost:{http_port}", f"http://localhost:{metrics_port}"
-        self.grpc = f"localhost:{grpc_port}"
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "serving.serve",
-                "--no-export",
-                "--repository",
-                str(repository),
-                "--grpc-port",
-                str(grpc_port),
-                "--http-port",
-                str(http_port),
-                "--metrics-port",
-                str(metrics_port),
-                *serve_args,
-            ],
-            cwd=ROOT,
-            stdout=open(log, "wb"),
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 300
-        while not AdminClient(self.http).ready():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"tritonserver did not start; see {log}")
-            time.sleep(0.5)
-        self.admin = AdminClient(self.http, local_admin_key(self.grpc))
+def step_times_ns(server: Server) -> dict:
+    """Cumulative queue and compute time per composing model (Triton's statistics API)."""
+    admin, times = server.admin, {}
+    for step in STEPS:
+        stats = admin.statistics(step)["inference_stats"]
+        times[step] = {
+            "queue": int(stats["queue"]["ns"]),
+            "compute": sum(int(stats[k]["ns"]) for k in ("compute_input", "compute_infer", "compute_output")),
+        }
+    return times
 
-    def step_times_ns(self) -> dict:
-        """Cumulative queue and compute time per composing model (Triton's statistics API)."""
-        times = {}
-        for step in STEPS:
-            stats = self.admin.statistics(step)["inference_stats"]
-            times[step] = {
-                "queue": int(stats["queue"]["ns"]),
-                "compute": sum(int(stats[k]["ns"]) for k in ("compute_input", "compute_infer", "compute_output")),
-            }
-        return times
 
-    def tokens(self) -> dict:
-        with urllib.request.urlopen(f"{self.metrics}/metrics") as r:
-            text = r.read().decode()
-        return {k: float(v) for k, v in re.findall(r'electra_qa_model_tokens_total\{kind="(\w+)"\} (\S+)', text)}
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+def tokens(server: Server) -> dict:
+    """The model step's real and executed (padded) tokens so far (its Prometheus counter)."""
+    with urllib.request.urlopen(f"{server.metrics_url}/metrics") as r:
+        text = r.read().decode()
+    return {k: float(v) for k, v in re.findall(r'electra_qa_model_tokens_total\{kind="(\w+)"\} (\S+)', text)}
 
 
 def bench_served(server: Server, pairs, concurrency: int, duration_s: float) -> dict:
     from client import TritonQA
 
-    before_steps, before_tokens = server.step_times_ns(), server.tokens()
+    before_steps, before_tokens = step_times_ns(server), tokens(server)
     latencies: list[float] = []
     answers: dict[int, tuple] = {}
     lock, stop_at = threading.Lock(), time.perf_counter() + duration_s
     counter = iter(range(10**9))
 
     def worker():
-        with TritonQA(server.grpc, timeout_s=120) as qa:
+        with TritonQA(server.grpc_url, timeout_s=120) as qa:
             while time.perf_counter() < stop_at:
                 i = next(counter)
                 t = time.perf_counter()
@@ -208,7 +162,7 @@ def bench_served(server: Server, pairs, concurrency: int, duration_s: float) -> 
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - start
-    after_steps, after_tokens = server.step_times_ns(), server.tokens()
+    after_steps, after_tokens = step_times_ns(server), tokens(server)
     step_ns = {s: {k: after_steps[s][k] - before_steps[s][k] for k in ("queue", "compute")} for s in STEPS}
     total = sum(v["queue"] + v["compute"] for v in step_ns.values()) or 1
     real = after_tokens["real"] - before_tokens["real"]
@@ -313,16 +267,17 @@ def bench_precision(args, precision: str, pairs) -> tuple[list[dict], dict | Non
     from client import TritonQA
 
     repository = bench_repository(args, precision)
-    server = Server(
-        repository,
-        args.grpc_port,
-        args.grpc_port + 1,
-        args.grpc_port + 2,
+    ports = (args.grpc_port, args.grpc_port + 1, args.grpc_port + 2)
+    serve_args = ("--engine", cpu_engine(precision), "--precision", precision)
+    server = start(
+        serve_module_command(repository, ports, serve_args),
+        ports,
         repository.parent / f"server-{precision}.log",
-        ("--engine", cpu_engine(precision), "--precision", precision),
+        repository,
+        ROOT,
     )
     try:
-        with TritonQA(server.grpc, timeout_s=600) as qa:
+        with TritonQA(server.grpc_url, timeout_s=600) as qa:
             for question, context in pairs[:8]:
                 qa.ask(question, context)
             runs = []

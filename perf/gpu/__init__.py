@@ -4,7 +4,6 @@ its own; ``report``: the table and the targets. What they share is here."""
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -15,9 +14,3 @@ PAIRS = 200  # perf/data/squad.json holds squad_sized_pairs(200)
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

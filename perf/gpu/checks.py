@@ -88,7 +88,7 @@ def reexport(args, work: Path, repository: Path, size: str, vocab: Path | None, 
     pairs = squad_sized_pairs(len(before))
     server = start_server("server-reexported.log")
     try:
-        after = served_answers(server.http, pairs)
+        after = served_answers(server.http_url, pairs)
     finally:
         server.stop()
     changed = sum(a != b for a, b in zip(after, before))
@@ -101,7 +101,7 @@ def front_restart(args, repository: Path, start_server, perf_analyzer: str) -> d
     again. Not run where nginx is not installed or the ports are taken."""
     from client.names import ENSEMBLE
     from perf.load_test import PerfAnalyzerError, measure
-    from serving.admin import grpc_headers, local_admin_key
+    from serving.admin import grpc_headers
     from serving.processes import tritonserver_pids
 
     nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).is_file()), None)
@@ -118,7 +118,7 @@ def front_restart(args, repository: Path, start_server, perf_analyzer: str) -> d
     result: dict = {"ran": True, "answered_before": 0, "answered_after": 0, "failed": 0, "recovery_s": None}
     try:
         _wait_for(lambda: _http_ok(f"http://127.0.0.1:{FRONT_PORTS[0]}/v2/health/ready"), 30)
-        headers = grpc_headers(local_admin_key(server.grpc))
+        headers = grpc_headers(server.admin_key)
         data = ROOT / "perf" / "data" / "squad.json"
 
         def through_front(name: str) -> None:

@@ -12,9 +12,10 @@ import urllib.request
 from pathlib import Path
 
 from client.names import ENSEMBLE
-from perf.gpu import ROOT, STEPS, free_port, log
+from perf.gpu import ROOT, STEPS, log
 from perf.gpu.machine import GpuMemory
 from perf.gpu.report import render_row
+from testkit.servers import ServerStartError, free_port, serve_module_command, start
 
 
 def server_memory(grpc_port: int) -> dict[str, float]:
@@ -129,15 +130,16 @@ def served_row(
 
 
 def server_starter(args, repository: Path):
-    """``start(log_name, ports=None)``: the embedded server on ``repository`` with the torch engine's configs (as
-    the GPU service runs them), on free ports or ``ports`` (gRPC, HTTP, metrics); ready when it returns."""
-    from perf.bench import Server
+    """``start_server(log_name, ports=None)``: the embedded server on ``repository`` with the torch engine's
+    configs (as the GPU service runs them), on free ports or ``ports`` (gRPC, HTTP, metrics); ready when it
+    returns (testkit.servers.ServerStartError if it does not start)."""
 
-    def start(log_name: str, ports: tuple[int, int, int] | None = None):
+    def start_server(log_name: str, ports: tuple[int, int, int] | None = None):
         ports = ports or (free_port(), free_port(), free_port())
-        return Server(repository, *ports, args.out / log_name, ("--engine", "torch", "--address", "127.0.0.1"))
+        command = serve_module_command(repository, ports, ("--engine", "torch", "--address", "127.0.0.1"))
+        return start(command, ports, args.out / log_name, repository, ROOT)
 
-    return start
+    return start_server
 
 
 def run_served(args, device: str, start_server, pairs: list[tuple[str, str]]) -> dict:
@@ -146,7 +148,7 @@ def run_served(args, device: str, start_server, pairs: list[tuple[str, str]]) ->
     run that fails, is reported (with the end of its output) and the run goes on: ``errors`` lists what failed."""
     from perf.load_test import PerfAnalyzerError, composing_models, measure
     from perf.process_cpu import server_processes
-    from serving.admin import grpc_headers, local_admin_key
+    from serving.admin import grpc_headers
 
     result = {"startup_s": None, "startup_gpu_mib": None, "rows": [], "answers": [], "errors": []}
     perf_analyzer = perf_analyzer_binary(args.work)
@@ -161,8 +163,8 @@ def run_served(args, device: str, start_server, pairs: list[tuple[str, str]]) ->
     try:
         with GpuMemory(device == "gpu") as memory:
             server = start_server(server_log.name)
-    except RuntimeError as error:
-        tail = "\n".join(server_log.read_text(errors="replace").splitlines()[-40:]) if server_log.is_file() else ""
+    except ServerStartError as error:
+        tail = "\n".join(error.tail.splitlines()[-40:])
         log(f"{error}; its last lines:\n{tail}")
         result["errors"].append(f"server: {error}")
         return result
@@ -171,12 +173,12 @@ def run_served(args, device: str, start_server, pairs: list[tuple[str, str]]) ->
     try:
         started = time.monotonic()
         try:
-            result["answers"] = served_answers(server.http, pairs[: args.parity_questions])
+            result["answers"] = served_answers(server.http_url, pairs[: args.parity_questions])
             log(f"{len(result['answers'])} parity questions answered in {time.monotonic() - started:.1f} s")
         except (OSError, ValueError, KeyError) as error:
             log(f"the parity questions failed: {error}")
             result["errors"].append(f"parity questions: {error}")
-        headers = grpc_headers(local_admin_key(server.grpc))
+        headers = grpc_headers(server.admin_key)
         steps = composing_models(server.admin, ENSEMBLE)
         runs = [
             (f"served, concurrency {c}", c, ROOT / "perf" / "data" / "squad.json", None, "questions")
@@ -198,7 +200,7 @@ def run_served(args, device: str, start_server, pairs: list[tuple[str, str]]) ->
                         perf_analyzer,
                         server.admin,
                         headers,
-                        server.grpc,
+                        server.grpc_url,
                         ENSEMBLE,
                         data,
                         concurrency,
@@ -208,13 +210,13 @@ def run_served(args, device: str, start_server, pairs: list[tuple[str, str]]) ->
                         steps,
                         args.out / f"perf-c{concurrency}-{kind}.csv",
                         request_count,
-                        processes=server_processes(int(server.grpc.rsplit(":", 1)[1])),
+                        processes=server_processes(int(server.grpc_url.rsplit(":", 1)[1])),
                     )
             except PerfAnalyzerError as error:
                 log(f"{setup}: {error}")
                 result["errors"].append(f"{setup}: perf_analyzer exited with {error.returncode}")
                 continue
-            grpc_port = int(server.grpc.rsplit(":", 1)[1])
+            grpc_port = int(server.grpc_url.rsplit(":", 1)[1])
             result["rows"].append(
                 served_row(setup, row, breakdown, memory.peak, kind, cpu_us, server_memory(grpc_port))
             )

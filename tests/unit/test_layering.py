@@ -15,7 +15,7 @@ FLOORS = {
     "runtime": 1,  # per execute: batching of requests, budgets, tensors, the model step's engines
     "serving": 2,  # tooling: export, make serve, admin, supervision
     "offline": 3,  # make bulk, make eval, over the client
-    "testkit": 3,  # random checkpoints, cases and inputs the tests and benchmarks share
+    "testkit": 3,  # random checkpoints, cases, inputs and the server launcher the tests and benchmarks share
     "perf": 4,  # benchmarks, load tests, the GPU run
 }
 ADAPTERS = sorted(ROOT.glob("model_repository/*/1/model.py"))
