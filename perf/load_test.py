@@ -32,6 +32,7 @@ from statistics import median
 from client.names import DEFAULT_URL, ENSEMBLE
 from perf import prepost, process_cpu
 from serving.admin import AdminClient, add_api_key_option, grpc_headers, local_admin_key, parse_header
+from testkit.servers import settled
 
 ROOT = Path(__file__).resolve().parent.parent
 # the processes of the serving stack outside the model step (tritonserver and the pre/post-processing steps)
@@ -60,18 +61,10 @@ def statistics(admin: AdminClient) -> dict[str, dict]:
     return {s["name"]: s for s in admin.call("/v2/models/stats")["model_stats"]}
 
 
-def settled_statistics(admin: AdminClient, timeout_s: float = 5.0) -> dict[str, dict]:
-    """Statistics once they stop changing: Triton counts a request after sending its response, so right after
-    perf_analyzer returns, the last requests may not be counted in every model yet."""
-    current = statistics(admin)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        latest = statistics(admin)
-        if latest == current:
-            break
-        current = latest
-    return current
+def settled_statistics(admin: AdminClient) -> dict[str, dict]:
+    """Statistics once they stop changing (``testkit.servers.settled``): right after perf_analyzer returns, its
+    last requests may not be counted in every model yet."""
+    return settled(lambda: statistics(admin), quiet_s=0.5)
 
 
 def delta(after: dict, before: dict, name: str) -> dict:

@@ -3,8 +3,8 @@ refusal (``Busy``, UNAVAILABLE, worth retrying) of a request they had no time le
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
+from time import monotonic
 
 from preprocessing.errors import InputError
 from preprocessing.outcomes import Refused
@@ -51,7 +51,7 @@ class Budget:
 
     def fits(self, started: float, seconds: float) -> bool:
         """Whether work of ``seconds``, begun now, ends within the budget of an execute that began at ``started``."""
-        return time.monotonic() - started + seconds < self.seconds
+        return monotonic() - started + seconds < self.seconds
 
     def busy(self, step: str) -> Busy:
         return Busy(
@@ -70,7 +70,7 @@ class Budget:
         for i, request in enumerate(requests):
             if isinstance(request, Refused):
                 continue
-            ahead = time.monotonic() - started + total  # the execute's work before this request, done or predicted
+            ahead = monotonic() - started + total  # the execute's work before this request, done or predicted
             if begun and ahead >= self.head_start and not self.fits(started, total + costs[i]):
                 kept[i] = Refused(self.busy(step))
             else:

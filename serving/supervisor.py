@@ -220,6 +220,8 @@ class Supervisor:
                 if stubs is None:
                     stubs = stub_pids(self.process.pid) if self.server.ready() else None
                     self.served = self.served or stubs is not None
+                    if stubs is not None:
+                        log(f"watching tritonserver {self.process.pid} and its {len(stubs)} Python-backend stubs")
                     if stubs is not None and self.probe_s:
                         prober = Prober(self.http_url, self.probe_s, self.PROBE_TIMEOUT_S, self.api_key)
                 elif dead := stubs - running(stubs):

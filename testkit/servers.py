@@ -10,13 +10,17 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from serving.admin import AdminClient, local_admin_key
 
 STARTUP_TIMEOUT_S = 300
 LOG_TAIL_CHARS = 5000  # what a failure shows of the server's log
+SETTLE_TIMEOUT_S = 60.0
+T = TypeVar("T")
 
 
 class ServerStartError(RuntimeError):
@@ -169,3 +173,30 @@ def serve_module_command(
         str(metrics_port),
         *serve_args,
     ]
+
+
+def settled(read: Callable[[], T], until: Callable[[T], bool] = lambda _: True, quiet_s: float = 1.0) -> T:
+    """``read()`` (a server's statistics or metrics) once ``until`` holds of it and it has not changed for
+    ``quiet_s``, or what it is after SETTLE_TIMEOUT_S. Triton counts a request just after its response and a step
+    sends its metrics every second; a neighbour's last requests land before a baseline read this way."""
+    value, changed = read(), time.monotonic()
+    deadline = changed + SETTLE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        latest = read()
+        if latest != value:
+            value, changed = latest, time.monotonic()
+        elif until(value) and time.monotonic() - changed >= quiet_s:
+            break
+    return value
+
+
+def eventually(check: Callable[[], bool], timeout_s: float = SETTLE_TIMEOUT_S) -> bool:
+    """Whether ``check()`` holds within ``timeout_s`` (polled): what a server does shortly after a call (a memory
+    trim, a statistics count), waited for rather than slept for."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True

@@ -405,9 +405,9 @@ class Container:
         probe = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=3).close()"
         return self.on_network([sys.executable, "-c", probe], stderr=subprocess.DEVNULL).wait(timeout=30) == 0
 
-    def stop(self, grace_s: float = 30) -> float:
-        """``docker stop``: the image's stop signal to PID 1, SIGKILL after ``grace_s``; how long it took."""
-        started = time.monotonic()
+    def stop(self, grace_s: float = 30) -> bool:
+        """``docker stop``: the image's stop signal to PID 1, SIGKILL after ``grace_s``; whether it exited on its
+        stop signal (not killed)."""
         if self.alive():
             try:
                 os.kill(self.pid, self.image.stop_signal)
@@ -418,4 +418,5 @@ class Container:
             except subprocess.TimeoutExpired:
                 self.runtime.kill()
                 self.runtime.wait()
-        return time.monotonic() - started
+                return False
+        return True

@@ -26,3 +26,8 @@ def keep_asking(qa: TritonQA, stop: threading.Event, outcomes: list[Outcome], lo
             result = error
         with lock:
             outcomes.append(Outcome(started, result, time.monotonic() - started))
+
+
+def answered_since(outcomes: list[Outcome], since: float) -> int:
+    """Calls begun after ``since`` (time.monotonic()) that were answered."""
+    return sum(1 for o in list(outcomes) if o.started > since and not isinstance(o.result, QAError))

@@ -6,6 +6,7 @@ from tritonclient.utils import InferenceServerException
 
 from client import InvalidInputError, ServerError, TritonQA
 from testkit.cases import CASES
+from testkit.servers import settled
 from tests.integration import raw
 
 
@@ -79,10 +80,16 @@ def test_client_refuses_text_that_is_not_encodable(qa):
         qa.ask("bad \ud800 surrogate", "Some context.")
 
 
-def executions_and_requests(server, model):
-    stats = server.admin.statistics(model)
-    inference = stats["inference_stats"]
-    return stats["execution_count"], int(inference["success"]["count"]) + int(inference["fail"]["count"])
+def executions_and_requests(server, model, until=lambda _: True):
+    """(executions, requests) of ``model`` once they stop changing (``settled``): a neighbour's last requests
+    counted before a baseline, this test's own all counted after it."""
+
+    def read():
+        stats = server.admin.statistics(model)
+        inference = stats["inference_stats"]
+        return stats["execution_count"], int(inference["success"]["count"]) + int(inference["fail"]["count"])
+
+    return settled(read, until)
 
 
 def test_a_bad_request_does_not_fail_good_ones_sent_with_it(triton_server, qa):
@@ -99,7 +106,7 @@ def test_a_bad_request_does_not_fail_good_ones_sent_with_it(triton_server, qa):
     before = executions_and_requests(triton_server, "tokenizer")
     with ThreadPoolExecutor(max_workers=16) as pool:
         results = list(pool.map(call, range(96)))
-    after = executions_and_requests(triton_server, "tokenizer")
+    after = executions_and_requests(triton_server, "tokenizer", lambda now: now[1] - before[1] >= 96)
     assert all(isinstance(r, InvalidInputError) and "question 0 is empty" in str(r) for r in results[::2])
     assert all(isinstance(r, str) and r for r in results[1::2])
     executions, requests = after[0] - before[0], after[1] - before[1]
@@ -127,7 +134,7 @@ def test_a_bad_request_to_the_decoder_does_not_fail_good_ones_in_its_batch(trito
     before = executions_and_requests(triton_server, "decoder")
     with ThreadPoolExecutor(max_workers=16) as pool:
         results = list(pool.map(call, range(96)))
-    after = executions_and_requests(triton_server, "decoder")
+    after = executions_and_requests(triton_server, "decoder", lambda now: now[1] - before[1] >= 96)
     assert all(r == "StatusCode.INVALID_ARGUMENT" for r in results[::3])
     assert all(isinstance(r, str) and r and not r.startswith("StatusCode") for i, r in enumerate(results) if i % 3)
     assert after[0] - before[0] < after[1] - before[1] == 96

@@ -441,8 +441,12 @@ def pod(image, tmp_path_factory, tiny_checkpoint):
 
 
 def probe(running: Container, container: dict, name: str, ports: dict[str, int]) -> bool:
-    """One run of the container's probe ``name``, as the kubelet runs it (``ports``: the pod's, by name)."""
-    probe = container[name]
+    """The container's probe ``name`` as the kubelet judges it (``ports``: the pod's, by name): failed only when
+    its ``failureThreshold`` runs in a row fail (one slow run on a busy machine fails no pod)."""
+    return any(probe_once(running, container[name], ports) for _ in range(container[name].get("failureThreshold", 3)))
+
+
+def probe_once(running: Container, probe: dict, ports: dict[str, int]) -> bool:
     if "exec" in probe:
         return running.exec(probe["exec"]["command"], timeout_s=probe["timeoutSeconds"]).returncode == 0
     if "tcpSocket" in probe:
@@ -458,7 +462,7 @@ def test_kubernetes_onnxruntime_pod_probes_and_prestop_drain(pod, reference):
     triton, container = running["triton"], containers["triton"]
     startup = container["startupProbe"]
     limit_s = startup["periodSeconds"] * startup["failureThreshold"]
-    wait_until(lambda: probe(triton, container, "startupProbe", ports), limit_s, triton, "startup probe")
+    wait_until(lambda: probe_once(triton, startup, ports), limit_s, triton, "startup probe")
     for name, one in running.items():
         ready = partial(probe, one, containers[name], "readinessProbe", ports)
         wait_until(ready, 60, one, f"{name} readiness")
@@ -491,8 +495,7 @@ def test_kubernetes_onnxruntime_pod_probes_and_prestop_drain(pod, reference):
     assert quit_proxy.returncode == 0, quit_proxy.stderr
     # then each container's stop signal: the proxy stops gracefully while calls are still coming
     grace_s = spec["terminationGracePeriodSeconds"]
-    proxy_exit_s = running["proxy"].stop(grace_s=grace_s - (time.time() - started))
-    drain_s = time.time() - started
+    proxy_stopped = running["proxy"].stop(grace_s=grace_s - (time.time() - started))
     calls = load.result()
     failures = [c for c in calls if c["error"]]
     assert failures, "no call was refused after the drain"
@@ -510,9 +513,10 @@ def test_kubernetes_onnxruntime_pod_probes_and_prestop_drain(pod, reference):
     assert triton.http_status(int(http), container["readinessProbe"]["httpGet"]["path"]) != 200
     assert probe(triton, container, "livenessProbe", ports)
 
-    exit_s = triton.stop(grace_s=grace_s - drain_s)
+    # the kubelet's SIGKILL comes at the end of the pod's grace period: both exited on their stop signal before it
+    triton_stopped = triton.stop(grace_s=grace_s - (time.time() - started))
     assert not any(one.alive() for one in running.values())
-    assert drain_s + exit_s < grace_s and proxy_exit_s < grace_s
+    assert triton_stopped and proxy_stopped
 
 
 class container_load:

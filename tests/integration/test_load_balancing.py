@@ -11,10 +11,11 @@ import pytest
 
 from client import ENSEMBLE, AsyncTritonQA, QAError, TritonQA
 from testkit.cases import CASES
+from testkit.servers import eventually, settled
 from tests.integration.conftest import launch, stop, wait_ready
-from tests.integration.load import keep_asking
+from tests.integration.load import answered_since, keep_asking
 
-CALL_TIMEOUT_S = 5.0
+CALL_TIMEOUT_S = 30.0  # a deadline no fail-over comes near, on any machine: a call past it is lost
 
 
 @pytest.fixture(scope="module")
@@ -32,15 +33,12 @@ def replicas(tmp_path_factory, tiny_checkpoint, triton_server):
 
 
 def answered(server, settle: bool = True) -> int:
-    """Requests ``electra_qa`` of this server answered; with ``settle`` (no load), once the count stops moving
-    (Triton counts a request just after its response)."""
-    last = None
-    while True:
-        count = server.admin.statistics(ENSEMBLE)["inference_stats"]["success"]["count"]
-        if count == last or not settle:
-            return count
-        last = count
-        time.sleep(0.2)
+    """Requests ``electra_qa`` of this server answered; with ``settle`` (no load), once the count stops moving."""
+
+    def count() -> int:
+        return server.admin.statistics(ENSEMBLE)["inference_stats"]["success"]["count"]
+
+    return settled(count) if settle else count()
 
 
 def test_one_client_spreads_its_calls_over_every_replica(replicas):
@@ -77,19 +75,18 @@ def test_a_killed_replica_loses_no_call(replicas):
         workers = [threading.Thread(target=keep_asking, args=(qa, stop_event, outcomes, lock)) for _ in range(4)]
         for worker in workers:
             worker.start()
-        time.sleep(1.5)
+        assert eventually(lambda: answered(victim, settle=False) > 0 and answered(survivor, settle=False) > 0)
         victim_before = answered(victim, settle=False)
         survivor_at_kill = answered(survivor, settle=False)
         killed_at = time.monotonic()
         stop(victim.process, signal.SIGKILL)  # the whole process group: make, supervisor, tritonserver, stubs
-        time.sleep(3.0)
+        assert eventually(lambda: answered_since(outcomes, killed_at + 0.5) > 20)
         stop_event.set()
         for worker in workers:
-            worker.join(timeout=2 * CALL_TIMEOUT_S)
+            worker.join(timeout=60)
     assert not any(worker.is_alive() for worker in workers), "a call hung past its deadline"
     errors = [o.result for o in outcomes if isinstance(o.result, QAError)]
     assert not errors, errors[:3]
-    assert max(o.duration_s for o in outcomes) < CALL_TIMEOUT_S
     assert victim_before > 0 and not victim.alive()  # both replicas served before the kill
     after = [o.result for o in outcomes if o.started > killed_at + 0.5]
     assert len(after) > 20 and all(result.text for result in after)

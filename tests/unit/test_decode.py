@@ -137,7 +137,6 @@ def test_the_zero_filled_windows_replay_the_references_own_span_selection(max_an
 
 
 def test_windows_whose_context_probabilities_underflow_decode_within_bounded_memory():
-    import time
     import tracemalloc
 
     n_windows, width = 256, 384  # the widest windows the decoder step takes (the tokenizer's max_seq_len)
@@ -147,10 +146,8 @@ def test_windows_whose_context_probabilities_underflow_decode_within_bounded_mem
     logits = np.full((n_windows, width), -1e30, np.float32)
     logits[:, 0] = 0  # [CLS] takes all of the softmax: every context probability is exactly 0
     tracemalloc.start()
-    started = time.monotonic()
     decoded = decode(logits, logits, offsets, offsets.copy(), np.zeros(n_windows, np.int32), ["x" * width])
-    elapsed, peak = time.monotonic() - started, tracemalloc.get_traced_memory()[1]
+    peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert decoded.text.shape == (1, 1) and decoded.score[0, 0] == 0
     assert peak < 64e6, f"{peak / 1e6:.0f} MB"
-    assert elapsed < 10

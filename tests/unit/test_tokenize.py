@@ -1,6 +1,5 @@
 import random
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -155,10 +154,8 @@ def test_long_texts_counted_in_pieces_count_as_many_tokens_as_whole(tokenizer):
 
 def test_a_count_stops_once_the_text_is_over_its_limit(tokenizer):
     text = "a " * 500_000  # 500,000 tokens
-    started = time.monotonic()
     stopped = tokenizer.token_counts([text, "a b c"], [1000, 1])
     assert 1000 < stopped[0] <= COUNT_PIECE_CHARS and stopped[1] == 3  # one piece; short texts counted whole
-    assert time.monotonic() - started < 0.5
     # planning refuses it as surely: at least as many windows as the counted prefix makes
     with pytest.raises(InputError, match=r"the contexts make at least \d+ windows of 384 tokens; the limit is 8 "):
         tokenizer.plan(["Who?"], [text], max_windows=8)
