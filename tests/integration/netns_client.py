@@ -67,6 +67,8 @@ def load(url: str, seconds: float, concurrency: int) -> list:
                     error = f"{type(failure).__name__}: {failure}"
                 with lock:
                     calls.append({"sent": sent, "done": time.time(), "error": error})
+                if error:
+                    time.sleep(0.05)  # a refused caller waits a little, as a client backing off would
 
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     for thread in threads:
