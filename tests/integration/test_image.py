@@ -523,13 +523,13 @@ def test_kubernetes_onnxruntime_pod_probes_and_prestop_drain(pod, reference):
 
 
 class container_load:
-    """Calls from the container's network for ``seconds``, four at a time, each a document of 20,000 characters
-    (~22 windows): load the server absorbs with room to spare (a call the tokenizer's budget refuses as overload,
-    on a machine busy with the preStop hooks, is sent again)."""
+    """Calls from the container's network for ``seconds``, four at a time, each a document of 60,000 characters
+    (~66 windows, a few tenths of a second: calls are surely in flight when the ensemble is unloaded); a call a
+    step's budget refuses as overload, on a machine busy with the preStop hooks, is sent again."""
 
     def __init__(self, running: Container, seconds: float):
         request = running.log.with_name("load-request.json")
-        request.write_text(json.dumps(["Where was it shipped?", long_document(20_000)]))
+        request.write_text(json.dumps(["Where was it shipped?", long_document(60_000)]))
         with open(request) as stdin:
             command = ["load", f"127.0.0.1:{GRPC}", str(seconds), "4"]
             self.client = running.on_network(
