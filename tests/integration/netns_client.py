@@ -42,6 +42,12 @@ import time
 from client import NO_RETRIES, QAError, TritonQA
 
 
+def refused_by_a_budget(failure: QAError) -> bool:
+    """A step had no time left for the call in its batch (``runtime.scheduling.Budget.busy``): overload on a busy
+    machine, sent again; the refusals these calls count are the proxy's and the drain's."""
+    return "had no time left for this request" in str(failure)
+
+
 def ask(url: str) -> list:
     with TritonQA(url, timeout_s=60) as qa:
         answers = qa.ask_many([tuple(pair) for pair in json.load(sys.stdin)])
@@ -62,7 +68,7 @@ def load(url: str, seconds: float, concurrency: int) -> list:
                 try:
                     qa.ask(question, f"{context} Call {next(numbers)}.")
                 except QAError as failure:
-                    if "had no time left for this request" in str(failure):  # a step's budget (overload): again
+                    if refused_by_a_budget(failure):
                         continue
                     error = f"{type(failure).__name__}: {failure}"
                 with lock:
@@ -121,12 +127,11 @@ def concurrent(url: str, calls: int) -> dict:
                 try:
                     qa.ask(f"Who wrote text {i}?", f"Text {i} was written by Ada Lovelace in {1800 + i}.")
                 except QAError as failure:
-                    # the tokenizer's own budget on a busy machine (the proxy's refusals are what counts here)
-                    if "had no time left for this request" in str(failure):
+                    if refused_by_a_budget(failure):
                         continue
                     return f"{type(failure).__name__}: {failure}"
                 return None
-            return "the tokenizer refused it 20 times (overload)"
+            return "a step's budget refused it 20 times (overload)"
 
         with ThreadPoolExecutor(calls) as pool:
             outcomes = list(pool.map(one, range(calls)))
